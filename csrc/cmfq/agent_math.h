@@ -1,0 +1,122 @@
+// Per-agent maths shared by the CPU and the CUDA kernels: the well-conditioned KL of two Boltzmann
+// policies, the effect-to-weight rules and the mean action. See src/cmfq/divergence.py for the
+// derivation; the two must compute the same formula.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "params.h"
+
+#if defined(__CUDACC__)
+#define CMFQ_HD __host__ __device__ __forceinline__
+#else
+#define CMFQ_HD inline
+#endif
+
+namespace cmfq {
+
+// The C names, overloaded, so that one template serves float and double on host and device.
+CMFQ_HD float abs_(float x) { return fabsf(x); }
+CMFQ_HD double abs_(double x) { return fabs(x); }
+CMFQ_HD float exp_(float x) { return expf(x); }
+CMFQ_HD double exp_(double x) { return exp(x); }
+CMFQ_HD float expm1_(float x) { return expm1f(x); }
+CMFQ_HD double expm1_(double x) { return expm1(x); }
+CMFQ_HD float log1p_(float x) { return log1pf(x); }
+CMFQ_HD double log1p_(double x) { return log1p(x); }
+
+// e^d - 1 - d without cancellation near 0: Taylor series up to d^17/17! for |d| < 0.5.
+template <typename T>
+CMFQ_HD T phi(T d) {
+  if (!(abs_(d) < T(0.5))) return expm1_(d) - d;
+  T series = T(1);
+  for (int n = 17; n > 2; --n) series = T(1) + d * series / T(n);
+  return d * d * series / T(2);
+}
+
+// m - log1p(m) without cancellation near 0: m^2/2 - m^3/3 + ... - m^9/9 for |m| < 0.01.
+template <typename T>
+CMFQ_HD T psi(T m) {
+  if (!(abs_(m) < T(0.01))) return m - log1p_(m);
+  T series = T(0);
+  for (int n = 9; n > 1; --n) series = T(1) / T(n) - m * series;
+  return m * m * series;
+}
+
+// p = softmax(values * inv_tau) over n entries.
+template <typename T>
+CMFQ_HD void boltzmann(const T* values, int n, T inv_tau, T* p) {
+  T top = values[0] * inv_tau;
+  for (int a = 1; a < n; ++a) top = values[a] * inv_tau > top ? values[a] * inv_tau : top;
+  T total = T(0);
+  for (int a = 0; a < n; ++a) {
+    p[a] = exp_(values[a] * inv_tau - top);
+    total += p[a];
+  }
+  for (int a = 0; a < n; ++a) p[a] /= total;
+}
+
+// KL(p || softmax(log p + delta_q * inv_tau)), clamped at 0 (NaN passes through, as in torch).
+// delta_q is the change of the action values under the intervention, computed directly rather
+// than as a difference of two evaluations, and centred under p before phi and psi.
+template <typename T>
+CMFQ_HD T kl_from_value_change(const T* p, const T* delta_q, int n, T inv_tau) {
+  T shift = T(0);
+  for (int a = 0; a < n; ++a) shift += p[a] * delta_q[a] * inv_tau;
+  T f = T(0);
+  T r = T(0);
+  for (int a = 0; a < n; ++a) {
+    const T d = delta_q[a] * inv_tau - shift;
+    f += p[a] * phi(d);
+    r += p[a] * d;
+  }
+  const T kl = f - psi(f + r);
+  return kl < T(0) ? T(0) : kl;
+}
+
+// relu(z + dz) - relu(z), exact where both sides are positive.
+template <typename T>
+CMFQ_HD T relu_change(T z, T dz) {
+  const T shifted = z + dz;
+  if (z > T(0) && shifted > T(0)) return dz;
+  return (shifted > T(0) ? shifted : T(0)) - (z > T(0) ? z : T(0));
+}
+
+// Weights of one agent's K neighbour slots from their effects (0 where masked).
+template <typename T>
+CMFQ_HD void combine_weights(const T* effects, const bool* mask, int slots, Weighting weighting,
+                             T weight_temperature, T* weights) {
+  int count = 0;
+  T total = T(0);
+  T top = T(0);
+  for (int k = 0; k < slots; ++k) {
+    if (!mask[k]) continue;
+    const T logit = effects[k] / weight_temperature;
+    top = (count == 0 || logit > top) ? logit : top;
+    ++count;
+    total += effects[k];
+  }
+  if (weighting == Weighting::kProportional) {
+    const bool measurable = total > T(kEffectThreshold);
+    for (int k = 0; k < slots; ++k) {
+      weights[k] = !mask[k] ? T(0) : measurable ? effects[k] / total : T(1) / T(count);
+    }
+    return;
+  }
+  T normaliser = T(0);
+  for (int k = 0; k < slots; ++k) {
+    weights[k] = mask[k] ? exp_(effects[k] / weight_temperature - top) : T(0);
+    normaliser += weights[k];
+  }
+  for (int k = 0; k < slots; ++k) weights[k] = mask[k] ? weights[k] / normaliser : T(0);
+}
+
+// Number of valid neighbour slots of an agent.
+CMFQ_HD int count_valid(const bool* mask, int slots) {
+  int count = 0;
+  for (int k = 0; k < slots; ++k) count += mask[k] ? 1 : 0;
+  return count;
+}
+
+}  // namespace cmfq

@@ -1,0 +1,64 @@
+// The plain description of one causal_weights call that the CPU and CUDA kernels read.
+// No torch types here: the CUDA kernel is compiled without torch headers.
+#pragma once
+
+#include <cstdint>
+
+namespace cmfq {
+
+constexpr int kMaxLayers = 8;
+
+// Below this total effect (nats) the proportional weights fall back to uniform (SPEC: "Weights").
+constexpr double kEffectThreshold = 1e-6;
+
+enum class Weighting : int { kProportional = 0, kSoftmax = 1 };
+
+// y = x W^T + b with W^T stored row-major as [in, out], so that consecutive outputs are
+// consecutive in memory (coalesced on the GPU, a plain GEMM operand on the CPU).
+template <typename T>
+struct DenseLayer {
+  const T* weight_t;
+  const T* bias;  // [out], or nullptr
+  int in;
+  int out;
+};
+
+template <typename T>
+struct CausalWeightsParams {
+  int64_t batch;
+  int slots;      // K
+  int n_actions;  // A
+  // One of the two: action indices [B, K] (int64), or action distributions [B, K, A].
+  const int64_t* actions;
+  const T* action_dists;
+  const bool* mask;  // [B, K]
+
+  // The first trunk layer split in two: W1 [s ; enc(x)] + b1 = state_proj + action_proj(enc(x)).
+  const T* state_proj;    // [B, H1] = s W1s^T + b1, one GEMM for all agents before the kernel
+  const T* action_table;  // [A, H1] = action_proj(enc(e_a)) for every one-hot action
+  int n_encoder;
+  DenseLayer<T> encoder[kMaxLayers];  // each followed by ReLU
+  DenseLayer<T> action_proj;          // W1's action columns, no bias
+  int n_tail;
+  DenseLayer<T> tail[kMaxLayers];  // trunk layers after the first; ReLU between, none after last
+
+  T temperature;
+  Weighting weighting;
+  T weight_temperature;
+
+  T* weights;             // [B, K]
+  T* effects;             // [B, K]
+  T* mean_action;         // [B, A]
+  T* causal_mean_action;  // [B, A]
+  T* q_causal;            // [B, A]
+
+  int first_width() const { return action_proj.out; }
+  int max_width() const {
+    int width = n_actions > action_proj.out ? n_actions : action_proj.out;
+    for (int l = 0; l < n_encoder; ++l) width = encoder[l].out > width ? encoder[l].out : width;
+    for (int l = 0; l < n_tail; ++l) width = tail[l].out > width ? tail[l].out : width;
+    return width;
+  }
+};
+
+}  // namespace cmfq

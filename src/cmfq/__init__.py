@@ -1,0 +1,14 @@
+"""cmfq: causal mean-field multi-agent reinforcement learning.
+
+``causal_weights`` weights each neighbour of an agent by its causal effect on the agent's policy
+(SPEC.md); ``MeanFieldHead`` is the Q-network head that its fused C++/CUDA kernels evaluate.
+"""
+
+from cmfq import ops  # noqa: F401  (registers the op's fake and autograd)
+from cmfq._C import cuda_built
+from cmfq.causal import CausalWeights, causal_weights
+from cmfq.head import MeanFieldHead
+
+__version__ = "0.1.0"
+
+__all__ = ["CausalWeights", "MeanFieldHead", "causal_weights", "cuda_built", "__version__"]

@@ -1,0 +1,206 @@
+"""``cmfq.causal_weights``: input checks, then the fused op for a ``MeanFieldHead`` or the generic path."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+from cmfq.head import MeanFieldHead
+from cmfq.reference import QFunction, causal_weights_reference
+
+WEIGHTINGS = ("proportional", "softmax")
+_FUSED_DTYPES = {
+    "cpu": (torch.float32, torch.float64),
+    "cuda": (torch.float16, torch.bfloat16, torch.float32, torch.float64),
+}
+
+
+class CausalWeights(NamedTuple):
+    """What ``causal_weights`` returns, in the dtype and on the device of ``state``."""
+
+    weights: torch.Tensor
+    """[B, K] w_ik, 0 for masked neighbours; each row sums to 1 when the agent has a neighbour."""
+    effects: torch.Tensor
+    """[B, K] causal effects c_ik in nats (KL between policies), 0 for masked neighbours."""
+    mean_action: torch.Tensor
+    """[B, A] the plain mean action of the valid neighbours."""
+    causal_mean_action: torch.Tensor
+    """[B, A] the causal mean action sum_k w_ik e(a_k)."""
+    q_causal: torch.Tensor
+    """[B, A] Q(s_i, ., causal mean action): the values the agent acts on."""
+
+
+def causal_weights(
+    q: MeanFieldHead | QFunction,
+    state: torch.Tensor,
+    neighbor_actions: torch.Tensor,
+    neighbor_mask: torch.Tensor | None = None,
+    *,
+    temperature: float = 0.1,
+    weighting: str = "proportional",
+    weight_temperature: float = 1.0,
+    n_actions: int | None = None,
+) -> CausalWeights:
+    """Causal weights of each agent's neighbours and the causal mean action (see SPEC.md).
+
+    Args:
+        q: a ``cmfq.MeanFieldHead`` (fused C++/CUDA op) or any callable
+            ``q(state[N, S], x[N, A]) -> [N, A]`` (batched PyTorch path). Both give the same numbers.
+        state: float ``[B, S]`` state embeddings.
+        neighbor_actions: int ``[B, K]`` action indices, or float ``[B, K, A]`` distributions.
+        neighbor_mask: bool ``[B, K]``; by default ``neighbor_actions >= 0`` (indices only).
+        temperature: Boltzmann temperature tau > 0 of the policies compared.
+        weighting: ``"proportional"`` (w = c / sum c) or ``"softmax"`` (softmax of c / tau_w).
+        weight_temperature: tau_w > 0 of the softmax weighting.
+        n_actions: number of actions A; needed only for a plain callable with index actions.
+
+    Differentiable with respect to ``state`` and the head's parameters; works under
+    ``torch.compile``. Bad input raises ``ValueError`` or ``TypeError`` naming the argument.
+    """
+    n_actions = _resolve_n_actions(q, neighbor_actions, n_actions)
+    neighbor_mask = _check_inputs(
+        state, neighbor_actions, neighbor_mask, n_actions, temperature, weighting, weight_temperature
+    )
+    if isinstance(q, MeanFieldHead):
+        _check_head(q, state)
+        if state.dtype in _FUSED_DTYPES.get(state.device.type, ()):
+            encoder_w, encoder_b, trunk_w, trunk_b = q.linear_layers()
+            return CausalWeights(
+                *torch.ops.cmfq.causal_weights(
+                    state, neighbor_actions, neighbor_mask, encoder_w, encoder_b, trunk_w, trunk_b,
+                    temperature, weighting, weight_temperature,
+                )
+            )
+    elif not callable(q):
+        raise TypeError(f"q must be a cmfq.MeanFieldHead or a callable, got {type(q).__name__}")
+    if not torch.compiler.is_compiling() and not neighbor_actions.is_floating_point():
+        _check_action_range(neighbor_actions, neighbor_mask, n_actions)
+    return CausalWeights(
+        *causal_weights_reference(
+            q, state, neighbor_actions, neighbor_mask, n_actions,
+            temperature, weighting, weight_temperature,
+        )
+    )
+
+
+def _resolve_n_actions(q: object, neighbor_actions: torch.Tensor, n_actions: int | None) -> int:
+    if isinstance(q, MeanFieldHead):
+        if n_actions is not None and n_actions != q.n_actions:
+            raise ValueError(f"n_actions={n_actions} does not match the head's {q.n_actions}")
+        return q.n_actions
+    if isinstance(neighbor_actions, torch.Tensor) and neighbor_actions.dim() == 3:
+        inferred = neighbor_actions.shape[-1]
+        if n_actions is not None and n_actions != inferred:
+            raise ValueError(
+                f"n_actions={n_actions} does not match neighbor_actions' last dimension {inferred}"
+            )
+        return inferred
+    if n_actions is None:
+        raise ValueError("n_actions is required when q is a plain callable and actions are indices")
+    if not isinstance(n_actions, int) or n_actions < 1:
+        raise ValueError(f"n_actions must be a positive int, got {n_actions!r}")
+    return n_actions
+
+
+def _check_inputs(
+    state: object,
+    neighbor_actions: object,
+    neighbor_mask: object,
+    n_actions: int,
+    temperature: float,
+    weighting: str,
+    weight_temperature: float,
+) -> torch.Tensor:
+    """Validate everything but the action values; return the mask (the default one if None)."""
+    if not isinstance(state, torch.Tensor):
+        raise TypeError(f"state must be a torch.Tensor, got {type(state).__name__}")
+    if not state.is_floating_point():
+        raise TypeError(f"state must be a floating-point tensor, got dtype {state.dtype}")
+    if state.dim() != 2:
+        raise ValueError(f"state must have shape [B, S], got {tuple(state.shape)}")
+    if not isinstance(neighbor_actions, torch.Tensor):
+        raise TypeError(
+            f"neighbor_actions must be a torch.Tensor, got {type(neighbor_actions).__name__}"
+        )
+    if neighbor_actions.is_floating_point():
+        if neighbor_actions.dim() != 3 or neighbor_actions.shape[-1] != n_actions:
+            raise ValueError(
+                "float neighbor_actions must have shape [B, K, A] with A = "
+                f"{n_actions}, got {tuple(neighbor_actions.shape)}"
+            )
+    elif neighbor_actions.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        if neighbor_actions.dim() != 2:
+            raise ValueError(
+                f"integer neighbor_actions must have shape [B, K], got {tuple(neighbor_actions.shape)}"
+            )
+    else:
+        raise TypeError(
+            f"neighbor_actions must be integer indices or float distributions, "
+            f"got dtype {neighbor_actions.dtype}"
+        )
+    if neighbor_actions.shape[0] != state.shape[0]:
+        raise ValueError(
+            f"neighbor_actions has batch size {neighbor_actions.shape[0]} but state has "
+            f"{state.shape[0]}"
+        )
+    if neighbor_actions.device != state.device:
+        raise ValueError(
+            f"neighbor_actions is on {neighbor_actions.device} but state is on {state.device}"
+        )
+    if neighbor_mask is None:
+        if neighbor_actions.is_floating_point():
+            neighbor_mask = torch.ones(
+                neighbor_actions.shape[:2], dtype=torch.bool, device=state.device
+            )
+        else:
+            neighbor_mask = neighbor_actions >= 0
+    elif not isinstance(neighbor_mask, torch.Tensor):
+        raise TypeError(f"neighbor_mask must be a torch.Tensor, got {type(neighbor_mask).__name__}")
+    elif neighbor_mask.dtype != torch.bool:
+        raise TypeError(f"neighbor_mask must be a bool tensor, got dtype {neighbor_mask.dtype}")
+    elif tuple(neighbor_mask.shape) != tuple(neighbor_actions.shape[:2]):
+        raise ValueError(
+            f"neighbor_mask must have shape {tuple(neighbor_actions.shape[:2])} "
+            f"(that of neighbor_actions' [B, K]), got {tuple(neighbor_mask.shape)}"
+        )
+    elif neighbor_mask.device != state.device:
+        raise ValueError(f"neighbor_mask is on {neighbor_mask.device} but state is on {state.device}")
+    _check_positive("temperature", temperature)
+    _check_positive("weight_temperature", weight_temperature)
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    return neighbor_mask
+
+
+def _check_positive(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be finite and > 0, got {value}")
+
+
+def _check_head(head: MeanFieldHead, state: torch.Tensor) -> None:
+    if state.shape[-1] != head.state_dim:
+        raise ValueError(
+            f"state has {state.shape[-1]} features but the head expects state_dim={head.state_dim}"
+        )
+    weight = head.trunk[0].weight
+    if weight.device != state.device:
+        raise ValueError(f"the head's parameters are on {weight.device} but state is on {state.device}")
+    if weight.dtype != state.dtype:
+        raise TypeError(f"state is {state.dtype} but the head's parameters are {weight.dtype}")
+
+
+def _check_action_range(actions: torch.Tensor, mask: torch.Tensor, n_actions: int) -> None:
+    bad = mask & ((actions < 0) | (actions >= n_actions))
+    if bool(bad.any()):
+        value = int(actions[bad][0])
+        raise ValueError(
+            f"neighbor_actions holds {value} where neighbor_mask is true; valid actions are "
+            f"0..{n_actions - 1}"
+        )
+
+
+__all__ = ["CausalWeights", "causal_weights"]
