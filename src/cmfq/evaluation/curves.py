@@ -1,0 +1,167 @@
+"""Learning curves from the CSV logs of training runs: one line per group of runs (an algorithm
+trained with several seeds), their mean with a band of ± one standard deviation across runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+METRICS_FILE = "metrics.csv"
+CONFIG_FILE = "config.json"
+DEFAULT_METRICS = ("reward", "kills", "win_rate")
+# Column names tried, in order, for the x axis; the row number is used when none is present.
+X_COLUMNS = ("round", "episode", "iteration", "step")
+# A trailing seed marker in a run folder's name: "cmfq-battle-seed3", "mfq_s2".
+_SEED_SUFFIX = re.compile(r"[-_.]?(seed|s)\d+$", re.IGNORECASE)
+
+
+@dataclass
+class Run:
+    """A run's log as columns of floats, with the name of the group it is averaged in."""
+
+    name: str
+    group: str
+    columns: dict[str, np.ndarray]
+
+    @property
+    def x_name(self) -> str:
+        return next((c for c in X_COLUMNS if c in self.columns), "row")
+
+    @property
+    def x(self) -> np.ndarray:
+        if self.x_name in self.columns:
+            return self.columns[self.x_name]
+        return np.arange(len(next(iter(self.columns.values()), ())), dtype=float)
+
+
+def _to_float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+def read_columns(path: Path) -> dict[str, np.ndarray]:
+    """A CSV file's numeric columns; cells that are empty or not numbers become NaN."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{path} holds no rows")
+    return {
+        name: np.array([_to_float(row.get(name) or "") for row in rows])
+        for name in rows[0]
+        if name is not None
+    }
+
+
+def run_group(run_dir: Path, group_by: str) -> str:
+    """The group a run is averaged in: its config's value of ``group_by`` (``algo`` by default),
+    else its folder name less a trailing seed marker; ``group_by="run"`` keeps each run apart."""
+    if group_by == "run":
+        return run_dir.name
+    config_path = run_dir / CONFIG_FILE
+    if config_path.is_file():
+        with open(config_path) as f:
+            config = json.load(f)
+        value = _lookup(config, group_by)
+        if value is not None:
+            return str(value)
+    return _SEED_SUFFIX.sub("", run_dir.name) or run_dir.name
+
+
+def _lookup(config: dict, key: str):
+    """``config[key]``, also found one level down (``{"algo": {"name": ...}}`` style configs)."""
+    if key in config:
+        value = config[key]
+        return value.get("name") if isinstance(value, dict) else value
+    for value in config.values():
+        if isinstance(value, dict) and key in value and not isinstance(value[key], dict):
+            return value[key]
+    return None
+
+
+def load_runs(paths: Sequence[Path], group_by: str = "algo") -> list[Run]:
+    """Load the logs of the given run folders (or CSV files)."""
+    runs = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            csv_path, run_dir = path / METRICS_FILE, path
+        else:
+            csv_path, run_dir = path, path.parent
+        if not csv_path.is_file():
+            raise FileNotFoundError(f"no training log {csv_path}")
+        runs.append(Run(run_dir.name, run_group(run_dir, group_by), read_columns(csv_path)))
+    if not runs:
+        raise ValueError("no runs given")
+    return runs
+
+
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average over ``window`` points (fewer at the start), ignoring NaN."""
+    if window < 1:
+        raise ValueError(f"smoothing window must be at least 1, got {window}")
+    valid = ~np.isnan(values)
+    sums = np.cumsum(np.where(valid, values, 0.0))
+    counts = np.cumsum(valid)
+    sums[window:] = sums[window:] - sums[:-window]
+    counts[window:] = counts[window:] - counts[:-window]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / counts, np.nan)
+
+
+def group_curve(runs: Sequence[Run], metric: str, window: int):
+    """Mean and standard deviation across ``runs`` of the smoothed ``metric``, over the x values
+    that all runs reached; the deviation is NaN with a single run."""
+    length = min(len(run.x) for run in runs)
+    curves = np.stack([smooth(run.columns[metric][:length], window) for run in runs])
+    # Rows that no run logged (a metric evaluated every few rounds) stay NaN, without a warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(curves, axis=0)
+        spread = np.nanstd(curves, axis=0, ddof=1) if len(runs) > 1 else np.full(length, np.nan)
+    return runs[0].x[:length], mean, spread
+
+
+def plot_curves(
+    runs: Sequence[Run], path: Path, metrics: Sequence[str] = DEFAULT_METRICS, window: int = 10,
+) -> list[str]:
+    """Save one panel per metric that some run logged; returns the metrics plotted."""
+    present = [m for m in metrics if any(m in run.columns for run in runs)]
+    if not present:
+        available = sorted({c for run in runs for c in run.columns})
+        raise ValueError(f"none of the metrics {list(metrics)} is logged; columns: {available}")
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.group, []).append(run)
+
+    fig = Figure(figsize=(5.0 * len(present), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(present), squeeze=False)[0]
+    for ax, metric in zip(axes, present, strict=True):
+        for colour_index, (group, members) in enumerate(groups.items()):
+            logged = [run for run in members if metric in run.columns]
+            if not logged:
+                continue
+            x, mean, spread = group_curve(logged, metric, window)
+            keep = np.isfinite(mean)
+            x, mean, spread = x[keep], mean[keep], spread[keep]
+            colour = f"C{colour_index % 10}"
+            label = group if len(logged) == 1 else f"{group} (n={len(logged)})"
+            ax.plot(x, mean, color=colour, label=label)
+            if len(logged) > 1:
+                ax.fill_between(x, mean - spread, mean + spread, color=colour, alpha=0.2)
+        ax.set_xlabel(runs[0].x_name)
+        ax.set_ylabel(metric)
+        ax.set_title(metric.replace("_", " "))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")
+    fig.savefig(path, dpi=120)
+    return present

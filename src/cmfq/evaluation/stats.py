@@ -1,0 +1,60 @@
+"""Interval estimates for the evaluation reports: Wilson score intervals for win rates and normal
+intervals for per-round means."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+# Two-sided 95% quantile of the standard normal distribution.
+Z_95 = 1.959963984540054
+
+
+class Estimate(NamedTuple):
+    """A point estimate with the bounds of its confidence interval."""
+
+    value: float
+    low: float
+    high: float
+
+
+def wilson_interval(successes: int, trials: int, z: float = Z_95) -> Estimate:
+    """Proportion ``successes / trials`` with its Wilson score interval.
+
+    Unlike the normal (Wald) interval it stays inside [0, 1] and does not collapse to a point
+    when every round is won or every round is lost, which is common between unequal models.
+    """
+    if isinstance(successes, bool) or isinstance(trials, bool):
+        raise TypeError("successes and trials must be integers, not bools")
+    if int(successes) != successes or int(trials) != trials:
+        raise TypeError(f"successes and trials must be integers, got {successes!r}, {trials!r}")
+    if trials <= 0:
+        raise ValueError(f"trials must be positive, got {trials}")
+    if not 0 <= successes <= trials:
+        raise ValueError(f"successes must lie in [0, trials={trials}], got {successes}")
+    if not (math.isfinite(z) and z > 0):
+        raise ValueError(f"z must be positive and finite, got {z}")
+    p = successes / trials
+    z2n = z * z / trials
+    centre = (p + z2n / 2) / (1 + z2n)
+    half = z / (1 + z2n) * math.sqrt(p * (1 - p) / trials + z2n / (4 * trials))
+    # Clamp the rounding residue so that 0/n and n/n give exactly 0 and 1 as bounds.
+    return Estimate(p, max(0.0, centre - half), min(1.0, centre + half))
+
+
+def mean_interval(values: Sequence[float], z: float = Z_95) -> Estimate:
+    """Sample mean with the normal-approximation interval ``mean ± z·s/√n``.
+
+    ``s`` is the sample standard deviation (n − 1 in the denominator). With a single value the
+    spread is unknown and both bounds are NaN.
+    """
+    n = len(values)
+    if n == 0:
+        raise ValueError("mean_interval needs at least one value")
+    mean = math.fsum(values) / n
+    if n == 1:
+        return Estimate(mean, math.nan, math.nan)
+    var = math.fsum((v - mean) ** 2 for v in values) / (n - 1)
+    half = z * math.sqrt(var / n)
+    return Estimate(mean, mean - half, mean + half)

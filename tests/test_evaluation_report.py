@@ -1,0 +1,112 @@
+import csv
+import json
+import math
+
+import pytest
+
+from cmfq.evaluation.report import (
+    RoundRecord,
+    markdown_report,
+    standings,
+    summarise_pairs,
+    win_rate_matrix,
+    write_csv,
+    write_json,
+)
+
+
+def record(a, b, index, a_survivors, b_survivors, a_kills=0, b_kills=0, a_reward=0.0,
+           b_reward=0.0):
+    return RoundRecord(a, b, index, seed=index, a_side=index % 2, a_survivors=a_survivors,
+                       b_survivors=b_survivors, a_kills=a_kills, b_kills=b_kills,
+                       a_reward=a_reward, b_reward=b_reward, steps=10)
+
+
+@pytest.fixture
+def records():
+    # x vs y: 3 wins, 1 loss, 1 tie; x vs z: 0 wins, 2 losses; y vs z: 1 win, 1 tie.
+    return [
+        record("x", "y", 0, 5, 2, a_kills=8, b_kills=5, a_reward=3.0, b_reward=1.0),
+        record("x", "y", 1, 4, 0, a_kills=10, b_kills=6, a_reward=5.0, b_reward=-1.0),
+        record("x", "y", 2, 1, 3, a_kills=7, b_kills=9, a_reward=0.0, b_reward=2.0),
+        record("x", "y", 3, 2, 2, a_kills=8, b_kills=8, a_reward=1.0, b_reward=1.0),
+        record("x", "y", 4, 6, 5, a_kills=4, b_kills=4, a_reward=1.0, b_reward=2.0),
+        record("x", "z", 0, 0, 3), record("x", "z", 1, 1, 4),
+        record("y", "z", 0, 2, 1), record("y", "z", 1, 0, 0),
+    ]
+
+
+def test_round_outcome_follows_survivors():
+    assert record("a", "b", 0, 3, 2).outcome == "win"
+    assert record("a", "b", 0, 2, 3).outcome == "loss"
+    assert record("a", "b", 0, 0, 0).outcome == "tie"
+
+
+def test_pair_summary_counts_and_means(records):
+    pairs = {(p.a, p.b): p for p in summarise_pairs(records)}
+    xy = pairs["x", "y"]
+    assert (xy.rounds, xy.wins, xy.losses, xy.ties) == (5, 3, 1, 1)
+    assert xy.win_rate.value == pytest.approx(0.6)
+    assert xy.win_rate.low < 0.6 < xy.win_rate.high
+    assert xy.a_kills.value == pytest.approx(37 / 5)
+    assert xy.b_kills.value == pytest.approx(32 / 5)
+    assert xy.a_reward.value == pytest.approx(2.0)
+    assert xy.b_reward.value == pytest.approx(1.0)
+    assert (pairs["x", "z"].wins, pairs["x", "z"].losses) == (0, 2)
+    assert (pairs["y", "z"].wins, pairs["y", "z"].ties) == (1, 1)
+
+
+def test_standings_add_up_both_sides(records):
+    table = {s.model: s for s in standings(summarise_pairs(records))}
+    assert (table["x"].rounds, table["x"].wins, table["x"].losses, table["x"].ties) == (7, 3, 3, 1)
+    assert (table["y"].rounds, table["y"].wins, table["y"].losses, table["y"].ties) == (7, 2, 3, 2)
+    assert (table["z"].rounds, table["z"].wins, table["z"].losses, table["z"].ties) == (4, 2, 1, 1)
+    ordered = [s.model for s in standings(summarise_pairs(records))]
+    assert ordered == ["z", "x", "y"]
+
+
+def test_win_rate_matrix_is_complementary_up_to_ties(records):
+    models = ["x", "y", "z"]
+    matrix = win_rate_matrix(models, summarise_pairs(records))
+    assert all(math.isnan(matrix[i][i]) for i in range(3))
+    assert matrix[0][1] == pytest.approx(0.6) and matrix[1][0] == pytest.approx(0.2)
+    assert matrix[0][2] == 0.0 and matrix[2][0] == 1.0
+    assert matrix[1][2] + matrix[2][1] == pytest.approx(0.5)  # one tie in two rounds
+
+
+def test_writers_round_trip(tmp_path, records):
+    pairs = summarise_pairs(records)
+    write_csv(tmp_path / "pairs.csv", pairs)
+    write_csv(tmp_path / "rounds.csv", records)
+    write_json(tmp_path / "report.json", {"pairs": pairs, "rounds": records})
+
+    with open(tmp_path / "pairs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["a"], r["b"], int(r["wins"])) for r in rows] == [
+        ("x", "y", 3), ("x", "z", 0), ("y", "z", 1)
+    ]
+    assert float(rows[0]["win_rate_low"]) == pytest.approx(pairs[0].win_rate.low)
+    with open(tmp_path / "rounds.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(records)
+
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["pairs"][0]["win_rate"]["value"] == pytest.approx(0.6)
+    # A single round has no spread: NaN bounds must become valid JSON (null).
+    single = summarise_pairs([record("p", "q", 0, 1, 0)])
+    write_json(tmp_path / "single.json", {"pairs": single})
+    assert json.loads((tmp_path / "single.json").read_text())["pairs"][0]["a_kills"]["low"] is None
+
+
+def test_write_csv_rejects_nothing(tmp_path):
+    with pytest.raises(ValueError):
+        write_csv(tmp_path / "empty.csv", [])
+
+
+def test_markdown_lists_every_pair_and_model(records):
+    pairs = summarise_pairs(records)
+    text = markdown_report("T", {"map size": 40}, standings(pairs), pairs, heatmap="w.png")
+    assert "- map size: 40" in text
+    assert "| x | y | 5 | 3 | 1 | 1 | 0.60 [" in text
+    for model in "xyz":
+        assert f"\n| {model} | " in text
+    assert "(w.png)" in text

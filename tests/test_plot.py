@@ -1,0 +1,89 @@
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cmfq.evaluation.curves import group_curve, load_runs, plot_curves, smooth
+from cmfq.evaluation.heatmap import plot_win_rates
+
+
+def is_png_with_content(path):
+    image = Image.open(path)
+    assert image.format == "PNG"
+    pixels = np.asarray(image.convert("L"))
+    return pixels.std() > 0  # more than a blank canvas
+
+
+def test_heatmap_is_written(tmp_path):
+    path = tmp_path / "heatmap.png"
+    plot_win_rates(["a", "b", "c"], [[math.nan, 0.7, 0.1], [0.2, math.nan, 0.5],
+                                      [0.9, 0.4, math.nan]], path)
+    assert is_png_with_content(path)
+
+
+def test_heatmap_rejects_wrong_shape(tmp_path):
+    with pytest.raises(ValueError):
+        plot_win_rates(["a", "b"], [[0.5]], tmp_path / "x.png")
+
+
+def write_run(root, name, algo, rewards, extra=None):
+    run = root / name
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"algo": algo, "seed": 0}))
+    lines = ["round,reward,kills"] + [f"{i},{r},{2 * r}" for i, r in enumerate(rewards)]
+    (run / "metrics.csv").write_text("\n".join(lines) + "\n")
+    return run
+
+
+def test_smooth_is_a_trailing_mean_ignoring_nan():
+    values = np.array([1.0, 3.0, np.nan, 5.0, 7.0])
+    np.testing.assert_allclose(smooth(values, 2), [1.0, 2.0, 3.0, 5.0, 6.0])
+    np.testing.assert_allclose(smooth(values, 1)[[0, 1, 3, 4]], [1.0, 3.0, 5.0, 7.0])
+    with pytest.raises(ValueError):
+        smooth(values, 0)
+
+
+def test_runs_are_grouped_by_algo_and_averaged(tmp_path):
+    paths = [
+        write_run(tmp_path, "cmfq-s0", "cmfq", [0, 2, 4, 6]),
+        write_run(tmp_path, "cmfq-s1", "cmfq", [2, 4, 6]),  # shorter: curves cut to 3 rounds
+        write_run(tmp_path, "mfq-s0", "mfq", [1, 1, 1, 1]),
+    ]
+    runs = load_runs(paths)
+    assert [r.group for r in runs] == ["cmfq", "cmfq", "mfq"]
+    x, mean, spread = group_curve(runs[:2], "reward", window=1)
+    np.testing.assert_allclose(x, [0, 1, 2])
+    np.testing.assert_allclose(mean, [1, 3, 5])
+    np.testing.assert_allclose(spread, np.full(3, np.sqrt(2)))
+    _, _, single = group_curve(runs[2:], "reward", window=1)
+    assert np.isnan(single).all()
+
+
+def test_group_falls_back_to_folder_name_without_seed(tmp_path):
+    run = tmp_path / "mfq-battle-seed2"
+    run.mkdir()
+    (run / "metrics.csv").write_text("round,reward\n0,1\n")
+    assert load_runs([run])[0].group == "mfq-battle"
+    assert load_runs([run], group_by="run")[0].group == "mfq-battle-seed2"
+
+
+def test_curves_are_written(tmp_path):
+    runs = load_runs([
+        write_run(tmp_path, "a1", "cmfq", np.linspace(0, 1, 30)),
+        write_run(tmp_path, "a2", "cmfq", np.linspace(0, 2, 30)),
+        write_run(tmp_path, "b1", "mfq", np.linspace(1, 0, 30)),
+    ])
+    path = tmp_path / "curves.png"
+    plotted = plot_curves(runs, path, metrics=("reward", "kills", "win_rate"), window=5)
+    assert plotted == ["reward", "kills"]  # win_rate was never logged
+    assert is_png_with_content(path)
+
+
+def test_curves_reject_unknown_metrics_and_missing_logs(tmp_path):
+    runs = load_runs([write_run(tmp_path, "a", "cmfq", [1, 2])])
+    with pytest.raises(ValueError, match="columns"):
+        plot_curves(runs, tmp_path / "c.png", metrics=("elo",))
+    with pytest.raises(FileNotFoundError):
+        load_runs([tmp_path / "missing"])
