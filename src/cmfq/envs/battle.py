@@ -1,0 +1,124 @@
+"""``battle``: two equal armies of magent2's standard battle agents, in blocks facing each other."""
+
+from __future__ import annotations
+
+import math
+
+import magent2
+import numpy as np
+
+from cmfq.envs.gridworld import GridEnv
+
+KILL_REWARD = 5.0
+"""Reward for a kill, as in magent2's battle."""
+AGENT_DENSITY = 0.04
+"""Agents a side per map cell, as in the original MFQ experiments (map 40 gives 64 a side)."""
+
+
+class BattleEnv(GridEnv):
+    """Red against blue; each agent has 10 HP, attacks for 2 HP, recovers 0.1 HP a step.
+
+    Rewards are magent2's battle defaults: +5 a kill, +0.2 for attacking an enemy, -0.1 for any
+    attack, -0.1 for dying, -0.005 a step. A round ends after ``max_steps`` or when a side is
+    wiped out. ``agents_per_side`` defaults to ``0.04 * map_size**2``.
+    """
+
+    name = "battle"
+    groups = ("red", "blue")
+    opponents = {"red": "blue", "blue": "red"}
+
+    def __init__(
+        self,
+        map_size: int,
+        *,
+        seed: int,
+        max_steps: int = 400,
+        agents_per_side: int | None = None,
+        step_reward: float = -0.005,
+        dead_penalty: float = -0.1,
+        attack_penalty: float = -0.1,
+        attack_opponent_reward: float = 0.2,
+    ) -> None:
+        if map_size < 12:
+            raise ValueError(f"battle needs map_size >= 12, got {map_size}")
+        n = int(AGENT_DENSITY * map_size**2) if agents_per_side is None else agents_per_side
+        if n < 1:
+            raise ValueError(f"agents_per_side must be >= 1, got {n}")
+        self._rewards = dict(
+            step_reward=step_reward,
+            dead_penalty=dead_penalty,
+            attack_penalty=attack_penalty,
+            attack_opponent_reward=attack_opponent_reward,
+        )
+        self._blocks = block_positions(map_size, n)
+        self.agents_per_side = n
+        super().__init__(map_size, seed=seed, max_steps=max_steps)
+
+    def _engine_group_names(self) -> tuple[str, ...]:
+        return self.groups
+
+    def _config(self) -> magent2.gridworld.Config:
+        gw = magent2.gridworld
+        cfg = gw.Config()
+        cfg.set({"map_width": self.map_size, "map_height": self.map_size})
+        cfg.set({"minimap_mode": False, "embedding_size": 10, "seed": self.seed % (2**31)})
+        small = cfg.register_agent_type(
+            "small",
+            {
+                "width": 1,
+                "length": 1,
+                "hp": 10,
+                "speed": 2,
+                "view_range": gw.CircleRange(6),
+                "attack_range": gw.CircleRange(1.5),
+                "damage": 2,
+                "kill_reward": KILL_REWARD,
+                "step_recover": 0.1,
+                "step_reward": self._rewards["step_reward"],
+                "dead_penalty": self._rewards["dead_penalty"],
+                "attack_penalty": self._rewards["attack_penalty"],
+            },
+        )
+        red, blue = cfg.add_group(small), cfg.add_group(small)
+        a, b = gw.AgentSymbol(red, index="any"), gw.AgentSymbol(blue, index="any")
+        bonus = self._rewards["attack_opponent_reward"]
+        cfg.add_reward_rule(gw.Event(a, "attack", b), receiver=a, value=bonus)
+        cfg.add_reward_rule(gw.Event(b, "attack", a), receiver=b, value=bonus)
+        return cfg
+
+    def _populate(self) -> None:
+        for group, pos in zip(self.groups, self._blocks, strict=True):
+            self._engine.add_agents(self._handles[group], method="custom", pos=pos)
+
+
+def block_positions(map_size: int, n: int, gap: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Two blocks of ``n`` agents on every other cell, left and right of the centre.
+
+    The layout of the original MFQ code (a square block of side ``2 * ceil(sqrt(n))`` cells, ``gap``
+    cells from the centre); where that would cross the border, the blocks start at the borders.
+    Raises ValueError if the map cannot hold them.
+    """
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    side_x, side_y = 2 * cols, 2 * rows
+    left_x0 = map_size // 2 - gap - side_x
+    right_x0 = map_size // 2 + gap
+    if left_x0 < 1:  # mirror a block at the left border instead
+        left_x0 = 1
+        right_x0 = map_size - side_x
+    y0 = (map_size - side_y) // 2
+    fits = (
+        left_x0 + side_x - 2 < right_x0
+        and right_x0 + side_x - 2 <= map_size - 2
+        and y0 >= 1
+        and y0 + side_y - 2 <= map_size - 2
+    )
+    if not fits:
+        raise ValueError(
+            f"map_size {map_size} is too small for {n} agents a side (two blocks of "
+            f"{cols}x{rows} agents on every other cell); use a larger map or fewer agents"
+        )
+    grid = [(dx, dy) for dx in range(0, side_x, 2) for dy in range(0, side_y, 2)][:n]
+    left = np.array([[left_x0 + dx, y0 + dy, 0] for dx, dy in grid], dtype=np.int32)
+    right = np.array([[right_x0 + dx, y0 + dy, 0] for dx, dy in grid], dtype=np.int32)
+    return left, right

@@ -1,0 +1,176 @@
+"""A batched wrapper over magent2's raw ``GridWorld``: groups as arrays, not per-agent dicts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import magent2
+import numpy as np
+
+
+class Observation(NamedTuple):
+    """What one group sees at one step; row i of every array is the same agent.
+
+    The arrays are copies: the engine reuses its buffers, so a kept view would change under you.
+    """
+
+    view: np.ndarray
+    """float32 [n, H, W, C] local views (obstacles, own team, other team...)."""
+    features: np.ndarray
+    """float32 [n, F] the engine's feature vector (id embedding, last action, last reward)."""
+    ids: np.ndarray
+    """int32 [n] engine agent ids, unique within a round."""
+    positions: np.ndarray
+    """int32 [n, 2] grid coordinates (x, y)."""
+
+
+class StepResult(NamedTuple):
+    """The outcome of ``GridEnv.step`` for the agents that acted (same rows as the actions)."""
+
+    next_obs: dict[str, Observation]
+    """Per group, the observation after the step (rows of dead agents are meaningless)."""
+    rewards: dict[str, np.ndarray]
+    """Per group, float32 [n] reward of each agent for this step."""
+    alive: dict[str, np.ndarray]
+    """Per group, bool [n]: still alive after the step. The survivors keep their order, so
+    ``next_obs[g]`` masked by ``alive[g]`` is exactly the next ``observe(g)``."""
+    done: bool
+    """True when the round is over (max steps reached, or a side is wiped out)."""
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """Shapes of one group's observations and actions."""
+
+    name: str
+    view_shape: tuple[int, int, int]
+    feature_dim: int
+    n_actions: int
+    view_radius: float
+
+
+class GridEnv:
+    """A magent2 ``GridWorld`` seen group by group, as numpy arrays.
+
+    Attributes: ``name``, ``map_size``, ``max_steps``, ``groups`` (group names; the first is the
+    side a learner plays), ``specs`` (name -> ``GroupSpec``), ``opponents`` (name -> the group
+    whose deaths count as this group's kills, or None), ``step_count``.
+
+    Use: ``reset(seed)``, then ``observe(g)`` and ``step({g: actions})`` until ``done``. After a
+    step the dead are removed, so ``observe``, ``positions`` and ``ids`` describe the live agents;
+    ``alive(g)`` is the mask over the agents that acted in the last step.
+    Subclasses define the engine config (``_config``) and where agents start (``_populate``).
+    """
+
+    name: str = ""
+
+    def __init__(self, map_size: int, *, seed: int, max_steps: int) -> None:
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        self.map_size = map_size
+        self.max_steps = max_steps
+        self.seed = seed
+        self._engine = magent2.GridWorld(self._config(), map_size=map_size)
+        self._handles = dict(
+            zip(self._engine_group_names(), self._engine.get_handles(), strict=True)
+        )
+        self.specs = {
+            g: GroupSpec(
+                name=g,
+                view_shape=tuple(int(s) for s in self._engine.get_view_space(h)),
+                feature_dim=int(self._engine.get_feature_space(h)[0]),
+                n_actions=int(self._engine.get_action_space(h)[0]),
+                view_radius=float(self._engine.get_view_space(h)[0] // 2),
+            )
+            for g, h in self._handles.items()
+        }
+        self.step_count = 0
+        self._alive: dict[str, np.ndarray] = {}
+
+    # --- what subclasses define -----------------------------------------------------------
+    groups: tuple[str, ...] = ()
+    opponents: Mapping[str, str | None] = {}
+
+    def _engine_group_names(self) -> tuple[str, ...]:
+        """Group names in the order the config adds the groups."""
+        raise NotImplementedError
+
+    def _config(self) -> magent2.gridworld.Config:
+        raise NotImplementedError
+
+    def _populate(self) -> None:
+        raise NotImplementedError
+
+    # --- the API ----------------------------------------------------------------------------
+    def reset(self, seed: int | None = None) -> dict[str, Observation]:
+        """Start a round; ``seed`` (default: the env's seed) fixes the engine's randomness."""
+        self._engine.set_seed(int(self.seed if seed is None else seed) % (2**31))
+        self._engine.reset()
+        self._populate()
+        self.step_count = 0
+        self._alive = {g: np.ones(self.num_alive(g), dtype=bool) for g in self.groups}
+        return {g: self.observe(g) for g in self.groups}
+
+    def observe(self, group: str) -> Observation:
+        """The live agents' observations of ``group`` (copies)."""
+        h = self._handle(group)
+        view, features = self._engine.get_observation(h)
+        return Observation(
+            view.copy(), features.copy(), self._engine.get_agent_id(h), self._engine.get_pos(h)
+        )
+
+    def positions(self, group: str) -> np.ndarray:
+        """int32 [n, 2] positions of the live agents of ``group``."""
+        return self._engine.get_pos(self._handle(group))
+
+    def ids(self, group: str) -> np.ndarray:
+        """int32 [n] engine ids of the live agents of ``group``."""
+        return self._engine.get_agent_id(self._handle(group))
+
+    def alive(self, group: str) -> np.ndarray:
+        """bool mask over the agents of ``group`` that acted last step (all True at reset)."""
+        return self._alive[group]
+
+    def num_alive(self, group: str) -> int:
+        return self._engine.get_num(self._handle(group))
+
+    def step(self, actions: Mapping[str, np.ndarray]) -> StepResult:
+        """Apply one action per live agent of every group, advance one step, remove the dead."""
+        for g in self.groups:
+            if g not in actions:
+                raise ValueError(f"no actions given for group {g!r}; every group must act")
+            a = np.ascontiguousarray(actions[g], dtype=np.int32)
+            n = self.num_alive(g)
+            if a.shape != (n,):
+                raise ValueError(
+                    f"group {g!r} has {n} live agents but got actions of shape {a.shape}"
+                )
+            if n and (a.min() < 0 or a.max() >= self.specs[g].n_actions):
+                raise ValueError(
+                    f"actions of group {g!r} must lie in [0, {self.specs[g].n_actions}), "
+                    f"got [{a.min()}, {a.max()}]"
+                )
+            self._engine.set_action(self._handle(g), a)
+        self._engine.step()
+        self.step_count += 1
+        next_obs = {g: self.observe(g) for g in self.groups}
+        rewards = {g: self._engine.get_reward(self._handle(g)) for g in self.groups}
+        self._alive = {g: self._engine.get_alive(self._handle(g)) for g in self.groups}
+        self._engine.clear_dead()
+        done = self.step_count >= self.max_steps or self._finished()
+        return StepResult(next_obs, rewards, dict(self._alive), done)
+
+    def _finished(self) -> bool:
+        """A round also ends when a group that fights is wiped out."""
+        return any(self.num_alive(g) == 0 for g in self.groups)
+
+    def _handle(self, group: str):
+        try:
+            return self._handles[group]
+        except KeyError:
+            raise ValueError(f"unknown group {group!r}; this env has {self.groups}") from None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(map_size={self.map_size}, max_steps={self.max_steps})"

@@ -1,0 +1,69 @@
+"""Each agent's neighbourhood: the nearest live teammates within a radius, as index arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def neighborhoods(positions: np.ndarray, *, radius: float | None, k_max: int) -> np.ndarray:
+    """Indices of each agent's neighbours among the same ``positions``; -1 pads.
+
+    ``radius=None`` gives the whole team ("global", as in the original MFQ code): every other agent,
+    in index order, and ``k_max`` is ignored. Otherwise the ``k_max`` nearest other agents within
+    Euclidean distance ``radius`` (inclusive), nearest first, ties broken by index; the result is
+    int64 ``[n, k_max]``, so its width does not depend on the team size.
+
+    Vectorised over a grid of the integer positions: each agent looks only at the cells within
+    ``radius`` of its own, so the cost is O(n * radius^2) and memory O(extent^2 + n * radius^2).
+    """
+    positions = np.asarray(positions)
+    if positions.ndim != 2 or positions.shape[1] != 2:
+        raise ValueError(f"positions must have shape [n, 2], got {positions.shape}")
+    n = positions.shape[0]
+    if radius is None:
+        others = np.broadcast_to(np.arange(n), (n, n))
+        return others[~np.eye(n, dtype=bool)].reshape(n, max(n - 1, 0)).astype(np.int64)
+    if k_max < 1:
+        raise ValueError(f"k_max must be >= 1, got {k_max}")
+    if radius < 0:
+        raise ValueError(f"radius must be >= 0, got {radius}")
+    out = np.full((n, k_max), -1, dtype=np.int64)
+    if n <= 1:
+        return out
+    limit = int(np.floor(radius**2 + 1e-9))  # integer squared distances make "within" exact
+    reach = int(np.floor(np.sqrt(limit)))
+    pos = positions.astype(np.int64) - positions.min(0) + reach
+    height = int(pos[:, 1].max()) + reach + 1
+    cell = pos[:, 0] * height + pos[:, 1]
+    # Several agents may share a cell: the l-th agent of a cell goes to layer l of the grid.
+    order = np.argsort(cell, kind="stable")
+    first = np.searchsorted(cell[order], cell[order])
+    layer = np.empty(n, dtype=np.int64)
+    layer[order] = np.arange(n) - first
+    grid = np.full((int(layer.max()) + 1, (int(pos[:, 0].max()) + reach + 1) * height), -1)
+    grid[layer, cell] = np.arange(n)
+
+    dx, dy = np.meshgrid(np.arange(-reach, reach + 1), np.arange(-reach, reach + 1), indexing="ij")
+    d2 = (dx**2 + dy**2).ravel()
+    near = d2 <= limit
+    offsets, d2 = (dx.ravel() * height + dy.ravel())[near], d2[near]
+    candidates = grid[:, cell[:, None] + offsets[None, :]]  # [layers, n, cells]
+    candidates = candidates.transpose(1, 0, 2).reshape(n, -1)
+    dist = np.tile(d2, grid.shape[0])[None, :]
+    valid = (candidates >= 0) & (candidates != np.arange(n)[:, None])
+    key = np.where(valid, dist * n + candidates, np.iinfo(np.int64).max)
+    k = min(k_max, key.shape[1])
+    nearest = np.argpartition(key, k - 1, axis=1)[:, :k]
+    nearest = np.take_along_axis(nearest, np.argsort(np.take_along_axis(key, nearest, 1), 1), 1)
+    out[:, :k] = np.where(
+        np.take_along_axis(valid, nearest, 1), np.take_along_axis(candidates, nearest, 1), -1
+    )
+    return out
+
+
+def neighbor_actions(neighbors: np.ndarray, prev_actions: np.ndarray | None) -> np.ndarray:
+    """Previous-step actions of the neighbours (``-1`` where masked or at a round's first step)."""
+    if prev_actions is None or neighbors.size == 0:
+        return np.full(neighbors.shape, -1, dtype=np.int64)
+    prev = np.asarray(prev_actions, dtype=np.int64)
+    return np.where(neighbors >= 0, prev[np.clip(neighbors, 0, None)], -1)

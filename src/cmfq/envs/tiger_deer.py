@@ -1,0 +1,98 @@
+"""``tiger-deer``: tigers that must attack a deer in pairs to be rewarded; deer that wander."""
+
+from __future__ import annotations
+
+import magent2
+
+from cmfq.envs.gridworld import GridEnv
+
+
+class TigerDeerEnv(GridEnv):
+    """magent2's tiger-deer game with configurable counts.
+
+    Tigers (10 HP, lose ``tiger_step_recover`` HP a step, view radius 4) get +0.5 each when two
+    of them attack the same deer in the same step, nothing otherwise; a deer eaten restores 8 HP.
+    Deer (5 HP) are meant to act at random (the rollout gives them a random policy). Walls cover
+    ``wall_density`` of the map. A round ends after ``max_steps``, or when all tigers or all deer
+    are dead. Defaults: ``0.01 * map_size**2`` tigers (at least 2), ``0.05 * map_size**2`` deer.
+    """
+
+    name = "tiger-deer"
+    groups = ("tiger", "deer")
+    opponents = {"tiger": "deer", "deer": None}
+
+    def __init__(
+        self,
+        map_size: int,
+        *,
+        seed: int,
+        max_steps: int = 300,
+        n_tigers: int | None = None,
+        n_deer: int | None = None,
+        wall_density: float = 0.04,
+        tiger_step_recover: float = -0.1,
+        deer_attacked: float = -0.1,
+    ) -> None:
+        if map_size < 10:
+            raise ValueError(f"tiger-deer needs map_size >= 10, got {map_size}")
+        self.n_tigers = max(2, int(0.01 * map_size**2)) if n_tigers is None else n_tigers
+        self.n_deer = int(0.05 * map_size**2) if n_deer is None else n_deer
+        if self.n_tigers < 2:
+            raise ValueError(f"tiger-deer needs n_tigers >= 2 (they hunt in pairs), got {n_tigers}")
+        if self.n_deer < 1:
+            raise ValueError(f"n_deer must be >= 1, got {n_deer}")
+        if not 0 <= wall_density < 1:
+            raise ValueError(f"wall_density must be in [0, 1), got {wall_density}")
+        self.n_walls = int(wall_density * map_size**2)
+        inner = (map_size - 2) ** 2
+        if self.n_tigers + self.n_deer + self.n_walls > inner // 2:
+            raise ValueError(
+                f"map_size {map_size} is too small for {self.n_tigers} tigers, {self.n_deer} deer "
+                f"and {self.n_walls} walls (they may fill at most half of the {inner} free cells)"
+            )
+        self._tiger_step_recover = tiger_step_recover
+        self._deer_attacked = deer_attacked
+        super().__init__(map_size, seed=seed, max_steps=max_steps)
+
+    def _engine_group_names(self) -> tuple[str, ...]:
+        return ("deer", "tiger")
+
+    def _config(self) -> magent2.gridworld.Config:
+        gw = magent2.gridworld
+        cfg = gw.Config()
+        cfg.set({"map_width": self.map_size, "map_height": self.map_size})
+        cfg.set({"embedding_size": 10, "minimap_mode": False, "seed": self.seed % (2**31)})
+        deer = cfg.register_agent_type(
+            "deer",
+            {
+                "width": 1, "length": 1, "hp": 5, "speed": 1,
+                "view_range": gw.CircleRange(1), "attack_range": gw.CircleRange(0),
+                "step_recover": 0.2, "kill_supply": 8, "dead_penalty": -1.0,
+            },
+        )
+        tiger = cfg.register_agent_type(
+            "tiger",
+            {
+                "width": 1, "length": 1, "hp": 10, "speed": 1,
+                "view_range": gw.CircleRange(4), "attack_range": gw.CircleRange(1),
+                "damage": 1, "step_recover": self._tiger_step_recover,
+            },
+        )
+        deer_group, tiger_group = cfg.add_group(deer), cfg.add_group(tiger)
+        a = gw.AgentSymbol(tiger_group, index="any")
+        b = gw.AgentSymbol(tiger_group, index="any")
+        c = gw.AgentSymbol(deer_group, index="any")
+        attack_a, attack_b = gw.Event(a, "attack", c), gw.Event(b, "attack", c)
+        # The pair event fires for both orders of (a, b), so each receives half twice.
+        cfg.add_reward_rule(attack_a & attack_b, receiver=[a, b], value=[0.5, 0.5])
+        cfg.add_reward_rule(attack_a, receiver=[c], value=[self._deer_attacked])
+        return cfg
+
+    def _populate(self) -> None:
+        self._engine.add_walls(method="random", n=self.n_walls)
+        self._engine.add_agents(self._handles["deer"], method="random", n=self.n_deer)
+        self._engine.add_agents(self._handles["tiger"], method="random", n=self.n_tigers)
+
+    def _finished(self) -> bool:
+        return self.num_alive("tiger") == 0 or self.num_alive("deer") == 0
+
