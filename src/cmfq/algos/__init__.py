@@ -1,0 +1,45 @@
+"""The algorithms of the CMFQ comparison, one file each: ``il``, ``mfq``, ``amfq``, ``cmfq``.
+
+All share ``QNetwork`` (state embedding + ``MeanFieldHead``) and differ only in the neighbour input
+the head receives and in their TD target; see each module's docstring for its equation.
+"""
+
+from __future__ import annotations
+
+from cmfq.algos.amfq import AMFQ
+from cmfq.algos.cmfq import CMFQ
+from cmfq.algos.common import Algorithm, Batch, TeamInput
+from cmfq.algos.il import IL
+from cmfq.algos.mfq import MFQ
+from cmfq.algos.network import QNetwork
+from cmfq.algos.policy import Decision, Policy, RandomPolicy
+
+ALGOS: dict[str, type[Algorithm]] = {cls.name: cls for cls in (IL, MFQ, AMFQ, CMFQ)}
+
+
+def make_algorithm(name: str, spec, **options) -> Algorithm:
+    """An algorithm by name for a group with ``spec`` (a ``cmfq.envs.GroupSpec``).
+
+    ``options``: ``gamma``, ``double_q``; cmfq also ``causal_temperature``, ``weighting``;
+    amfq also ``attention_dim``.
+    """
+    if name not in ALGOS:
+        raise ValueError(f"unknown algorithm {name!r}; choose one of {sorted(ALGOS)}")
+    return ALGOS[name](spec, **options)
+
+
+__all__ = [
+    "ALGOS",
+    "AMFQ",
+    "Algorithm",
+    "Batch",
+    "CMFQ",
+    "Decision",
+    "IL",
+    "MFQ",
+    "Policy",
+    "QNetwork",
+    "RandomPolicy",
+    "TeamInput",
+    "make_algorithm",
+]

@@ -1,0 +1,50 @@
+"""The Q-network every algorithm shares: a state embedding, then ``cmfq.MeanFieldHead``."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cmfq.envs import GroupSpec
+from cmfq.head import MeanFieldHead
+
+
+class QNetwork(nn.Module):
+    """Q(s, ., x) after the original MFQ battle network.
+
+    The view (``[n, H, W, C]``) goes through two 3x3 convolutions of 32 channels and a dense 256,
+    the feature vector through a dense 32; their concatenation is the state embedding (288 wide)
+    that ``head`` (a ``MeanFieldHead``: action branch 64, 32; trunk 128, 64) combines with the
+    neighbours' (mean) action x. The embedding does not depend on x, so ``embed`` runs once per
+    observation however many interventions ``causal_weights`` evaluates on ``head``.
+    """
+
+    def __init__(self, spec: GroupSpec) -> None:
+        super().__init__()
+        height, width, channels = spec.view_shape
+        if height < 5 or width < 5:
+            raise ValueError(f"the view of group {spec.name!r} is {height}x{width}; need >= 5x5")
+        self.view_encoder = nn.Sequential(
+            nn.Conv2d(channels, 32, 3),
+            nn.ReLU(),
+            nn.Conv2d(32, 32, 3),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(32 * (height - 4) * (width - 4), 256),
+            nn.ReLU(),
+        )
+        self.feature_encoder = nn.Sequential(nn.Linear(spec.feature_dim, 32), nn.ReLU())
+        self.head = MeanFieldHead(256 + 32, spec.n_actions)
+        self.n_actions = spec.n_actions
+
+    def embed(self, view: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """State embeddings ``[n, 288]`` of views ``[n, H, W, C]`` and features ``[n, F]``."""
+        return torch.cat(
+            [self.view_encoder(view.permute(0, 3, 1, 2)), self.feature_encoder(features)], dim=-1
+        )
+
+    def forward(
+        self, view: torch.Tensor, features: torch.Tensor, mean_action: torch.Tensor
+    ) -> torch.Tensor:
+        """Action values ``[n, A]``."""
+        return self.head(self.embed(view, features), mean_action)

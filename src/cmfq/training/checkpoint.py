@@ -1,0 +1,155 @@
+"""Checkpoints: the network, its algorithm, env and config, written atomically, read safely.
+
+A checkpoint is a ``torch.save`` of plain data (tensors, numbers, strings, dicts) and is read back
+with ``torch.load(weights_only=True)``, so a file from elsewhere cannot run code when loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from cmfq.algos import Algorithm, Policy, make_algorithm
+from cmfq.envs import GroupSpec
+from cmfq.training.config import TrainConfig
+
+FORMAT = "cmfq-checkpoint-1"
+
+
+def atomic_save(obj: object, path: str | Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename: a kill mid-write leaves
+    the previous file intact, never a truncated one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(
+    path: str | Path,
+    algo: Algorithm,
+    config: TrainConfig,
+    *,
+    group: str,
+    round_index: int,
+    training_state: dict | None = None,
+) -> None:
+    """Write ``algo``'s network with what is needed to rebuild it (and, to resume, the rest)."""
+    spec = algo.spec
+    atomic_save(
+        {
+            "format": FORMAT,
+            "algo": algo.name,
+            "env": config.env,
+            "group": group,
+            "round": round_index,
+            "config": config.to_dict(),
+            "spec": {
+                "name": spec.name, "view_shape": list(spec.view_shape),
+                "feature_dim": spec.feature_dim, "n_actions": spec.n_actions,
+                "view_radius": spec.view_radius,
+            },
+            "model": algo.state_dict(),
+            "training_state": training_state,
+        },
+        path,
+    )
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint. ``build_algorithm()`` rebuilds the network, ``policy()`` acts with it.
+
+    ``algo`` (name), ``env`` (name), ``config`` (the run's ``TrainConfig``), ``group`` (the side it
+    learned on), ``spec`` (its observation and action shapes), ``round`` (rounds trained).
+    """
+
+    path: Path
+    algo: str
+    env: str
+    config: TrainConfig
+    group: str
+    spec: GroupSpec
+    round: int
+    model: dict = field(repr=False)
+    training_state: dict | None = field(default=None, repr=False)
+
+    def build_algorithm(self) -> Algorithm:
+        algo = make_algorithm(self.algo, self.spec, **self.config.algo_options())
+        algo.load_state_dict(self.model)
+        return algo.eval()
+
+    def policy(
+        self,
+        *,
+        temperature: float | None = None,
+        seed: int = 0,
+        k_max: int | None = None,
+        radius: float | None = None,
+    ) -> Policy:
+        """The acting policy: Boltzmann at ``temperature`` (default: the config's
+        ``eval_temperature``; 0 = greedy), with the training neighbourhoods (radius, k_max) unless
+        given. It acts for any number of agents on any map of the same env."""
+        cfg = self.config
+        if radius is None and cfg.neighborhood == "local":
+            radius = cfg.radius if cfg.radius is not None else self.spec.view_radius
+        return Policy(
+            self.build_algorithm(),
+            temperature=cfg.eval_temperature if temperature is None else temperature,
+            radius=radius,
+            k_max=cfg.k_max if k_max is None else k_max,
+            seed=seed,
+        )
+
+
+def load_checkpoint(path: str | Path, *, algo: str | None = None) -> Checkpoint:
+    """Load a checkpoint written by ``cmfq train``.
+
+    Raises FileNotFoundError if ``path`` does not exist, ValueError if it is not a readable cmfq
+    checkpoint (corrupt, truncated, or a file that would need code to unpickle), or if ``algo`` is
+    given and the checkpoint holds a different algorithm.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(
+            f"{path} is not a readable cmfq checkpoint (corrupt, truncated or unsafe): {err}"
+        ) from err
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a cmfq checkpoint (expected format {FORMAT!r})")
+    if algo is not None and data["algo"] != algo:
+        raise ValueError(
+            f"{path} holds a {data['algo']!r} network, not {algo!r}; use --algo {data['algo']} "
+            "or another checkpoint"
+        )
+    spec = data["spec"]
+    return Checkpoint(
+        path=path,
+        algo=data["algo"],
+        env=data["env"],
+        config=TrainConfig.from_dict(data["config"]),
+        group=data["group"],
+        spec=GroupSpec(
+            name=spec["name"], view_shape=tuple(spec["view_shape"]),
+            feature_dim=spec["feature_dim"], n_actions=spec["n_actions"],
+            view_radius=spec["view_radius"],
+        ),
+        round=data["round"],
+        model=data["model"],
+        training_state=data["training_state"],
+    )

@@ -1,0 +1,201 @@
+"""The run configuration: one dataclass, one docstring per field; TOML in and out."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from cmfq.algos import ALGOS
+from cmfq.envs import ENVS
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. The defaults train a small battle in minutes."""
+
+    algo: str = "cmfq"
+    """Algorithm: il, mfq, amfq or cmfq."""
+    env: str = "battle"
+    """Environment: battle or tiger-deer."""
+    map_size: int = 20
+    """Side of the square map (battle: 0.04 * map_size^2 agents a side)."""
+    max_steps: int | None = None
+    """Steps per round at most (None: the env's default, 400 for battle, 300 for tiger-deer)."""
+    agents_per_side: int | None = None
+    """battle only: agents a side (None: 0.04 * map_size^2)."""
+    n_tigers: int | None = None
+    """tiger-deer only: number of tigers (None: 0.01 * map_size^2, at least 2)."""
+    n_deer: int | None = None
+    """tiger-deer only: number of deer (None: 0.05 * map_size^2)."""
+    rounds: int = 30
+    """Rounds (episodes) to train."""
+    seed: int = 0
+    """Seed of everything: network init, the env's placements, action sampling, replay draws."""
+    neighborhood: str = "local"
+    """local: the k_max nearest live teammates within radius; global: the whole live team."""
+    radius: float | None = None
+    """Neighbourhood radius in cells (None: the agents' view radius)."""
+    k_max: int = 32
+    """Most neighbours per agent (local neighbourhoods)."""
+    gamma: float = 0.95
+    """Discount factor."""
+    lr: float = 1e-4
+    """Adam learning rate."""
+    batch_size: int = 64
+    """Transitions per gradient step."""
+    buffer_size: int = 80_000
+    """Replay capacity in transitions."""
+    replay_ratio: float = 1.0
+    """Gradient steps per round = replay_ratio * (transitions collected that round) / batch_size."""
+    tau_target: float = 0.005
+    """Soft target update: target <- (1 - tau) target + tau online, after each gradient step."""
+    grad_clip: float = 10.0
+    """Gradient-norm clip of each step."""
+    double_q: bool = False
+    """Use the double-DQN target (the original MFQ code's) instead of the max / mean-field value."""
+    temperature_start: float = 1.0
+    """Boltzmann temperature of the learner's actions in the first round; the mean-field value
+    Σ π Q of the TD target uses the same (current) temperature."""
+    temperature_end: float = 0.1
+    """Boltzmann temperature after the decay."""
+    temperature_decay_rounds: int | None = None
+    """Rounds of linear decay from start to end (None: 80% of rounds, fixed when the run starts)."""
+    eval_temperature: float = 0.1
+    """Temperature of a checkpoint's acting policy in evaluation (0: greedy)."""
+    causal_temperature: float = 0.1
+    """cmfq: temperature of the policies whose divergence is the causal effect."""
+    weighting: str = "proportional"
+    """cmfq: how causal effects become weights, proportional or softmax."""
+    attention_dim: int = 64
+    """amfq: width of the attention's queries and keys."""
+    opponent: str = "self"
+    """self: a frozen copy of the learner, synced every opponent_sync rounds; random; or a path
+    to a checkpoint (of any algorithm) that stays fixed. In tiger-deer the deer act randomly."""
+    opponent_sync: int = 5
+    """Self-play: rounds between copies of the learner into the opponent."""
+    save_every: int = 10
+    """Rounds between checkpoints (the last round is always saved)."""
+    out: str = ""
+    """Run folder (empty: runs/<algo>-<env>)."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field."""
+        if self.algo not in ALGOS:
+            raise ValueError(f"algo must be one of {sorted(ALGOS)}, got {self.algo!r}")
+        if self.env not in ENVS:
+            raise ValueError(f"env must be one of {sorted(ENVS)}, got {self.env!r}")
+        if self.neighborhood not in ("local", "global"):
+            raise ValueError(f"neighborhood must be local or global, got {self.neighborhood!r}")
+        positive = {
+            "map_size": self.map_size, "rounds": self.rounds, "k_max": self.k_max,
+            "lr": self.lr, "batch_size": self.batch_size, "buffer_size": self.buffer_size,
+            "save_every": self.save_every, "opponent_sync": self.opponent_sync,
+            "causal_temperature": self.causal_temperature, "attention_dim": self.attention_dim,
+        }
+        for name, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
+        if not 0 < self.tau_target <= 1:
+            raise ValueError(f"tau_target must be in (0, 1], got {self.tau_target}")
+        if self.replay_ratio < 0:
+            raise ValueError(f"replay_ratio must be >= 0, got {self.replay_ratio}")
+        for name in ("temperature_start", "temperature_end", "eval_temperature"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.weighting not in ("proportional", "softmax"):
+            raise ValueError(f"weighting must be proportional or softmax, got {self.weighting!r}")
+
+    def resolved(self) -> TrainConfig:
+        """A copy with the run-dependent defaults fixed, as it is saved beside the run."""
+        decay = self.temperature_decay_rounds
+        return dataclasses.replace(
+            self,
+            out=self.out or f"runs/{self.algo}-{self.env}",
+            temperature_decay_rounds=self._default_decay() if decay is None else decay,
+        )
+
+    def _default_decay(self) -> int:
+        return max(1, math.ceil(0.8 * self.rounds))
+
+    def temperature(self, round_index: int) -> float:
+        """The learner's Boltzmann temperature in round ``round_index`` (linear decay)."""
+        decay = self.temperature_decay_rounds or self._default_decay()
+        frac = min(1.0, round_index / decay)
+        return self.temperature_start + frac * (self.temperature_end - self.temperature_start)
+
+    def env_options(self) -> dict:
+        """The options of ``cmfq.envs.make_env`` that this config sets."""
+        names = {"battle": ("max_steps", "agents_per_side"),
+                 "tiger-deer": ("max_steps", "n_tigers", "n_deer")}[self.env]
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+    def algo_options(self) -> dict:
+        """The options of ``cmfq.algos.make_algorithm`` that this config sets."""
+        options = {"gamma": self.gamma, "double_q": self.double_q}
+        if self.algo == "cmfq":
+            options |= {"causal_temperature": self.causal_temperature, "weighting": self.weighting}
+        if self.algo == "amfq":
+            options["attention_dim"] = self.attention_dim
+        return options
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """Build from a mapping; unknown keys are an error (a typo must not pass silently)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
+        return cls(**values)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> TrainConfig:
+        with open(path, "rb") as f:
+            return cls.from_dict(tomllib.load(f))
+
+    def to_toml(self) -> str:
+        """TOML text of the config (fields that are None are left out: they mean "default")."""
+        lines = ["# cmfq train config; the fields are documented in docs/training.md"]
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if isinstance(value, str):
+                text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            elif isinstance(value, bool):
+                text = "true" if value else "false"
+            else:
+                text = repr(value)
+            lines.append(f"{f.name} = {text}")
+        return "\n".join(lines) + "\n"
+
+
+def field_docs() -> dict[str, str]:
+    """Each field's docstring, read from the source (used for the command line's help)."""
+    tree = ast.parse(inspect.getsource(TrainConfig))
+    body = tree.body[0].body
+    docs = {}
+    for node, following in zip(body, body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+        ):
+            docs[node.target.id] = " ".join(following.value.value.split())
+    return docs

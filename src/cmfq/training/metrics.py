@@ -1,0 +1,50 @@
+"""Per-round metrics, written to a CSV and to TensorBoard event files in the run folder."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from torch.utils.tensorboard import SummaryWriter
+
+COLUMNS = (
+    "round", "steps", "temperature", "reward", "kills", "deaths", "survivors",
+    "opponent_survivors", "win", "loss", "updates", "buffer", "steps_per_s",
+)
+"""The CSV columns; every column but ``round`` is also a TensorBoard scalar ``train/<column>``."""
+
+
+class MetricsLog:
+    """Appends one row per round to ``metrics.csv`` and the same scalars to TensorBoard.
+
+    On resume the CSV is cut back to the rounds before ``start_round``, so a run interrupted after
+    its last checkpoint has no duplicate rows.
+    """
+
+    def __init__(self, run_dir: Path, start_round: int = 0) -> None:
+        self.path = run_dir / "metrics.csv"
+        kept: list[dict] = []
+        if start_round > 0 and self.path.exists():
+            with open(self.path, newline="") as f:
+                kept = [row for row in csv.DictReader(f) if int(row["round"]) < start_round]
+        with open(self.path, "w", newline="") as f:
+            writer = csv.DictWriter(f, COLUMNS)
+            writer.writeheader()
+            writer.writerows(kept)
+        self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_round)
+
+    def log(self, row: dict) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, COLUMNS).writerow(row)
+        for name in COLUMNS[1:]:
+            self.tensorboard.add_scalar(f"train/{name}", row[name], row["round"])
+        self.tensorboard.flush()
+
+    def close(self) -> None:
+        self.tensorboard.close()
+
+
+def read_metrics(path: str | Path) -> list[dict[str, float]]:
+    """The rows of a run's ``metrics.csv`` as numbers."""
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]

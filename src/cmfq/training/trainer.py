@@ -1,0 +1,197 @@
+"""The training loop: play a round, learn from the replay buffer, log, checkpoint. Top to bottom.
+
+Self-play (battle): the learner plays the first group (red). With ``opponent = "self"`` the other
+side is a frozen copy of the learner, refreshed every ``opponent_sync`` rounds, and only the
+learner learns; ``"random"`` plays a uniformly random team; a checkpoint path plays that fixed
+network. In tiger-deer the learner plays the tigers and the deer act randomly.
+
+Every source of randomness of round r is seeded from (seed, r), so a run is reproducible on the
+same machine and a resumed run continues exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from cmfq.algos import Algorithm, Policy, RandomPolicy, make_algorithm
+from cmfq.envs import make_env
+from cmfq.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from cmfq.training.config import TrainConfig
+from cmfq.training.metrics import MetricsLog
+from cmfq.training.replay import ReplayBuffer
+from cmfq.training.rollout import play_round
+
+RESUME_FILE = "resume.pt"
+"""In the run folder: the last checkpoint plus optimizer, target, opponent and replay buffer."""
+LAST_FILE = "last.pt"
+"""In the run folder: the network of the last saved round (what evaluation loads)."""
+
+
+def train(config: TrainConfig, *, progress: bool = True) -> Path:
+    """Train a fresh run in ``config.out``; returns the run folder."""
+    config = config.resolved()
+    run_dir = Path(config.out)
+    if (run_dir / RESUME_FILE).exists() or (run_dir / "metrics.csv").exists():
+        raise FileExistsError(
+            f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose --out"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.toml").write_text(config.to_toml())
+    return _run(config, run_dir, state=None, progress=progress)
+
+
+def resume(run_dir: str | Path, *, rounds: int | None = None, progress: bool = True) -> Path:
+    """Continue the run in ``run_dir`` from its last checkpoint, optionally to more ``rounds``."""
+    run_dir = Path(run_dir)
+    saved = load_checkpoint(run_dir / RESUME_FILE)
+    if saved.training_state is None:
+        raise ValueError(f"{run_dir / RESUME_FILE} holds no training state to resume from")
+    config = saved.config
+    config.out = str(run_dir)
+    if rounds is not None:
+        config.rounds = rounds
+        config.validate()
+    (run_dir / "config.toml").write_text(config.to_toml())
+    return _run(config, run_dir, state=saved, progress=progress)
+
+
+def _run(config: TrainConfig, run_dir: Path, *, state, progress: bool) -> Path:
+    torch.manual_seed(config.seed)
+    env = make_env(config.env, config.map_size, seed=config.seed, **config.env_options())
+    group, other = env.groups
+    spec = env.specs[group]
+    learner = make_algorithm(config.algo, spec, **config.algo_options())
+    target = copy.deepcopy(learner).requires_grad_(False)
+    optimizer = torch.optim.Adam(learner.parameters(), lr=config.lr)
+    replay = ReplayBuffer(config.buffer_size, spec.n_actions)
+    radius = None if config.neighborhood == "global" else (config.radius or spec.view_radius)
+
+    opponent = _opponent(config, env, learner)
+    start = 0
+    if state is not None:
+        learner.load_state_dict(state.model)
+        target.load_state_dict(state.training_state["target"])
+        optimizer.load_state_dict(state.training_state["optimizer"])
+        replay.load_state_dict(state.training_state["replay"])
+        if isinstance(opponent, Algorithm) and state.training_state["opponent"] is not None:
+            opponent.load_state_dict(state.training_state["opponent"])
+        start = state.training_state["next_round"]
+
+    log = MetricsLog(run_dir, start_round=start)
+    bar = tqdm(total=config.rounds, initial=start, unit="round", disable=not progress)
+    for r in range(start, config.rounds):
+        began = time.perf_counter()
+        env_seed, act_seed, opp_seed, replay_seed = (
+            int(s) for s in np.random.SeedSequence([config.seed, r]).generate_state(4)
+        )
+        temperature = config.temperature(r)
+        if config.opponent == "self" and r % config.opponent_sync == 0:
+            opponent.load_state_dict(learner.state_dict())
+
+        # 1. Play a round, recording the learner's team.
+        policies = {
+            group: Policy(learner, temperature=temperature, radius=radius, k_max=config.k_max,
+                          seed=act_seed)
+        }
+        if config.env == "battle":
+            policies[other] = _opponent_policy(config, opponent, temperature, radius, opp_seed,
+                                               env.specs[other].n_actions)
+        added_before = replay.added
+        result = play_round(env, policies, seed=env_seed, record={group: replay})
+
+        # 2. Learn: replay_ratio gradient steps per batch of new transitions.
+        rng = np.random.default_rng(replay_seed)
+        new = replay.added - added_before
+        n_updates = math.ceil(config.replay_ratio * new / config.batch_size)
+        losses = []
+        for _ in range(n_updates):
+            batch = replay.sample(
+                config.batch_size, rng, with_neighbors=learner.needs_neighbor_obs
+            )
+            loss = learner.loss(batch, target, temperature)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(learner.parameters(), config.grad_clip)
+            optimizer.step()
+            with torch.no_grad():
+                for p_target, p in zip(target.parameters(), learner.parameters(), strict=True):
+                    p_target.lerp_(p, config.tau_target)
+            losses.append(loss.item())
+
+        # 3. Log.
+        mine, theirs = result.groups[group], result.groups[other]
+        won = theirs.survivors == 0 if config.env == "tiger-deer" else (
+            mine.survivors > theirs.survivors
+        )
+        row = {
+            "round": r,
+            "steps": result.steps,
+            "temperature": temperature,
+            "reward": mine.reward / max(mine.initial, 1),
+            "kills": mine.kills,
+            "deaths": mine.initial - mine.survivors,
+            "survivors": mine.survivors,
+            "opponent_survivors": theirs.survivors,
+            "win": float(won),
+            "loss": float(np.mean(losses)) if losses else float("nan"),
+            "updates": n_updates,
+            "buffer": len(replay),
+            "steps_per_s": result.steps / (time.perf_counter() - began),
+        }
+        log.log(row)
+        bar.update(1)
+        bar.set_postfix(
+            steps_s=f"{row['steps_per_s']:.0f}", reward=f"{row['reward']:.2f}",
+            kills=row["kills"], loss=f"{row['loss']:.4f}",
+        )
+
+        # 4. Checkpoint every save_every rounds and at the end.
+        done = r + 1
+        if done % config.save_every == 0 or done == config.rounds:
+            training_state = {
+                "target": target.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "replay": replay.state_dict(),
+                "opponent": opponent.state_dict() if isinstance(opponent, Algorithm) else None,
+                "next_round": done,
+            }
+            save_checkpoint(run_dir / RESUME_FILE, learner, config, group=group,
+                            round_index=done, training_state=training_state)
+            save_checkpoint(run_dir / "checkpoints" / f"round_{done:05d}.pt", learner, config,
+                            group=group, round_index=done)
+            save_checkpoint(run_dir / LAST_FILE, learner, config, group=group, round_index=done)
+    bar.close()
+    log.close()
+    return run_dir
+
+
+def _opponent(config: TrainConfig, env, learner: Algorithm) -> Algorithm | Checkpoint | None:
+    """What the other side plays: a copy of the learner, a fixed checkpoint, or None (random)."""
+    if config.env != "battle" or config.opponent == "random":
+        return None
+    if config.opponent == "self":
+        return copy.deepcopy(learner).requires_grad_(False)
+    saved = load_checkpoint(config.opponent)
+    spec = env.specs[env.groups[1]]
+    shapes = (saved.spec.view_shape, saved.spec.feature_dim, saved.spec.n_actions)
+    if saved.env != config.env or shapes != (spec.view_shape, spec.feature_dim, spec.n_actions):
+        raise ValueError(
+            f"opponent checkpoint {config.opponent} was trained on {saved.env!r} with other "
+            f"observation or action shapes; it cannot play {config.env!r}"
+        )
+    return saved
+
+
+def _opponent_policy(config, opponent, temperature, radius, seed, n_actions):
+    if opponent is None:
+        return RandomPolicy(n_actions, seed=seed)
+    if isinstance(opponent, Checkpoint):
+        return opponent.policy(seed=seed)
+    return Policy(opponent, temperature=temperature, radius=radius, k_max=config.k_max, seed=seed)
