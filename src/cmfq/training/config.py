@@ -82,6 +82,8 @@ class TrainConfig:
     to a checkpoint (of any algorithm) that stays fixed. In tiger-deer the deer act randomly."""
     opponent_sync: int = 5
     """Self-play: rounds between copies of the learner into the opponent."""
+    threads: int = 1
+    """CPU threads of torch (the networks and batches are small: more threads mostly contend)."""
     save_every: int = 10
     """Rounds between checkpoints (the last round is always saved)."""
     out: str = ""
@@ -101,7 +103,8 @@ class TrainConfig:
         positive = {
             "map_size": self.map_size, "rounds": self.rounds, "k_max": self.k_max,
             "lr": self.lr, "batch_size": self.batch_size, "buffer_size": self.buffer_size,
-            "save_every": self.save_every, "opponent_sync": self.opponent_sync,
+            "save_every": self.save_every, "threads": self.threads,
+            "opponent_sync": self.opponent_sync,
             "causal_temperature": self.causal_temperature, "attention_dim": self.attention_dim,
         }
         for name, value in positive.items():

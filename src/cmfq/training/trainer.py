@@ -63,6 +63,7 @@ def resume(run_dir: str | Path, *, rounds: int | None = None, progress: bool = T
 
 
 def _run(config: TrainConfig, run_dir: Path, *, state, progress: bool) -> Path:
+    torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     env = make_env(config.env, config.map_size, seed=config.seed, **config.env_options())
     group, other = env.groups
@@ -92,7 +93,7 @@ def _run(config: TrainConfig, run_dir: Path, *, state, progress: bool) -> Path:
             int(s) for s in np.random.SeedSequence([config.seed, r]).generate_state(4)
         )
         temperature = config.temperature(r)
-        if config.opponent == "self" and r % config.opponent_sync == 0:
+        if isinstance(opponent, Algorithm) and r % config.opponent_sync == 0:
             opponent.load_state_dict(learner.state_dict())
 
         # 1. Play a round, recording the learner's team.

@@ -1,0 +1,116 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cmfq.algos import ALGOS, TeamInput, make_algorithm
+from cmfq.algos.common import (
+    boltzmann_value,
+    double_q_value,
+    max_value,
+    mean_action,
+    td_loss,
+)
+from cmfq.envs import GroupSpec
+from cmfq.reference import causal_weights_reference
+
+SPEC = GroupSpec("red", (7, 7, 3), 6, 5, 3.0)
+
+
+def team(n=6, k=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    nbrs = torch.randint(-1, n, (n, k), generator=g)
+    acts = torch.where(nbrs >= 0, torch.randint(0, SPEC.n_actions, (n, k), generator=g), -1)
+    return TeamInput(torch.rand(n, 7, 7, 3, generator=g), torch.rand(n, 6, generator=g), nbrs, acts)
+
+
+def test_mean_action_averages_valid_one_hots():
+    got = mean_action(torch.tensor([[0, 2, -1], [-1, -1, -1]]), 3)
+    torch.testing.assert_close(got, torch.tensor([[0.5, 0.0, 0.5], [0.0, 0.0, 0.0]]))
+
+
+def test_value_functions():
+    q = torch.tensor([[1.0, 3.0, 2.0]])
+    assert max_value(q).item() == 3.0
+    p = np.exp(q.numpy()[0] / 0.5)
+    p /= p.sum()
+    assert boltzmann_value(q, 0.5).item() == pytest.approx(float((p * q.numpy()[0]).sum()), 1e-6)
+    assert boltzmann_value(q, 1e4).item() == pytest.approx(2.0, abs=1e-3)  # uniform policy
+    assert boltzmann_value(q, 0.0).item() == 3.0
+    online = torch.tensor([[5.0, 0.0, 9.0]])
+    assert double_q_value(q, online).item() == 2.0  # target's value at the online argmax
+
+
+def test_td_loss_is_zero_at_the_target_and_ignores_next_value_when_done():
+    reward, done = torch.tensor([1.0, 2.0]), torch.tensor([0.0, 1.0])
+    next_value = torch.tensor([4.0, 100.0], requires_grad=True)
+    loss = td_loss(torch.tensor([1.0 + 0.5 * 4.0, 2.0]), reward, done, next_value, 0.5)
+    assert loss.item() == 0.0
+    assert not loss.requires_grad
+
+
+def test_cmfq_acts_on_the_causal_mean_action():
+    torch.manual_seed(0)
+    algo = make_algorithm("cmfq", SPEC, causal_temperature=0.2)
+    inp = team()
+    q, mean = algo.q_values(inp)
+    emb = algo.net.embed(inp.view, inp.features)
+    ref = causal_weights_reference(
+        algo.net.head, emb, inp.neighbor_actions, inp.neighbor_actions >= 0, SPEC.n_actions,
+        0.2, "proportional", 1.0,
+    )
+    torch.testing.assert_close(mean, ref[3], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(q, algo.net.head(emb, mean), atol=1e-5, rtol=1e-5)
+
+
+def test_amfq_attention_weights_only_valid_neighbours():
+    torch.manual_seed(0)
+    algo = make_algorithm("amfq", SPEC)
+    inp = team()
+    _, mean = algo.q_values(inp)
+    has = (inp.neighbor_actions >= 0).any(1)
+    torch.testing.assert_close(mean.sum(1)[has], torch.ones(int(has.sum())))
+    assert (mean[~has] == 0).all()
+    support = torch.zeros_like(mean, dtype=torch.bool)
+    for i, row in enumerate(inp.neighbor_actions):
+        support[i, row[row >= 0]] = True
+    assert (mean[~support] == 0).all()
+
+
+@pytest.mark.parametrize("name", sorted(ALGOS))
+@pytest.mark.parametrize("double_q", [False, True])
+def test_each_algorithm_fits_a_fixed_batch(name, double_q):
+    """The TD loss falls when one batch is fitted (the target net fixed): gradients flow."""
+    from cmfq.algos.common import Batch
+
+    torch.manual_seed(1)
+    algo = make_algorithm(name, SPEC, double_q=double_q)
+    target = make_algorithm(name, SPEC, double_q=double_q)
+    g = torch.Generator().manual_seed(2)
+    u, b, k, a = 24, 16, 3, SPEC.n_actions
+    nbrs = torch.randint(-1, u, (b, k), generator=g)
+    acts = torch.where(nbrs >= 0, torch.randint(0, a, (b, k), generator=g), -1)
+    batch = Batch(
+        view=torch.rand(u, 7, 7, 3, generator=g), features=torch.rand(u, 6, generator=g),
+        obs=torch.arange(b), next_obs=torch.arange(b, 2 * b) % u,
+        action=torch.randint(0, a, (b,), generator=g), reward=torch.randn(b, generator=g),
+        done=(torch.rand(b, generator=g) < 0.3).float(),
+        mean_action=torch.softmax(torch.randn(b, a, generator=g), -1),
+        next_mean_action=torch.softmax(torch.randn(b, a, generator=g), -1),
+        neighbors=nbrs, neighbor_actions=acts, next_neighbors=nbrs, next_neighbor_actions=acts,
+    )
+    opt = torch.optim.Adam(algo.parameters(), lr=1e-3)
+    first = None
+    for _ in range(60):
+        loss = algo.loss(batch, target, 0.5)
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert math.isfinite(first) and loss.item() < 0.5 * first
+
+
+def test_unknown_algorithm():
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        make_algorithm("ppo", SPEC)

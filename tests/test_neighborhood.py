@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+
+from cmfq.envs import neighbor_actions, neighborhoods
+
+
+def brute_force(positions, radius, k_max):
+    n = len(positions)
+    out = np.full((n, k_max), -1)
+    for i in range(n):
+        near = sorted(
+            (int(((positions[i] - positions[j]) ** 2).sum()), j)
+            for j in range(n)
+            if j != i and ((positions[i] - positions[j]) ** 2).sum() <= radius**2
+        )
+        for slot, (_, j) in enumerate(near[:k_max]):
+            out[i, slot] = j
+    return out
+
+
+@pytest.mark.parametrize("case", range(40))
+def test_matches_brute_force_loop(case):
+    rng = np.random.default_rng(case)
+    n = int(rng.integers(0, 50))
+    # Duplicated positions and ties in distance are frequent on this small grid.
+    positions = rng.integers(-4, 12, size=(n, 2))
+    radius = float(rng.choice([0.0, 1.0, 1.5, 3.0, 6.0, 30.0]))
+    k_max = int(rng.integers(1, 12))
+    got = neighborhoods(positions, radius=radius, k_max=k_max)
+    np.testing.assert_array_equal(got, brute_force(positions, radius, k_max))
+
+
+def test_global_is_the_whole_team_but_self():
+    positions = np.array([[0, 0], [50, 50], [3, 1]])
+    np.testing.assert_array_equal(
+        neighborhoods(positions, radius=None, k_max=1), [[1, 2], [0, 2], [0, 1]]
+    )
+
+
+def test_large_team_shape_and_validity():
+    rng = np.random.default_rng(0)
+    cells = rng.permutation(150 * 150)[:5000]
+    positions = np.stack([cells // 150, cells % 150], 1)
+    got = neighborhoods(positions, radius=6, k_max=32)
+    assert got.shape == (5000, 32)
+    rows, slots = np.nonzero(got >= 0)
+    dist = np.linalg.norm(positions[rows] - positions[got[rows, slots]], axis=1)
+    assert (dist <= 6).all() and (got[rows, slots] != rows).all()
+
+
+def test_neighbor_actions_masks_missing_and_first_step():
+    nbrs = np.array([[1, -1], [0, -1]])
+    np.testing.assert_array_equal(neighbor_actions(nbrs, np.array([4, 7])), [[7, -1], [4, -1]])
+    np.testing.assert_array_equal(neighbor_actions(nbrs, None), [[-1, -1], [-1, -1]])
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="k_max"):
+        neighborhoods(np.zeros((3, 2)), radius=2, k_max=0)
+    with pytest.raises(ValueError, match="shape"):
+        neighborhoods(np.zeros((3, 3)), radius=2, k_max=2)
