@@ -1,4 +1,3 @@
-import json
 import math
 
 import numpy as np
@@ -6,7 +5,7 @@ import pytest
 from PIL import Image
 
 from cmfq.evaluation.curves import group_curve, load_runs, plot_curves, smooth
-from cmfq.evaluation.heatmap import plot_win_rates
+from cmfq.evaluation.figures import plot_win_rates
 
 
 def is_png_with_content(path):
@@ -28,11 +27,14 @@ def test_heatmap_rejects_wrong_shape(tmp_path):
         plot_win_rates(["a", "b"], [[0.5]], tmp_path / "x.png")
 
 
-def write_run(root, name, algo, rewards, extra=None):
+def write_run(root, name, algo, rewards, map_size=20):
+    # The layout ``cmfq train`` writes: config.toml and metrics.csv in the run folder.
     run = root / name
     run.mkdir()
-    (run / "config.json").write_text(json.dumps({"algo": algo, "seed": 0}))
-    lines = ["round,reward,kills"] + [f"{i},{r},{2 * r}" for i, r in enumerate(rewards)]
+    (run / "config.toml").write_text(f'algo = "{algo}"\nseed = 0\nmap_size = {map_size}\n')
+    lines = ["round,reward,kills,win"] + [
+        f"{i},{r},{2 * r},{int(r > 0.5)}" for i, r in enumerate(rewards)
+    ]
     (run / "metrics.csv").write_text("\n".join(lines) + "\n")
     return run
 
@@ -61,6 +63,14 @@ def test_runs_are_grouped_by_algo_and_averaged(tmp_path):
     assert np.isnan(single).all()
 
 
+def test_group_by_several_config_keys(tmp_path):
+    paths = [write_run(tmp_path, "a", "cmfq", [1], map_size=20),
+             write_run(tmp_path, "b", "cmfq", [1], map_size=40)]
+    assert [r.group for r in load_runs(paths, group_by="algo,map_size")] == ["cmfq-20", "cmfq-40"]
+    with pytest.raises(ValueError, match="no"):
+        load_runs(paths, group_by="optimizer")
+
+
 def test_group_falls_back_to_folder_name_without_seed(tmp_path):
     run = tmp_path / "mfq-battle-seed2"
     run.mkdir()
@@ -76,8 +86,8 @@ def test_curves_are_written(tmp_path):
         write_run(tmp_path, "b1", "mfq", np.linspace(1, 0, 30)),
     ])
     path = tmp_path / "curves.png"
-    plotted = plot_curves(runs, path, metrics=("reward", "kills", "win_rate"), window=5)
-    assert plotted == ["reward", "kills"]  # win_rate was never logged
+    plotted = plot_curves(runs, path, metrics=("reward", "kills", "win", "elo"), window=5)
+    assert plotted == ["reward", "kills", "win"]  # elo was never logged
     assert is_png_with_content(path)
 
 

@@ -7,9 +7,7 @@ from cmfq.evaluation.video import write_animation
 
 
 def teams(step):
-    red = Team("red", np.array([[0, 0], [step, 1], [5, 5]]), np.array([True, True, False]))
-    blue = Team("blue", np.array([[9, 9], [8, 2]]), np.array([True, True]))
-    return [red, blue]
+    return [Team("red", np.array([[0, 0], [step, 1]])), Team("blue", np.array([[9, 9], [8, 2]]))]
 
 
 def pixel_of_cell(image, x, y, cell):
@@ -18,27 +16,30 @@ def pixel_of_cell(image, x, y, cell):
     return image.getpixel((x * cell + cell // 2, banner + y * cell + cell // 2))
 
 
-def test_frame_draws_live_agents_in_team_colours():
+def test_frame_draws_agents_in_team_colours():
     cell = 4
     image = draw_frame(10, teams(3), step=3, cell=cell)
     assert image.mode == "RGB" and image.size[0] == 10 * cell and image.size[1] > 10 * cell
     assert pixel_of_cell(image, 0, 0, cell) == TEAM_COLOURS[0]
     assert pixel_of_cell(image, 3, 1, cell) == TEAM_COLOURS[0]
     assert pixel_of_cell(image, 9, 9, cell) == TEAM_COLOURS[1]
-    assert pixel_of_cell(image, 5, 5, cell) not in TEAM_COLOURS[:2]  # dead agents are not drawn
+    assert pixel_of_cell(image, 5, 5, cell) not in TEAM_COLOURS[:2]
 
 
 def test_frame_banner_changes_with_step_and_survivors():
     banner = lambda image: np.asarray(image)[: image.size[1] - image.size[0]]  # noqa: E731
-    a, b = draw_frame(10, teams(1), step=1), draw_frame(10, teams(1), step=2)
-    assert not np.array_equal(banner(a), banner(b))
+    first = draw_frame(10, teams(1), step=1)
+    later = draw_frame(10, teams(1), step=2)
+    fewer = draw_frame(10, [teams(1)[0], Team("blue", np.array([[9, 9]]))], step=1)
+    assert not np.array_equal(banner(first), banner(later))
+    assert not np.array_equal(banner(first), banner(fewer))
 
 
 def test_frame_rejects_agents_off_the_map_and_bad_shapes():
     with pytest.raises(ValueError, match="outside"):
-        draw_frame(4, [Team("red", np.array([[4, 0]]), np.array([True]))], step=0)
-    with pytest.raises(ValueError, match="alive"):
-        draw_frame(4, [Team("red", np.array([[1, 0]]), np.array([True, False]))], step=0)
+        draw_frame(4, [Team("red", np.array([[4, 0]]))], step=0)
+    with pytest.raises(ValueError, match="positions"):
+        draw_frame(4, [Team("red", np.array([1, 0, 2]))], step=0)
 
 
 def test_gif_has_one_frame_per_step(tmp_path):

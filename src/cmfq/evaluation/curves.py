@@ -4,7 +4,6 @@ trained with several seeds), their mean with a band of ± one standard deviation
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 import warnings
@@ -15,9 +14,16 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
 METRICS_FILE = "metrics.csv"
-CONFIG_FILE = "config.json"
-DEFAULT_METRICS = ("reward", "kills", "win_rate")
+CONFIG_FILE = "config.toml"
+# ``win`` is 1 for a round won against the training opponent: its moving average is the win rate.
+DEFAULT_METRICS = ("reward", "kills", "win")
+TITLES = {"reward": "reward per agent", "win": "win rate vs training opponent"}
 # Column names tried, in order, for the x axis; the row number is used when none is present.
 X_COLUMNS = ("round", "episode", "iteration", "step")
 # A trailing seed marker in a run folder's name: "cmfq-battle-seed3", "mfq_s2".
@@ -64,29 +70,21 @@ def read_columns(path: Path) -> dict[str, np.ndarray]:
 
 
 def run_group(run_dir: Path, group_by: str) -> str:
-    """The group a run is averaged in: its config's value of ``group_by`` (``algo`` by default),
-    else its folder name less a trailing seed marker; ``group_by="run"`` keeps each run apart."""
+    """The group a run is averaged in: the values of the comma-separated config keys
+    ``group_by`` (``algo`` by default; ``algo,map_size`` splits further), else the folder name less
+    a trailing seed marker; ``group_by="run"`` keeps each run apart."""
     if group_by == "run":
         return run_dir.name
     config_path = run_dir / CONFIG_FILE
     if config_path.is_file():
-        with open(config_path) as f:
-            config = json.load(f)
-        value = _lookup(config, group_by)
-        if value is not None:
-            return str(value)
+        with open(config_path, "rb") as f:
+            config = tomllib.load(f)
+        keys = [key.strip() for key in group_by.split(",")]
+        unknown = [key for key in keys if key not in config]
+        if unknown:
+            raise ValueError(f"{config_path} has no {unknown}; keys: {sorted(config)}")
+        return "-".join(str(config[key]) for key in keys)
     return _SEED_SUFFIX.sub("", run_dir.name) or run_dir.name
-
-
-def _lookup(config: dict, key: str):
-    """``config[key]``, also found one level down (``{"algo": {"name": ...}}`` style configs)."""
-    if key in config:
-        value = config[key]
-        return value.get("name") if isinstance(value, dict) else value
-    for value in config.values():
-        if isinstance(value, dict) and key in value and not isinstance(value[key], dict):
-            return value[key]
-    return None
 
 
 def load_runs(paths: Sequence[Path], group_by: str = "algo") -> list[Run]:
@@ -160,7 +158,7 @@ def plot_curves(
                 ax.fill_between(x, mean - spread, mean + spread, color=colour, alpha=0.2)
         ax.set_xlabel(runs[0].x_name)
         ax.set_ylabel(metric)
-        ax.set_title(metric.replace("_", " "))
+        ax.set_title(TITLES.get(metric, metric.replace("_", " ")))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize="small")
     fig.savefig(path, dpi=120)

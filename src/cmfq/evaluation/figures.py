@@ -1,4 +1,4 @@
-"""The tournament's win-rate heatmap."""
+"""Figures of the evaluation reports: the tournament's win-rate heatmap and bar charts of scores."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+
+from cmfq.evaluation.stats import Estimate
 
 
 def plot_win_rates(
@@ -36,4 +38,28 @@ def plot_win_rates(
     ax.set_ylabel("model")
     ax.set_title(title)
     fig.colorbar(image, ax=ax, label="rounds won / rounds played")
+    fig.savefig(path, dpi=120)
+
+
+def plot_scores(
+    models: Sequence[str], panels: dict[str, Sequence[Estimate]], path: Path, title: str = "",
+) -> None:
+    """Save one bar chart per panel (e.g. reward, deer caught): a bar per model at its mean, with
+    the bounds of its interval as error bars (none where the interval is unknown)."""
+    fig = Figure(figsize=(1.5 + 4.0 * len(panels), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    x = np.arange(len(models))
+    for ax, (name, estimates) in zip(axes, panels.items(), strict=True):
+        if len(estimates) != len(models):
+            raise ValueError(f"panel {name!r} has {len(estimates)} values for {len(models)} models")
+        means = np.array([e.value for e in estimates])
+        errors = np.nan_to_num(
+            np.array([[e.value - e.low, e.high - e.value] for e in estimates]).T, nan=0.0
+        )
+        ax.bar(x, means, yerr=errors, capsize=4, color=[f"C{i % 10}" for i in x])
+        ax.set_xticks(x, models, rotation=30, ha="right")
+        ax.set_title(name)
+        ax.grid(axis="y", alpha=0.3)
+    if title:
+        fig.suptitle(title)
     fig.savefig(path, dpi=120)

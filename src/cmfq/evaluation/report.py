@@ -176,11 +176,13 @@ def write_json(path: Path, report: Mapping) -> None:
         f.write("\n")
 
 
-def _rate(estimate: Estimate) -> str:
+def format_rate(estimate: Estimate) -> str:
+    """``0.62 [0.48, 0.74]``: a rate with its interval."""
     return f"{estimate.value:.2f} [{estimate.low:.2f}, {estimate.high:.2f}]"
 
 
-def _mean(estimate: Estimate) -> str:
+def format_mean(estimate: Estimate) -> str:
+    """``12.30 ± 1.20``: a mean with its interval's half-width (none when unknown)."""
     if math.isnan(estimate.low):
         return f"{estimate.value:.2f}"
     return f"{estimate.value:.2f} ± {estimate.high - estimate.value:.2f}"
@@ -201,7 +203,8 @@ def markdown_report(
         "|---|---:|---:|---:|---:|---|",
     ]
     lines += [
-        f"| {s.model} | {s.rounds} | {s.wins} | {s.losses} | {s.ties} | {_rate(s.win_rate)} |"
+        f"| {s.model} | {s.rounds} | {s.wins} | {s.losses} | {s.ties} "
+        f"| {format_rate(s.win_rate)} |"
         for s in table
     ]
     lines += [
@@ -210,11 +213,12 @@ def markdown_report(
         "| A kills | B kills | A reward | B reward |",
         "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
-    lines += [
-        f"| {p.a} | {p.b} | {p.rounds} | {p.wins} | {p.losses} | {p.ties} | {_rate(p.win_rate)} "
-        f"| {_mean(p.a_kills)} | {_mean(p.b_kills)} | {_mean(p.a_reward)} | {_mean(p.b_reward)} |"
-        for p in pairs
-    ]
+    for p in pairs:
+        means = " | ".join(map(format_mean, (p.a_kills, p.b_kills, p.a_reward, p.b_reward)))
+        lines.append(
+            f"| {p.a} | {p.b} | {p.rounds} | {p.wins} | {p.losses} | {p.ties} "
+            f"| {format_rate(p.win_rate)} | {means} |"
+        )
     if heatmap:
         lines += ["", f"![win rate of the row model against the column model]({heatmap})"]
     return "\n".join(lines) + "\n"

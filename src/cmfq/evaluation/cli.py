@@ -1,0 +1,144 @@
+"""``cmfq tournament``, ``cmfq render`` and ``cmfq plot``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cmfq.evaluation.curves import DEFAULT_METRICS
+from cmfq.evaluation.games import default_workers
+
+
+def register(subparsers) -> None:
+    """Add the evaluation subcommands to the top-level ``cmfq`` parser."""
+    _tournament_parser(subparsers)
+    _render_parser(subparsers)
+    _plot_parser(subparsers)
+
+
+def _env_arguments(parser: argparse.ArgumentParser, map_size: int) -> None:
+    parser.add_argument("--env", choices=("battle", "tiger-deer"), default="battle",
+                        help="environment (default: battle)")
+    parser.add_argument("--map-size", type=int, default=map_size,
+                        help="side of the square map, which may differ from training "
+                        f"(default: {map_size})")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="steps per round at most (default: the env's: 400 in battle, "
+                        "300 in tiger-deer)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the rounds (default: 0)")
+
+
+def _env_options(args: argparse.Namespace) -> dict:
+    return {} if args.max_steps is None else {"max_steps": args.max_steps}
+
+
+def _tournament_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "tournament",
+        help="every pair of checkpoints fights; win rates with 95%% intervals",
+        description="battle: every pair of checkpoints plays --rounds rounds, swapping sides "
+        "every round; a round is won by the side with more survivors. tiger-deer: each "
+        "checkpoint hunts as the tigers for --rounds rounds. Writes JSON, CSV, a Markdown report "
+        "and a figure into --out.",
+    )
+    parser.add_argument("checkpoints", nargs="+", help="checkpoint files (e.g. runs/*/last.pt)")
+    _env_arguments(parser, map_size=40)
+    parser.add_argument("--rounds", type=int, default=50,
+                        help="rounds per pair (battle) or per model (tiger-deer) (default: 50)")
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help="worker processes (default: the number of CPUs)")
+    parser.add_argument("--out", default="results/tournament",
+                        help="report folder (default: results/tournament)")
+    parser.set_defaults(func=run_tournament_command)
+
+
+def _render_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "render",
+        help="replay one round as a GIF or MP4",
+        description="Play one round and draw it: battle takes two checkpoints (red, blue), "
+        "tiger-deer one (the tigers; the deer act at random). MP4 needs ffmpeg on PATH.",
+    )
+    parser.add_argument("checkpoints", nargs="+", help="one checkpoint per team, in team order")
+    _env_arguments(parser, map_size=40)
+    parser.add_argument("--out", default="replay.gif",
+                        help="a .gif or .mp4 file (default: replay.gif)")
+    parser.add_argument("--fps", type=float, default=10.0, help="frames per second (default: 10)")
+    parser.add_argument("--cell", type=int, default=6, help="pixels per map cell (default: 6)")
+    parser.set_defaults(func=run_render_command)
+
+
+def _plot_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "plot",
+        help="learning curves of training runs",
+        description="Plot the runs' metrics.csv logs: one line per group of runs (by default "
+        "the runs of one algorithm), their mean over seeds with a band of ± one standard "
+        "deviation where a group has several runs.",
+    )
+    parser.add_argument("runs", nargs="+", help="run folders (or their metrics.csv files)")
+    parser.add_argument("--out", default="results/curves.png",
+                        help="PNG file (default: results/curves.png)")
+    parser.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
+                        help="comma-separated metrics.csv columns, one panel each "
+                        f"(default: {','.join(DEFAULT_METRICS)}; win is plotted as a win rate)")
+    parser.add_argument("--group-by", default="algo",
+                        help="comma-separated config keys that define a group, or 'run' for one "
+                        "line per run (default: algo)")
+    parser.add_argument("--smooth", type=int, default=10,
+                        help="moving-average window in rounds (default: 10)")
+    parser.set_defaults(func=run_plot_command)
+
+
+def _fail(command: str, err: Exception) -> int:
+    print(f"cmfq {command}: error: {err}", file=sys.stderr)
+    return 2
+
+
+def run_tournament_command(args: argparse.Namespace) -> int:
+    from cmfq.evaluation.tiger_deer import run_tiger_deer
+    from cmfq.evaluation.tournament import Settings, run_tournament
+
+    try:
+        if args.env == "tiger-deer":
+            run_tiger_deer(args.checkpoints, map_size=args.map_size, rounds=args.rounds,
+                           seed=args.seed, out=args.out, workers=args.workers,
+                           env_options=_env_options(args))
+        else:
+            settings = Settings(env=args.env, map_size=args.map_size, rounds=args.rounds,
+                                seed=args.seed, env_options=_env_options(args))
+            run_tournament(args.checkpoints, settings, args.out, workers=args.workers)
+    except (ValueError, FileNotFoundError) as err:
+        return _fail("tournament", err)
+    print(f"report written to {args.out}/report.md")
+    return 0
+
+
+def run_render_command(args: argparse.Namespace) -> int:
+    from cmfq.evaluation.render import render_round
+
+    try:
+        result = render_round(args.checkpoints, args.out, env=args.env, map_size=args.map_size,
+                              seed=args.seed, fps=args.fps, cell=args.cell,
+                              env_options=_env_options(args))
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        return _fail("render", err)
+    survivors = ", ".join(f"{g}: {r.survivors}" for g, r in result.groups.items())
+    print(f"{result.steps} steps ({survivors} left) written to {args.out}")
+    return 0
+
+
+def run_plot_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cmfq.evaluation.curves import load_runs, plot_curves
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    try:
+        runs = load_runs(args.runs, group_by=args.group_by)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        plotted = plot_curves(runs, args.out, metrics=metrics, window=args.smooth)
+    except (ValueError, FileNotFoundError) as err:
+        return _fail("plot", err)
+    print(f"{', '.join(plotted)} of {len(runs)} runs plotted to {args.out}")
+    return 0

@@ -1,0 +1,114 @@
+"""Playing many rounds at once, in-process or in worker processes, with a progress bar.
+
+Every round is fully determined by its ``Game`` (players, seed), so the results do not depend on
+the number of workers nor on the order in which the rounds finish.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+
+@dataclass(frozen=True)
+class Game:
+    """One round: checkpoint ``players[g]`` acts for the env's group ``g``."""
+
+    players: tuple[int, ...]
+    round: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class ArenaSpec:
+    """How to build the ``Arena`` the rounds are played in (sent to each worker)."""
+
+    paths: tuple[str, ...]
+    env: str
+    map_size: int
+    env_options: dict = field(default_factory=dict)
+
+    def build(self):
+        from cmfq.evaluation.match import Arena
+
+        return Arena(self.paths, self.env, self.map_size, **self.env_options)
+
+
+def round_seed(seed: int, index: int) -> int:
+    """The environment seed of round (or mirrored pair of rounds) ``index`` of a run."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def default_workers() -> int:
+    return os.cpu_count() or 1
+
+
+# The arena of a worker process, built once by ``_init_worker`` and reused for all its rounds.
+_ARENA = None
+
+
+def _init_worker(spec: ArenaSpec) -> None:
+    import torch
+
+    global _ARENA
+    # The workers share the cores; more than one thread each would only oversubscribe them.
+    torch.set_num_threads(1)
+    _ARENA = spec.build()
+
+
+def _play(game: Game):
+    return _ARENA.play(game.players, game.seed)
+
+
+def play_games(spec: ArenaSpec, games: Sequence[Game], workers: int, desc: str = "rounds"):
+    """The ``RoundResult`` of each game, in the order of ``games``.
+
+    The arena is built here first, so that a bad checkpoint or env fails fast with its own error;
+    with ``workers > 1`` the rounds are then shared among that many processes, started with
+    'spawn' (safe with torch's threads, unlike fork).
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    arena = spec.build()
+    results = [None] * len(games)
+    with tqdm(total=len(games), desc=desc, unit="round") as bar:
+        if workers == 1 or len(games) <= 1:
+            for i, game in enumerate(games):
+                results[i] = arena.play(game.players, game.seed)
+                bar.update()
+            return results
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(
+            min(workers, len(games)), mp_context=context, initializer=_init_worker,
+            initargs=(spec,),
+        ) as pool:
+            futures = {pool.submit(_play, game): i for i, game in enumerate(games)}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                bar.update()
+    return results
+
+
+def labels_for(paths: Sequence[str | Path]) -> list[str]:
+    """Short names of checkpoints: the run folder for ``<run>/last.pt``, else
+    ``<run>/<file stem>``; the whole path (less ``.pt``) where those would clash."""
+    paths = [Path(p) for p in paths]
+    labels = [p.parent.name if p.stem == "last" else f"{p.parent.name}/{p.stem}" for p in paths]
+    if len(set(labels)) < len(labels):
+        labels = [str(p.with_suffix("")) for p in paths]
+    return labels
+
+
+def unique_labels(paths: Sequence[str | Path]) -> list[str]:
+    """``labels_for``, refusing a checkpoint given twice (its results would be merged)."""
+    labels = labels_for(paths)
+    if len(set(labels)) < len(labels):
+        raise ValueError("a checkpoint is given twice; give each one once")
+    return labels

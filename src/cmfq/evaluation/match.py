@@ -1,0 +1,61 @@
+"""Checkpoints playing rounds: the bridge between the evaluation tools and ``cmfq.training``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cmfq.envs import GridEnv, make_env
+from cmfq.training.checkpoint import Checkpoint, load_checkpoint
+from cmfq.training.rollout import RoundResult, play_round
+
+
+def policy_seed(seed: int, group_index: int) -> int:
+    """The action-sampling seed of the team playing group ``group_index`` in a round."""
+    return int(np.random.SeedSequence([seed, group_index]).generate_state(1)[0])
+
+
+class Arena:
+    """An environment and a set of checkpoints that play rounds in it.
+
+    ``play(players, seed)`` lets checkpoint ``players[g]`` act for the env's group ``g``; groups
+    beyond ``players`` act at random (the deer of tiger-deer). A round depends only on the players,
+    their order and ``seed``: the env is reset with it and each team samples its actions from its
+    own generator seeded from it.
+    """
+
+    def __init__(
+        self, paths: Sequence[str | Path], env: str, map_size: int, **env_options,
+    ) -> None:
+        self.env: GridEnv = make_env(env, map_size, seed=0, **env_options)
+        self.checkpoints: list[Checkpoint] = [load_checkpoint(p) for p in paths]
+        for checkpoint in self.checkpoints:
+            self._check_fits(checkpoint)
+
+    def _check_fits(self, checkpoint: Checkpoint) -> None:
+        if checkpoint.env != self.env.name:
+            raise ValueError(
+                f"{checkpoint.path} was trained on {checkpoint.env!r}, not {self.env.name!r}"
+            )
+        spec, learner = checkpoint.spec, self.env.specs[checkpoint.group]
+        shapes = (spec.view_shape, spec.feature_dim, spec.n_actions)
+        expected = (learner.view_shape, learner.feature_dim, learner.n_actions)
+        if shapes != expected:
+            raise ValueError(
+                f"{checkpoint.path} expects (view, features, actions) {shapes}, but "
+                f"{self.env.name} on a {self.env.map_size}² map gives {expected}"
+            )
+
+    def play(
+        self, players: Sequence[int], seed: int,
+        on_step: Callable[[GridEnv, int], None] | None = None,
+    ) -> RoundResult:
+        if len(players) > len(self.env.groups):
+            raise ValueError(f"{len(players)} players for the groups {self.env.groups}")
+        policies = {
+            group: self.checkpoints[index].policy(seed=policy_seed(seed, g))
+            for g, (group, index) in enumerate(zip(self.env.groups, players, strict=False))
+        }
+        return play_round(self.env, policies, seed=seed, on_step=on_step)

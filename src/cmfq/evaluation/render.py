@@ -1,0 +1,40 @@
+"""Replays: one round between checkpoints, drawn step by step and written as a GIF or MP4."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from cmfq.evaluation.frames import Team, draw_frame
+from cmfq.evaluation.games import labels_for
+from cmfq.evaluation.match import Arena
+from cmfq.evaluation.video import FORMATS, write_animation
+
+
+def render_round(
+    paths: Sequence[str | Path], out: str | Path, *, env: str = "battle", map_size: int = 40,
+    seed: int = 0, fps: float = 10.0, cell: int = 6, env_options: dict | None = None,
+):
+    """Play one round (``paths[g]`` acts for the env's group ``g``; groups left over act at
+    random) and write one frame per step to ``out``. Returns the round's ``RoundResult``."""
+    out = Path(out)
+    if out.suffix.lower() not in FORMATS:
+        raise ValueError(f"unsupported replay format {out.suffix!r}; use one of {FORMATS}")
+    arena = Arena(paths, env, map_size, **(env_options or {}))
+    groups = arena.env.groups
+    if not 1 <= len(paths) <= len(groups):
+        raise ValueError(f"{env} takes 1 to {len(groups)} checkpoints, got {len(paths)}")
+    labels = labels_for(paths)
+    names = [
+        f"{group} ({labels[g] if g < len(paths) else 'random'})" for g, group in enumerate(groups)
+    ]
+    frames = []
+
+    def draw(env_, step: int) -> None:
+        teams = [Team(name, env_.positions(g)) for name, g in zip(names, groups, strict=True)]
+        frames.append(draw_frame(env_.map_size, teams, step, cell=cell, max_steps=env_.max_steps))
+
+    result = arena.play(tuple(range(len(paths))), seed, on_step=draw)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_animation(out, frames, fps=fps)
+    return result

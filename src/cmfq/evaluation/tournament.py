@@ -1,0 +1,110 @@
+"""Round-robin battle tournaments between checkpoints.
+
+Every pair of checkpoints plays ``rounds`` rounds. Rounds come in mirrored pairs: rounds 2k and
+2k+1 start from the same seed with the teams swapped, so each model plays each side equally often
+and neither profits from a lucky side or layout. A round is won by the side with more survivors
+at the end (after ``max_steps`` or when a side is wiped out); equal survivors are a tie.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cmfq.evaluation.figures import plot_win_rates
+from cmfq.evaluation.games import ArenaSpec, Game, play_games, round_seed, unique_labels
+from cmfq.evaluation.report import (
+    RoundRecord,
+    markdown_report,
+    standings,
+    summarise_pairs,
+    win_rate_matrix,
+    write_csv,
+    write_json,
+)
+
+REPORT_FILES = ("report.json", "pairs.csv", "rounds.csv", "report.md", "win_rate.png")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every round of a tournament shares."""
+
+    env: str = "battle"
+    map_size: int = 40
+    rounds: int = 50
+    seed: int = 0
+    env_options: dict = field(default_factory=dict)
+
+
+def schedule(n_models: int, rounds: int, seed: int) -> list[Game]:
+    """Every unordered pair (a, b), a < b, plays ``rounds`` rounds; ``a`` plays the first group
+    in even rounds and the second in odd ones, and each even round's seed is reused by the next."""
+    if n_models < 2:
+        raise ValueError(f"a tournament needs at least two checkpoints, got {n_models}")
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    return [
+        Game((a, b) if r % 2 == 0 else (b, a), r, round_seed(seed, r // 2))
+        for a, b in itertools.combinations(range(n_models), 2)
+        for r in range(rounds)
+    ]
+
+
+def to_record(game: Game, result, labels: Sequence[str]) -> RoundRecord:
+    """The round seen from the pair's first model (the lower checkpoint index)."""
+    groups = tuple(result.groups)  # in the env's order, the order of ``game.players``
+    a_side = 0 if game.players[0] < game.players[1] else 1
+    a, b = groups[a_side], groups[1 - a_side]
+    ga, gb = result.groups[a], result.groups[b]
+    return RoundRecord(
+        a=labels[game.players[a_side]], b=labels[game.players[1 - a_side]], round=game.round,
+        seed=game.seed, a_side=a_side, a_survivors=ga.survivors, b_survivors=gb.survivors,
+        a_kills=ga.kills, b_kills=gb.kills, a_reward=ga.reward, b_reward=gb.reward,
+        steps=result.steps,
+    )
+
+
+def run_tournament(
+    paths: Sequence[str | Path], settings: Settings, out: str | Path, workers: int = 1,
+) -> dict:
+    """Play the tournament and write its report files (``REPORT_FILES``) into ``out``."""
+    if settings.env != "battle":
+        raise ValueError(f"tournaments are played in battle, not {settings.env!r}")
+    labels = unique_labels(paths)
+    spec = ArenaSpec(tuple(map(str, paths)), settings.env, settings.map_size,
+                     dict(settings.env_options))
+    games = schedule(len(paths), settings.rounds, settings.seed)
+    results = play_games(spec, games, workers, desc="tournament")
+    records = [to_record(g, r, labels) for g, r in zip(games, results, strict=True)]
+    return write_tournament_report(out, labels, paths, settings, records)
+
+
+def write_tournament_report(
+    out: str | Path, labels: Sequence[str], paths: Sequence[str | Path], settings: Settings,
+    records: Sequence[RoundRecord],
+) -> dict:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pairs = summarise_pairs(records)
+    table = standings(pairs)
+    protocol = {
+        "env": settings.env,
+        "map_size": settings.map_size,
+        "rounds_per_pair": settings.rounds,
+        "seed": settings.seed,
+        **settings.env_options,
+        "checkpoints": {label: str(path) for label, path in zip(labels, paths, strict=True)},
+    }
+    report = {"protocol": protocol, "standings": table, "pairs": pairs, "rounds": list(records)}
+    write_json(out / "report.json", report)
+    write_csv(out / "pairs.csv", pairs)
+    write_csv(out / "rounds.csv", records)
+    plot_win_rates(labels, win_rate_matrix(labels, pairs), out / "win_rate.png",
+                   title=f"{settings.env}, {settings.map_size}² map: win rate of row vs column")
+    shown = {k: v for k, v in protocol.items() if k != "checkpoints"}
+    text = markdown_report("Tournament", shown, table, pairs, heatmap="win_rate.png")
+    (out / "report.md").write_text(text)
+    return report

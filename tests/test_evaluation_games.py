@@ -1,0 +1,195 @@
+"""Tournaments, tiger-deer evaluation, replays and the CLI, on tiny untrained checkpoints written
+through the training package's own ``save_checkpoint``."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cmfq.algos import make_algorithm
+from cmfq.cli import main
+from cmfq.envs import make_env
+from cmfq.evaluation.games import ArenaSpec, Game, play_games
+from cmfq.evaluation.match import Arena
+from cmfq.evaluation.render import render_round
+from cmfq.evaluation.tiger_deer import run_tiger_deer
+from cmfq.evaluation.tournament import REPORT_FILES, Settings, run_tournament, schedule
+from cmfq.training.checkpoint import save_checkpoint
+from cmfq.training.config import TrainConfig
+
+MAP = 12  # the smallest battle map: 5 agents a side
+STEPS = 20
+
+
+def make_checkpoint(path, algo, env_name, seed):
+    env = make_env(env_name, MAP, seed=0)
+    config = TrainConfig(algo=algo, env=env_name, map_size=MAP, seed=seed)
+    torch.manual_seed(seed)
+    learner = make_algorithm(algo, env.specs[env.groups[0]], **config.algo_options())
+    save_checkpoint(path, learner, config, group=env.groups[0], round_index=0)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def battle_checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return [make_checkpoint(root / f"{algo}-battle" / "last.pt", algo, "battle", seed)
+            for algo, seed in (("mfq", 1), ("cmfq", 2))]
+
+
+@pytest.fixture(scope="module")
+def tiger_checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return [make_checkpoint(root / f"{algo}-td" / "last.pt", algo, "tiger-deer", seed)
+            for algo, seed in (("il", 3), ("cmfq", 4))]
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_schedule_swaps_sides_and_mirrors_seeds():
+    games = schedule(3, rounds=4, seed=7)
+    assert len(games) == 3 * 4
+    for first, second in zip(games[::2], games[1::2], strict=True):
+        assert second.players == first.players[::-1]
+        assert second.seed == first.seed
+    assert {g.players for g in games} == {(0, 1), (1, 0), (0, 2), (2, 0), (1, 2), (2, 1)}
+    assert schedule(3, 4, seed=7) == games
+    assert [g.seed for g in schedule(3, 4, seed=8)] != [g.seed for g in games]
+    with pytest.raises(ValueError):
+        schedule(1, 4, seed=0)
+
+
+def test_tournament_reports_are_complete_and_consistent(battle_checkpoints, tmp_path):
+    rounds = 4
+    settings = Settings(map_size=MAP, rounds=rounds, seed=3, env_options={"max_steps": STEPS})
+    run_tournament(battle_checkpoints, settings, tmp_path, workers=1)
+    for name in REPORT_FILES:
+        assert (tmp_path / name).stat().st_size > 0, name
+
+    report = json.loads((tmp_path / "report.json").read_text())
+    (pair,) = report["pairs"]
+    assert (pair["a"], pair["b"]) == ("mfq-battle", "cmfq-battle")
+    assert pair["wins"] + pair["losses"] + pair["ties"] == pair["rounds"] == rounds
+    assert pair["win_rate"]["value"] == pytest.approx(pair["wins"] / rounds)
+
+    rows = read_csv(tmp_path / "rounds.csv")
+    assert len(rows) == rounds
+    assert sorted(int(r["a_side"]) for r in rows) == [0, 0, 1, 1]
+    outcomes = [np.sign(int(r["a_survivors"]) - int(r["b_survivors"])) for r in rows]
+    assert (outcomes.count(1), outcomes.count(-1), outcomes.count(0)) == (
+        pair["wins"], pair["losses"], pair["ties"]
+    )
+    # Survivors plus the opponent's kills give the team's starting size back.
+    for r in rows:
+        assert int(r["a_survivors"]) + int(r["b_kills"]) == 5
+        assert int(r["b_survivors"]) + int(r["a_kills"]) == 5
+        assert 1 <= int(r["steps"]) <= STEPS
+    assert float(pair["a_kills"]["value"]) == pytest.approx(
+        np.mean([int(r["a_kills"]) for r in rows]))
+
+    (csv_pair,) = read_csv(tmp_path / "pairs.csv")
+    assert [int(csv_pair[k]) for k in ("wins", "losses", "ties")] == [
+        pair["wins"], pair["losses"], pair["ties"]]
+    standings = {s["model"]: s for s in report["standings"]}
+    assert standings["mfq-battle"]["wins"] == standings["cmfq-battle"]["losses"] == pair["wins"]
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| mfq-battle | cmfq-battle | 4 |" in markdown
+    assert Image.open(tmp_path / "win_rate.png").format == "PNG"
+
+
+def test_same_side_and_seed_replays_identically(battle_checkpoints):
+    arena = Arena(battle_checkpoints, "battle", MAP, max_steps=STEPS)
+
+    def trace(players, seed):
+        steps = []
+        result = arena.play(players, seed, on_step=lambda env, step: steps.append(
+            [env.positions(g).copy() for g in env.groups]))
+        return result, steps
+
+    first, first_steps = trace((0, 1), seed=11)
+    again, again_steps = trace((0, 1), seed=11)
+    assert first == again
+    assert all(np.array_equal(a, b) for s, t in zip(first_steps, again_steps, strict=True)
+               for a, b in zip(s, t, strict=True))
+    _, other_steps = trace((0, 1), seed=12)
+    assert any(not np.array_equal(a, b) for s, t in zip(first_steps, other_steps, strict=False)
+               for a, b in zip(s, t, strict=True))
+
+
+def test_results_do_not_depend_on_the_number_of_workers(battle_checkpoints):
+    spec = ArenaSpec(tuple(battle_checkpoints), "battle", MAP, {"max_steps": 10})
+    games = [Game((0, 1), 0, 5), Game((1, 0), 1, 5), Game((0, 1), 2, 6)]
+    assert play_games(spec, games, workers=2) == play_games(spec, games, workers=1)
+
+
+def test_models_play_unchanged_on_a_larger_map(battle_checkpoints):
+    # Trained with 5 agents a side on 12x12; 20x20 holds 16 a side.
+    result = Arena(battle_checkpoints, "battle", 20, max_steps=5).play((0, 1), seed=0)
+    assert result.groups["red"].initial == result.groups["blue"].initial == 16
+
+
+def test_checkpoint_from_another_env_is_refused(battle_checkpoints, tiger_checkpoints, tmp_path):
+    with pytest.raises(ValueError, match="tiger-deer"):
+        run_tournament([battle_checkpoints[0], tiger_checkpoints[0]], Settings(map_size=MAP),
+                       tmp_path)
+    with pytest.raises(ValueError, match="twice"):
+        run_tournament([battle_checkpoints[0]] * 2, Settings(map_size=MAP), tmp_path)
+
+
+def test_tiger_deer_report(tiger_checkpoints, tmp_path):
+    report = run_tiger_deer(tiger_checkpoints, map_size=MAP, rounds=2, seed=0, out=tmp_path,
+                            env_options={"max_steps": STEPS})
+    for name in ("report.json", "models.csv", "rounds.csv", "report.md", "scores.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    n_deer = make_env("tiger-deer", MAP, seed=0).n_deer
+    records = report["rounds"]
+    assert len(records) == 4
+    for record in records:
+        assert record.deer_caught + record.deer_left == n_deer
+    # Both models meet the same layouts.
+    assert [r.seed for r in records[:2]] == [r.seed for r in records[2:]]
+    for summary in report["models"]:
+        mine = [r.deer_caught for r in records if r.model == summary.model]
+        assert summary.rounds == 2
+        assert summary.deer_caught.value == pytest.approx(np.mean(mine))
+
+
+def test_render_writes_one_frame_per_step(battle_checkpoints, tmp_path):
+    path = tmp_path / "battle.gif"
+    result = render_round(battle_checkpoints, path, map_size=MAP, seed=1,
+                          env_options={"max_steps": 8}, cell=4)
+    with Image.open(path) as gif:
+        assert gif.format == "GIF"
+        assert gif.n_frames == result.steps == 8
+        assert gif.size[0] == MAP * 4
+    with pytest.raises(ValueError, match="format"):
+        render_round(battle_checkpoints, tmp_path / "x.avi", map_size=MAP)
+
+
+def test_cli_tournament_render_and_plot(battle_checkpoints, tmp_path, capsys):
+    out = tmp_path / "t"
+    code = main(["tournament", *battle_checkpoints, "--map-size", str(MAP), "--rounds", "2",
+                 "--max-steps", "5", "--workers", "1", "--out", str(out)])
+    assert code == 0
+    assert all((out / name).is_file() for name in REPORT_FILES)
+    assert main(["render", *battle_checkpoints, "--map-size", str(MAP), "--max-steps", "3",
+                 "--out", str(tmp_path / "r.gif")]) == 0
+    assert Image.open(tmp_path / "r.gif").n_frames == 3
+
+    assert main(["tournament", battle_checkpoints[0], str(tmp_path / "missing.pt"),
+                 "--out", str(out)]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text('algo = "cmfq"\n')
+    (run / "metrics.csv").write_text("round,reward,kills,win\n0,1,2,0\n1,2,3,1\n")
+    assert main(["plot", str(run), "--out", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").stat().st_size > 0
+    assert main(["plot", str(run), "--metrics", "elo", "--out", str(tmp_path / "d.png")]) == 2
