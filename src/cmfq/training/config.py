@@ -36,7 +36,7 @@ class TrainConfig:
     """tiger-deer only: number of tigers (None: 0.01 * map_size^2, at least 2)."""
     n_deer: int | None = None
     """tiger-deer only: number of deer (None: 0.05 * map_size^2)."""
-    rounds: int = 30
+    rounds: int = 20
     """Rounds (episodes) to train."""
     seed: int = 0
     """Seed of everything: network init, the env's placements, action sampling, replay draws."""
