@@ -8,12 +8,6 @@
 
 #include "params.h"
 
-#if defined(__CUDACC__)
-#define CMFQ_HD __host__ __device__ __forceinline__
-#else
-#define CMFQ_HD inline
-#endif
-
 namespace cmfq {
 
 // The C names, overloaded, so that one template serves float and double on host and device.
@@ -42,6 +36,12 @@ CMFQ_HD T psi(T m) {
   T series = T(0);
   for (int n = 9; n > 1; --n) series = T(1) / T(n) - m * series;
   return m * m * series;
+}
+
+// max(v, 0) that lets NaN through, as torch.relu does.
+template <typename T>
+CMFQ_HD T relu(T v) {
+  return v > T(0) || v != v ? v : T(0);
 }
 
 // p = softmax(values * inv_tau) over n entries.

@@ -4,6 +4,13 @@
 
 #include <cstdint>
 
+// Host-and-device inline functions, so the CPU and CUDA kernels share one definition.
+#if defined(__CUDACC__)
+#define CMFQ_HD __host__ __device__ __forceinline__
+#else
+#define CMFQ_HD inline
+#endif
+
 namespace cmfq {
 
 constexpr int kMaxLayers = 8;
@@ -52,8 +59,8 @@ struct CausalWeightsParams {
   T* causal_mean_action;  // [B, A]
   T* q_causal;            // [B, A]
 
-  int first_width() const { return action_proj.out; }
-  int max_width() const {
+  CMFQ_HD int first_width() const { return action_proj.out; }
+  CMFQ_HD int max_width() const {
     int width = n_actions > action_proj.out ? n_actions : action_proj.out;
     for (int l = 0; l < n_encoder; ++l) width = encoder[l].out > width ? encoder[l].out : width;
     for (int l = 0; l < n_tail; ++l) width = tail[l].out > width ? tail[l].out : width;

@@ -1,4 +1,4 @@
-"""``cmfq.causal_weights``: input checks, then the fused op for a ``MeanFieldHead`` or the generic path."""
+"""``cmfq.causal_weights``: input checks, then the fused op or the generic PyTorch path."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def causal_weights(
 
     Args:
         q: a ``cmfq.MeanFieldHead`` (fused C++/CUDA op) or any callable
-            ``q(state[N, S], x[N, A]) -> [N, A]`` (batched PyTorch path). Both give the same numbers.
+            ``q(state[N, S], x[N, A]) -> [N, A]`` (batched PyTorch path); same numbers.
         state: float ``[B, S]`` state embeddings.
         neighbor_actions: int ``[B, K]`` action indices, or float ``[B, K, A]`` distributions.
         neighbor_mask: bool ``[B, K]``; by default ``neighbor_actions >= 0`` (indices only).
@@ -61,7 +61,13 @@ def causal_weights(
     """
     n_actions = _resolve_n_actions(q, neighbor_actions, n_actions)
     neighbor_mask = _check_inputs(
-        state, neighbor_actions, neighbor_mask, n_actions, temperature, weighting, weight_temperature
+        state,
+        neighbor_actions,
+        neighbor_mask,
+        n_actions,
+        temperature,
+        weighting,
+        weight_temperature,
     )
     if isinstance(q, MeanFieldHead):
         _check_head(q, state)
@@ -69,8 +75,16 @@ def causal_weights(
             encoder_w, encoder_b, trunk_w, trunk_b = q.linear_layers()
             return CausalWeights(
                 *torch.ops.cmfq.causal_weights(
-                    state, neighbor_actions, neighbor_mask, encoder_w, encoder_b, trunk_w, trunk_b,
-                    temperature, weighting, weight_temperature,
+                    state,
+                    neighbor_actions,
+                    neighbor_mask,
+                    encoder_w,
+                    encoder_b,
+                    trunk_w,
+                    trunk_b,
+                    temperature,
+                    weighting,
+                    weight_temperature,
                 )
             )
     elif not callable(q):
@@ -79,8 +93,14 @@ def causal_weights(
         _check_action_range(neighbor_actions, neighbor_mask, n_actions)
     return CausalWeights(
         *causal_weights_reference(
-            q, state, neighbor_actions, neighbor_mask, n_actions,
-            temperature, weighting, weight_temperature,
+            q,
+            state,
+            neighbor_actions,
+            neighbor_mask,
+            n_actions,
+            temperature,
+            weighting,
+            weight_temperature,
         )
     )
 
@@ -133,7 +153,8 @@ def _check_inputs(
     elif neighbor_actions.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
         if neighbor_actions.dim() != 2:
             raise ValueError(
-                f"integer neighbor_actions must have shape [B, K], got {tuple(neighbor_actions.shape)}"
+                "integer neighbor_actions must have shape [B, K], got "
+                f"{tuple(neighbor_actions.shape)}"
             )
     else:
         raise TypeError(
@@ -166,7 +187,9 @@ def _check_inputs(
             f"(that of neighbor_actions' [B, K]), got {tuple(neighbor_mask.shape)}"
         )
     elif neighbor_mask.device != state.device:
-        raise ValueError(f"neighbor_mask is on {neighbor_mask.device} but state is on {state.device}")
+        raise ValueError(
+            f"neighbor_mask is on {neighbor_mask.device} but state is on {state.device}"
+        )
     _check_positive("temperature", temperature)
     _check_positive("weight_temperature", weight_temperature)
     if weighting not in WEIGHTINGS:
@@ -188,7 +211,9 @@ def _check_head(head: MeanFieldHead, state: torch.Tensor) -> None:
         )
     weight = head.trunk[0].weight
     if weight.device != state.device:
-        raise ValueError(f"the head's parameters are on {weight.device} but state is on {state.device}")
+        raise ValueError(
+            f"the head's parameters are on {weight.device} but state is on {state.device}"
+        )
     if weight.dtype != state.dtype:
         raise TypeError(f"state is {state.dtype} but the head's parameters are {weight.dtype}")
 

@@ -54,7 +54,7 @@ class MeanFieldHead(nn.Module):
         self.trunk = nn.Sequential(*trunk)
 
     def forward(self, state: torch.Tensor, action_dist: torch.Tensor) -> torch.Tensor:
-        """Action values ``[N, n_actions]`` for states ``[N, state_dim]`` and actions ``[N, n_actions]``."""
+        """Action values [N, A] for states [N, state_dim] and action distributions [N, A]."""
         return self.trunk(torch.cat([state, self.action_encoder(action_dist)], dim=-1))
 
     def linear_layers(self) -> tuple[list[torch.Tensor], ...]:

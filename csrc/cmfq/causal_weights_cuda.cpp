@@ -1,0 +1,33 @@
+// CUDA glue of cmfq::causal_weights: checks and preparation (prepare.cpp) on the current device,
+// then the kernel on the current stream.
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "causal_weights_cuda.h"
+#include "prepare.h"
+
+namespace cmfq {
+namespace {
+
+Outputs causal_weights_cuda(const at::Tensor& state, const at::Tensor& neighbor_actions,
+                            const at::Tensor& neighbor_mask, at::TensorList encoder_weights,
+                            at::TensorList encoder_biases, at::TensorList trunk_weights,
+                            at::TensorList trunk_biases, double temperature,
+                            c10::string_view weighting, double weight_temperature) {
+  const c10::cuda::OptionalCUDAGuard guard(state.device());
+  const auto call = prepare_call(state, neighbor_actions, neighbor_mask, encoder_weights,
+                                 encoder_biases, trunk_weights, trunk_biases, temperature,
+                                 std::string(weighting), weight_temperature, /*allow_half=*/true);
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(call.compute_dtype, "cmfq_causal_weights_cuda", [&] {
+    C10_CUDA_CHECK(launch_causal_weights(call.params<scalar_t>(), stream));
+  });
+  return call.outputs();
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(cmfq, CUDA, m) { m.impl("causal_weights", &causal_weights_cuda); }
+
+}  // namespace cmfq

@@ -1,0 +1,156 @@
+"""The fused op against the generic PyTorch path, and against hand-computed values."""
+
+import math
+
+import pytest
+import torch
+from helpers import generic, make_head, make_inputs
+
+import cmfq
+
+HEAD_SIZES = [
+    dict(state_dim=12, n_actions=5, action_hidden=(8, 6), hidden=(16, 8)),
+    dict(state_dim=288, n_actions=21),  # the default MFQ battle head
+    dict(state_dim=3, n_actions=4, action_hidden=(), hidden=()),  # one Linear, no encoder
+    dict(state_dim=7, n_actions=9, action_hidden=(5,), hidden=(11, 6, 4)),
+]
+
+
+def assert_outputs_close(actual, expected, **tolerances):
+    for name, a, e in zip(cmfq.CausalWeights._fields, actual, expected):
+        torch.testing.assert_close(a, e, msg=lambda m, name=name: f"{name}: {m}", **tolerances)
+
+
+@pytest.mark.parametrize("sizes", HEAD_SIZES, ids=lambda s: f"S{s['state_dim']}A{s['n_actions']}")
+@pytest.mark.parametrize("batch,slots", [(1, 1), (7, 5), (64, 33)])
+@pytest.mark.parametrize("weighting", ["proportional", "softmax"])
+def test_fused_matches_generic_float64(device, sizes, batch, slots, weighting):
+    head = make_head(**sizes, device=device)
+    state, actions = make_inputs(batch, slots, head, device=device)
+    kwargs = dict(temperature=0.3, weighting=weighting, weight_temperature=0.05)
+    fused = cmfq.causal_weights(head, state, actions, **kwargs)
+    reference = cmfq.causal_weights(
+        generic(head), state, actions, n_actions=head.n_actions, **kwargs
+    )
+    assert_outputs_close(fused, reference, rtol=1e-5, atol=1e-12)
+
+
+@pytest.mark.parametrize("weighting", ["proportional", "softmax"])
+def test_fused_matches_generic_on_distributions(device, weighting):
+    head = make_head(device=device)
+    state, actions = make_inputs(9, 6, head, device=device)
+    dists = torch.softmax(3 * torch.randn(9, 6, head.n_actions, dtype=torch.float64), -1)
+    mask = actions >= 0
+    fused = cmfq.causal_weights(head, state, dists.to(device), mask, weighting=weighting)
+    reference = cmfq.causal_weights(
+        generic(head), state, dists.to(device), mask, weighting=weighting
+    )
+    assert_outputs_close(fused, reference, rtol=1e-5, atol=1e-12)
+
+
+@pytest.mark.parametrize("path", ["fused", "generic"])
+def test_float32_agrees_with_float64_reference(device, path):
+    head64 = make_head(state_dim=288, n_actions=21, action_hidden=(64, 32), hidden=(128, 64))
+    head32 = cmfq.MeanFieldHead(288, 21).to(device)
+    head32.load_state_dict(head64.state_dict())
+    state, actions = make_inputs(128, 32, head64)
+    reference = cmfq.causal_weights(generic(head64), state, actions, n_actions=21)
+    q = head32 if path == "fused" else generic(head32)
+    result = cmfq.causal_weights(q, state.float().to(device), actions.to(device), n_actions=21)
+    assert all(t.dtype == torch.float32 for t in result)
+    for name, a, e in zip(result._fields, result, reference):
+        torch.testing.assert_close(a.cpu().double(), e, rtol=2e-3, atol=2e-5, msg=name)
+
+
+def test_fresh_head_float32_effects_are_accurate():
+    """With a freshly initialised head the action branch barely moves Q, so the effects are small
+    (here ~1e-5 nats) and a float32 difference of two evaluations of Q loses digits. The fused
+    kernel propagates the change of Q itself, and stays accurate to ~1e-6 relative."""
+    torch.manual_seed(0)
+    head64 = cmfq.MeanFieldHead(288, 21).double()
+    head32 = cmfq.MeanFieldHead(288, 21)
+    head32.load_state_dict(head64.state_dict())
+    state, actions = make_inputs(64, 16, head64, masked=0.0)
+    reference = cmfq.causal_weights(generic(head64), state, actions, n_actions=21)
+    assert 0 < reference.effects.max() < 1e-3
+    fused32 = cmfq.causal_weights(head32, state.float(), actions)
+    relative = (fused32.effects.double() - reference.effects).abs() / reference.effects
+    assert relative.median() < 1e-5 and relative.max() < 1e-3
+
+
+def _hand_computed_case():
+    """Q(s, x) = W [s, x] + b with one state feature and two actions, two neighbours."""
+    head = cmfq.MeanFieldHead(1, 2, action_hidden=(), hidden=()).double()
+    with torch.no_grad():
+        head.trunk[0].weight.copy_(
+            torch.tensor([[0.5, 1.0, -1.0], [-0.25, 0.0, 2.0]], dtype=torch.float64)
+        )
+        head.trunk[0].bias.copy_(torch.tensor([0.1, -0.2], dtype=torch.float64))
+
+    def q(s, x0, x1):
+        return [0.5 * s + 1.0 * x0 - 1.0 * x1 + 0.1, -0.25 * s + 2.0 * x1 - 0.2]
+
+    def policy(values, tau):
+        z = [math.exp(v / tau) for v in values]
+        return [v / sum(z) for v in z]
+
+    s, tau = 0.8, 0.5
+    p_mean = policy(q(s, 0.5, 0.5), tau)
+    effects = []
+    for x in ([1.0, 0.0], [0.0, 1.0]):
+        p_k = policy(q(s, *x), tau)
+        effects.append(sum(p * math.log(p / pk) for p, pk in zip(p_mean, p_k)))
+    weights = [c / sum(effects) for c in effects]
+    causal = weights  # e(0) = [1, 0], e(1) = [0, 1]
+    return head, s, tau, effects, weights, causal, q(s, *causal)
+
+
+def test_hand_computed_two_neighbours(device):
+    head, s, tau, effects, weights, causal, q_causal = _hand_computed_case()
+    head = head.to(device)
+    state = torch.tensor([[s]], dtype=torch.float64, device=device)
+    actions = torch.tensor([[0, 1]], device=device)
+    for q in (head, generic(head)):
+        out = cmfq.causal_weights(q, state, actions, temperature=tau, n_actions=2)
+        expected = [weights, effects, [0.5, 0.5], causal, q_causal]
+        for name, actual, value in zip(out._fields, out, expected):
+            torch.testing.assert_close(
+                actual.cpu(),
+                torch.tensor([value], dtype=torch.float64),
+                rtol=1e-10,
+                atol=0,
+                msg=lambda m, name=name: f"{name}: {m}",
+            )
+
+
+def test_weights_are_a_distribution_over_valid_neighbours(device):
+    head = make_head(device=device)
+    state, actions = make_inputs(32, 7, head, masked=0.5, device=device)
+    actions[0] = -1
+    for weighting in ("proportional", "softmax"):
+        out = cmfq.causal_weights(head, state, actions, weighting=weighting)
+        valid = actions >= 0
+        assert torch.all(out.weights[~valid] == 0) and torch.all(out.effects[~valid] == 0)
+        assert torch.all(out.effects >= 0)
+        sums = out.weights.sum(1)
+        torch.testing.assert_close(sums[valid.any(1)], torch.ones_like(sums[valid.any(1)]))
+        assert sums[0] == 0
+
+
+def test_repeated_actions_share_one_effect(device):
+    """Neighbours with the same action are the same intervention."""
+    head = make_head(device=device)
+    state, _ = make_inputs(1, 1, head, device=device)
+    actions = torch.tensor([[2, 0, 2, 2, 0]], device=device)
+    out = cmfq.causal_weights(head, state, actions)
+    assert out.effects[0, 0] == out.effects[0, 2] == out.effects[0, 3]
+    assert out.effects[0, 1] == out.effects[0, 4]
+
+
+def test_quickstart_default_head():
+    head = cmfq.MeanFieldHead(288, 21)
+    state = torch.randn(4, 288)
+    actions = torch.randint(0, 21, (4, 8))
+    out = cmfq.causal_weights(head, state, actions, temperature=0.1)
+    torch.testing.assert_close(out.weights.sum(1), torch.ones(4))
+    assert out.q_causal.shape == (4, 21) and out.causal_mean_action.shape == (4, 21)
