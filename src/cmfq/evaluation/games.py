@@ -55,11 +55,7 @@ _ARENA = None
 
 
 def _init_worker(spec: ArenaSpec) -> None:
-    import torch
-
     global _ARENA
-    # The workers share the cores; more than one thread each would only oversubscribe them.
-    torch.set_num_threads(1)
     _ARENA = spec.build()
 
 

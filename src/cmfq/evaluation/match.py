@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from cmfq.envs import GridEnv, make_env
 from cmfq.training.checkpoint import Checkpoint, load_checkpoint
@@ -15,6 +17,19 @@ from cmfq.training.rollout import RoundResult, play_round
 def policy_seed(seed: int, group_index: int) -> int:
     """The action-sampling seed of the team playing group ``group_index`` in a round."""
     return int(np.random.SeedSequence([seed, group_index]).generate_state(1)[0])
+
+
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run torch on one thread inside the block. A team's batches are small: more threads cost
+    more in synchronisation than they gain, and ten times more when other processes share the
+    cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class Arena:
@@ -58,4 +73,5 @@ class Arena:
             group: self.checkpoints[index].policy(seed=policy_seed(seed, g))
             for g, (group, index) in enumerate(zip(self.env.groups, players, strict=False))
         }
-        return play_round(self.env, policies, seed=seed, on_step=on_step)
+        with single_threaded():
+            return play_round(self.env, policies, seed=seed, on_step=on_step)
