@@ -99,6 +99,13 @@ def test_cli_train_config_file_and_errors(tmp_path, capsys):
     assert "k_max" in capsys.readouterr().err
 
 
+def test_cli_help_documents_every_field(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "--temperature-decay-rounds" in text and "80%" in text
+
+
 def test_unknown_config_key_is_an_error(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('algo = "mfq"\nlearning_rate = 0.1\n')
