@@ -56,3 +56,9 @@ def test_gif_has_one_frame_per_step(tmp_path):
 def test_unknown_format_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="format"):
         write_animation(tmp_path / "x.avi", [draw_frame(4, [], step=0)])
+
+
+def test_mp4_without_ffmpeg_says_what_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setattr("cmfq.evaluation.video.shutil.which", lambda name: None)
+    with pytest.raises(RuntimeError, match="ffmpeg"):
+        write_animation(tmp_path / "x.mp4", [draw_frame(4, [], step=0)])
