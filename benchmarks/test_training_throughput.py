@@ -1,0 +1,69 @@
+"""End-to-end cost for a trainer: environment steps per second of ``cmfq train`` for il, mfq and
+cmfq on a 40x40 battle (64 agents a side, self-play), on the CPU.
+
+Each measurement is one short ``train`` call (a few rounds of a few dozen steps; every step plays
+both teams and makes one gradient step of 64 transitions), so it includes everything a real run
+does per step: the env, both teams' decisions (cmfq: the fused op for each), replay and learning.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+try:
+    from cmfq.training.config import TrainConfig
+    from cmfq.training.metrics import read_metrics
+    from cmfq.training.trainer import train
+except ImportError as err:  # the trainer is another module's; the kernel benchmarks stand alone
+    pytest.skip(f"cmfq train is not importable ({err})", allow_module_level=True)
+
+ALGOS = ("il", "mfq", "cmfq")
+MAP_SIZE = 40
+ROUNDS = 1
+STEPS_PER_ROUND = 30
+MEASUREMENTS = 2
+
+
+def _config(algo: str, out: Path, rounds: int, steps: int) -> TrainConfig:
+    return TrainConfig(
+        algo=algo,
+        env="battle",
+        map_size=MAP_SIZE,
+        rounds=rounds,
+        max_steps=steps,
+        save_every=rounds,
+        seed=0,
+        out=str(out),
+    )
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_training_throughput(benchmark, device: str, tmp_path: Path, algo: str) -> None:
+    if device != "cpu":
+        pytest.skip("the training benchmark runs on the CPU only (issue 5)")
+    # A tiny run first, so that one-off costs (imports, magent2's first map) are not timed.
+    train(_config(algo, tmp_path / "warmup", rounds=1, steps=2), progress=False)
+    runs = iter(range(1_000))
+
+    def fresh_run() -> tuple[tuple, dict]:
+        out = tmp_path / f"run{next(runs)}"
+        return (_config(algo, out, ROUNDS, STEPS_PER_ROUND),), {"progress": False}
+
+    run_dir = benchmark.pedantic(train, setup=fresh_run, rounds=MEASUREMENTS, iterations=1)
+    rows = read_metrics(Path(run_dir) / "metrics.csv")
+    benchmark.group = "cpu training 40x40 battle"
+    benchmark.extra_info.update(
+        kind="training",
+        algo=algo,
+        env_steps=int(sum(row["steps"] for row in rows)),
+        seconds_in_rounds=sum(row["steps"] / row["steps_per_s"] for row in rows),
+        setup={
+            "map_size": MAP_SIZE,
+            "rounds": ROUNDS,
+            "max_steps": STEPS_PER_ROUND,
+            "updates_per_step": "1 x 64 transitions",
+            "opponent": "self",
+        },
+    )
