@@ -20,21 +20,47 @@ CMFQ_HD double expm1_(double x) { return expm1(x); }
 CMFQ_HD float log1p_(float x) { return log1pf(x); }
 CMFQ_HD double log1p_(double x) { return log1p(x); }
 
-// e^d - 1 - d without cancellation near 0: Taylor series up to d^17/17! for |d| < 0.5.
+// Bound of |d| below which phi uses its Taylor series.
+constexpr double kPhiSeriesBound = 0.5;
+
+// e^d - 1 - d by its Taylor series, accurate to rounding for |d| < 0.5 with terms up to
+// d^17/17! for double and d^11/11! for float. Horner's rule, multiplications and no branch, so
+// that a loop over it vectorises.
 template <typename T>
-CMFQ_HD T phi(T d) {
-  if (!(abs_(d) < T(0.5))) return expm1_(d) - d;
+CMFQ_HD T phi_series(T d) {
   T series = T(1);
-  for (int n = 17; n > 2; --n) series = T(1) + d * series / T(n);
-  return d * d * series / T(2);
+  if (sizeof(T) > sizeof(float)) {
+    series = T(1) + d * series * T(1.0 / 17);
+    series = T(1) + d * series * T(1.0 / 16);
+    series = T(1) + d * series * T(1.0 / 15);
+    series = T(1) + d * series * T(1.0 / 14);
+    series = T(1) + d * series * T(1.0 / 13);
+    series = T(1) + d * series * T(1.0 / 12);
+  }
+  series = T(1) + d * series * T(1.0 / 11);
+  series = T(1) + d * series * T(1.0 / 10);
+  series = T(1) + d * series * T(1.0 / 9);
+  series = T(1) + d * series * T(1.0 / 8);
+  series = T(1) + d * series * T(1.0 / 7);
+  series = T(1) + d * series * T(1.0 / 6);
+  series = T(1) + d * series * T(1.0 / 5);
+  series = T(1) + d * series * T(1.0 / 4);
+  series = T(1) + d * series * T(1.0 / 3);
+  return d * d * series * T(0.5);
 }
 
 // m - log1p(m) without cancellation near 0: m^2/2 - m^3/3 + ... - m^9/9 for |m| < 0.01.
 template <typename T>
 CMFQ_HD T psi(T m) {
   if (!(abs_(m) < T(0.01))) return m - log1p_(m);
-  T series = T(0);
-  for (int n = 9; n > 1; --n) series = T(1) / T(n) - m * series;
+  T series = T(1.0 / 9);
+  series = T(1.0 / 8) - m * series;
+  series = T(1.0 / 7) - m * series;
+  series = T(1.0 / 6) - m * series;
+  series = T(1.0 / 5) - m * series;
+  series = T(1.0 / 4) - m * series;
+  series = T(1.0 / 3) - m * series;
+  series = T(0.5) - m * series;
   return m * m * series;
 }
 
@@ -59,28 +85,42 @@ CMFQ_HD void boltzmann(const T* values, int n, T inv_tau, T* p) {
 
 // KL(p || softmax(log p + delta_q * inv_tau)), clamped at 0 (NaN passes through, as in torch).
 // delta_q is the change of the action values under the intervention, computed directly rather
-// than as a difference of two evaluations, and centred under p before phi and psi.
+// than as a difference of two evaluations, and centred under p before phi and psi. The actions
+// go in blocks: phi's series for the whole block (vectorised), then expm1 where |d| is large.
 template <typename T>
 CMFQ_HD T kl_from_value_change(const T* p, const T* delta_q, int n, T inv_tau) {
+  constexpr int kBlock = 32;
   T shift = T(0);
   for (int a = 0; a < n; ++a) shift += p[a] * delta_q[a] * inv_tau;
   T f = T(0);
   T r = T(0);
-  for (int a = 0; a < n; ++a) {
-    const T d = delta_q[a] * inv_tau - shift;
-    f += p[a] * phi(d);
-    r += p[a] * d;
+  for (int start = 0; start < n; start += kBlock) {
+    const int size = n - start < kBlock ? n - start : kBlock;
+    T d[kBlock];
+    T phi_d[kBlock];
+    for (int i = 0; i < size; ++i) {
+      d[i] = delta_q[start + i] * inv_tau - shift;
+      phi_d[i] = phi_series(d[i]);
+    }
+    for (int i = 0; i < size; ++i) {
+      if (!(abs_(d[i]) < T(kPhiSeriesBound))) phi_d[i] = expm1_(d[i]) - d[i];
+    }
+    for (int i = 0; i < size; ++i) {
+      f += p[start + i] * phi_d[i];
+      r += p[start + i] * d[i];
+    }
   }
   const T kl = f - psi(f + r);
   return kl < T(0) ? T(0) : kl;
 }
 
-// relu(z + dz) - relu(z), exact where both sides are positive.
+// relu(z + dz) - relu(z), exact where both sides are positive. Selects rather than branches:
+// the signs are data, and the CPU loops over it vectorise.
 template <typename T>
 CMFQ_HD T relu_change(T z, T dz) {
   const T shifted = z + dz;
-  if (z > T(0) && shifted > T(0)) return dz;
-  return (shifted > T(0) ? shifted : T(0)) - (z > T(0) ? z : T(0));
+  const T difference = (shifted > T(0) ? shifted : T(0)) - (z > T(0) ? z : T(0));
+  return (z > T(0)) & (shifted > T(0)) ? dz : difference;
 }
 
 // Weights of one agent's K neighbour slots from their effects (0 where masked).

@@ -211,9 +211,9 @@ class ChunkRunner {
     int width = p_.first_width();
     for (int l = 0; l < p_.n_tail; ++l) {
       for (int64_t r = 0; r < rows; ++r) {
-        const T* z = reference + row_agent_[r] * width;
-        T* c = change + r * width;
-        T* a = scratch_a_.data() + r * width;
+        const T* __restrict z = reference + row_agent_[r] * width;
+        const T* __restrict c = change + r * width;
+        T* __restrict a = scratch_a_.data() + r * width;
         for (int j = 0; j < width; ++j) a[j] = relu_change(z[j], c[j]);
       }
       matmul(p_.tail[l], scratch_a_.data(), rows, next);
