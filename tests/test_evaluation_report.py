@@ -9,6 +9,7 @@ from cmfq.evaluation.report import (
     markdown_report,
     standings,
     summarise_pairs,
+    tie_matrix,
     win_rate_matrix,
     write_csv,
     write_json,
@@ -72,6 +73,14 @@ def test_win_rate_matrix_is_complementary_up_to_ties(records):
     assert matrix[0][1] == pytest.approx(0.6) and matrix[1][0] == pytest.approx(0.2)
     assert matrix[0][2] == 0.0 and matrix[2][0] == 1.0
     assert matrix[1][2] + matrix[2][1] == pytest.approx(0.5)  # one tie in two rounds
+    ties = tie_matrix(models, summarise_pairs(records))
+    assert ties[0][1] == ties[1][0] == pytest.approx(0.2)
+    assert ties[1][2] == ties[2][1] == pytest.approx(0.5)
+    assert ties[0][2] == 0.0
+    for i in range(3):
+        for j in range(3):
+            if i != j:  # wins, losses and ties of a pair cover all its rounds
+                assert matrix[i][j] + matrix[j][i] + ties[i][j] == pytest.approx(1.0)
 
 
 def test_writers_round_trip(tmp_path, records):

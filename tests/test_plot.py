@@ -17,8 +17,9 @@ def is_png_with_content(path):
 
 def test_heatmap_is_written(tmp_path):
     path = tmp_path / "heatmap.png"
+    ties = [[math.nan, 0.1, 0.0], [0.1, math.nan, 0.1], [0.0, 0.1, math.nan]]
     plot_win_rates(["a", "b", "c"], [[math.nan, 0.7, 0.1], [0.2, math.nan, 0.5],
-                                      [0.9, 0.4, math.nan]], path)
+                                      [0.9, 0.4, math.nan]], path, ties=ties)
     assert is_png_with_content(path)
 
 

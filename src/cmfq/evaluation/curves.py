@@ -157,7 +157,6 @@ def plot_curves(
             if len(logged) > 1:
                 ax.fill_between(x, mean - spread, mean + spread, color=colour, alpha=0.2)
         ax.set_xlabel(runs[0].x_name)
-        ax.set_ylabel(metric)
         ax.set_title(TITLES.get(metric, metric.replace("_", " ")))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize="small")

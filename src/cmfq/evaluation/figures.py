@@ -15,9 +15,11 @@ from cmfq.evaluation.stats import Estimate
 
 def plot_win_rates(
     models: Sequence[str], matrix: Sequence[Sequence[float]], path: Path, title: str = "Win rate",
+    ties: Sequence[Sequence[float]] | None = None,
 ) -> None:
     """Save a heatmap whose cell (row i, column j) is the share of rounds model i won against
-    model j; cells without games (the diagonal) are left grey."""
+    model j; cells without games (the diagonal) are left grey. ``ties`` (the same layout) adds
+    the share of tied rounds under each rate, since a low win rate may be a draw, not a defeat."""
     values = np.asarray(matrix, dtype=float)
     if values.shape != (len(models), len(models)):
         raise ValueError(f"matrix must be {len(models)}x{len(models)}, got {values.shape}")
@@ -31,7 +33,10 @@ def plot_win_rates(
         for j, value in enumerate(row):
             if not math.isnan(value):
                 colour = "white" if abs(value - 0.5) > 0.3 else "black"
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", color=colour)
+                text = f"{value:.2f}"
+                if ties is not None and ties[i][j] > 0:
+                    text += f"\nties {ties[i][j]:.2f}"
+                ax.text(j, i, text, ha="center", va="center", color=colour)
     ax.set_xticks(range(len(models)), models, rotation=45, ha="right")
     ax.set_yticks(range(len(models)), models)
     ax.set_xlabel("opponent")

@@ -121,12 +121,21 @@ def standings(pairs: Iterable[PairSummary]) -> list[Standing]:
 def win_rate_matrix(models: Sequence[str], pairs: Iterable[PairSummary]) -> list[list[float]]:
     """``matrix[i][j]``: the share of rounds that ``models[i]`` won against ``models[j]``; NaN on
     the diagonal and for pairs that did not play."""
+    return _pair_matrix(models, pairs, lambda p: p.wins, lambda p: p.losses)
+
+
+def tie_matrix(models: Sequence[str], pairs: Iterable[PairSummary]) -> list[list[float]]:
+    """``matrix[i][j]``: the share of tied rounds between ``models[i]`` and ``models[j]``."""
+    return _pair_matrix(models, pairs, lambda p: p.ties, lambda p: p.ties)
+
+
+def _pair_matrix(models, pairs, of_a, of_b) -> list[list[float]]:
     index = {model: i for i, model in enumerate(models)}
     matrix = [[math.nan] * len(models) for _ in models]
     for pair in pairs:
         i, j = index[pair.a], index[pair.b]
-        matrix[i][j] = pair.wins / pair.rounds
-        matrix[j][i] = pair.losses / pair.rounds
+        matrix[i][j] = of_a(pair) / pair.rounds
+        matrix[j][i] = of_b(pair) / pair.rounds
     return matrix
 
 

@@ -20,6 +20,7 @@ from cmfq.evaluation.report import (
     markdown_report,
     standings,
     summarise_pairs,
+    tie_matrix,
     win_rate_matrix,
     write_csv,
     write_json,
@@ -103,7 +104,8 @@ def write_tournament_report(
     write_csv(out / "pairs.csv", pairs)
     write_csv(out / "rounds.csv", records)
     plot_win_rates(labels, win_rate_matrix(labels, pairs), out / "win_rate.png",
-                   title=f"{settings.env}, {settings.map_size}² map: win rate of row vs column")
+                   title=f"{settings.env}, {settings.map_size}² map: win rate of row vs column",
+                   ties=tie_matrix(labels, pairs))
     shown = {k: v for k, v in protocol.items() if k != "checkpoints"}
     text = markdown_report("Tournament", shown, table, pairs, heatmap="win_rate.png")
     (out / "report.md").write_text(text)
