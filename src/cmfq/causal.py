@@ -60,48 +60,22 @@ def causal_weights(
     ``torch.compile``. Bad input raises ``ValueError`` or ``TypeError`` naming the argument.
     """
     n_actions = _resolve_n_actions(q, neighbor_actions, n_actions)
-    neighbor_mask = _check_inputs(
-        state,
-        neighbor_actions,
-        neighbor_mask,
-        n_actions,
-        temperature,
-        weighting,
-        weight_temperature,
-    )
+    scalars = (temperature, weighting, weight_temperature)
+    neighbor_mask = _check_inputs(state, neighbor_actions, neighbor_mask, n_actions, *scalars)
     if isinstance(q, MeanFieldHead):
         _check_head(q, state)
         if state.dtype in _FUSED_DTYPES.get(state.device.type, ()):
-            encoder_w, encoder_b, trunk_w, trunk_b = q.linear_layers()
-            return CausalWeights(
-                *torch.ops.cmfq.causal_weights(
-                    state,
-                    neighbor_actions,
-                    neighbor_mask,
-                    encoder_w,
-                    encoder_b,
-                    trunk_w,
-                    trunk_b,
-                    temperature,
-                    weighting,
-                    weight_temperature,
-                )
+            layers = q.linear_layers()
+            fused = torch.ops.cmfq.causal_weights(
+                state, neighbor_actions, neighbor_mask, *layers, *scalars
             )
+            return CausalWeights(*fused)
     elif not callable(q):
         raise TypeError(f"q must be a cmfq.MeanFieldHead or a callable, got {type(q).__name__}")
     if not torch.compiler.is_compiling() and not neighbor_actions.is_floating_point():
         _check_action_range(neighbor_actions, neighbor_mask, n_actions)
     return CausalWeights(
-        *causal_weights_reference(
-            q,
-            state,
-            neighbor_actions,
-            neighbor_mask,
-            n_actions,
-            temperature,
-            weighting,
-            weight_temperature,
-        )
+        *causal_weights_reference(q, state, neighbor_actions, neighbor_mask, n_actions, *scalars)
     )
 
 
