@@ -8,6 +8,8 @@ import platform
 import pytest
 import torch
 
+import cmfq
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("cmfq benchmarks")
@@ -54,11 +56,12 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
         "cpu_mhz": float(cpu.get("cpu MHz", "nan")),
         "simd": [f for f in ("avx512f", "avx2", "fma") if f in flags],
         "logical_cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": config.getoption("--threads"),
         "torch": torch.__version__,
         "cuda": torch.version.cuda or "none",
         "gpu": torch.cuda.get_device_name() if cuda else "none",
         "device": config.getoption("--device"),
+        "cmfq_cuda_kernel_built": cmfq.cuda_built(),
     }
 
 
