@@ -29,10 +29,23 @@ def test_opcheck(weighting):
     )
 
 
+GRADCHECK_CASES = {
+    "indices": dict(action_hidden=(5,), hidden=(6,), distributions=False),
+    "distributions": dict(action_hidden=(5,), hidden=(6, 4), distributions=True),
+    "one-linear-head": dict(action_hidden=(), hidden=(), distributions=False),
+}
+
+
+@pytest.mark.parametrize("case", GRADCHECK_CASES)
 @pytest.mark.parametrize("weighting", ["proportional", "softmax"])
-def test_gradcheck_float64(weighting):
-    head = make_head(state_dim=4, n_actions=3, action_hidden=(5,), hidden=(6,))
+def test_gradcheck_float64(weighting, case):
+    sizes = dict(GRADCHECK_CASES[case])
+    distributions = sizes.pop("distributions")
+    head = make_head(state_dim=4, n_actions=3, **sizes)
     state, actions = make_inputs(3, 4, head, masked=0.25)
+    mask = actions >= 0
+    if distributions:
+        actions = torch.softmax(2 * torch.randn(3, 4, 3, dtype=torch.float64), -1)
     groups = [[p.detach().clone() for p in g] for g in head.linear_layers()]
     sizes = [len(g) for g in groups]
     inputs = [state.requires_grad_()] + [p.requires_grad_() for g in groups for p in g]
@@ -42,9 +55,7 @@ def test_gradcheck_float64(weighting):
         for size in sizes:
             split.append(list(params[start : start + size]))
             start += size
-        out = torch.ops.cmfq.causal_weights(
-            state, actions, actions >= 0, *split, 0.3, weighting, 0.5
-        )
+        out = torch.ops.cmfq.causal_weights(state, actions, mask, *split, 0.3, weighting, 0.5)
         return out[0], out[1], out[3], out[4]
 
     assert torch.autograd.gradcheck(causal_weights, inputs, eps=1e-6, atol=1e-6, rtol=1e-4)

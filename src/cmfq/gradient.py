@@ -1,6 +1,10 @@
 """The gradient of ``cmfq::causal_weights``, composed of PyTorch ops so that it traces under
-``torch.compile``. It re-evaluates the head under every intervention, as the generic path does,
-keeping the activations, and runs the chain rule backwards by hand:
+``torch.compile``. Given the forward's weights, effects and causal mean action, it re-evaluates
+the head from the saved inputs, factored as the kernels are
+(the first trunk layer is W1 [s; enc(x)] + b1 = state_proj(s) + action_proj(x)): the state half
+once per agent, the action half once per distinct action input (the A one-hot actions, or each
+neighbour's distribution), then the rest of the trunk on (agent, action) rows. The chain rule then
+runs backwards by hand:
 
     q_causal = Q(s, ǎ)                    -> grads to s, the head, and ǎ
     ǎ = sum_k w_k e(a_k)                  -> dL/dw_k += <dL/dǎ, e(a_k)>
@@ -12,60 +16,67 @@ keeping the activations, and runs the chain rule backwards by hand:
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from cmfq.divergence import EFFECT_THRESHOLD, combine_weights, kl_from_logits
+from cmfq.divergence import EFFECT_THRESHOLD
 from cmfq.reference import neighbor_action_vectors
 
 Layers = tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]
 
 
-class _HeadActivations(NamedTuple):
-    action: Tensor
-    encoder_pre: list[Tensor]
-    trunk_inputs: list[Tensor]
-    trunk_pre: list[Tensor]
+def _relu_backward(grad: Tensor, activation: Tensor) -> Tensor:
+    """The gradient through a ReLU, given its output (aten's own fused kernel)."""
+    return torch.ops.aten.threshold_backward(grad, activation, 0)
 
 
-def _head_forward(layers: Layers, state: Tensor, action: Tensor) -> tuple[Tensor, _HeadActivations]:
-    encoder_w, encoder_b, trunk_w, trunk_b = layers
-    encoder_pre, hidden = [], action
+def _action_proj(layers: Layers, state_dim: int, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """W1's action columns applied to enc(x); returns it and the encoder's inputs and output."""
+    encoder_w, encoder_b, trunk_w, _ = layers
+    activations = [x]
     for w, b in zip(encoder_w, encoder_b):
-        encoder_pre.append(F.linear(hidden, w, b))
-        hidden = torch.relu(encoder_pre[-1])
-    trunk_inputs, trunk_pre = [torch.cat([state, hidden], dim=-1)], []
-    for w, b in zip(trunk_w, trunk_b):
-        trunk_pre.append(F.linear(trunk_inputs[-1], w, b))
-        trunk_inputs.append(torch.relu(trunk_pre[-1]))
-    return trunk_pre[-1], _HeadActivations(action, encoder_pre, trunk_inputs[:-1], trunk_pre)
+        activations.append(torch.relu(F.linear(activations[-1], w, b)))
+    return F.linear(activations[-1], trunk_w[0][:, state_dim:]), activations
 
 
-def _head_backward(
-    layers: Layers, cache: _HeadActivations, grad_values: Tensor, state_dim: int
-) -> tuple[Tensor, Tensor, list[list[Tensor]]]:
-    """(grad of the state rows, grad of the action rows, grads of the four layer lists)."""
+def _action_proj_backward(
+    layers: Layers, state_dim: int, activations: list[Tensor], grad: Tensor
+) -> tuple[Tensor, list[Tensor], list[Tensor], Tensor]:
+    """(grad of x, grads of the encoder's weights and biases, grad of W1's action columns)."""
     encoder_w, _, trunk_w, _ = layers
-    grad_trunk_w, grad_trunk_b = [], []
-    grad = grad_values
-    for i in reversed(range(len(trunk_w))):
-        grad_trunk_w.insert(0, grad.t() @ cache.trunk_inputs[i])
-        grad_trunk_b.insert(0, grad.sum(0))
-        grad = grad @ trunk_w[i]
-        if i > 0:
-            grad = grad * (cache.trunk_pre[i - 1] > 0)
-    grad_state, grad = grad[:, :state_dim], grad[:, state_dim:]
-    grad_encoder_w, grad_encoder_b = [], []
+    grad_w1_action = grad.t() @ activations[-1]
+    grad = grad @ trunk_w[0][:, state_dim:]
+    grad_w, grad_b = [], []
     for i in reversed(range(len(encoder_w))):
-        grad = grad * (cache.encoder_pre[i] > 0)
-        inputs = cache.action if i == 0 else torch.relu(cache.encoder_pre[i - 1])
-        grad_encoder_w.insert(0, grad.t() @ inputs)
-        grad_encoder_b.insert(0, grad.sum(0))
+        grad = _relu_backward(grad, activations[i + 1])
+        grad_w.insert(0, grad.t() @ activations[i])
+        grad_b.insert(0, grad.sum(0))
         grad = grad @ encoder_w[i]
-    return grad_state, grad, [grad_encoder_w, grad_encoder_b, grad_trunk_w, grad_trunk_b]
+    return grad, grad_w, grad_b, grad_w1_action
+
+
+def _trunk_rest(layers: Layers, first: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """The values from the first trunk layer's pre-activation, and each later layer's input."""
+    _, _, trunk_w, trunk_b = layers
+    values, activations = first, []
+    for w, b in zip(trunk_w[1:], trunk_b[1:]):
+        activations.append(torch.relu(values))
+        values = F.linear(activations[-1], w, b)
+    return values, activations
+
+
+def _trunk_rest_backward(
+    layers: Layers, activations: list[Tensor], grad: Tensor
+) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    """(grad of the first layer's pre-activation, grads of the later layers' weights, biases)."""
+    trunk_w = layers[2]
+    grad_w, grad_b = [], []
+    for i in reversed(range(len(activations))):
+        grad_w.insert(0, grad.t() @ activations[i])
+        grad_b.insert(0, grad.sum(0))
+        grad = _relu_backward(grad @ trunk_w[i + 1], activations[i])
+    return grad, grad_w, grad_b
 
 
 def causal_weights_grad(
@@ -80,24 +91,52 @@ def causal_weights_grad(
     temperature: float,
     weighting: str,
     weight_temperature: float,
+    weights: Tensor,
+    effects: Tensor,
+    causal_mean_action: Tensor,
 ) -> tuple[Tensor, list[list[Tensor]]]:
-    """Gradients to ``state`` and to each of the four layer lists."""
+    """Gradients to ``state`` and to each of the four layer lists, given the forward's outputs."""
+    encoder_w, encoder_b, trunk_w, trunk_b = layers
     batch, slots = neighbor_mask.shape
-    state_dim, n_actions = state.shape[-1], layers[2][-1].shape[0]
+    state_dim, n_actions = state.shape[-1], trunk_w[-1].shape[0]
+    one_hot = not neighbor_actions.is_floating_point()
     vectors = neighbor_action_vectors(neighbor_actions, neighbor_mask, n_actions, state.dtype)
     count = neighbor_mask.sum(-1, keepdim=True).to(state.dtype)
     mean_action = vectors.sum(1) / count.clamp_min(1)
 
-    rows_state = state.unsqueeze(1).expand(batch, slots + 1, state_dim).reshape(-1, state_dim)
-    rows_action = torch.cat([mean_action.unsqueeze(1), vectors], dim=1).reshape(-1, n_actions)
-    values, interventions = _head_forward(layers, rows_state, rows_action)
-    logits = values.reshape(batch, slots + 1, n_actions) / temperature
-    effects = kl_from_logits(logits[:, :1], logits[:, 1:]).masked_fill(~neighbor_mask, 0.0)
-    weights = combine_weights(effects, neighbor_mask, weighting, weight_temperature)
-    causal_mean_action = (weights.unsqueeze(-1) * vectors).sum(1)
-    _, causal = _head_forward(layers, state, causal_mean_action)
+    # Forward, factored: rows are (agent, action input); the reference row first.
+    state_proj = F.linear(state, trunk_w[0][:, :state_dim], trunk_b[0])
+    inputs = torch.eye(n_actions, dtype=state.dtype, device=state.device) if one_hot else vectors
+    inputs = inputs.reshape(-1, n_actions)
+    proj_inputs, inputs_activations = _action_proj(layers, state_dim, inputs)
+    proj_mean, mean_activations = _action_proj(layers, state_dim, mean_action)
+    rows = proj_inputs.reshape(1 if one_hot else batch, -1, proj_inputs.shape[-1])
+    first = torch.cat([(state_proj + proj_mean).unsqueeze(1), state_proj.unsqueeze(1) + rows], 1)
+    values, rows_activations = _trunk_rest(layers, first.reshape(-1, first.shape[-1]))
+    logits = values.reshape(batch, -1, n_actions) / temperature
+    index = neighbor_actions.clamp(0, n_actions - 1).long() if one_hot else None
+    if one_hot:
+        # Each row's effect is that of every valid neighbour that took its action (masked slots
+        # hold 0 <= any effect, so the maximum ignores them); rows of actions that no valid
+        # neighbour took get no gradient, so their value does not matter.
+        row_effects = torch.zeros_like(logits[:, 1:, 0]).scatter_reduce_(
+            1, index, effects, reduce="amax"
+        )
+    else:
+        row_effects = effects
+    proj_causal, causal_activations = _action_proj(layers, state_dim, causal_mean_action)
+    _, causal_rest = _trunk_rest(layers, state_proj + proj_causal)
 
-    grad_state, grad_causal, grads = _head_backward(layers, causal, grad_q_causal, state_dim)
+    # Backward through q_causal = Q(s, ǎ).
+    grad_first_c, grad_trunk_w, grad_trunk_b = _trunk_rest_backward(
+        layers, causal_rest, grad_q_causal
+    )
+    grad_causal, grad_enc_w, grad_enc_b, grad_w1_action = _action_proj_backward(
+        layers, state_dim, causal_activations, grad_first_c
+    )
+    grad_state_proj = grad_first_c
+
+    # Through ǎ = sum_k w_k e(a_k) and the weights, to the effects.
     grad_causal = grad_causal + grad_causal_mean_action
     grad_w = grad_weights + (vectors * grad_causal.unsqueeze(1)).sum(-1)
     centred = grad_w - (weights * grad_w).sum(-1, keepdim=True)
@@ -108,15 +147,42 @@ def causal_weights_grad(
         )
     else:
         through_weights = weights * centred / weight_temperature
-    grad_c = (grad_effects + through_weights).masked_fill(~neighbor_mask, 0.0).unsqueeze(-1)
+    grad_c = (grad_effects + through_weights).masked_fill(~neighbor_mask, 0.0)
+    if one_hot:
+        grad_c = torch.zeros_like(row_effects).scatter_add_(1, index, grad_c)
 
+    # Through the KLs to the values of every row, and back through the trunk.
+    grad_c = grad_c.unsqueeze(-1)
     log_p = torch.log_softmax(logits[:, :1], dim=-1)
     log_q = torch.log_softmax(logits[:, 1:], dim=-1)
-    grad_ref = (grad_c * log_p.exp() * (log_p - log_q - effects.unsqueeze(-1))).sum(1, keepdim=True)
-    grad_neighbours = grad_c * (log_q.exp() - log_p.exp())
-    grad_values = torch.cat([grad_ref, grad_neighbours], dim=1).reshape(-1, n_actions) / temperature
-    rows_grad_state, _, rows_grads = _head_backward(layers, interventions, grad_values, state_dim)
+    grad_ref = (grad_c * log_p.exp() * (log_p - log_q - row_effects.unsqueeze(-1))).sum(1)
+    grad_rows = grad_c * (log_q.exp() - log_p.exp())
+    grad_values = torch.cat([grad_ref.unsqueeze(1), grad_rows], 1) / temperature
+    grad_first, rows_trunk_w, rows_trunk_b = _trunk_rest_backward(
+        layers, rows_activations, grad_values.reshape(-1, n_actions)
+    )
+    grad_first = grad_first.reshape(batch, -1, grad_first.shape[-1])
+    grad_state_proj = grad_state_proj + grad_first.sum(1)
+    grad_rows_proj = grad_first[:, 1:]
+    grad_rows_proj = (
+        grad_rows_proj.sum(0) if one_hot else grad_rows_proj.reshape(-1, rows.shape[-1])
+    )
+    _, inputs_enc_w, inputs_enc_b, inputs_w1_action = _action_proj_backward(
+        layers, state_dim, inputs_activations, grad_rows_proj
+    )
+    _, mean_enc_w, mean_enc_b, mean_w1_action = _action_proj_backward(
+        layers, state_dim, mean_activations, grad_first[:, 0]
+    )
 
-    grad_state = grad_state + rows_grad_state.reshape(batch, slots + 1, state_dim).sum(1)
-    grads = [[a + b for a, b in zip(ga, gb)] for ga, gb in zip(grads, rows_grads)]
+    # Through the state half of the first layer.
+    grad_state = grad_state_proj @ trunk_w[0][:, :state_dim]
+    grad_w1 = torch.cat(
+        [grad_state_proj.t() @ state, grad_w1_action + inputs_w1_action + mean_w1_action], dim=1
+    )
+    grads = [
+        [a + b + c for a, b, c in zip(grad_enc_w, inputs_enc_w, mean_enc_w)],
+        [a + b + c for a, b, c in zip(grad_enc_b, inputs_enc_b, mean_enc_b)],
+        [grad_w1] + [a + b for a, b in zip(grad_trunk_w, rows_trunk_w)],
+        [grad_state_proj.sum(0)] + [a + b for a, b in zip(grad_trunk_b, rows_trunk_b)],
+    ]
     return grad_state, grads

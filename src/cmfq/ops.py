@@ -39,13 +39,25 @@ def _causal_weights_fake(
 
 def _setup_context(ctx, inputs, output):
     (state, actions, mask, enc_w, enc_b, trunk_w, trunk_b, tau, weighting, tau_w) = inputs
-    ctx.save_for_backward(state, actions, mask, *enc_w, *enc_b, *trunk_w, *trunk_b)
+    weights, effects, _, causal_mean_action, _ = output
+    ctx.save_for_backward(
+        state,
+        actions,
+        mask,
+        weights,
+        effects,
+        causal_mean_action,
+        *enc_w,
+        *enc_b,
+        *trunk_w,
+        *trunk_b,
+    )
     ctx.sizes = (len(enc_w), len(enc_b), len(trunk_w))
     ctx.scalars = (tau, weighting, tau_w)
 
 
 def _backward(ctx, grad_weights, grad_effects, grad_mean_action, grad_causal_mean_action, grad_q):
-    state, actions, mask, *params = ctx.saved_tensors
+    state, actions, mask, weights, effects, causal_mean_action, *params = ctx.saved_tensors
     n_enc_w, n_enc_b, n_trunk_w = ctx.sizes
     cuts = [0, n_enc_w, n_enc_w + n_enc_b, n_enc_w + n_enc_b + n_trunk_w, len(params)]
     layers = tuple(params[a:b] for a, b in zip(cuts, cuts[1:]))
@@ -59,6 +71,9 @@ def _backward(ctx, grad_weights, grad_effects, grad_mean_action, grad_causal_mea
         mask,
         layers,
         *ctx.scalars,
+        weights,
+        effects,
+        causal_mean_action,
     )
     return (grad_state, None, None, *grad_layers, None, None, None)
 
