@@ -29,10 +29,14 @@ def test_opcheck(weighting):
     )
 
 
+# 4 neighbour slots: with 3 actions the backward builds rows by action, with 6 by slot.
 GRADCHECK_CASES = {
-    "indices": dict(action_hidden=(5,), hidden=(6,), distributions=False),
-    "distributions": dict(action_hidden=(5,), hidden=(6, 4), distributions=True),
-    "one-linear-head": dict(action_hidden=(), hidden=(), distributions=False),
+    "indices": dict(n_actions=3, action_hidden=(5,), hidden=(6,), distributions=False),
+    "indices-more-actions-than-slots": dict(
+        n_actions=6, action_hidden=(5,), hidden=(6,), distributions=False
+    ),
+    "distributions": dict(n_actions=3, action_hidden=(5,), hidden=(6, 4), distributions=True),
+    "one-linear-head": dict(n_actions=3, action_hidden=(), hidden=(), distributions=False),
 }
 
 
@@ -41,11 +45,11 @@ GRADCHECK_CASES = {
 def test_gradcheck_float64(weighting, case):
     sizes = dict(GRADCHECK_CASES[case])
     distributions = sizes.pop("distributions")
-    head = make_head(state_dim=4, n_actions=3, **sizes)
+    head = make_head(state_dim=4, **sizes)
     state, actions = make_inputs(3, 4, head, masked=0.25)
     mask = actions >= 0
     if distributions:
-        actions = torch.softmax(2 * torch.randn(3, 4, 3, dtype=torch.float64), -1)
+        actions = torch.softmax(2 * torch.randn(3, 4, head.n_actions, dtype=torch.float64), -1)
     groups = [[p.detach().clone() for p in g] for g in head.linear_layers()]
     sizes = [len(g) for g in groups]
     inputs = [state.requires_grad_()] + [p.requires_grad_() for g in groups for p in g]

@@ -2,9 +2,9 @@
 ``torch.compile``. Given the forward's weights, effects and causal mean action, it re-evaluates
 the head from the saved inputs, factored as the kernels are
 (the first trunk layer is W1 [s; enc(x)] + b1 = state_proj(s) + action_proj(x)): the state half
-once per agent, the action half once per distinct action input (the A one-hot actions, or each
-neighbour's distribution), then the rest of the trunk on (agent, action) rows. The chain rule then
-runs backwards by hand:
+once per agent, the action half once per action input (the A one-hot actions, or each neighbour's
+distribution), then the rest of the trunk on rows of (agent, action) when K >= A one-hot actions,
+else of (agent, neighbour slot). The chain rule then runs backwards by hand:
 
     q_causal = Q(s, ǎ)                    -> grads to s, the head, and ǎ
     ǎ = sum_k w_k e(a_k)                  -> dL/dw_k += <dL/dǎ, e(a_k)>
@@ -104,18 +104,25 @@ def causal_weights_grad(
     count = neighbor_mask.sum(-1, keepdim=True).to(state.dtype)
     mean_action = vectors.sum(1) / count.clamp_min(1)
 
-    # Forward, factored: rows are (agent, action input); the reference row first.
+    # Forward, factored; each agent's reference row first, then its rows: one per one-hot action
+    # (shared by all agents) where that is fewer than one per neighbour slot.
     state_proj = F.linear(state, trunk_w[0][:, :state_dim], trunk_b[0])
     inputs = torch.eye(n_actions, dtype=state.dtype, device=state.device) if one_hot else vectors
     inputs = inputs.reshape(-1, n_actions)
     proj_inputs, inputs_activations = _action_proj(layers, state_dim, inputs)
     proj_mean, mean_activations = _action_proj(layers, state_dim, mean_action)
-    rows = proj_inputs.reshape(1 if one_hot else batch, -1, proj_inputs.shape[-1])
+    index = neighbor_actions.clamp(0, n_actions - 1).long() if one_hot else None
+    by_action = one_hot and slots >= n_actions
+    if by_action:
+        rows = proj_inputs.unsqueeze(0)
+    elif one_hot:
+        rows = proj_inputs[index]
+    else:
+        rows = proj_inputs.reshape(batch, slots, -1)
     first = torch.cat([(state_proj + proj_mean).unsqueeze(1), state_proj.unsqueeze(1) + rows], 1)
     values, rows_activations = _trunk_rest(layers, first.reshape(-1, first.shape[-1]))
     logits = values.reshape(batch, -1, n_actions) / temperature
-    index = neighbor_actions.clamp(0, n_actions - 1).long() if one_hot else None
-    if one_hot:
+    if by_action:
         # Each row's effect is that of every valid neighbour that took its action (masked slots
         # hold 0 <= any effect, so the maximum ignores them); rows of actions that no valid
         # neighbour took get no gradient, so their value does not matter.
@@ -148,7 +155,7 @@ def causal_weights_grad(
     else:
         through_weights = weights * centred / weight_temperature
     grad_c = (grad_effects + through_weights).masked_fill(~neighbor_mask, 0.0)
-    if one_hot:
+    if by_action:
         grad_c = torch.zeros_like(row_effects).scatter_add_(1, index, grad_c)
 
     # Through the KLs to the values of every row, and back through the trunk.
@@ -164,9 +171,14 @@ def causal_weights_grad(
     grad_first = grad_first.reshape(batch, -1, grad_first.shape[-1])
     grad_state_proj = grad_state_proj + grad_first.sum(1)
     grad_rows_proj = grad_first[:, 1:]
-    grad_rows_proj = (
-        grad_rows_proj.sum(0) if one_hot else grad_rows_proj.reshape(-1, rows.shape[-1])
-    )
+    if by_action:
+        grad_rows_proj = grad_rows_proj.sum(0)
+    elif one_hot:
+        grad_rows_proj = torch.zeros_like(proj_inputs).index_add_(
+            0, index.reshape(-1), grad_rows_proj.reshape(-1, grad_rows_proj.shape[-1])
+        )
+    else:
+        grad_rows_proj = grad_rows_proj.reshape(-1, grad_rows_proj.shape[-1])
     _, inputs_enc_w, inputs_enc_b, inputs_w1_action = _action_proj_backward(
         layers, state_dim, inputs_activations, grad_rows_proj
     )
