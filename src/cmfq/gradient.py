@@ -100,9 +100,9 @@ def causal_weights_grad(
     batch, slots = neighbor_mask.shape
     state_dim, n_actions = state.shape[-1], trunk_w[-1].shape[0]
     one_hot = not neighbor_actions.is_floating_point()
-    vectors = neighbor_action_vectors(neighbor_actions, neighbor_mask, n_actions, state.dtype)
-    count = neighbor_mask.sum(-1, keepdim=True).to(state.dtype)
-    mean_action = vectors.sum(1) / count.clamp_min(1)
+    vectors, mean_action = neighbor_action_vectors(
+        neighbor_actions, neighbor_mask, n_actions, state.dtype
+    )
 
     # Forward, factored; each agent's reference row first, then its rows: one per one-hot action
     # (shared by all agents) where that is fewer than one per neighbour slot.

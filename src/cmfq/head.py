@@ -67,24 +67,3 @@ class MeanFieldHead(nn.Module):
             [m.weight for m in trunk],
             [m.bias for m in trunk],
         )
-
-
-def head_forward(
-    encoder_weights: Sequence[torch.Tensor],
-    encoder_biases: Sequence[torch.Tensor],
-    trunk_weights: Sequence[torch.Tensor],
-    trunk_biases: Sequence[torch.Tensor],
-    state: torch.Tensor,
-    action_dist: torch.Tensor,
-) -> torch.Tensor:
-    """``MeanFieldHead.forward`` as a function of the weight lists that the op takes."""
-    x = action_dist
-    for w, b in zip(encoder_weights, encoder_biases):
-        x = torch.relu(nn.functional.linear(x, w, b))
-    h = torch.cat([state, x], dim=-1)
-    last = len(trunk_weights) - 1
-    for i, (w, b) in enumerate(zip(trunk_weights, trunk_biases)):
-        h = nn.functional.linear(h, w, b)
-        if i < last:
-            h = torch.relu(h)
-    return h

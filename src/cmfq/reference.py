@@ -17,14 +17,17 @@ QFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def neighbor_action_vectors(
     neighbor_actions: torch.Tensor, mask: torch.Tensor, n_actions: int, dtype: torch.dtype
-) -> torch.Tensor:
-    """e(a_k) as [B, K, A] vectors: one-hot for indices, as given for distributions; 0 if masked."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(e(a_k) as [B, K, A] vectors, the mean action [B, A]): one-hot for indices, as given for
+    distributions; masked slots are 0 and an agent without neighbours has the zero mean."""
     if neighbor_actions.is_floating_point():
         vectors = neighbor_actions.to(dtype)
     else:
         vectors = torch.nn.functional.one_hot(neighbor_actions.clamp(0, n_actions - 1), n_actions)
         vectors = vectors.to(dtype)
-    return vectors * mask.unsqueeze(-1).to(dtype)
+    vectors = vectors * mask.unsqueeze(-1).to(dtype)
+    count = mask.sum(-1, keepdim=True).to(dtype)
+    return vectors, vectors.sum(1) / count.clamp_min(1)
 
 
 def causal_weights_reference(
@@ -39,9 +42,7 @@ def causal_weights_reference(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(weights, effects, mean_action, causal_mean_action, q_causal) on validated inputs."""
     batch, slots = mask.shape
-    vectors = neighbor_action_vectors(neighbor_actions, mask, n_actions, state.dtype)
-    count = mask.sum(-1, keepdim=True).to(state.dtype)
-    mean_action = vectors.sum(1) / count.clamp_min(1)
+    vectors, mean_action = neighbor_action_vectors(neighbor_actions, mask, n_actions, state.dtype)
 
     interventions = torch.cat([mean_action.unsqueeze(1), vectors], dim=1)
     states = state.unsqueeze(1).expand(batch, slots + 1, state.shape[-1])
