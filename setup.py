@@ -1,11 +1,16 @@
 """Builds cmfq's C++ extension (always) and its CUDA kernel (when torch has CUDA and nvcc is found).
 
-Overrides: CMFQ_CPU_ONLY=1 never builds CUDA; CMFQ_FORCE_CUDA=1 always does (e.g. on a build
-machine without a GPU); TORCH_CUDA_ARCH_LIST picks the GPU architectures (default "8.0;9.0+PTX").
+Otherwise, e.g. when nvcc's major version differs from torch's CUDA, it builds for the CPU only
+and prints why (pip shows it with -v). Overrides: CMFQ_CPU_ONLY=1 never builds CUDA;
+CMFQ_FORCE_CUDA=1 always tries (e.g. on a build machine without a GPU); TORCH_CUDA_ARCH_LIST picks
+the GPU architectures (default "8.0;9.0+PTX").
 Install with ``pip install --no-build-isolation .`` so that it links against the installed torch.
 """
 
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -26,12 +31,48 @@ def extension_sources() -> tuple[list[str], list[str]]:
     return [p for p in cpp if p not in cuda_glue], cuda_glue + kernels
 
 
+def nvcc_version(cuda_home: str) -> str | None:
+    """The release of CUDA_HOME's nvcc ("13.0"), or None if it cannot be run."""
+    try:
+        output = subprocess.run(
+            [str(Path(cuda_home) / "bin" / "nvcc"), "--version"],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    match = re.search(r"release (\d+\.\d+)", output)
+    return match.group(1) if match else None
+
+
+def cuda_build_problem(
+    torch_cuda: str | None, cuda_home: str | None, nvcc: str | None
+) -> str | None:
+    """Why the CUDA kernel cannot be built against this torch, or None if it can."""
+    if torch_cuda is None:
+        return "the installed torch is a CPU-only build"
+    if cuda_home is None:
+        return "no CUDA toolkit was found (set CUDA_HOME or put nvcc on the PATH)"
+    if nvcc is None:
+        return f"{cuda_home}/bin/nvcc does not report its version"
+    if nvcc.split(".")[0] != torch_cuda.split(".")[0]:
+        return (
+            f"nvcc {nvcc} and torch's CUDA {torch_cuda} differ in major version (install the "
+            f"CUDA {torch_cuda.split('.')[0]} toolkit, or a torch built for CUDA {nvcc})"
+        )
+    return None
+
+
 def build_cuda() -> bool:
     if os.environ.get("CMFQ_CPU_ONLY") == "1":
         return False
     if os.environ.get("CMFQ_FORCE_CUDA") == "1":
         return True
-    return torch.version.cuda is not None and CUDA_HOME is not None
+    problem = cuda_build_problem(
+        torch.version.cuda, CUDA_HOME, nvcc_version(CUDA_HOME) if CUDA_HOME else None
+    )
+    if problem:
+        print(f"cmfq: building for the CPU only: {problem}.", file=sys.stderr)
+    return problem is None
 
 
 def extension():

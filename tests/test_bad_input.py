@@ -85,6 +85,22 @@ def test_out_of_range_action_where_mask_is_false_is_ignored(path, head):
     assert out.weights[1, 1] == 0 and out.weights[1, 0] == 1
 
 
+@pytest.mark.skipif(
+    not (torch.cuda.is_available() and cmfq.cuda_built()), reason="needs the CUDA kernel"
+)
+@pytest.mark.parametrize("bad_action", [-1, 5])
+def test_out_of_range_action_on_cuda_gives_that_agent_nan(head, bad_action):
+    # Checking on the host would wait for the GPU on every call: the kernel refuses the agent.
+    head = head.to("cuda")
+    state, actions = make_inputs(3, 2, head, masked=0.0, device="cuda")
+    actions[1, 1] = bad_action
+    out = cmfq.causal_weights(head, state, actions, torch.ones_like(actions, dtype=torch.bool))
+    clean = cmfq.causal_weights(head, state[[0, 2]], actions[[0, 2]])
+    for name, a, b in zip(out._fields, out, clean):
+        assert torch.isnan(a[1]).all(), name
+        torch.testing.assert_close(a[[0, 2]], b, msg=name)
+
+
 @pytest.mark.parametrize("tau", [0.0, -1.0, math.nan, math.inf])
 def test_bad_temperature(path, head, tau):
     state, actions = make_inputs(3, 2, head)

@@ -35,6 +35,21 @@ def test_fused_matches_generic_float64(device, sizes, batch, slots, weighting):
     assert_outputs_close(fused, reference, rtol=1e-5, atol=1e-12)
 
 
+@pytest.mark.parametrize("actions_as", ["indices", "distributions"])
+def test_head_too_wide_for_shared_memory(device, actions_as):
+    # On CUDA a 4096-wide float64 layer needs more shared memory per block than any GPU has
+    # (test_kernel_plan.py): the kernel's workspace moves to global memory, same numbers.
+    head = make_head(hidden=(4096,), device=device)
+    state, actions = make_inputs(5, 3, head, device=device)
+    mask = actions >= 0
+    if actions_as == "distributions":
+        actions = torch.softmax(torch.randn(5, 3, head.n_actions, dtype=torch.float64), -1)
+        actions = actions.to(device)
+    fused = cmfq.causal_weights(head, state, actions, mask)
+    reference = cmfq.causal_weights(generic(head), state, actions, mask, n_actions=head.n_actions)
+    assert_outputs_close(fused, reference, rtol=1e-5, atol=1e-12)
+
+
 @pytest.mark.parametrize("weighting", ["proportional", "softmax"])
 def test_fused_matches_generic_on_distributions(device, weighting):
     head = make_head(device=device)

@@ -1,10 +1,13 @@
 """torch.ops.cmfq.causal_weights as a custom op: schema, fake, autograd, compile."""
 
+import warnings
+
 import pytest
 import torch
 from helpers import make_head, make_inputs
 
 import cmfq
+from cmfq import causal
 
 
 def op_args(head, state, actions, weighting="proportional"):
@@ -102,16 +105,24 @@ def test_torch_compile_fullgraph_forward_and_backward():
     torch.testing.assert_close(s_compiled.grad, s_eager.grad)
 
 
-def test_cuda_tensors_on_cpu_only_build_get_a_clear_error():
+def test_cuda_tensors_on_cpu_only_build_take_the_generic_path_with_one_warning(monkeypatch):
     if cmfq.cuda_built():
         pytest.skip("this build has CUDA")
-    # The CUDA kernel slot is registered with an error even without CUDA; reach it through the
-    # dispatcher without needing a GPU.
-    kernel = torch._C._dispatch_get_registrations_for_dispatch_key("CUDA")
-    assert "cmfq::causal_weights" in kernel
+    # The op's CUDA slot explains itself to direct callers; cmfq.causal_weights never reaches it.
+    assert "cmfq::causal_weights" in torch._C._dispatch_get_registrations_for_dispatch_key("CUDA")
+    monkeypatch.setattr(causal, "_warned_cpu_only_build", False)
+    cuda = torch.device("cuda")
+    with pytest.warns(UserWarning, match="built without CUDA.*generic PyTorch path"):
+        assert not causal._fused_kernel_takes(cuda, torch.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not causal._fused_kernel_takes(cuda, torch.float32)
+        assert causal._fused_kernel_takes(torch.device("cpu"), torch.float32)
     if not torch.cuda.is_available():
-        pytest.skip("no CUDA device to call it with")
+        return
     head = make_head(device="cuda")
-    state, actions = make_inputs(2, 2, head, device="cuda")
-    with pytest.raises(RuntimeError, match="built without CUDA"):
-        cmfq.causal_weights(head, state, actions)
+    state, actions = make_inputs(4, 3, head, device="cuda")
+    out = cmfq.causal_weights(head, state, actions)
+    expected = cmfq.causal_weights(head.cpu(), state.cpu(), actions.cpu())
+    for name, a, b in zip(out._fields, out, expected):
+        torch.testing.assert_close(a.cpu(), b, msg=name)

@@ -49,6 +49,12 @@ CMFQ_HD T phi_series(T d) {
   return d * d * series * T(0.5);
 }
 
+// e^d - 1 - d: the series near 0, expm1 elsewhere (and for NaN).
+template <typename T>
+CMFQ_HD T phi(T d) {
+  return abs_(d) < T(kPhiSeriesBound) ? phi_series(d) : expm1_(d) - d;
+}
+
 // m - log1p(m) without cancellation near 0: m^2/2 - m^3/3 + ... - m^9/9 for |m| < 0.01.
 template <typename T>
 CMFQ_HD T psi(T m) {
@@ -110,6 +116,14 @@ CMFQ_HD T kl_from_value_change(const T* p, const T* delta_q, int n, T inv_tau) {
       r += p[start + i] * d[i];
     }
   }
+  const T kl = f - psi(f + r);
+  return kl < T(0) ? T(0) : kl;
+}
+
+// The KL of kl_from_value_change from its two sums over the actions, F = sum p phi(d) and
+// r = sum p d, for callers that form the sums in parallel; clamped at 0, NaN passes through.
+template <typename T>
+CMFQ_HD T kl_from_sums(T f, T r) {
   const T kl = f - psi(f + r);
   return kl < T(0) ? T(0) : kl;
 }

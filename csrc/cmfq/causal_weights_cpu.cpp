@@ -50,7 +50,7 @@ class ChunkRunner {
   explicit ChunkRunner(const CausalWeightsParams<T>& p) : p_(p) {
     const int64_t actions = p.n_actions;
     const int64_t per_agent_rows =
-        p.actions ? std::min<int64_t>(p.slots, actions) : static_cast<int64_t>(p.slots);
+        p.one_hot ? std::min<int64_t>(p.slots, actions) : static_cast<int64_t>(p.slots);
     const int64_t rows = std::max<int64_t>(kChunk * per_agent_rows, kChunk);
     const int64_t width = p.max_width();
     int64_t layer_widths = p.first_width();
@@ -64,8 +64,8 @@ class ChunkRunner {
     change_.resize(rows * width);
     row_agent_.resize(rows);
     row_effect_.resize(rows);
-    slot_row_.resize(kChunk * std::max<int64_t>(p.actions ? actions : p.slots, 1));
-    if (!p.actions) row_dists_.resize(rows * actions);
+    slot_row_.resize(kChunk * std::max<int64_t>(p.one_hot ? actions : p.slots, 1));
+    if (!p.one_hot) row_dists_.resize(rows * actions);
   }
 
   void run(int64_t first, int64_t count) {
@@ -78,7 +78,7 @@ class ChunkRunner {
       boltzmann(q_ref + i * p_.n_actions, p_.n_actions, T(1) / p_.temperature,
                 probs_.data() + i * p_.n_actions);
     }
-    const int64_t rows = p_.actions ? action_rows() : distribution_rows();
+    const int64_t rows = p_.one_hot ? action_rows() : distribution_rows();
     const T* q_change = propagate_change(rows);
     for (int64_t r = 0; r < rows; ++r) {
       row_effect_[r] = kl_from_value_change(probs_.data() + row_agent_[r] * p_.n_actions,
@@ -109,7 +109,7 @@ class ChunkRunner {
       T* x = x_.data() + i * A;
       for (int k = 0; k < p_.slots; ++k) {
         if (!mask(i)[k]) continue;
-        if (p_.actions) {
+        if (p_.one_hot) {
           x[actions(i)[k]] += T(1);
         } else {
           for (int a = 0; a < A; ++a) x[a] += dists(i)[k * A + a];
@@ -233,14 +233,14 @@ class ChunkRunner {
       T* effects = p_.effects + (first_ + i) * K;
       T* weights = p_.weights + (first_ + i) * K;
       for (int k = 0; k < K; ++k) {
-        const int64_t key = p_.actions ? i * A + (mask(i)[k] ? actions(i)[k] : 0) : i * K + k;
+        const int64_t key = p_.one_hot ? i * A + (mask(i)[k] ? actions(i)[k] : 0) : i * K + k;
         effects[k] = mask(i)[k] ? row_effect_[slot_row_[key]] : T(0);
       }
       combine_weights(effects, mask(i), K, p_.weighting, p_.weight_temperature, weights);
       T* x = x_.data() + i * A;
       for (int k = 0; k < K; ++k) {
         if (!mask(i)[k]) continue;
-        if (p_.actions) {
+        if (p_.one_hot) {
           x[actions(i)[k]] += weights[k];
         } else {
           for (int a = 0; a < A; ++a) x[a] += weights[k] * dists(i)[k * A + a];

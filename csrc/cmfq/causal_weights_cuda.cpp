@@ -1,5 +1,6 @@
 // CUDA glue of cmfq::causal_weights: checks and preparation (prepare.cpp) on the current device,
-// then the kernel on the current stream.
+// the launch plan (kernel_plan.h), then the kernel on the current stream. Nothing here waits for
+// the GPU: out-of-range actions are handled in the kernel.
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
@@ -21,7 +22,18 @@ Outputs causal_weights_cuda(const at::Tensor& state, const at::Tensor& neighbor_
                                  std::string(weighting), weight_temperature, /*allow_half=*/true);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(call.compute_dtype, "cmfq_causal_weights_cuda", [&] {
-    C10_CUDA_CHECK(launch_causal_weights(call.params<scalar_t>(), stream));
+    const auto params = call.params<scalar_t>();
+    KernelPlan plan;
+    C10_CUDA_CHECK(plan_causal_weights(params, state.device().index(), &plan));
+    // Heads too wide for shared memory: a workspace per block from the caching allocator, which
+    // is stream-ordered and allowed under CUDA-graph capture (a cudaMalloc would be neither).
+    at::Tensor workspace;
+    if (!plan.in_shared) {
+      workspace = at::empty({static_cast<int64_t>(plan.blocks * plan.workspace_bytes)},
+                            state.options().dtype(at::kByte));
+    }
+    C10_CUDA_CHECK(launch_causal_weights(
+        params, plan, workspace.defined() ? workspace.data_ptr<uint8_t>() : nullptr, stream));
   });
   return call.outputs();
 }

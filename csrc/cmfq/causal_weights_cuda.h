@@ -1,14 +1,22 @@
-// The CUDA kernel's entry point: a params struct and a stream, no torch types.
+// The CUDA kernel's entry points: a params struct and a stream, no torch types.
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include "kernel_plan.h"
 #include "params.h"
 
 namespace cmfq {
 
-// Runs cmfq::causal_weights for every agent of `params` in one kernel launch on `stream`.
+// How `params` runs on `device`: its shared-memory limit decides where the workspace lives.
 template <typename T>
-cudaError_t launch_causal_weights(const CausalWeightsParams<T>& params, cudaStream_t stream);
+cudaError_t plan_causal_weights(const CausalWeightsParams<T>& params, int device,
+                                KernelPlan* plan);
+
+// Runs cmfq::causal_weights for every agent of `params` in one kernel launch on `stream`.
+// `global_workspace` holds plan.blocks * plan.workspace_bytes bytes when !plan.in_shared.
+template <typename T>
+cudaError_t launch_causal_weights(const CausalWeightsParams<T>& params, const KernelPlan& plan,
+                                  unsigned char* global_workspace, cudaStream_t stream);
 
 }  // namespace cmfq

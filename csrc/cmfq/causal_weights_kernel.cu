@@ -4,60 +4,19 @@
 //      pre-activation carried through the trunk, and its KL against the reference policy;
 //   3. turns the effects into weights and the causal mean action, and evaluates q_causal.
 // The state half of the first trunk layer and the one-hot action table come precomputed
-// (params.h); the per-agent maths is shared with the CPU kernel (agent_math.h).
+// (params.h); the per-agent maths is shared with the CPU kernel (agent_math.h). Each block's
+// workspace is in shared memory, or in global memory for heads too wide for it (kernel_plan.h).
 #include <cuda_runtime.h>
 
+#include <cmath>
 #include <cstdint>
 
 #include "agent_math.h"
 #include "causal_weights_cuda.h"
+#include "kernel_plan.h"
 
 namespace cmfq {
 namespace {
-
-constexpr int kThreads = 128;
-constexpr int kWarpSize = 32;
-constexpr int kWarps = kThreads / kWarpSize;
-
-// One agent's shared memory.
-template <typename T>
-struct Workspace {
-  T* x;        // [A] the action vector being evaluated: mean, then causal mean
-  T* proj;     // [H] its action projection
-  T* block_a;  // [W] block scratch
-  T* block_b;  // [W]
-  T* layers;   // [H + tail widths] the reference's pre-activations, layer after layer
-  T* probs;    // [A] the reference policy
-  T* effect;   // [max(A, K)] effect per distinct action (indices) or per neighbour (distributions)
-  T* effects;  // [K]
-  T* weights;  // [K]
-  T* warp;     // [kWarps * 2W] each warp's change and scratch vectors
-  int* counts; // [A] how many valid neighbours took each action
-};
-
-// Lays the workspace out from `base` (pointers are set only when `ws` is given); returns its size.
-template <typename T>
-__host__ __device__ size_t workspace_layout(const CausalWeightsParams<T>& p, unsigned char* base,
-                                            Workspace<T>* ws) {
-  const size_t A = p.n_actions, K = p.slots, H = p.first_width(), W = p.max_width();
-  size_t layers = H;
-  for (int l = 0; l < p.n_tail; ++l) layers += p.tail[l].out;
-  const size_t sizes[] = {A, H, W, W, layers, A, A > K ? A : K, K, K, kWarps * 2 * W};
-  size_t offset = 0;
-  T** slots[] = {nullptr, nullptr, nullptr, nullptr, nullptr,
-                 nullptr, nullptr, nullptr, nullptr, nullptr};
-  if (ws) {
-    T** named[] = {&ws->x,      &ws->proj,   &ws->block_a, &ws->block_b, &ws->layers,
-                   &ws->probs,  &ws->effect, &ws->effects, &ws->weights, &ws->warp};
-    for (int i = 0; i < 10; ++i) slots[i] = named[i];
-  }
-  for (int i = 0; i < 10; ++i) {
-    if (ws) *slots[i] = reinterpret_cast<T*>(base + offset);
-    offset += sizes[i] * sizeof(T);
-  }
-  if (ws) ws->counts = reinterpret_cast<int*>(base + offset);
-  return offset + A * sizeof(int);
-}
 
 // y[o] = (bias[o]) + sum_j x[j] W^T[j, o] for o = lane, lane + lanes, ...: consecutive lanes read
 // consecutive weights.
@@ -75,11 +34,11 @@ __device__ void dense(const DenseLayer<T>& layer, const T* x, T* y, int lane, in
 template <typename T>
 __device__ void first_layer(const CausalWeightsParams<T>& p, Workspace<T>& ws, int64_t b) {
   const T* in = ws.x;
-  T* buffers[2] = {ws.block_a, ws.block_b};
   for (int l = 0; l < p.n_encoder; ++l) {
-    dense(p.encoder[l], in, buffers[l % 2], threadIdx.x, kThreads, true, true);
+    T* out = l % 2 ? ws.block_b : ws.block_a;
+    dense(p.encoder[l], in, out, threadIdx.x, kThreads, true, true);
     __syncthreads();
-    in = buffers[l % 2];
+    in = out;
   }
   dense(p.action_proj, in, ws.proj, threadIdx.x, kThreads, false, false);
   __syncthreads();
@@ -123,14 +82,74 @@ __device__ const T* propagate_change(const CausalWeightsParams<T>& p, const T* l
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
-    causal_weights_kernel(const CausalWeightsParams<T> p) {
+__device__ T warp_sum(T value) {
+  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
+    value += __shfl_xor_sync(0xffffffffu, value, offset);
+  }
+  return value;
+}
+
+// One warp: the KL of the reference policy p against the intervened one (agent_math.h's
+// kl_from_value_change), each lane taking every 32nd action; every lane gets the result.
+template <typename T>
+__device__ T warp_kl(const T* p, const T* delta_q, int n, T inv_tau, int lane) {
+  T shift = T(0);
+  for (int a = lane; a < n; a += kWarpSize) shift += p[a] * delta_q[a] * inv_tau;
+  shift = warp_sum(shift);
+  T f = T(0);
+  T r = T(0);
+  for (int a = lane; a < n; a += kWarpSize) {
+    const T d = delta_q[a] * inv_tau - shift;
+    f += p[a] * phi(d);
+    r += p[a] * d;
+  }
+  return kl_from_sums(warp_sum(f), warp_sum(r));
+}
+
+// Whether a valid neighbour of the agent has an action outside [0, A); the same answer in every
+// thread of the block (a barrier).
+__device__ bool has_bad_action(const int64_t* actions, const bool* mask, int slots,
+                               int n_actions) {
+  bool bad = false;
+  for (int k = threadIdx.x; k < slots; k += kThreads) {
+    bad |= mask[k] && (actions[k] < 0 || actions[k] >= n_actions);
+  }
+  return __syncthreads_or(bad) != 0;
+}
+
+// An agent whose actions cannot be evaluated: NaN in all its outputs.
+template <typename T>
+__device__ void write_nan(const CausalWeightsParams<T>& p, int64_t b) {
+  const T nan = T(NAN);
+  for (int k = threadIdx.x; k < p.slots; k += kThreads) {
+    p.weights[b * p.slots + k] = nan;
+    p.effects[b * p.slots + k] = nan;
+  }
+  for (int a = threadIdx.x; a < p.n_actions; a += kThreads) {
+    p.mean_action[b * p.n_actions + a] = nan;
+    p.causal_mean_action[b * p.n_actions + a] = nan;
+    p.q_causal[b * p.n_actions + a] = nan;
+  }
+}
+
+// Resident blocks per SM that ptxas must allow (it caps the registers at 64K / (128 * n)):
+// the most for which neither sm_80 nor sm_90 spills (.ci/ptxas_check.sh fails CI on a spill).
+template <typename T>
+constexpr int kMinBlocksPerSm = sizeof(T) == sizeof(float) ? 6 : 4;
+
+// kInShared: each block's workspace is its dynamic shared memory; otherwise its slice of
+// `global_workspace` (KernelPlan, kernel_plan.h).
+template <typename T, bool kInShared>
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSm<T>)
+    causal_weights_kernel(const CausalWeightsParams<T> p, unsigned char* global_workspace,
+                          size_t workspace_bytes) {
   extern __shared__ __align__(16) unsigned char shared[];
   Workspace<T> ws;
-  workspace_layout(p, shared, &ws);
+  workspace_layout(p, kInShared ? shared : global_workspace + blockIdx.x * workspace_bytes, &ws);
   const int tid = threadIdx.x;
   const int lane = tid % kWarpSize;
   const int warp = tid / kWarpSize;
+  const bool one_hot = p.one_hot;
   const int A = p.n_actions;
   const int K = p.slots;
   const int H = p.first_width();
@@ -141,8 +160,14 @@ __global__ void __launch_bounds__(kThreads)
 
   for (int64_t b = blockIdx.x; b < p.batch; b += gridDim.x) {
     const bool* mask = p.mask + b * K;
-    const int64_t* actions = p.actions ? p.actions + b * K : nullptr;
-    const T* dists = p.action_dists ? p.action_dists + b * K * A : nullptr;
+    const int64_t* actions = one_hot ? p.actions + b * K : nullptr;
+    const T* dists = one_hot ? nullptr : p.action_dists + b * K * A;
+    // Checking the range on the host would block on the GPU every call (prepare.cpp checks CPU
+    // inputs only), so the kernel refuses such an agent here, before any index is used.
+    if (one_hot && has_bad_action(actions, mask, K, A)) {
+      write_nan(p, b);
+      continue;
+    }
     const int valid = count_valid(mask, K);
 
     for (int a = tid; a < A; a += kThreads) {
@@ -150,13 +175,13 @@ __global__ void __launch_bounds__(kThreads)
       int count = 0;
       for (int k = 0; k < K; ++k) {
         if (!mask[k]) continue;
-        if (actions) {
+        if (one_hot) {
           count += actions[k] == a ? 1 : 0;
         } else {
           sum += dists[k * A + a];
         }
       }
-      if (actions) {
+      if (one_hot) {
         ws.counts[a] = count;
         sum = T(count);
       }
@@ -169,37 +194,38 @@ __global__ void __launch_bounds__(kThreads)
     if (tid == 0) boltzmann(q_ref, A, inv_tau, ws.probs);
     __syncthreads();
 
-    const int interventions = actions ? A : K;
+    const int interventions = one_hot ? A : K;
     for (int i = warp; i < interventions; i += kWarps) {
-      if (actions ? ws.counts[i] == 0 : !mask[i]) continue;
-      if (actions) {
+      if (one_hot ? ws.counts[i] == 0 : !mask[i]) continue;
+      if (one_hot) {
         for (int j = lane; j < H; j += kWarpSize) {
           change[j] = p.action_table[static_cast<int64_t>(i) * H + j] - ws.proj[j];
         }
       } else {
         // The neighbour's distribution through the encoder, ping-ponging change and scratch.
         const T* in = dists + static_cast<int64_t>(i) * A;
-        T* buffers[2] = {change, scratch};
         for (int l = 0; l < p.n_encoder; ++l) {
-          dense(p.encoder[l], in, buffers[l % 2], lane, kWarpSize, true, true);
+          T* out = l % 2 ? scratch : change;
+          dense(p.encoder[l], in, out, lane, kWarpSize, true, true);
           __syncwarp();
-          in = buffers[l % 2];
+          in = out;
         }
-        T* proj = buffers[p.n_encoder % 2];
+        T* proj = p.n_encoder % 2 ? scratch : change;
         dense(p.action_proj, in, proj, lane, kWarpSize, false, false);
         __syncwarp();
         for (int j = lane; j < H; j += kWarpSize) change[j] = proj[j] - ws.proj[j];
       }
       __syncwarp();
       const T* q_change = propagate_change(p, ws.layers, change, scratch, lane);
-      if (lane == 0) ws.effect[i] = kl_from_value_change(ws.probs, q_change, A, inv_tau);
+      const T effect = warp_kl(ws.probs, q_change, A, inv_tau, lane);
+      if (lane == 0) ws.effect[i] = effect;
       __syncwarp();
     }
     __syncthreads();
 
     if (tid == 0) {
       for (int k = 0; k < K; ++k) {
-        ws.effects[k] = mask[k] ? ws.effect[actions ? static_cast<int>(actions[k]) : k] : T(0);
+        ws.effects[k] = mask[k] ? ws.effect[one_hot ? static_cast<int>(actions[k]) : k] : T(0);
       }
       combine_weights(ws.effects, mask, K, p.weighting, p.weight_temperature, ws.weights);
     }
@@ -212,7 +238,7 @@ __global__ void __launch_bounds__(kThreads)
       T sum = T(0);
       for (int k = 0; k < K; ++k) {
         if (!mask[k]) continue;
-        sum += actions ? (actions[k] == a ? ws.weights[k] : T(0)) : ws.weights[k] * dists[k * A + a];
+        sum += one_hot ? (actions[k] == a ? ws.weights[k] : T(0)) : ws.weights[k] * dists[k * A + a];
       }
       ws.x[a] = sum;
       p.causal_mean_action[b * A + a] = sum;
@@ -228,25 +254,49 @@ __global__ void __launch_bounds__(kThreads)
 }  // namespace
 
 template <typename T>
-cudaError_t launch_causal_weights(const CausalWeightsParams<T>& params, cudaStream_t stream) {
-  if (params.batch == 0) return cudaSuccess;
-  const size_t bytes = workspace_layout<T>(params, nullptr, nullptr);
-  constexpr size_t kDefaultSharedBytes = 48 * 1024;
-  if (bytes > kDefaultSharedBytes) {
+cudaError_t plan_causal_weights(const CausalWeightsParams<T>& params, int device,
+                                KernelPlan* plan) {
+  int optin_shared_bytes = 0;
+  int sm_count = 0;
+  cudaError_t error = cudaDeviceGetAttribute(&optin_shared_bytes,
+                                             cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  if (error == cudaSuccess) {
+    error = cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device);
+  }
+  if (error != cudaSuccess) return error;
+  *plan = plan_kernel(params.batch, workspace_layout<T>(params, nullptr, nullptr),
+                      static_cast<size_t>(optin_shared_bytes), sm_count);
+  return cudaSuccess;
+}
+
+template <typename T>
+cudaError_t launch_causal_weights(const CausalWeightsParams<T>& params, const KernelPlan& plan,
+                                  unsigned char* global_workspace, cudaStream_t stream) {
+  if (plan.blocks == 0) return cudaSuccess;
+  if (!plan.in_shared) {
+    causal_weights_kernel<T, false><<<plan.blocks, kThreads, 0, stream>>>(
+        params, global_workspace, plan.workspace_bytes);
+    return cudaGetLastError();
+  }
+  if (plan.opt_in) {
     const cudaError_t error = cudaFuncSetAttribute(
-        causal_weights_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-        static_cast<int>(bytes));
+        causal_weights_kernel<T, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        static_cast<int>(plan.workspace_bytes));
     if (error != cudaSuccess) return error;
   }
-  constexpr int64_t kMaxBlocks = 1 << 20;
-  const unsigned blocks =
-      static_cast<unsigned>(params.batch < kMaxBlocks ? params.batch : kMaxBlocks);
-  causal_weights_kernel<T><<<blocks, kThreads, bytes, stream>>>(params);
+  causal_weights_kernel<T, true><<<plan.blocks, kThreads, plan.workspace_bytes, stream>>>(
+      params, nullptr, plan.workspace_bytes);
   return cudaGetLastError();
 }
 
-template cudaError_t launch_causal_weights<float>(const CausalWeightsParams<float>&, cudaStream_t);
-template cudaError_t launch_causal_weights<double>(const CausalWeightsParams<double>&,
-                                                   cudaStream_t);
+#define CMFQ_INSTANTIATE(T)                                                                  \
+  template cudaError_t plan_causal_weights<T>(const CausalWeightsParams<T>&, int,          \
+                                              KernelPlan*);                                \
+  template cudaError_t launch_causal_weights<T>(const CausalWeightsParams<T>&,             \
+                                                const KernelPlan&, unsigned char*,         \
+                                                cudaStream_t);
+CMFQ_INSTANTIATE(float)
+CMFQ_INSTANTIATE(double)
+#undef CMFQ_INSTANTIATE
 
 }  // namespace cmfq

@@ -1,7 +1,11 @@
 // The cmfq operator library: the schema, and the Python module that loads it.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 #include <torch/library.h>
 
+#include <vector>
+
+#include "kernel_plan.h"
 #include "prepare.h"
 
 TORCH_LIBRARY(cmfq, m) {
@@ -19,17 +23,52 @@ namespace {
 cmfq::Outputs cuda_not_built(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                              at::TensorList, at::TensorList, at::TensorList, at::TensorList,
                              double, c10::string_view, double) {
+  // cmfq.causal_weights sends CUDA tensors to the generic path on such a build; this is for
+  // direct calls of the op.
   TORCH_CHECK(false,
-              "cmfq was built without CUDA, so cmfq::causal_weights cannot take CUDA tensors. "
-              "Rebuild it with a CUDA build of torch and nvcc on the PATH "
-              "(CMFQ_FORCE_CUDA=1 pip install --no-build-isolation .), or move the inputs to "
-              "the CPU.");
+              "cmfq was built without CUDA, so cmfq::causal_weights cannot take CUDA tensors "
+              "(cmfq.causal_weights takes its generic path for them). Reinstall cmfq with a CUDA "
+              "build of torch and a matching nvcc on the PATH (pip install --no-build-isolation "
+              ".), or move the inputs to the CPU.");
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(cmfq, CUDA, m) { m.impl("causal_weights", &cuda_not_built); }
 #endif
+
+namespace {
+
+// The CUDA kernel's launch plan for a head of the given widths (kernel_plan.h), so that tests
+// check it on any build: (workspace bytes per block, in shared memory, opted in, blocks).
+pybind11::tuple cuda_kernel_plan(int64_t batch, int slots, int n_actions,
+                                 const std::vector<int>& encoder_widths, int first_width,
+                                 const std::vector<int>& tail_widths, int element_size,
+                                 int64_t optin_shared_bytes, int sm_count) {
+  TORCH_CHECK_VALUE(encoder_widths.size() <= cmfq::kMaxLayers &&
+                        tail_widths.size() <= cmfq::kMaxLayers,
+                    "at most ", cmfq::kMaxLayers, " encoder and tail layers");
+  auto plan = [&](auto element) {
+    using T = decltype(element);
+    cmfq::CausalWeightsParams<T> p{};
+    p.batch = batch;
+    p.slots = slots;
+    p.n_actions = n_actions;
+    p.n_encoder = static_cast<int>(encoder_widths.size());
+    for (int l = 0; l < p.n_encoder; ++l) p.encoder[l].out = encoder_widths[l];
+    p.action_proj.out = first_width;
+    p.n_tail = static_cast<int>(tail_widths.size());
+    for (int l = 0; l < p.n_tail; ++l) p.tail[l].out = tail_widths[l];
+    return cmfq::plan_kernel(batch, cmfq::workspace_layout<T>(p, nullptr, nullptr),
+                             static_cast<size_t>(optin_shared_bytes), sm_count);
+  };
+  TORCH_CHECK_VALUE(element_size == 4 || element_size == 8, "element_size must be 4 or 8");
+  const cmfq::KernelPlan result = element_size == 4 ? plan(float{}) : plan(double{});
+  return pybind11::make_tuple(result.workspace_bytes, result.in_shared, result.opt_in,
+                              result.blocks);
+}
+
+}  // namespace
 
 PYBIND11_MODULE(_C, module) {
   module.doc() = "The compiled cmfq operators (torch.ops.cmfq).";
@@ -43,4 +82,6 @@ PYBIND11_MODULE(_C, module) {
 #endif
       },
       "Whether this build of cmfq has the CUDA kernel.");
+  module.def("_cuda_kernel_plan", &cuda_kernel_plan,
+             "The CUDA kernel's launch plan for a head's widths on a device (for tests).");
 }

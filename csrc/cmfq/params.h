@@ -35,9 +35,11 @@ struct CausalWeightsParams {
   int64_t batch;
   int slots;      // K
   int n_actions;  // A
-  // One of the two: action indices [B, K] (int64), or action distributions [B, K, A].
-  const int64_t* actions;
-  const T* action_dists;
+  // Which of the two the neighbours' actions are: indices [B, K] (int64), or distributions
+  // [B, K, A]. Explicit, since an empty tensor's data pointer may be null either way.
+  bool one_hot;
+  const int64_t* actions;   // when one_hot
+  const T* action_dists;    // otherwise
   const bool* mask;  // [B, K]
 
   // The first trunk layer split in two: W1 [s ; enc(x)] + b1 = state_proj + action_proj(enc(x)).

@@ -116,7 +116,9 @@ PreparedCall prepare_call(const at::Tensor& state, const at::Tensor& neighbor_ac
     call.action_dists = neighbor_actions.to(compute).contiguous();
   } else {
     call.actions = neighbor_actions.to(at::kLong).contiguous();
-    check_action_range(call.actions, call.mask, n_actions);
+    // On a GPU the check would wait for the device on every call (and break CUDA-graph
+    // capture); the CUDA kernel gives an agent with such an action NaN outputs instead.
+    if (state.is_cpu()) check_action_range(call.actions, call.mask, n_actions);
   }
   call.temperature = temperature;
   call.weighting = weighting == "softmax" ? Weighting::kSoftmax : Weighting::kProportional;

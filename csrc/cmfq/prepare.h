@@ -60,6 +60,7 @@ CausalWeightsParams<T> PreparedCall::params() const {
   p.batch = batch;
   p.slots = slots;
   p.n_actions = n_actions;
+  p.one_hot = actions.defined();
   p.actions = actions.defined() ? actions.data_ptr<int64_t>() : nullptr;
   p.action_dists = action_dists.defined() ? action_dists.data_ptr<T>() : nullptr;
   p.mask = mask.data_ptr<bool>();

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import NamedTuple
 
 import torch
 
+from cmfq import _C
 from cmfq.head import MeanFieldHead
 from cmfq.reference import QFunction, causal_weights_reference
 
 WEIGHTINGS = ("proportional", "softmax")
+_CUDA_BUILT = _C.cuda_built()
 _FUSED_DTYPES = {
     "cpu": (torch.float32, torch.float64),
-    "cuda": (torch.float16, torch.bfloat16, torch.float32, torch.float64),
+    "cuda": (torch.float16, torch.bfloat16, torch.float32, torch.float64) if _CUDA_BUILT else (),
 }
+_CPU_ONLY_BUILD_WARNING = (
+    "cmfq was built without CUDA, so CUDA tensors take the generic PyTorch path (same numbers, "
+    "slower). For the fused kernel, reinstall cmfq with a CUDA build of torch and a matching nvcc "
+    "on the PATH: pip install -v --no-build-isolation . (which says why when it cannot)."
+)
+_warned_cpu_only_build = False
 
 
 class CausalWeights(NamedTuple):
@@ -57,14 +66,16 @@ def causal_weights(
         n_actions: number of actions A; needed only for a plain callable with index actions.
 
     Differentiable with respect to ``state`` and the head's parameters; works under
-    ``torch.compile``. Bad input raises ``ValueError`` or ``TypeError`` naming the argument.
+    ``torch.compile``. Bad input raises ``ValueError`` or ``TypeError`` naming the argument, but
+    for CUDA tensors the fused kernel does not wait for the GPU to check the action indices: an
+    agent with a valid neighbour whose action is outside [0, A) gets NaN in all its outputs.
     """
     n_actions = _resolve_n_actions(q, neighbor_actions, n_actions)
     scalars = (temperature, weighting, weight_temperature)
     neighbor_mask = _check_inputs(state, neighbor_actions, neighbor_mask, n_actions, *scalars)
     if isinstance(q, MeanFieldHead):
         _check_head(q, state)
-        if state.dtype in _FUSED_DTYPES.get(state.device.type, ()):
+        if _fused_kernel_takes(state.device, state.dtype):
             layers = q.linear_layers()
             fused = torch.ops.cmfq.causal_weights(
                 state, neighbor_actions, neighbor_mask, *layers, *scalars
@@ -77,6 +88,17 @@ def causal_weights(
     return CausalWeights(
         *causal_weights_reference(q, state, neighbor_actions, neighbor_mask, n_actions, *scalars)
     )
+
+
+def _fused_kernel_takes(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether this build's fused op takes tensors of ``device`` and ``dtype``; warns once when
+    CUDA tensors meet a build without CUDA."""
+    global _warned_cpu_only_build
+    cpu_only_build = device.type == "cuda" and not _CUDA_BUILT
+    if cpu_only_build and not _warned_cpu_only_build and not torch.compiler.is_compiling():
+        warnings.warn(_CPU_ONLY_BUILD_WARNING, stacklevel=3)
+        _warned_cpu_only_build = True
+    return dtype in _FUSED_DTYPES.get(device.type, ())
 
 
 def _resolve_n_actions(q: object, neighbor_actions: torch.Tensor, n_actions: int | None) -> int:
