@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cmfq.evaluation.figures import plot_scores
-from cmfq.evaluation.games import ArenaSpec, Game, play_games, round_seed, unique_labels
+from cmfq.evaluation.games import ArenaSpec, Game, play_games, round_seed
+from cmfq.evaluation.players import unique_labels
 from cmfq.evaluation.report import format_mean, write_csv, write_json
 from cmfq.evaluation.stats import Estimate, mean_interval
 
