@@ -96,7 +96,9 @@ QUICK = Plan(
 def cmfq(*args: str) -> None:
     """Run a ``cmfq`` command with this interpreter; stop the study if it fails."""
     command = [sys.executable, "-m", "cmfq.cli", *map(str, args)]
-    print("$ cmfq " + " ".join(map(str, args)), flush=True)
+    shown = (os.path.relpath(a) if isinstance(a, Path) or os.path.isabs(str(a)) else str(a)
+             for a in args)
+    print("$ cmfq " + " ".join(shown), flush=True)
     subprocess.run(command, check=True)
 
 
@@ -331,7 +333,8 @@ def results_page(plan: Plan) -> None:
         f"Cross-play: every battle run and a uniformly random team, {plan.rounds} rounds per "
         f"pair (sides swapped every round), on maps {', '.join(map(str, plan.maps))} "
         "(the training map first; agents a side grow with the map's area). Win rate: rounds won "
-        "/ rounds played. Between algorithms: the mean over their runs' pairs with a 95% "
+        "/ rounds played (ties count as not won; the heatmaps give the tie shares). Between "
+        "algorithms: the mean over their runs' pairs with a 95% "
         "two-stage bootstrap interval (runs, then rounds; see docs/evaluation.md), so the "
         "intervals include the variation between seeds. Rows: the number of runs.", "",
     ]
@@ -366,19 +369,14 @@ def results_page(plan: Plan) -> None:
               for name, p in picks.items()]
     lines += ["", "## Conclusion", "", CONCLUSION_MARK, "",
               "_Not written yet: read the tables and curves above first._", ""]
-    conclusion = _kept_conclusion(plan.page)
-    if conclusion is not None:
-        lines = lines[:lines.index(CONCLUSION_MARK) + 1] + conclusion
+    text = "\n".join(lines)
+    # What a person wrote under the mark is kept when the page is regenerated.
+    if plan.page.is_file() and CONCLUSION_MARK in plan.page.read_text():
+        text = text.split(CONCLUSION_MARK)[0] + CONCLUSION_MARK + \
+            plan.page.read_text().split(CONCLUSION_MARK, 1)[1]
     plan.page.parent.mkdir(parents=True, exist_ok=True)
-    plan.page.write_text("\n".join(lines))
+    plan.page.write_text(text)
     print(f"results written to {plan.page}")
-
-
-def _kept_conclusion(page: Path) -> list[str] | None:
-    """The conclusion a person wrote under the mark, kept when the page is regenerated."""
-    if not page.is_file() or CONCLUSION_MARK not in page.read_text():
-        return None
-    return page.read_text().split(CONCLUSION_MARK, 1)[1].split("\n")
 
 
 # --- main --------------------------------------------------------------------------------------
