@@ -93,7 +93,7 @@ def _counts(pairs: Sequence[PairSummary], rows: list[str], columns: list[str]) -
 
 def _interval(value: float, samples: np.ndarray) -> Estimate:
     low, high = np.quantile(samples, [0.025, 0.975])
-    return Estimate(value, float(low), float(high))
+    return Estimate(float(value), float(low), float(high))
 
 
 def compare_algorithms(
