@@ -27,6 +27,7 @@ Only the package's command line and documented functions are used.
 from __future__ import annotations
 
 import argparse
+import csv
 import itertools
 import json
 import math
@@ -51,6 +52,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 STAGES = ("train", "crossplay", "tigerdeer", "curves", "pick", "replay", "results")
 ENVS = ("battle", "tiger-deer")
+# Training-log columns whose last rounds tell whether a run has stopped improving (kills are the
+# enemies killed in battle, the deer eaten in tiger-deer).
+PLATEAU_METRICS = ("reward", "kills")
 CONCLUSION_MARK = "<!-- conclusion: written by a person after reading the tables above -->"
 
 
@@ -156,27 +160,33 @@ def finished_runs(plan: Plan, env: str) -> list[Path]:
 
 # --- evaluation --------------------------------------------------------------------------------
 
-def up_to_date(report: Path, players: list[str]) -> bool:
-    """Whether ``report`` (a report.json) exists and was played by exactly ``players``."""
+def up_to_date(report: Path, players: list[str], settings: dict) -> bool:
+    """Whether ``report`` (a report.json) exists and was played by exactly ``players`` with the
+    protocol ``settings``."""
     if not report.is_file():
         return False
-    played = json.loads(report.read_text())["protocol"]["checkpoints"].values()
-    return sorted(played) == sorted(players)
+    protocol = json.loads(report.read_text())["protocol"]
+    return sorted(protocol["checkpoints"].values()) == sorted(players) and all(
+        protocol.get(key) == value for key, value in settings.items())
 
 
-def tournament(plan: Plan, players: list[str], out: Path, workers: int, *args: str) -> None:
-    if up_to_date(out / "report.json", players):
-        print(f"{out}: up to date")
+def tournament(plan: Plan, env: str, players: list[str], size: int, rounds: int, out: Path,
+               workers: int) -> None:
+    per = "rounds_per_pair" if env == "battle" else "rounds_per_model"
+    settings = {"map_size": size, per: rounds, "max_steps": plan.max_steps}
+    if up_to_date(out / "report.json", players, settings):
+        print(f"{os.path.relpath(out)}: up to date")
         return
     steps = () if plan.max_steps is None else ("--max-steps", str(plan.max_steps))
-    cmfq("tournament", *players, *args, *steps, "--workers", str(workers), "--out", out)
+    cmfq("tournament", *players, "--env", env, "--map-size", str(size), "--rounds", str(rounds),
+         *steps, "--workers", str(workers), "--out", out)
 
 
 def crossplay(plan: Plan, workers: int) -> None:
     players = [str(p) for p in finished_runs(plan, "battle")] + ["random"]
     for size in plan.maps:
-        tournament(plan, players, plan.reports / f"battle-map{size}", workers,
-                   "--map-size", str(size), "--rounds", str(plan.rounds))
+        tournament(plan, "battle", players, size, plan.rounds,
+                   plan.reports / f"battle-map{size}", workers)
 
 
 def tiger_deer_size(plan: Plan) -> int:
@@ -186,8 +196,8 @@ def tiger_deer_size(plan: Plan) -> int:
 
 def tigerdeer(plan: Plan, workers: int) -> None:
     players = [str(p) for p in finished_runs(plan, "tiger-deer")] + ["random"]
-    tournament(plan, players, plan.reports / "tiger-deer", workers, "--env", "tiger-deer",
-               "--map-size", str(tiger_deer_size(plan)), "--rounds", str(plan.tiger_rounds))
+    tournament(plan, "tiger-deer", players, tiger_deer_size(plan), plan.tiger_rounds,
+               plan.reports / "tiger-deer", workers)
 
 
 def curves(plan: Plan) -> None:
@@ -196,7 +206,7 @@ def curves(plan: Plan) -> None:
         out = plan.reports / "figures" / f"curves-{env}.png"
         newest = max((r / "metrics.csv").stat().st_mtime for r in runs)
         if out.is_file() and out.stat().st_mtime > newest:
-            print(f"{out}: up to date")
+            print(f"{os.path.relpath(out)}: up to date")
             continue
         out.parent.mkdir(parents=True, exist_ok=True)
         cmfq("plot", *runs, "--out", out)
@@ -307,6 +317,29 @@ def tiger_table(report: dict) -> list[str]:
     return lines
 
 
+def plateau_table(plan: Plan, env: str) -> list[str]:
+    """Whether the curves have flattened: per algorithm, the change of each metric from the
+    second-last tenth of the rounds to the last tenth, mean over the runs ± the 95% t interval."""
+    changes: dict[str, dict[str, list[float]]] = {}
+    for last in finished_runs(plan, env):
+        with open(last.parent / "metrics.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        tenth = max(1, len(rows) // 10)
+        mine = changes.setdefault(load_checkpoint(last).config.algo, {})
+        for metric in PLATEAU_METRICS:
+            values = [float(row[metric]) for row in rows]
+            before, after = values[-2 * tenth:-tenth], values[-tenth:]
+            change = sum(after) / len(after) - sum(before) / max(1, len(before))
+            mine.setdefault(metric, []).append(change)
+    lines = ["| algorithm | runs | " + " | ".join(f"change of {m}" for m in PLATEAU_METRICS)
+             + " |", "|---|---:|" + "---|" * len(PLATEAU_METRICS)]
+    for algo, metrics in sorted(changes.items()):
+        cells = [seed_mean(metrics[m]) for m in PLATEAU_METRICS]
+        lines.append(f"| {algo} | {len(metrics[PLATEAU_METRICS[0]])} | " + " | ".join(cells)
+                     + " |")
+    return lines
+
+
 def seed_mean(values: list[float]) -> str:
     n = len(values)
     mean = sum(values) / n
@@ -352,8 +385,13 @@ def results_page(plan: Plan) -> None:
               "means, ± the 95% t interval over the runs.", ""] + tiger_table(tiger)
     lines += ["", "## Learning curves", "",
               "Mean over seeds with the 95% t interval of the mean.", ""]
-    lines += [f"![{env} learning curves]({link(plan.reports / 'figures' / f'curves-{env}.png')})"
-              for env in ENVS]
+    for env in ENVS:
+        figure = link(plan.reports / "figures" / f"curves-{env}.png")
+        lines += [f"![{env} learning curves]({figure})",
+                  "", f"Have the {env} curves flattened? The change from the second-last tenth "
+                  "of the rounds to the last tenth (per run, then the mean over runs ± the 95% t "
+                  "interval): an interval around 0 says the run had stopped improving.", ""]
+        lines += plateau_table(plan, env) + [""]
     picks = json.loads((plan.reports / "picks.json").read_text())
     lines += ["", "## A replay", "", "The picked cmfq (red) against the picked mfq (blue), "
               f"map {plan.maps[0]}:", "",
