@@ -75,7 +75,8 @@ class Plan:
     maps: tuple[int, ...]
     """Battle cross-play maps, the training map first."""
     rounds: int
-    """Rounds per pair of models in cross-play."""
+    """Rounds per pair of models in cross-play. The comparison of two algorithms pools the pairs
+    of their runs (5 x 5 x 20 = 500 rounds), and its interval is set mostly by the seeds."""
     tiger_rounds: int
     """Rounds per model in the tiger-deer evaluation."""
     max_steps: int | None = None
@@ -86,7 +87,7 @@ FULL = Plan(
     sweeps={env: HERE / f"{env}.toml" for env in ENVS},
     runs=REPO / "runs" / "study", reports=REPO / "docs" / "results",
     page=REPO / "docs" / "results.md", models=REPO / "src" / "cmfq" / "pretrained" / "models",
-    maps=(20, 28, 40), rounds=40, tiger_rounds=50,
+    maps=(20, 28, 40), rounds=20, tiger_rounds=50,
 )
 QUICK = Plan(
     sweeps={env: HERE / "quick" / f"{env}.toml" for env in ENVS},
@@ -302,18 +303,12 @@ def algorithm_table(report: dict) -> list[str]:
 
 
 def tiger_table(report: dict) -> list[str]:
-    """Per algorithm: the mean over its runs of their per-round means, with a 95% t interval
-    over the runs (seeds)."""
-    groups: dict[str, list[dict]] = {}
-    for m in report["models"]:
-        path = report["protocol"]["checkpoints"][m["model"]]
-        algo = "random" if path == "random" else load_checkpoint(path).config.algo
-        groups.setdefault(algo, []).append(m)
+    """Per algorithm: the mean over its runs of their per-round means, with the report's
+    two-stage bootstrap interval."""
     lines = ["| algorithm | runs | deer caught per round | tiger reward per round |",
              "|---|---:|---|---|"]
-    for algo, models in groups.items():
-        cells = [seed_mean([m[key]["value"] for m in models]) for key in ("deer_caught", "reward")]
-        lines.append(f"| {algo} | {len(models)} | " + " | ".join(cells) + " |")
+    lines += [f"| {a['algorithm']} | {a['checkpoints']} | {rate(a['deer_caught'])} "
+              f"| {rate(a['reward'])} |" for a in report["algorithms"]["summaries"]]
     return lines
 
 
@@ -382,7 +377,9 @@ def results_page(plan: Plan) -> None:
     lines += ["## Tiger-deer", "",
               f"Each run hunts as the tigers for {tiger['protocol']['rounds_per_model']} rounds "
               "against random deer, on the same seeds. Mean over the runs of their per-round "
-              "means, ± the 95% t interval over the runs.", ""] + tiger_table(tiger)
+              "means, with a 95% two-stage bootstrap interval (runs, then rounds).", ""]
+    lines += tiger_table(tiger) + [
+        "", f"![per algorithm]({link(plan.reports / 'tiger-deer' / 'algorithm_scores.png')})", ""]
     lines += ["", "## Learning curves", "",
               "Mean over seeds with the 95% t interval of the mean.", ""]
     for env in ENVS:

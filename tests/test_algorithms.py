@@ -5,7 +5,12 @@ import itertools
 import numpy as np
 import pytest
 
-from cmfq.evaluation.algorithms import algorithm_matrix, compare_algorithms, members_of
+from cmfq.evaluation.algorithms import (
+    algorithm_matrix,
+    compare_algorithms,
+    members_of,
+    two_stage_mean,
+)
 from cmfq.evaluation.report import RoundRecord, summarise_pairs
 from cmfq.evaluation.stats import wilson_interval
 
@@ -100,3 +105,15 @@ def test_groups_and_bad_input():
         compare_algorithms(pairs, {"a/0": "a", "b/0": "b", "c/0": "c"})
     with pytest.raises(ValueError, match="samples"):
         compare_algorithms(pairs, groups_of(["a/0", "b/0"]), samples=0)
+
+
+def test_two_stage_mean_is_the_mean_of_means_with_a_seed_interval():
+    rng = np.random.default_rng(0)
+    steady = two_stage_mean([[3.0] * 10, [3.0] * 30], rng)
+    assert steady == (3.0, 3.0, 3.0)
+    # Checkpoints that differ widen the interval; each counts once, whatever its rounds.
+    apart = two_stage_mean([[0.0] * 10, [10.0] * 30, [2.0, 4.0]], rng)
+    assert apart.value == pytest.approx(13 / 3)
+    assert apart.low < 2 and apart.high > 7
+    with pytest.raises(ValueError, match="one checkpoint or more"):
+        two_stage_mean([[1.0], []], rng)

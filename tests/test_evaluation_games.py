@@ -16,6 +16,7 @@ from cmfq.envs import make_env
 from cmfq.evaluation.games import ArenaSpec, Game, play_games
 from cmfq.evaluation.match import Arena
 from cmfq.evaluation.render import render_round
+from cmfq.evaluation.tiger_deer import ALGORITHM_FILES as TIGER_ALGORITHM_FILES
 from cmfq.evaluation.tiger_deer import run_tiger_deer
 from cmfq.evaluation.tournament import (
     ALGORITHM_FILES,
@@ -165,6 +166,15 @@ def test_tiger_deer_report(tiger_checkpoints, tmp_path):
         mine = [r.deer_caught for r in records if r.model == summary.model]
         assert summary.rounds == 2
         assert summary.deer_caught.value == pytest.approx(np.mean(mine))
+    # One checkpoint per algorithm: each group's mean is its checkpoint's.
+    assert report["algorithms"]["members"] == {"il": ["il-td"], "cmfq": ["cmfq-td"]}
+    for group, model in zip(report["algorithms"]["summaries"], report["models"], strict=True):
+        assert (group.checkpoints, group.rounds) == (1, 2)
+        assert group.deer_caught.value == pytest.approx(model.deer_caught.value)
+        assert group.reward.low <= group.reward.value <= group.reward.high
+    for name in TIGER_ALGORITHM_FILES:
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert "## Per algorithm" in (tmp_path / "report.md").read_text()
 
 
 def test_render_writes_one_frame_per_step(battle_checkpoints, tmp_path):
@@ -246,7 +256,7 @@ def test_random_teams_play_seeded_rounds_in_both_envs():
 
 
 def test_tournament_groups_by_config_fields(battle_checkpoints, tmp_path):
-    from cmfq.evaluation.tournament import checkpoint_groups
+    from cmfq.evaluation.players import checkpoint_groups
 
     labels = ["a", "b"]
     assert checkpoint_groups(battle_checkpoints, labels) == {"a": "mfq", "b": "cmfq"}

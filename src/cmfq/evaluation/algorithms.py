@@ -149,6 +149,23 @@ def compare_algorithms(
     return AlgorithmResults(members, results, standings)
 
 
+def two_stage_mean(
+    values: Sequence[Sequence[float]], rng: np.random.Generator, samples: int = BOOTSTRAP_SAMPLES,
+) -> Estimate:
+    """The mean over checkpoints of their per-round means (``values[c]``: checkpoint c's rounds),
+    with the 95% interval of the same two-stage bootstrap: checkpoints, then each drawn
+    checkpoint's rounds, with replacement."""
+    arrays = [np.asarray(v, dtype=float) for v in values]
+    if not arrays or any(a.size == 0 for a in arrays):
+        raise ValueError("two_stage_mean needs one checkpoint or more, each with rounds")
+    drawn = rng.integers(len(arrays), size=(samples, len(arrays)))
+    means = np.empty(drawn.shape)
+    for c, rounds in enumerate(arrays):
+        where = drawn == c
+        means[where] = rounds[rng.integers(rounds.size, size=(where.sum(), rounds.size))].mean(1)
+    return _interval(np.mean([a.mean() for a in arrays]), means.mean(axis=1))
+
+
 def algorithm_matrix(
     algorithms: Sequence[str], pairs: Sequence[AlgorithmPair],
 ) -> tuple[list[list[float]], list[list[float]]]:

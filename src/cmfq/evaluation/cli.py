@@ -54,8 +54,8 @@ def _tournament_parser(subparsers) -> None:
     parser.add_argument("--workers", type=int, default=default_workers(),
                         help="worker processes (default: the number of CPUs)")
     parser.add_argument("--group-by", default="algo",
-                        help="battle: comma-separated config fields that group checkpoints for "
-                        "the per-algorithm results, e.g. algo,weighting (default: algo)")
+                        help="comma-separated config fields that group checkpoints for the "
+                        "per-algorithm results, e.g. algo,weighting (default: algo)")
     parser.add_argument("--out", default="results/tournament",
                         help="report folder (default: results/tournament)")
     parser.set_defaults(func=run_tournament_command)
@@ -116,7 +116,7 @@ def run_tournament_command(args: argparse.Namespace) -> int:
         if args.env == "tiger-deer":
             run_tiger_deer(args.checkpoints, map_size=args.map_size, rounds=args.rounds,
                            seed=args.seed, out=args.out, workers=args.workers,
-                           env_options=_env_options(args))
+                           env_options=_env_options(args), group_by=args.group_by)
         else:
             settings = Settings(env=args.env, map_size=args.map_size, rounds=args.rounds,
                                 seed=args.seed, env_options=_env_options(args))

@@ -1,5 +1,6 @@
 """What a command line may name as a player: a checkpoint file, ``pretrained:NAME`` (a shipped
-model) or ``random`` (a team acting uniformly at random, the floor of every report)."""
+model) or ``random`` (a team acting uniformly at random, the floor of every report); the players'
+labels and the groups (algorithms) they belong to."""
 
 from __future__ import annotations
 
@@ -44,3 +45,25 @@ def unique_labels(references: Sequence[str | Path]) -> list[str]:
     if len(set(labels)) < len(labels):
         raise ValueError("a checkpoint is given twice; give each one once")
     return labels
+
+
+def checkpoint_groups(
+    paths: Sequence[str | Path], labels: Sequence[str], group_by: str = "algo",
+) -> dict[str, str]:
+    """Label -> group: the values of the comma-separated ``TrainConfig`` fields ``group_by``
+    in each checkpoint's own config, joined by '-' (``random`` is its own group)."""
+    from cmfq.training.checkpoint import load_checkpoint  # torch: only when groups are asked for
+
+    keys = [key.strip() for key in group_by.split(",") if key.strip()]
+    groups = {}
+    for label, path in zip(labels, paths, strict=True):
+        if path == RANDOM:
+            groups[label] = RANDOM
+            continue
+        config = load_checkpoint(path).config.to_dict()
+        unknown = [key for key in keys if key not in config]
+        if unknown or not keys:
+            raise ValueError(f"group_by: no config fields {unknown or keys}; fields: "
+                             f"{sorted(config)}")
+        groups[label] = "-".join(str(config[key]) for key in keys)
+    return groups

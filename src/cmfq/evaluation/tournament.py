@@ -24,7 +24,7 @@ from cmfq.evaluation.algorithms import (
 )
 from cmfq.evaluation.figures import plot_win_rates
 from cmfq.evaluation.games import ArenaSpec, Game, play_games, round_seed
-from cmfq.evaluation.players import RANDOM, unique_labels
+from cmfq.evaluation.players import checkpoint_groups, unique_labels
 from cmfq.evaluation.report import (
     RoundRecord,
     markdown_report,
@@ -78,28 +78,6 @@ def to_record(game: Game, result, labels: Sequence[str]) -> RoundRecord:
         a_kills=ga.kills, b_kills=gb.kills, a_reward=ga.reward, b_reward=gb.reward,
         steps=result.steps,
     )
-
-
-def checkpoint_groups(
-    paths: Sequence[str | Path], labels: Sequence[str], group_by: str = "algo",
-) -> dict[str, str]:
-    """Label -> group: the values of the comma-separated ``TrainConfig`` fields ``group_by``
-    in each checkpoint's own config, joined by '-' (``random`` is its own group)."""
-    from cmfq.training.checkpoint import load_checkpoint
-
-    keys = [key.strip() for key in group_by.split(",") if key.strip()]
-    groups = {}
-    for label, path in zip(labels, paths, strict=True):
-        if path == RANDOM:
-            groups[label] = RANDOM
-            continue
-        config = load_checkpoint(path).config.to_dict()
-        unknown = [key for key in keys if key not in config]
-        if unknown or not keys:
-            raise ValueError(f"group_by: no config fields {unknown or keys}; fields: "
-                             f"{sorted(config)}")
-        groups[label] = "-".join(str(config[key]) for key in keys)
-    return groups
 
 
 def run_tournament(
