@@ -48,8 +48,10 @@ except ModuleNotFoundError:  # Python 3.10
 from cmfq.evaluation.stats import t_quantile_975
 from cmfq.training.checkpoint import load_checkpoint
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
+# The study runs in the repository's root, so that the reports name checkpoints by paths
+# relative to it (runs/study/battle/cmfq-seed0/last.pt), the same on every machine.
+REPO = Path(__file__).resolve().parent.parent
+HERE = Path("experiments")
 STAGES = ("train", "crossplay", "tigerdeer", "curves", "pick", "replay", "results")
 ENVS = ("battle", "tiger-deer")
 # Training-log columns whose last rounds tell whether a run has stopped improving (kills are the
@@ -85,26 +87,21 @@ class Plan:
 
 FULL = Plan(
     sweeps={env: HERE / f"{env}.toml" for env in ENVS},
-    runs=REPO / "runs" / "study", reports=REPO / "docs" / "results",
-    page=REPO / "docs" / "results.md", models=REPO / "src" / "cmfq" / "pretrained" / "models",
-    maps=(20, 28, 40), rounds=20, tiger_rounds=50,
+    runs=Path("runs/study"), reports=Path("docs/results"), page=Path("docs/results.md"),
+    models=Path("src/cmfq/pretrained/models"), maps=(20, 28, 40), rounds=20, tiger_rounds=50,
 )
 QUICK = Plan(
     sweeps={env: HERE / "quick" / f"{env}.toml" for env in ENVS},
-    runs=REPO / "runs" / "study-quick", reports=REPO / "runs" / "study-quick" / "results",
-    page=REPO / "runs" / "study-quick" / "results.md",
-    models=REPO / "runs" / "study-quick" / "pretrained",
+    runs=Path("runs/study-quick"), reports=Path("runs/study-quick/results"),
+    page=Path("runs/study-quick/results.md"), models=Path("runs/study-quick/pretrained"),
     maps=(12, 16), rounds=2, tiger_rounds=2, max_steps=30,
 )
 
 
 def cmfq(*args: str) -> None:
     """Run a ``cmfq`` command with this interpreter; stop the study if it fails."""
-    command = [sys.executable, "-m", "cmfq.cli", *map(str, args)]
-    shown = (os.path.relpath(a) if isinstance(a, Path) or os.path.isabs(str(a)) else str(a)
-             for a in args)
-    print("$ cmfq " + " ".join(shown), flush=True)
-    subprocess.run(command, check=True)
+    print("$ cmfq " + " ".join(map(str, args)), flush=True)
+    subprocess.run([sys.executable, "-m", "cmfq.cli", *map(str, args)], check=True)
 
 
 # --- train -------------------------------------------------------------------------------------
@@ -152,11 +149,14 @@ def finished_runs(plan: Plan, env: str) -> list[Path]:
     paths = sorted((plan.runs / env).rglob("last.pt"))
     if not paths:
         raise SystemExit(f"no runs in {plan.runs / env}; run the train stage first")
-    unfinished = [p for p in paths
-                  if load_checkpoint(p).round < load_checkpoint(p).config.rounds]
+    unfinished = [p for p in paths if _unfinished(load_checkpoint(p))]
     if unfinished:
         raise SystemExit(f"unfinished runs (run the train stage again): {unfinished}")
     return paths
+
+
+def _unfinished(checkpoint) -> bool:
+    return checkpoint.round < checkpoint.config.rounds
 
 
 # --- evaluation --------------------------------------------------------------------------------
@@ -176,7 +176,7 @@ def tournament(plan: Plan, env: str, players: list[str], size: int, rounds: int,
     per = "rounds_per_pair" if env == "battle" else "rounds_per_model"
     settings = {"map_size": size, per: rounds, "max_steps": plan.max_steps}
     if up_to_date(out / "report.json", players, settings):
-        print(f"{os.path.relpath(out)}: up to date")
+        print(f"{out}: up to date")
         return
     steps = () if plan.max_steps is None else ("--max-steps", str(plan.max_steps))
     cmfq("tournament", *players, "--env", env, "--map-size", str(size), "--rounds", str(rounds),
@@ -207,7 +207,7 @@ def curves(plan: Plan) -> None:
         out = plan.reports / "figures" / f"curves-{env}.png"
         newest = max((r / "metrics.csv").stat().st_mtime for r in runs)
         if out.is_file() and out.stat().st_mtime > newest:
-            print(f"{os.path.relpath(out)}: up to date")
+            print(f"{out}: up to date")
             continue
         out.parent.mkdir(parents=True, exist_ok=True)
         cmfq("plot", *runs, "--out", out)
@@ -260,7 +260,7 @@ def pick(plan: Plan) -> dict:
             name = f"{algo}-{env}"
             plan.models.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, plan.models / f"{name}.pt")
-            picks[name] = {"run": label, "checkpoint": os.path.relpath(path, REPO),
+            picks[name] = {"run": label, "checkpoint": path,
                            "score": key[0], "seeds": len(ranked)}
     (plan.reports / "picks.json").write_text(json.dumps(picks, indent=2) + "\n")
     return picks
@@ -270,7 +270,7 @@ def replay(plan: Plan) -> None:
     frame = plan.reports / "figures" / "replay-frame.png"
     gif = plan.reports / "figures" / "replay.gif"
     picks = json.loads((plan.reports / "picks.json").read_text())
-    first, second = (REPO / picks[f"{a}-battle"]["checkpoint"] for a in ("cmfq", "mfq"))
+    first, second = (picks[f"{a}-battle"]["checkpoint"] for a in ("cmfq", "mfq"))
     steps = () if plan.max_steps is None else ("--max-steps", str(plan.max_steps))
     cmfq("render", first, second, "--map-size", str(plan.maps[0]), *steps, "--cell", "12",
          "--out", gif)
@@ -355,7 +355,7 @@ def results_page(plan: Plan) -> None:
         "", "## Setup", "",
     ]
     for env, config in plan.sweeps.items():
-        lines += [f"{env} runs (`cmfq sweep {os.path.relpath(config, REPO)}`):", "", "```toml",
+        lines += [f"{env} runs (`cmfq sweep {config}`):", "", "```toml",
                   config.read_text().strip(), "```", ""]
     lines += [
         f"Cross-play: every battle run and a uniformly random team, {plan.rounds} rounds per "
@@ -429,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="processes of each tournament (default: the number of CPUs)")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
+    os.chdir(REPO)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
