@@ -13,6 +13,8 @@ algorithm's seeds as if they were one model. Resampling at both stages counts th
 little twice, so the interval errs on the wide side. A group with one checkpoint has no seed
 variation to draw from, and a pair that won every round always resamples to 1: the per-checkpoint
 Wilson intervals remain the guide there.
+
+``two_stage_mean`` applies the same bootstrap to a mean score per round (tiger-deer).
 """
 
 from __future__ import annotations
