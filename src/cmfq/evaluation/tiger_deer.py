@@ -128,23 +128,14 @@ def run_tiger_deer(
         algorithms = summarise_groups(groups, records, seed)
         report["algorithms"] = {"members": members_of(groups), "summaries": algorithms}
         write_csv(out / "algorithms.csv", algorithms)
-        plot_scores(
-            [a.algorithm for a in algorithms],
-            {"tiger reward per round": [a.reward for a in algorithms],
-             "deer caught per round": [a.deer_caught for a in algorithms]},
-            out / "algorithm_scores.png",
-            title=f"tiger-deer, {map_size}² map: mean over seeds (95% bootstrap intervals)",
-        )
+        plot_hunts([a.algorithm for a in algorithms], algorithms, out / "algorithm_scores.png",
+                   title=f"tiger-deer, {map_size}² map: mean over seeds (95% bootstrap intervals)")
     report["rounds"] = records
     write_json(out / "report.json", report)
     write_csv(out / "models.csv", summaries)
     write_csv(out / "rounds.csv", records)
-    plot_scores(
-        labels,
-        {"tiger reward per round": [s.reward for s in summaries],
-         "deer caught per round": [s.deer_caught for s in summaries]},
-        out / "scores.png", title=f"tiger-deer, {map_size}² map (95% intervals)",
-    )
+    plot_hunts(labels, summaries, out / "scores.png",
+               title=f"tiger-deer, {map_size}² map (95% intervals)")
     lines = ["# Tiger-deer evaluation", ""]
     lines += [f"- {key}: {value}" for key, value in protocol.items()]
     lines += [
@@ -161,19 +152,31 @@ def run_tiger_deer(
     ]
     lines += ["", "![tiger reward and deer caught per round](scores.png)", ""]
     if several:
-        lines += [
-            f"## Per algorithm (checkpoints grouped by {group_by})", "",
-            "The mean over a group's checkpoints of their means per round, with a 95% two-stage "
-            f"bootstrap interval (checkpoints, then rounds; {BOOTSTRAP_SAMPLES} samples, seeded "
-            "by the evaluation's seed).", "",
-            "| group | checkpoints | rounds | tiger reward [95% CI] | deer caught [95% CI] |",
-            "|---|---:|---:|---|---|",
-        ]
-        lines += [
-            f"| {a.algorithm} | {a.checkpoints} | {a.rounds} | {format_rate(a.reward)} "
-            f"| {format_rate(a.deer_caught)} |"
-            for a in algorithms
-        ]
-        lines += ["", "![per algorithm](algorithm_scores.png)", ""]
+        lines += algorithm_section(algorithms, group_by)
     (out / "report.md").write_text("\n".join(lines))
     return report
+
+
+def plot_hunts(names: Sequence[str], summaries, path: Path, title: str) -> None:
+    """Bars of the tiger reward and deer caught of each summary (of a model or a group)."""
+    plot_scores(names, {"tiger reward per round": [s.reward for s in summaries],
+                        "deer caught per round": [s.deer_caught for s in summaries]},
+                path, title=title)
+
+
+def algorithm_section(algorithms: Sequence[AlgorithmHunt], group_by: str) -> list[str]:
+    """The per-algorithm part of the report, as Markdown lines."""
+    lines = [
+        f"## Per algorithm (checkpoints grouped by {group_by})", "",
+        "The mean over a group's checkpoints of their means per round, with a 95% two-stage "
+        f"bootstrap interval (checkpoints, then rounds; {BOOTSTRAP_SAMPLES} samples, seeded by "
+        "the evaluation's seed).", "",
+        "| group | checkpoints | rounds | tiger reward [95% CI] | deer caught [95% CI] |",
+        "|---|---:|---:|---|---|",
+    ]
+    lines += [
+        f"| {a.algorithm} | {a.checkpoints} | {a.rounds} | {format_rate(a.reward)} "
+        f"| {format_rate(a.deer_caught)} |"
+        for a in algorithms
+    ]
+    return lines + ["", "![per algorithm](algorithm_scores.png)", ""]
