@@ -3,6 +3,7 @@ through the training package's own ``save_checkpoint``."""
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -15,8 +16,15 @@ from cmfq.envs import make_env
 from cmfq.evaluation.games import ArenaSpec, Game, play_games
 from cmfq.evaluation.match import Arena
 from cmfq.evaluation.render import render_round
+from cmfq.evaluation.tiger_deer import ALGORITHM_FILES as TIGER_ALGORITHM_FILES
 from cmfq.evaluation.tiger_deer import run_tiger_deer
-from cmfq.evaluation.tournament import REPORT_FILES, Settings, run_tournament, schedule
+from cmfq.evaluation.tournament import (
+    ALGORITHM_FILES,
+    REPORT_FILES,
+    Settings,
+    run_tournament,
+    schedule,
+)
 from cmfq.training.checkpoint import save_checkpoint
 from cmfq.training.config import TrainConfig
 
@@ -158,6 +166,15 @@ def test_tiger_deer_report(tiger_checkpoints, tmp_path):
         mine = [r.deer_caught for r in records if r.model == summary.model]
         assert summary.rounds == 2
         assert summary.deer_caught.value == pytest.approx(np.mean(mine))
+    # One checkpoint per algorithm: each group's mean is its checkpoint's.
+    assert report["algorithms"]["members"] == {"il": ["il-td"], "cmfq": ["cmfq-td"]}
+    for group, model in zip(report["algorithms"]["summaries"], report["models"], strict=True):
+        assert (group.checkpoints, group.rounds) == (1, 2)
+        assert group.deer_caught.value == pytest.approx(model.deer_caught.value)
+        assert group.reward.low <= group.reward.value <= group.reward.high
+    for name in TIGER_ALGORITHM_FILES:
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert "## Per algorithm" in (tmp_path / "report.md").read_text()
 
 
 def test_render_writes_one_frame_per_step(battle_checkpoints, tmp_path):
@@ -193,3 +210,57 @@ def test_cli_tournament_render_and_plot(battle_checkpoints, tmp_path, capsys):
     assert main(["plot", str(run), "--out", str(tmp_path / "c.png")]) == 0
     assert (tmp_path / "c.png").stat().st_size > 0
     assert main(["plot", str(run), "--metrics", "elo", "--out", str(tmp_path / "d.png")]) == 2
+
+
+def test_random_team_and_pretrained_names_play_in_tournaments_and_replays(
+    battle_checkpoints, tmp_path, monkeypatch, capsys
+):
+    from cmfq import pretrained
+    from cmfq.evaluation.players import labels_for
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copyfile(battle_checkpoints[1], models / "cmfq-battle.pt")
+    monkeypatch.setattr(pretrained, "MODELS_DIR", models)
+    players = [battle_checkpoints[0], "pretrained:cmfq-battle", "random"]
+    assert labels_for(players) == ["mfq-battle", "pretrained:cmfq-battle", "random"]
+
+    out = tmp_path / "t"
+    assert main(["tournament", *players, "--map-size", str(MAP), "--rounds", "2",
+                 "--max-steps", "5", "--workers", "1", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert {s["model"] for s in report["standings"]} == set(labels_for(players))
+    assert report["protocol"]["checkpoints"]["random"] == "random"
+    # The random team is its own group; the pretrained model is grouped by its config's algo.
+    assert report["algorithms"]["members"] == {
+        "mfq": ["mfq-battle"], "cmfq": ["pretrained:cmfq-battle"], "random": ["random"]}
+    for name in ALGORITHM_FILES:
+        assert (out / name).stat().st_size > 0, name
+    assert "## Per algorithm (checkpoints grouped by algo)" in (out / "report.md").read_text()
+
+    assert main(["render", "random", "pretrained:cmfq-battle", "--map-size", str(MAP),
+                 "--max-steps", "3", "--out", str(tmp_path / "r.gif")]) == 0
+    assert Image.open(tmp_path / "r.gif").n_frames == 3
+    assert main(["render", "pretrained:dqn-battle", "random", "--out",
+                 str(tmp_path / "x.gif")]) == 2
+    assert "available: cmfq-battle" in capsys.readouterr().err
+
+
+def test_random_teams_play_seeded_rounds_in_both_envs():
+    battle = Arena(["random", "random"], "battle", MAP, max_steps=STEPS)
+    first = battle.play((0, 1), seed=2)
+    assert first.steps == STEPS or min(g.survivors for g in first.groups.values()) == 0
+    assert battle.play((0, 1), seed=2) == first
+    hunt = Arena(["random"], "tiger-deer", MAP, max_steps=STEPS)
+    assert hunt.play((0,), seed=1) == hunt.play((0,), seed=1)
+
+
+def test_tournament_groups_by_config_fields(battle_checkpoints, tmp_path):
+    from cmfq.evaluation.players import checkpoint_groups
+
+    labels = ["a", "b"]
+    assert checkpoint_groups(battle_checkpoints, labels) == {"a": "mfq", "b": "cmfq"}
+    assert checkpoint_groups(battle_checkpoints, labels, "algo,seed") == {
+        "a": "mfq-1", "b": "cmfq-2"}
+    with pytest.raises(ValueError, match="group_by: no config fields"):
+        checkpoint_groups(battle_checkpoints, labels, "optimizer")

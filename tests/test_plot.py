@@ -56,7 +56,7 @@ def test_runs_are_grouped_by_algo_and_averaged(tmp_path):
     ]
     runs = load_runs(paths)
     assert [r.group for r in runs] == ["cmfq", "cmfq", "mfq"]
-    x, mean, spread = group_curve(runs[:2], "reward", window=1)
+    x, mean, spread = group_curve(runs[:2], "reward", window=1, band="std")
     np.testing.assert_allclose(x, [0, 1, 2])
     np.testing.assert_allclose(mean, [1, 3, 5])
     np.testing.assert_allclose(spread, np.full(3, np.sqrt(2)))
@@ -98,3 +98,17 @@ def test_curves_reject_unknown_metrics_and_missing_logs(tmp_path):
         plot_curves(runs, tmp_path / "c.png", metrics=("elo",))
     with pytest.raises(FileNotFoundError):
         load_runs([tmp_path / "missing"])
+
+
+def test_band_is_the_t_interval_of_the_mean_or_the_deviation(tmp_path):
+    paths = [write_run(tmp_path, f"cmfq-s{s}", "cmfq", [s, 2 * s, 3 * s]) for s in range(4)]
+    runs = load_runs(paths)
+    _, mean, std = group_curve(runs, "reward", window=1, band="std")
+    _, same_mean, half = group_curve(runs, "reward", window=1, band="ci")
+    np.testing.assert_allclose(same_mean, mean)
+    # Four seeds: mean ± t(3)·s/2.
+    np.testing.assert_allclose(half, std * 3.1824 / 2, rtol=2e-3)
+    with pytest.raises(ValueError, match="band"):
+        group_curve(runs, "reward", window=1, band="iqr")
+    plot_curves(runs, tmp_path / "std.png", band="std")
+    assert is_png_with_content(tmp_path / "std.png")

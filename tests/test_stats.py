@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from cmfq.evaluation.stats import mean_interval, wilson_interval
+from cmfq.evaluation.stats import mean_interval, t_quantile_975, wilson_interval
 
 
 def wilson_by_hand(k, n, z=1.959963984540054):
@@ -80,3 +80,15 @@ def test_mean_interval_of_one_value_has_unknown_spread():
 def test_mean_interval_rejects_empty():
     with pytest.raises(ValueError):
         mean_interval([])
+
+
+@pytest.mark.parametrize(("df", "table"), [(1, 12.7062), (2, 4.3027), (3, 3.1824), (4, 2.7764),
+                                          (9, 2.2622), (29, 2.0452), (10_000, 1.9602)])
+def test_t_quantile_matches_the_tables(df, table):
+    assert t_quantile_975(df) == pytest.approx(table, abs=0.004 if df == 3 else 1e-3)
+
+
+def test_t_quantile_rejects_bad_degrees_of_freedom():
+    for df in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="degrees of freedom"):
+            t_quantile_975(df)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cmfq.evaluation.curves import DEFAULT_METRICS
+from cmfq.evaluation.curves import BANDS, DEFAULT_METRICS
 from cmfq.evaluation.games import default_workers
 
 
@@ -28,6 +28,10 @@ def _env_arguments(parser: argparse.ArgumentParser, map_size: int) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the rounds (default: 0)")
 
 
+PLAYERS_HELP = ("a checkpoint file (e.g. runs/*/last.pt), pretrained:NAME for a shipped model "
+                "(cmfq.pretrained.names()) or random for a uniformly random team")
+
+
 def _env_options(args: argparse.Namespace) -> dict:
     return {} if args.max_steps is None else {"max_steps": args.max_steps}
 
@@ -35,18 +39,23 @@ def _env_options(args: argparse.Namespace) -> dict:
 def _tournament_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "tournament",
-        help="every pair of checkpoints fights; win rates with 95%% intervals",
+        help="every pair of checkpoints fights; win rates with 95%% intervals, per checkpoint "
+        "and per algorithm",
         description="battle: every pair of checkpoints plays --rounds rounds, swapping sides "
-        "every round; a round is won by the side with more survivors. tiger-deer: each "
+        "every round; a round is won by the side with more survivors; the checkpoints are also "
+        "grouped by algorithm and the groups compared over their seeds. tiger-deer: each "
         "checkpoint hunts as the tigers for --rounds rounds. Writes JSON, CSV, a Markdown report "
-        "and a figure into --out.",
+        "and figures into --out.",
     )
-    parser.add_argument("checkpoints", nargs="+", help="checkpoint files (e.g. runs/*/last.pt)")
+    parser.add_argument("checkpoints", nargs="+", help=f"players: each {PLAYERS_HELP}")
     _env_arguments(parser, map_size=40)
     parser.add_argument("--rounds", type=int, default=50,
                         help="rounds per pair (battle) or per model (tiger-deer) (default: 50)")
     parser.add_argument("--workers", type=int, default=default_workers(),
                         help="worker processes (default: the number of CPUs)")
+    parser.add_argument("--group-by", default="algo",
+                        help="comma-separated config fields that group checkpoints for the "
+                        "per-algorithm results, e.g. algo,weighting (default: algo)")
     parser.add_argument("--out", default="results/tournament",
                         help="report folder (default: results/tournament)")
     parser.set_defaults(func=run_tournament_command)
@@ -59,7 +68,8 @@ def _render_parser(subparsers) -> None:
         description="Play one round and draw it: battle takes two checkpoints (red, blue), "
         "tiger-deer one (the tigers; the deer act at random). MP4 needs ffmpeg on PATH.",
     )
-    parser.add_argument("checkpoints", nargs="+", help="one checkpoint per team, in team order")
+    parser.add_argument("checkpoints", nargs="+",
+                        help=f"one player per team, in team order: {PLAYERS_HELP}")
     _env_arguments(parser, map_size=40)
     parser.add_argument("--out", default="replay.gif",
                         help="a .gif or .mp4 file (default: replay.gif)")
@@ -73,8 +83,8 @@ def _plot_parser(subparsers) -> None:
         "plot",
         help="learning curves of training runs",
         description="Plot the runs' metrics.csv logs: one line per group of runs (by default "
-        "the runs of one algorithm), their mean over seeds with a band of ± one standard "
-        "deviation where a group has several runs.",
+        "the runs of one algorithm), their mean over seeds with a band where a group has several "
+        "runs: the 95%% t interval of the mean (--band ci) or ± one standard deviation (std).",
     )
     parser.add_argument("runs", nargs="+", help="run folders (or their metrics.csv files)")
     parser.add_argument("--out", default="results/curves.png",
@@ -87,6 +97,9 @@ def _plot_parser(subparsers) -> None:
                         "line per run (default: algo)")
     parser.add_argument("--smooth", type=int, default=10,
                         help="moving-average window in rounds (default: 10)")
+    parser.add_argument("--band", choices=BANDS, default="ci",
+                        help="ci: 95%% t interval of the mean over seeds; std: ± one standard "
+                        "deviation (default: ci)")
     parser.set_defaults(func=run_plot_command)
 
 
@@ -103,11 +116,12 @@ def run_tournament_command(args: argparse.Namespace) -> int:
         if args.env == "tiger-deer":
             run_tiger_deer(args.checkpoints, map_size=args.map_size, rounds=args.rounds,
                            seed=args.seed, out=args.out, workers=args.workers,
-                           env_options=_env_options(args))
+                           env_options=_env_options(args), group_by=args.group_by)
         else:
             settings = Settings(env=args.env, map_size=args.map_size, rounds=args.rounds,
                                 seed=args.seed, env_options=_env_options(args))
-            run_tournament(args.checkpoints, settings, args.out, workers=args.workers)
+            run_tournament(args.checkpoints, settings, args.out, workers=args.workers,
+                           group_by=args.group_by)
     except (ValueError, FileNotFoundError) as err:
         return _fail("tournament", err)
     print(f"report written to {args.out}/report.md")
@@ -137,7 +151,8 @@ def run_plot_command(args: argparse.Namespace) -> int:
     try:
         runs = load_runs(args.runs, group_by=args.group_by)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        plotted = plot_curves(runs, args.out, metrics=metrics, window=args.smooth)
+        plotted = plot_curves(runs, args.out, metrics=metrics, window=args.smooth,
+                              band=args.band)
     except (ValueError, FileNotFoundError) as err:
         return _fail("plot", err)
     print(f"{', '.join(plotted)} of {len(runs)} runs plotted to {args.out}")

@@ -1,5 +1,6 @@
 """Learning curves from the CSV logs of training runs: one line per group of runs (an algorithm
-trained with several seeds), their mean with a band of ± one standard deviation across runs."""
+trained with several seeds), their mean with a band across runs: the 95% t interval of the mean
+(default) or ± one standard deviation."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from cmfq.evaluation.stats import t_quantile_975
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -26,6 +29,9 @@ DEFAULT_METRICS = ("reward", "kills", "win")
 TITLES = {"reward": "reward per agent", "win": "win rate vs training opponent"}
 # Column names tried, in order, for the x axis; the row number is used when none is present.
 X_COLUMNS = ("round", "episode", "iteration", "step")
+# The bands around a group's mean: "ci", mean ± t·s/√n (the 95% interval of the mean over the
+# runs, Student's t with n − 1 degrees of freedom); "std", mean ± s (how far single runs stray).
+BANDS = ("ci", "std")
 # A trailing seed marker in a run folder's name: "cmfq-battle-seed3", "mfq_s2".
 _SEED_SUFFIX = re.compile(r"[-_.]?(seed|s)\d+$", re.IGNORECASE)
 
@@ -116,9 +122,11 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
         return np.where(counts > 0, sums / counts, np.nan)
 
 
-def group_curve(runs: Sequence[Run], metric: str, window: int):
-    """Mean and standard deviation across ``runs`` of the smoothed ``metric``, over the x values
-    that all runs reached; the deviation is NaN with a single run."""
+def group_curve(runs: Sequence[Run], metric: str, window: int, band: str = "ci"):
+    """Mean across ``runs`` of the smoothed ``metric`` over the x values that all runs reached,
+    and the half-width of its band (``BANDS``), NaN with a single run."""
+    if band not in BANDS:
+        raise ValueError(f"band must be one of {BANDS}, got {band!r}")
     length = min(len(run.x) for run in runs)
     curves = np.stack([smooth(run.columns[metric][:length], window) for run in runs])
     # Rows that no run logged (a metric evaluated every few rounds) stay NaN, without a warning.
@@ -126,13 +134,20 @@ def group_curve(runs: Sequence[Run], metric: str, window: int):
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(curves, axis=0)
         spread = np.nanstd(curves, axis=0, ddof=1) if len(runs) > 1 else np.full(length, np.nan)
+        if band == "ci" and len(runs) > 1:
+            # Rows that some runs did not log have fewer values, hence a wider interval.
+            n = np.sum(~np.isnan(curves), axis=0)
+            factor = np.array([t_quantile_975(k - 1) if k > 1 else np.nan for k in n])
+            spread = factor * spread / np.sqrt(n)
     return runs[0].x[:length], mean, spread
 
 
 def plot_curves(
     runs: Sequence[Run], path: Path, metrics: Sequence[str] = DEFAULT_METRICS, window: int = 10,
+    band: str = "ci",
 ) -> list[str]:
-    """Save one panel per metric that some run logged; returns the metrics plotted."""
+    """Save one panel per metric that some run logged, each group's mean with its ``band``;
+    returns the metrics plotted."""
     present = [m for m in metrics if any(m in run.columns for run in runs)]
     if not present:
         available = sorted({c for run in runs for c in run.columns})
@@ -148,7 +163,7 @@ def plot_curves(
             logged = [run for run in members if metric in run.columns]
             if not logged:
                 continue
-            x, mean, spread = group_curve(logged, metric, window)
+            x, mean, spread = group_curve(logged, metric, window, band)
             keep = np.isfinite(mean)
             x, mean, spread = x[keep], mean[keep], spread[keep]
             colour = f"C{colour_index % 10}"
@@ -159,6 +174,7 @@ def plot_curves(
         ax.set_xlabel(runs[0].x_name)
         ax.set_title(TITLES.get(metric, metric.replace("_", " ")))
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize="small")
+    axes[0].legend(fontsize="small", title="band: 95% CI of the mean" if band == "ci"
+                   else "band: ± 1 std", title_fontsize="small")
     fig.savefig(path, dpi=120)
     return present

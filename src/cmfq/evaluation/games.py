@@ -11,7 +11,6 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -91,20 +90,3 @@ def play_games(spec: ArenaSpec, games: Sequence[Game], workers: int, desc: str =
                 bar.update()
     return results
 
-
-def labels_for(paths: Sequence[str | Path]) -> list[str]:
-    """Short names of checkpoints: the run folder for ``<run>/last.pt``, else
-    ``<run>/<file stem>``; the whole path (less ``.pt``) where those would clash."""
-    paths = [Path(p) for p in paths]
-    labels = [p.parent.name if p.stem == "last" else f"{p.parent.name}/{p.stem}" for p in paths]
-    if len(set(labels)) < len(labels):
-        labels = [str(p.with_suffix("")) for p in paths]
-    return labels
-
-
-def unique_labels(paths: Sequence[str | Path]) -> list[str]:
-    """``labels_for``, refusing a checkpoint given twice (its results would be merged)."""
-    labels = labels_for(paths)
-    if len(set(labels)) < len(labels):
-        raise ValueError("a checkpoint is given twice; give each one once")
-    return labels

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cmfq.algos import RandomPolicy
 from cmfq.envs import GridEnv, make_env
+from cmfq.evaluation.players import RANDOM
 from cmfq.training.checkpoint import Checkpoint, load_checkpoint
 from cmfq.training.rollout import RoundResult, play_round
 
@@ -33,7 +35,8 @@ def single_threaded() -> Iterator[None]:
 
 
 class Arena:
-    """An environment and a set of checkpoints that play rounds in it.
+    """An environment and a set of players (checkpoints, ``pretrained:NAME`` or ``random``) that
+    play rounds in it.
 
     ``play(players, seed)`` lets checkpoint ``players[g]`` act for the env's group ``g``; groups
     beyond ``players`` act at random (the deer of tiger-deer). A round depends only on the players,
@@ -45,9 +48,13 @@ class Arena:
         self, paths: Sequence[str | Path], env: str, map_size: int, **env_options,
     ) -> None:
         self.env: GridEnv = make_env(env, map_size, seed=0, **env_options)
-        self.checkpoints: list[Checkpoint] = [load_checkpoint(p) for p in paths]
+        # None stands for the random team.
+        self.checkpoints: list[Checkpoint | None] = [
+            None if p == RANDOM else load_checkpoint(p) for p in paths
+        ]
         for checkpoint in self.checkpoints:
-            self._check_fits(checkpoint)
+            if checkpoint is not None:
+                self._check_fits(checkpoint)
 
     def _check_fits(self, checkpoint: Checkpoint) -> None:
         if checkpoint.env != self.env.name:
@@ -70,8 +77,13 @@ class Arena:
         if len(players) > len(self.env.groups):
             raise ValueError(f"{len(players)} players for the groups {self.env.groups}")
         policies = {
-            group: self.checkpoints[index].policy(seed=policy_seed(seed, g))
+            group: self._policy(group, self.checkpoints[index], policy_seed(seed, g))
             for g, (group, index) in enumerate(zip(self.env.groups, players, strict=False))
         }
         with single_threaded():
             return play_round(self.env, policies, seed=seed, on_step=on_step)
+
+    def _policy(self, group: str, checkpoint: Checkpoint | None, seed: int):
+        if checkpoint is None:
+            return RandomPolicy(self.env.specs[group].n_actions, seed=seed)
+        return checkpoint.policy(seed=seed)

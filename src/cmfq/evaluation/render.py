@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cmfq.evaluation.frames import Team, draw_frame
-from cmfq.evaluation.games import labels_for
 from cmfq.evaluation.match import Arena
+from cmfq.evaluation.players import labels_for
 from cmfq.evaluation.video import FORMATS, write_animation
 
 

@@ -186,7 +186,7 @@ def write_json(path: Path, report: Mapping) -> None:
 
 
 def format_rate(estimate: Estimate) -> str:
-    """``0.62 [0.48, 0.74]``: a rate with its interval."""
+    """``0.62 [0.48, 0.74]``: a rate (or a mean with an asymmetric interval) with its interval."""
     return f"{estimate.value:.2f} [{estimate.low:.2f}, {estimate.high:.2f}]"
 
 

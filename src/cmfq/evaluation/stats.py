@@ -1,5 +1,5 @@
-"""Interval estimates for the evaluation reports: Wilson score intervals for win rates and normal
-intervals for per-round means."""
+"""Interval estimates for the evaluation reports: Wilson score intervals for win rates, normal
+intervals for per-round means and Student's t quantiles for means over a few seeds."""
 
 from __future__ import annotations
 
@@ -58,3 +58,26 @@ def mean_interval(values: Sequence[float], z: float = Z_95) -> Estimate:
     var = math.fsum((v - mean) ** 2 for v in values) / (n - 1)
     half = z * math.sqrt(var / n)
     return Estimate(mean, mean - half, mean + half)
+
+
+def t_quantile_975(df: int) -> float:
+    """The 0.975 quantile of Student's t distribution with ``df`` degrees of freedom: the factor
+    of the 95% interval mean ± t·s/√n of n = df + 1 values.
+
+    Exact for df 1 and 2; above, the Cornish-Fisher expansion of Abramowitz & Stegun 26.7.5 in
+    powers of 1/df: 3.179 for the exact 3.182 at df = 3, within 0.001 from df = 4 on.
+    """
+    if isinstance(df, bool) or int(df) != df or df < 1:
+        raise ValueError(f"degrees of freedom must be a positive integer, got {df!r}")
+    if df == 1:
+        return math.tan(math.pi * 0.475)
+    if df == 2:
+        return 0.95 / math.sqrt(2 * 0.975 * 0.025)
+    z = Z_95
+    terms = (
+        (z**3 + z) / 4,
+        (5 * z**5 + 16 * z**3 + 3 * z) / 96,
+        (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384,
+        (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160,
+    )
+    return z + sum(term / df ** (k + 1) for k, term in enumerate(terms))

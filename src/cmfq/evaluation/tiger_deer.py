@@ -1,5 +1,6 @@
 """Tiger-deer evaluation: each checkpoint hunts as the tigers against random deer for the same
-seeded rounds; the report gives per round the tigers' total reward and the deer caught."""
+seeded rounds; the report gives per round the tigers' total reward and the deer caught, per
+checkpoint and per algorithm (over its checkpoints, with a bootstrap over seeds, then rounds)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from cmfq.evaluation.algorithms import BOOTSTRAP_SAMPLES, members_of, two_stage_mean
 from cmfq.evaluation.figures import plot_scores
-from cmfq.evaluation.games import ArenaSpec, Game, play_games, round_seed, unique_labels
-from cmfq.evaluation.report import format_mean, write_csv, write_json
+from cmfq.evaluation.games import ArenaSpec, Game, play_games, round_seed
+from cmfq.evaluation.players import checkpoint_groups, unique_labels
+from cmfq.evaluation.report import format_mean, format_rate, write_csv, write_json
 from cmfq.evaluation.stats import Estimate, mean_interval
 
 REPORT_FILES = ("report.json", "models.csv", "rounds.csv", "report.md", "scores.png")
+ALGORITHM_FILES = ("algorithms.csv", "algorithm_scores.png")
+"""Written beside ``REPORT_FILES`` when the checkpoints form at least two groups."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,33 @@ class HuntSummary:
     tigers_left: Estimate
 
 
+@dataclass(frozen=True)
+class AlgorithmHunt:
+    """A group's mean over its checkpoints of their per-round means, with the interval of a
+    two-stage bootstrap (checkpoints, then rounds)."""
+
+    algorithm: str
+    checkpoints: int
+    rounds: int
+    reward: Estimate
+    deer_caught: Estimate
+
+
+def summarise_groups(
+    groups: dict[str, str], records: Sequence[HuntRecord], seed: int,
+) -> list[AlgorithmHunt]:
+    rng = np.random.default_rng(seed)
+    summaries = []
+    for group, labels in members_of(groups).items():
+        mine = [[r for r in records if r.model == label] for label in labels]
+        summaries.append(AlgorithmHunt(
+            algorithm=group, checkpoints=len(labels), rounds=sum(map(len, mine)),
+            reward=two_stage_mean([[r.reward for r in rs] for rs in mine], rng),
+            deer_caught=two_stage_mean([[r.deer_caught for r in rs] for rs in mine], rng),
+        ))
+    return summaries
+
+
 def summarise(labels: Sequence[str], records: Sequence[HuntRecord]) -> list[HuntSummary]:
     summaries = []
     for label in labels:
@@ -54,13 +88,15 @@ def summarise(labels: Sequence[str], records: Sequence[HuntRecord]) -> list[Hunt
 
 def run_tiger_deer(
     paths: Sequence[str | Path], *, map_size: int, rounds: int, seed: int, out: str | Path,
-    workers: int = 1, env_options: dict | None = None,
+    workers: int = 1, env_options: dict | None = None, group_by: str = "algo",
 ) -> dict:
-    """Evaluate each checkpoint for ``rounds`` rounds; write ``REPORT_FILES`` into ``out``."""
+    """Evaluate each checkpoint for ``rounds`` rounds; write ``REPORT_FILES`` into ``out``, and
+    ``ALGORITHM_FILES`` where the checkpoints form several groups by ``group_by``."""
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     env_options = dict(env_options or {})
     labels = unique_labels(paths)
+    groups = checkpoint_groups(paths, labels, group_by)
     spec = ArenaSpec(tuple(map(str, paths)), "tiger-deer", map_size, env_options)
     # Every model meets the same layouts and deer: the differences are the models'.
     games = [Game((m,), r, round_seed(seed, r)) for m in range(len(paths)) for r in range(rounds)]
@@ -84,17 +120,22 @@ def run_tiger_deer(
         "protocol": {**protocol,
                      "checkpoints": dict(zip(labels, map(str, paths), strict=True))},
         "models": summaries,
-        "rounds": records,
     }
+    several = len(set(groups.values())) > 1
+    if several:
+        report["protocol"] |= {"group_by": group_by,
+                               "bootstrap": {"samples": BOOTSTRAP_SAMPLES, "seed": seed}}
+        algorithms = summarise_groups(groups, records, seed)
+        report["algorithms"] = {"members": members_of(groups), "summaries": algorithms}
+        write_csv(out / "algorithms.csv", algorithms)
+        plot_hunts([a.algorithm for a in algorithms], algorithms, out / "algorithm_scores.png",
+                   title=f"tiger-deer, {map_size}² map: mean over seeds (95% bootstrap intervals)")
+    report["rounds"] = records
     write_json(out / "report.json", report)
     write_csv(out / "models.csv", summaries)
     write_csv(out / "rounds.csv", records)
-    plot_scores(
-        labels,
-        {"tiger reward per round": [s.reward for s in summaries],
-         "deer caught per round": [s.deer_caught for s in summaries]},
-        out / "scores.png", title=f"tiger-deer, {map_size}² map (95% intervals)",
-    )
+    plot_hunts(labels, summaries, out / "scores.png",
+               title=f"tiger-deer, {map_size}² map (95% intervals)")
     lines = ["# Tiger-deer evaluation", ""]
     lines += [f"- {key}: {value}" for key, value in protocol.items()]
     lines += [
@@ -110,5 +151,32 @@ def run_tiger_deer(
         for s in summaries
     ]
     lines += ["", "![tiger reward and deer caught per round](scores.png)", ""]
+    if several:
+        lines += algorithm_section(algorithms, group_by)
     (out / "report.md").write_text("\n".join(lines))
     return report
+
+
+def plot_hunts(names: Sequence[str], summaries, path: Path, title: str) -> None:
+    """Bars of the tiger reward and deer caught of each summary (of a model or a group)."""
+    plot_scores(names, {"tiger reward per round": [s.reward for s in summaries],
+                        "deer caught per round": [s.deer_caught for s in summaries]},
+                path, title=title)
+
+
+def algorithm_section(algorithms: Sequence[AlgorithmHunt], group_by: str) -> list[str]:
+    """The per-algorithm part of the report, as Markdown lines."""
+    lines = [
+        f"## Per algorithm (checkpoints grouped by {group_by})", "",
+        "The mean over a group's checkpoints of their means per round, with a 95% two-stage "
+        f"bootstrap interval (checkpoints, then rounds; {BOOTSTRAP_SAMPLES} samples, seeded by "
+        "the evaluation's seed).", "",
+        "| group | checkpoints | rounds | tiger reward [95% CI] | deer caught [95% CI] |",
+        "|---|---:|---:|---|---|",
+    ]
+    lines += [
+        f"| {a.algorithm} | {a.checkpoints} | {a.rounds} | {format_rate(a.reward)} "
+        f"| {format_rate(a.deer_caught)} |"
+        for a in algorithms
+    ]
+    return lines + ["", "![per algorithm](algorithm_scores.png)", ""]

@@ -4,6 +4,9 @@ Every pair of checkpoints plays ``rounds`` rounds. Rounds come in mirrored pairs
 2k+1 start from the same seed with the teams swapped, so each model plays each side equally often
 and neither profits from a lucky side or layout. A round is won by the side with more survivors
 at the end (after ``max_steps`` or when a side is wiped out); equal survivors are a tie.
+
+The checkpoints are also grouped (by default by algorithm, read from each checkpoint's own config)
+and the groups compared with intervals that count the variation between seeds (``algorithms``).
 """
 
 from __future__ import annotations
@@ -13,8 +16,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cmfq.evaluation.algorithms import (
+    BOOTSTRAP_SAMPLES,
+    algorithm_matrix,
+    compare_algorithms,
+    markdown_section,
+)
 from cmfq.evaluation.figures import plot_win_rates
-from cmfq.evaluation.games import ArenaSpec, Game, play_games, round_seed, unique_labels
+from cmfq.evaluation.games import ArenaSpec, Game, play_games, round_seed
+from cmfq.evaluation.players import checkpoint_groups, unique_labels
 from cmfq.evaluation.report import (
     RoundRecord,
     markdown_report,
@@ -27,6 +37,8 @@ from cmfq.evaluation.report import (
 )
 
 REPORT_FILES = ("report.json", "pairs.csv", "rounds.csv", "report.md", "win_rate.png")
+ALGORITHM_FILES = ("algorithms.csv", "algorithm_pairs.csv", "algorithm_win_rate.png")
+"""Written beside ``REPORT_FILES`` when the checkpoints form at least two groups."""
 
 
 @dataclass(frozen=True)
@@ -70,22 +82,25 @@ def to_record(game: Game, result, labels: Sequence[str]) -> RoundRecord:
 
 def run_tournament(
     paths: Sequence[str | Path], settings: Settings, out: str | Path, workers: int = 1,
+    group_by: str = "algo",
 ) -> dict:
-    """Play the tournament and write its report files (``REPORT_FILES``) into ``out``."""
+    """Play the tournament and write its report files (``REPORT_FILES``, and ``ALGORITHM_FILES``
+    where the checkpoints form several groups by ``group_by``) into ``out``."""
     if settings.env != "battle":
         raise ValueError(f"tournaments are played in battle, not {settings.env!r}")
     labels = unique_labels(paths)
+    groups = checkpoint_groups(paths, labels, group_by)
     spec = ArenaSpec(tuple(map(str, paths)), settings.env, settings.map_size,
                      dict(settings.env_options))
     games = schedule(len(paths), settings.rounds, settings.seed)
     results = play_games(spec, games, workers, desc="tournament")
     records = [to_record(g, r, labels) for g, r in zip(games, results, strict=True)]
-    return write_tournament_report(out, labels, paths, settings, records)
+    return write_tournament_report(out, labels, paths, settings, records, groups, group_by)
 
 
 def write_tournament_report(
     out: str | Path, labels: Sequence[str], paths: Sequence[str | Path], settings: Settings,
-    records: Sequence[RoundRecord],
+    records: Sequence[RoundRecord], groups: dict[str, str] | None = None, group_by: str = "algo",
 ) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -99,7 +114,21 @@ def write_tournament_report(
         **settings.env_options,
         "checkpoints": {label: str(path) for label, path in zip(labels, paths, strict=True)},
     }
-    report = {"protocol": protocol, "standings": table, "pairs": pairs, "rounds": list(records)}
+    report = {"protocol": protocol, "standings": table, "pairs": pairs}
+    several = groups is not None and len(set(groups.values())) > 1
+    if several:
+        protocol["group_by"] = group_by
+        protocol["bootstrap"] = {"samples": BOOTSTRAP_SAMPLES, "seed": settings.seed}
+        algorithms = compare_algorithms(pairs, groups, seed=settings.seed)
+        report["algorithms"] = algorithms
+        write_csv(out / "algorithms.csv", algorithms.standings)
+        write_csv(out / "algorithm_pairs.csv", algorithms.pairs)
+        names = list(algorithms.members)
+        wins, ties = algorithm_matrix(names, algorithms.pairs)
+        plot_win_rates(names, wins, out / "algorithm_win_rate.png", ties=ties,
+                       title=f"{settings.env}, {settings.map_size}² map: win rate of row vs "
+                       "column, mean over seeds")
+    report["rounds"] = list(records)
     write_json(out / "report.json", report)
     write_csv(out / "pairs.csv", pairs)
     write_csv(out / "rounds.csv", records)
@@ -108,5 +137,7 @@ def write_tournament_report(
                    ties=tie_matrix(labels, pairs))
     shown = {k: v for k, v in protocol.items() if k != "checkpoints"}
     text = markdown_report("Tournament", shown, table, pairs, heatmap="win_rate.png")
+    if several:
+        text += "\n" + markdown_section(algorithms, group_by, heatmap="algorithm_win_rate.png")
     (out / "report.md").write_text(text)
     return report

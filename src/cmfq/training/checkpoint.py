@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from cmfq import pretrained
 from cmfq.algos import Algorithm, Policy, make_algorithm
 from cmfq.envs import GroupSpec
 from cmfq.training.config import TrainConfig
@@ -115,13 +116,13 @@ class Checkpoint:
 
 
 def load_checkpoint(path: str | Path, *, algo: str | None = None) -> Checkpoint:
-    """Load a checkpoint written by ``cmfq train``.
+    """Load a checkpoint written by ``cmfq train``, or a shipped one named ``pretrained:NAME``.
 
     Raises FileNotFoundError if ``path`` does not exist, ValueError if it is not a readable cmfq
-    checkpoint (corrupt, truncated, or a file that would need code to unpickle), or if ``algo`` is
-    given and the checkpoint holds a different algorithm.
+    checkpoint (corrupt, truncated, or a file that would need code to unpickle), if ``algo`` is
+    given and the checkpoint holds a different algorithm, or for an unknown pretrained name.
     """
-    path = Path(path)
+    path = Path(pretrained.resolve(path))
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:

@@ -1,0 +1,455 @@
+"""The study "does CMFQ beat MFQ?": train, cross-play, evaluate, pick the pretrained models and
+write docs/results.md, from one command. Every stage skips what is already done, so an
+interrupted study continues where it stopped:
+
+    python experiments/study.py                 # the study (hours to days on CPUs)
+    python experiments/study.py --quick         # the whole pipeline on tiny runs, in minutes
+
+Stages, in order (``--stages`` runs a subset):
+
+train      ``cmfq sweep`` of experiments/battle.toml and experiments/tiger-deer.toml (``--trainer
+           train`` runs the grid one ``cmfq train`` at a time instead, resuming unfinished runs).
+crossplay  ``cmfq tournament`` of every battle run and ``random`` at each map of ``Plan.maps``.
+tigerdeer  ``cmfq tournament --env tiger-deer`` of every tiger-deer run and ``random``.
+curves     ``cmfq plot`` of each env's runs (mean over seeds, 95% t interval).
+pick       the pretrained models, one per algorithm and env, copied into ``Plan.models``:
+           battle: the run with the highest win rate (rounds won / rounds played) against the
+           runs of the other algorithms at the training map (``random`` left out); ties go to
+           the higher such rate over the larger maps, then to the lower seed.
+           tiger-deer: the run with the most deer caught per round, then the higher reward.
+replay     ``cmfq render`` of the picked cmfq against the picked mfq, and one frame as a PNG.
+results    the results page from the reports, with a marked place for the conclusion, which a
+           person writes after reading the tables.
+
+Only the package's command line and documented functions are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from cmfq.evaluation.stats import t_quantile_975
+from cmfq.training.checkpoint import load_checkpoint
+
+# The study runs in the repository's root, so that the reports name checkpoints by paths
+# relative to it (runs/study/battle/cmfq-seed0/last.pt), the same on every machine.
+REPO = Path(__file__).resolve().parent.parent
+HERE = Path("experiments")
+STAGES = ("train", "crossplay", "tigerdeer", "curves", "pick", "replay", "results")
+ENVS = ("battle", "tiger-deer")
+# Training-log columns whose last rounds tell whether a run has stopped improving (kills are the
+# enemies killed in battle, the deer eaten in tiger-deer).
+PLATEAU_METRICS = ("reward", "kills")
+CONCLUSION_MARK = "<!-- conclusion: written by a person after reading the tables above -->"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a study trains and how it evaluates; ``FULL`` and ``QUICK`` below."""
+
+    sweeps: dict[str, Path]
+    """env -> sweep config (``cmfq sweep`` TOML)."""
+    runs: Path
+    """Run folders, one subfolder per env."""
+    reports: Path
+    """Tournament reports, figures and picks (committed beside the results page)."""
+    page: Path
+    """The results page."""
+    models: Path
+    """Where the picked models are copied as ``<algo>-<env>.pt``."""
+    maps: tuple[int, ...]
+    """Battle cross-play maps, the training map first."""
+    rounds: int
+    """Rounds per pair of models in cross-play. The comparison of two algorithms pools the pairs
+    of their runs (5 x 5 x 20 = 500 rounds), and its interval is set mostly by the seeds."""
+    tiger_rounds: int
+    """Rounds per model in the tiger-deer evaluation."""
+    max_steps: int | None = None
+    """Steps per evaluation round (None: the env's)."""
+
+
+FULL = Plan(
+    sweeps={env: HERE / f"{env}.toml" for env in ENVS},
+    runs=Path("runs/study"), reports=Path("docs/results"), page=Path("docs/results.md"),
+    models=Path("src/cmfq/pretrained/models"), maps=(20, 28, 40), rounds=20, tiger_rounds=50,
+)
+QUICK = Plan(
+    sweeps={env: HERE / "quick" / f"{env}.toml" for env in ENVS},
+    runs=Path("runs/study-quick"), reports=Path("runs/study-quick/results"),
+    page=Path("runs/study-quick/results.md"), models=Path("runs/study-quick/pretrained"),
+    maps=(12, 16), rounds=2, tiger_rounds=2, max_steps=30,
+)
+
+
+def cmfq(*args: str) -> None:
+    """Run a ``cmfq`` command with this interpreter; stop the study if it fails."""
+    print("$ cmfq " + " ".join(map(str, args)), flush=True)
+    subprocess.run([sys.executable, "-m", "cmfq.cli", *map(str, args)], check=True)
+
+
+# --- train -------------------------------------------------------------------------------------
+
+def train_with_sweep(config: Path, out: Path) -> None:
+    cmfq("sweep", config, "--out", out)
+
+
+def train_one_by_one(config: Path, out: Path) -> None:
+    """The sweep's grid, one ``cmfq train`` per point in ``out/<values>``: a finished run is
+    skipped, one with a checkpoint resumed, one interrupted before its first checkpoint
+    restarted."""
+    with open(config, "rb") as f:
+        sweep = tomllib.load(f)
+    base, grid = sweep.get("base", {}), sweep.get("grid", {})
+    for values in itertools.product(*grid.values()):
+        point = {**base, **dict(zip(grid, values))}
+        run = out / "-".join(f"{v}" if k == "algo" else f"{k}{v}" for k, v in zip(grid, values))
+        last = run / "last.pt"
+        if last.is_file() and load_checkpoint(last).round >= point["rounds"]:
+            continue
+        if (run / "resume.pt").is_file():
+            cmfq("train", "--resume", run, "--quiet")
+            continue
+        shutil.rmtree(run, ignore_errors=True)
+        cmfq("train", *flags(point), "--out", run, "--quiet")
+
+
+def flags(values: dict) -> list[str]:
+    out = []
+    for key, value in values.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            out.append(flag if value else "--no-" + flag[2:])
+        else:
+            out += [flag, str(value)]
+    return out
+
+
+TRAINERS = {"sweep": train_with_sweep, "train": train_one_by_one}
+
+
+def finished_runs(plan: Plan, env: str) -> list[Path]:
+    """The ``last.pt`` of every finished run of ``env``, in a stable order."""
+    paths = sorted((plan.runs / env).rglob("last.pt"))
+    if not paths:
+        raise SystemExit(f"no runs in {plan.runs / env}; run the train stage first")
+    unfinished = [p for p in paths if _unfinished(load_checkpoint(p))]
+    if unfinished:
+        raise SystemExit(f"unfinished runs (run the train stage again): {unfinished}")
+    return paths
+
+
+def _unfinished(checkpoint) -> bool:
+    return checkpoint.round < checkpoint.config.rounds
+
+
+# --- evaluation --------------------------------------------------------------------------------
+
+def up_to_date(report: Path, players: list[str], settings: dict) -> bool:
+    """Whether ``report`` (a report.json) exists and was played by exactly ``players`` with the
+    protocol ``settings``."""
+    if not report.is_file():
+        return False
+    protocol = json.loads(report.read_text())["protocol"]
+    return sorted(protocol["checkpoints"].values()) == sorted(players) and all(
+        protocol.get(key) == value for key, value in settings.items())
+
+
+def tournament(plan: Plan, env: str, players: list[str], size: int, rounds: int, out: Path,
+               workers: int) -> None:
+    per = "rounds_per_pair" if env == "battle" else "rounds_per_model"
+    settings = {"map_size": size, per: rounds, "max_steps": plan.max_steps}
+    if up_to_date(out / "report.json", players, settings):
+        print(f"{out}: up to date")
+        return
+    steps = () if plan.max_steps is None else ("--max-steps", str(plan.max_steps))
+    cmfq("tournament", *players, "--env", env, "--map-size", str(size), "--rounds", str(rounds),
+         *steps, "--workers", str(workers), "--out", out)
+
+
+def crossplay(plan: Plan, workers: int) -> None:
+    players = [str(p) for p in finished_runs(plan, "battle")] + ["random"]
+    for size in plan.maps:
+        tournament(plan, "battle", players, size, plan.rounds,
+                   plan.reports / f"battle-map{size}", workers)
+
+
+def tiger_deer_size(plan: Plan) -> int:
+    with open(plan.sweeps["tiger-deer"], "rb") as f:
+        return tomllib.load(f)["base"]["map_size"]
+
+
+def tigerdeer(plan: Plan, workers: int) -> None:
+    players = [str(p) for p in finished_runs(plan, "tiger-deer")] + ["random"]
+    tournament(plan, "tiger-deer", players, tiger_deer_size(plan), plan.tiger_rounds,
+               plan.reports / "tiger-deer", workers)
+
+
+def curves(plan: Plan) -> None:
+    for env in ENVS:
+        runs = [p.parent for p in finished_runs(plan, env)]
+        out = plan.reports / "figures" / f"curves-{env}.png"
+        newest = max((r / "metrics.csv").stat().st_mtime for r in runs)
+        if out.is_file() and out.stat().st_mtime > newest:
+            print(f"{out}: up to date")
+            continue
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cmfq("plot", *runs, "--out", out)
+
+
+# --- pick --------------------------------------------------------------------------------------
+
+def read_report(plan: Plan, name: str) -> dict:
+    path = plan.reports / name / "report.json"
+    if not path.is_file():
+        raise SystemExit(f"no report {path}; run the evaluation stages first")
+    return json.loads(path.read_text())
+
+
+def score_against_others(report: dict) -> dict[str, float]:
+    """Label -> rounds won / rounds played against the checkpoints of the other algorithms."""
+    group = {label: g for g, labels in report["algorithms"]["members"].items() for label in labels}
+    won, played = {}, {}
+    for p in report["pairs"]:
+        if "random" in (group[p["a"]], group[p["b"]]) or group[p["a"]] == group[p["b"]]:
+            continue
+        for me, wins in ((p["a"], p["wins"]), (p["b"], p["losses"])):
+            won[me] = won.get(me, 0) + wins
+            played[me] = played.get(me, 0) + p["rounds"]
+    return {label: won[label] / played[label] for label in won}
+
+
+def pick(plan: Plan) -> dict:
+    """Choose and copy the pretrained models (the rule is in the module's docstring)."""
+    battle = [read_report(plan, f"battle-map{size}") for size in plan.maps]
+    at_home = score_against_others(battle[0])
+    away = [score_against_others(r) for r in battle[1:]]
+    tiger = read_report(plan, "tiger-deer")
+    picks = {}
+    for env, report in (("battle", battle[0]), ("tiger-deer", tiger)):
+        paths = report["protocol"]["checkpoints"]
+        candidates: dict[str, list] = {}
+        for label, path in paths.items():
+            if path == "random":
+                continue
+            config = load_checkpoint(path).config
+            if env == "battle":
+                key = (at_home[label], sum(s[label] for s in away), -config.seed)
+            else:
+                summary = next(m for m in report["models"] if m["model"] == label)
+                key = (summary["deer_caught"]["value"], summary["reward"]["value"], -config.seed)
+            candidates.setdefault(config.algo, []).append((key, label, path))
+        for algo, ranked in sorted(candidates.items()):
+            key, label, path = max(ranked)
+            name = f"{algo}-{env}"
+            plan.models.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, plan.models / f"{name}.pt")
+            picks[name] = {"run": label, "checkpoint": path,
+                           "score": key[0], "seeds": len(ranked)}
+    (plan.reports / "picks.json").write_text(json.dumps(picks, indent=2) + "\n")
+    return picks
+
+
+def replay(plan: Plan) -> None:
+    frame = plan.reports / "figures" / "replay-frame.png"
+    gif = plan.reports / "figures" / "replay.gif"
+    picks = json.loads((plan.reports / "picks.json").read_text())
+    first, second = (picks[f"{a}-battle"]["checkpoint"] for a in ("cmfq", "mfq"))
+    steps = () if plan.max_steps is None else ("--max-steps", str(plan.max_steps))
+    cmfq("render", first, second, "--map-size", str(plan.maps[0]), *steps, "--cell", "12",
+         "--out", gif)
+    with Image.open(gif) as animation:
+        animation.seek(animation.n_frames // 3)  # the armies have met, most agents still alive
+        animation.convert("RGB").save(frame)
+
+
+# --- results page ------------------------------------------------------------------------------
+
+def rate(estimate: dict) -> str:
+    return f"{estimate['value']:.2f} [{estimate['low']:.2f}, {estimate['high']:.2f}]"
+
+
+def algorithm_table(report: dict) -> list[str]:
+    """Row group's win rate against each column group, with its seed-bootstrap interval."""
+    algorithms = report["algorithms"]
+    names = list(algorithms["members"])
+    cell = {}
+    for p in algorithms["pairs"]:
+        cell[p["a"], p["b"]], cell[p["b"], p["a"]] = rate(p["win_rate"]), rate(p["loss_rate"])
+    field = {s["algorithm"]: rate(s["win_rate"]) for s in algorithms["standings"]}
+    lines = ["| row vs column | " + " | ".join(names) + " | vs the field |",
+             "|---|" + "---|" * (len(names) + 1)]
+    for a in names:
+        cells = [cell.get((a, b), "") for b in names]
+        lines.append(f"| **{a}** ({len(algorithms['members'][a])}) | " + " | ".join(cells)
+                     + f" | {field[a]} |")
+    return lines
+
+
+def tiger_table(report: dict) -> list[str]:
+    """Per algorithm: the mean over its runs of their per-round means, with the report's
+    two-stage bootstrap interval."""
+    lines = ["| algorithm | runs | deer caught per round | tiger reward per round |",
+             "|---|---:|---|---|"]
+    lines += [f"| {a['algorithm']} | {a['checkpoints']} | {rate(a['deer_caught'])} "
+              f"| {rate(a['reward'])} |" for a in report["algorithms"]["summaries"]]
+    return lines
+
+
+def plateau_table(plan: Plan, env: str) -> list[str]:
+    """Whether the curves have flattened: per algorithm, the change of each metric from the
+    second-last tenth of the rounds to the last tenth, mean over the runs ± the 95% t interval."""
+    changes: dict[str, dict[str, list[float]]] = {}
+    for last in finished_runs(plan, env):
+        with open(last.parent / "metrics.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        tenth = max(1, len(rows) // 10)
+        mine = changes.setdefault(load_checkpoint(last).config.algo, {})
+        for metric in PLATEAU_METRICS:
+            values = [float(row[metric]) for row in rows]
+            before, after = values[-2 * tenth:-tenth], values[-tenth:]
+            change = sum(after) / len(after) - sum(before) / max(1, len(before))
+            mine.setdefault(metric, []).append(change)
+    lines = ["| algorithm | runs | " + " | ".join(f"change of {m}" for m in PLATEAU_METRICS)
+             + " |", "|---|---:|" + "---|" * len(PLATEAU_METRICS)]
+    for algo, metrics in sorted(changes.items()):
+        cells = [seed_mean(metrics[m]) for m in PLATEAU_METRICS]
+        lines.append(f"| {algo} | {len(metrics[PLATEAU_METRICS[0]])} | " + " | ".join(cells)
+                     + " |")
+    return lines
+
+
+def seed_mean(values: list[float]) -> str:
+    n = len(values)
+    mean = sum(values) / n
+    if n == 1:
+        return f"{mean:.2f}"
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return f"{mean:.2f} ± {t_quantile_975(n - 1) * std / math.sqrt(n):.2f}"
+
+
+def results_page(plan: Plan) -> None:
+    def link(path: Path) -> str:
+        return os.path.relpath(path, plan.page.parent)
+
+    lines = [
+        "# Does CMFQ beat MFQ?", "",
+        f"Generated by `python experiments/study.py` from the reports in `{link(plan.reports)}/` "
+        "(JSON and CSV, every round). Edit only the conclusion; rerun the script for the rest.",
+        "", "## Setup", "",
+    ]
+    for env, config in plan.sweeps.items():
+        lines += [f"{env} runs (`cmfq sweep {config}`):", "", "```toml",
+                  config.read_text().strip(), "```", ""]
+    lines += [
+        f"Cross-play: every battle run and a uniformly random team, {plan.rounds} rounds per "
+        f"pair (sides swapped every round), on maps {', '.join(map(str, plan.maps))} "
+        "(the training map first; agents a side grow with the map's area). Win rate: rounds won "
+        "/ rounds played (ties count as not won; the heatmaps give the tie shares). Between "
+        "algorithms: the mean over their runs' pairs with a 95% "
+        "two-stage bootstrap interval (runs, then rounds; see docs/evaluation.md), so the "
+        "intervals include the variation between seeds. Rows: the number of runs.", "",
+    ]
+    for size in plan.maps:
+        report = read_report(plan, f"battle-map{size}")
+        lines += [f"## Battle, map {size}", ""] + algorithm_table(report) + [
+            "", f"![win rate between algorithms, map {size}]"
+            f"({link(plan.reports / f'battle-map{size}' / 'algorithm_win_rate.png')})", "",
+            f"Every run: [report]({link(plan.reports / f'battle-map{size}' / 'report.md')}).", "",
+        ]
+    tiger = read_report(plan, "tiger-deer")
+    lines += ["## Tiger-deer", "",
+              f"Each run hunts as the tigers for {tiger['protocol']['rounds_per_model']} rounds "
+              "against random deer, on the same seeds. Mean over the runs of their per-round "
+              "means, with a 95% two-stage bootstrap interval (runs, then rounds).", ""]
+    lines += tiger_table(tiger) + [
+        "", f"![per algorithm]({link(plan.reports / 'tiger-deer' / 'algorithm_scores.png')})", ""]
+    lines += ["", "## Learning curves", "",
+              "Mean over seeds with the 95% t interval of the mean.", ""]
+    for env in ENVS:
+        figure = link(plan.reports / "figures" / f"curves-{env}.png")
+        lines += [f"![{env} learning curves]({figure})",
+                  "", f"Have the {env} curves flattened? The change from the second-last tenth "
+                  "of the rounds to the last tenth (per run, then the mean over runs ± the 95% t "
+                  "interval): an interval around 0 says the run had stopped improving.", ""]
+        lines += plateau_table(plan, env) + [""]
+    picks = json.loads((plan.reports / "picks.json").read_text())
+    lines += ["", "## A replay", "", "The picked cmfq (red) against the picked mfq (blue), "
+              f"map {plan.maps[0]}:", "",
+              f"![a frame of the replay]({link(plan.reports / 'figures' / 'replay-frame.png')})",
+              "", "## Pretrained models", "",
+              "Battle: per algorithm, the run with the highest win rate against the runs of the "
+              "other algorithms at the training map (random left out; ties: the larger maps, "
+              "then the lower seed). Tiger-deer: the run with the most deer caught per round. "
+              "Their scores are picked for being high: the tables above, over all seeds, are the "
+              "fair comparison.", "",
+              "| name | run | score | runs of its algorithm |", "|---|---|---:|---:|"]
+    lines += [f"| `pretrained:{name}` | {p['run']} | {p['score']:.2f} | {p['seeds']} |"
+              for name, p in picks.items()]
+    lines += ["", "## Conclusion", "", CONCLUSION_MARK, "",
+              "_Not written yet: read the tables and curves above first._", ""]
+    text = "\n".join(lines)
+    # What a person wrote under the mark is kept when the page is regenerated.
+    if plan.page.is_file() and CONCLUSION_MARK in plan.page.read_text():
+        text = text.split(CONCLUSION_MARK)[0] + CONCLUSION_MARK + \
+            plan.page.read_text().split(CONCLUSION_MARK, 1)[1]
+    plan.page.parent.mkdir(parents=True, exist_ok=True)
+    plan.page.write_text(text)
+    print(f"results written to {plan.page}")
+
+
+# --- main --------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny runs and evaluations into runs/study-quick: tests the pipeline")
+    parser.add_argument("--stages", default=",".join(STAGES),
+                        help=f"comma-separated stages to run (default: all: {','.join(STAGES)})")
+    parser.add_argument("--trainer", choices=sorted(TRAINERS), default="sweep",
+                        help="sweep: cmfq sweep (default); train: one cmfq train per run")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes of each tournament (default: the number of CPUs)")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    os.chdir(REPO)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        parser.error(f"--stages: unknown {unknown}; stages: {', '.join(STAGES)}")
+    steps = {
+        "train": lambda: [TRAINERS[args.trainer](plan.sweeps[env], plan.runs / env)
+                          for env in ENVS],
+        "crossplay": lambda: crossplay(plan, args.workers),
+        "tigerdeer": lambda: tigerdeer(plan, args.workers),
+        "curves": lambda: curves(plan),
+        "pick": lambda: pick(plan),
+        "replay": lambda: replay(plan),
+        "results": lambda: results_page(plan),
+    }
+    for stage in STAGES:
+        if stage in stages:
+            print(f"== {stage}", flush=True)
+            steps[stage]()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
