@@ -162,6 +162,27 @@ class GridEnv:
         done = self.step_count >= self.max_steps or self._finished()
         return StepResult(next_obs, rewards, dict(self._alive), done)
 
+    # --- what a replay draws -------------------------------------------------------------
+    def health(self, group: str) -> np.ndarray:
+        """float32 [n] hit points of the live agents of ``group``, as a fraction of the maximum
+        (rows as in ``positions``)."""
+        view, _ = self._engine.get_observation(self._handle(group))
+        centre = view.shape[1] // 2
+        # Channel 2 of a view is the own group's HP; the agent itself is at its centre.
+        return view[:, centre, centre, 2].copy()
+
+    def walls(self) -> np.ndarray:
+        """int32 [m, 2] (x, y) cells of the walls."""
+        return self._engine._get_walls_info().copy()
+
+    def attacks(self) -> np.ndarray:
+        """int32 [m, 4] rows (x, y, target x, target y): the attacks of the last step by agents
+        that survived it."""
+        last = self.map_size - 1
+        agents, events = self._engine._get_render_info((0, last), (0, last))
+        rows = [(*agents[i][:2], x, y) for i, x, y in events if i in agents]
+        return np.array(rows, dtype=np.int32).reshape(-1, 4)
+
     def _finished(self) -> bool:
         """A round also ends when a group that fights is wiped out."""
         return any(self.num_alive(g) == 0 for g in self.groups)
