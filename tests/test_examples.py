@@ -35,3 +35,10 @@ def test_pettingzoo_battle_loss_goes_down():
     weights = [float(w) for w in re.search(r"causal weights\s+\[(.*)\]", out).group(1).split(",")]
     assert min(weights) >= 0
     assert sum(weights) == pytest.approx(1.0, abs=0.01)  # rows sum to 1 (rounded to 3 digits)
+
+
+def test_tensordict_policy_writes_the_outputs_and_reaches_the_head():
+    out = run_example("tensordict_policy.py")
+    for key in ("weights", "causal_mean_action", "q_causal", "action"):
+        assert f"{key}:" in out
+    assert "gradients reach the head" in out
