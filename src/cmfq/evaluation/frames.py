@@ -58,6 +58,9 @@ def draw_frame(
         top = banner + y * cell
         return (x * cell + inset, top + inset, (x + 1) * cell - 1 - inset, top + cell - 1 - inset)
 
+    def centre(x: int, y: int) -> tuple[float, float]:
+        return (x + 0.5) * cell, banner + (y + 0.5) * cell
+
     for x, y in _cells(walls, 2, "walls", map_size):
         draw.rectangle(box(x, y), WALL)
     for team, colour in zip(teams, TEAM_COLOURS):
@@ -67,7 +70,6 @@ def draw_frame(
             if health is not None and cell >= 6:
                 _health_bar(draw, box(x, y, inset=cell // 6), health)
     for x, y, tx, ty in _cells(attacks, 4, "attacks", map_size):
-        centre = lambda cx, cy: ((cx + 0.5) * cell, banner + (cy + 0.5) * cell)  # noqa: E731
         draw.line((centre(x, y), centre(tx, ty)), ATTACK, width=max(1, cell // 8))
         draw.ellipse(box(tx, ty, inset=cell * 3 // 8), ATTACK)
 
