@@ -164,3 +164,11 @@ def test_envs_give_health_walls_and_attacks():
     assert seen_attack
     # Tigers lose health every step (their step recovery is negative).
     assert (env.health("tiger") < 1).all()
+
+
+def test_walls_of_a_map_with_more_walls_than_magent2s_own_listing_holds():
+    env = make_env("tiger-deer", 160, seed=0, n_tigers=2, n_deer=2, wall_density=0.45)
+    env.reset(0)
+    walls = env.walls()
+    assert len(walls) == 4 * (160 - 1) + env.n_walls > 10_000
+    assert len(set(map(tuple, walls))) == len(walls)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import magent2
 import numpy as np
+from magent2.c_lib import _LIB
 
 
 class Observation(NamedTuple):
@@ -172,8 +174,13 @@ class GridEnv:
         return view[:, centre, centre, 2].copy()
 
     def walls(self) -> np.ndarray:
-        """int32 [m, 2] (x, y) cells of the walls."""
-        return self._engine._get_walls_info().copy()
+        """int32 [m, 2] (x, y) cells of the walls, the map's border included."""
+        # magent2's own _get_walls_info has room for 10,000 walls, too few for a large map: ask
+        # the engine directly, with room for a wall on every cell (row 0 holds the count).
+        rows = np.empty((self.map_size**2 + 1, 2), dtype=np.int32)
+        as_int32 = rows.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
+        _LIB.env_get_info(self._engine.game, -1, b"walls_info", as_int32)
+        return rows[1 : 1 + rows[0, 0]].copy()
 
     def attacks(self) -> np.ndarray:
         """int32 [m, 4] rows (x, y, target x, target y): the attacks of the last step by agents
