@@ -6,7 +6,7 @@ comes from ``cmfq``'s training code: the environment is the stock PettingZoo one
 come from the agents' positions, and the only calls into ``cmfq`` are ``MeanFieldHead`` (the
 last layers of the Q-network) and ``causal_weights``.
 
-    python examples/pettingzoo_battle.py      # about a minute on 2 CPU cores
+    python examples/pettingzoo_battle.py      # seconds to a minute on a laptop CPU
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def main() -> None:
     print(f"TD loss: {losses[0]:.2e} at the first update, {np.mean(losses[-20:]):.2e} over the "
           "last 20")
 
-    # What the op gives for one agent: its neighbours' weights and the causal mean action.
+    # What the op gives one agent of the last step: a weight for each of its neighbours.
     views, neighbours = replay[-1][:2]
     with torch.no_grad():
         out = net.causal(views[None], neighbours[None])
