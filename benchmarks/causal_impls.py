@@ -2,7 +2,7 @@
 
 Each ``make_*`` takes the head and returns ``f(state, actions) -> (weights, effects, mean_action,
 causal_mean_action, q_causal)``. The hand-written ones reuse ``kl_from_logits`` and
-``combine_weights`` so that all five compute the same function (SPEC.md) and differ only in how
+``combine_weights`` so that all five compute the same function (docs/spec.md) and differ only in how
 they evaluate the head.
 """
 

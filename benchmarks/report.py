@@ -551,7 +551,7 @@ def render(runs: list[Run], out: Path, notes: Path | None) -> str:
         "Every implementation gets the same head (action branch scaled up so that the effects "
         "matter), state and actions (1/8 of the slots empty); its outputs, and for "
         "forward+backward its gradients with respect to the state and every head parameter, "
-        "are checked against the generic path's (SPEC's reference; generic itself against naive) "
+        "are checked against the generic path's (docs/spec.md's reference; generic against naive) "
         "before it is timed. Forward runs under "
         "`torch.no_grad()`; forward+backward differentiates a fixed linear function of "
         "`q_causal`. Implementations: `fused` = `cmfq.causal_weights` with the "

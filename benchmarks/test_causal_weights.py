@@ -139,8 +139,8 @@ def test_causal_weights(
     )
     # bfloat16 results are checked against float32 ones: a sanity check, not equality.
     loose = dtype != torch.float32
-    # The generic path is SPEC's reference (and the tests'): every implementation is checked
-    # against it, so a failing one loses only its own row; generic itself against naive.
+    # The generic path is the reference (docs/spec.md, and the tests'): every implementation is
+    # checked against it, so a failing one loses only its own row; generic itself against naive.
     anchor = "naive" if impl == "generic" else "generic"
     try:
         if anchor not in _cache.expected:

@@ -1,4 +1,4 @@
-"""The SPEC's bad-input rules, one test each, for the fused and the generic path; and the edge
+"""docs/spec.md's bad-input rules, one test each, for the fused and the generic path; and the edge
 cases that are valid (empty batch, no neighbours, NaN, strided inputs)."""
 
 import math

@@ -15,7 +15,7 @@ namespace cmfq {
 
 constexpr int kMaxLayers = 8;
 
-// Below this total effect (nats) the proportional weights fall back to uniform (SPEC: "Weights").
+// Below this total effect (nats) the proportional weights fall back to uniform (docs/spec.md, "Weights").
 constexpr double kEffectThreshold = 1e-6;
 
 enum class Weighting : int { kProportional = 0, kSoftmax = 1 };

@@ -1,7 +1,7 @@
 """cmfq: causal mean-field multi-agent reinforcement learning.
 
 ``causal_weights`` weights each neighbour of an agent by its causal effect on the agent's policy
-(SPEC.md); ``MeanFieldHead`` is the Q-network head that its fused C++/CUDA kernels evaluate.
+(docs/spec.md); ``MeanFieldHead`` is the Q-network head that its fused C++/CUDA kernels evaluate.
 """
 
 from cmfq import ops  # noqa: F401  (registers the op's fake and autograd)

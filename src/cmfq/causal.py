@@ -52,7 +52,7 @@ def causal_weights(
     weight_temperature: float = 1.0,
     n_actions: int | None = None,
 ) -> CausalWeights:
-    """Causal weights of each agent's neighbours and the causal mean action (see SPEC.md).
+    """Causal weights of each agent's neighbours and the causal mean action (see docs/spec.md).
 
     Args:
         q: a ``cmfq.MeanFieldHead`` (fused C++/CUDA op) or any callable

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-#: Below this total effect (nats) the weights fall back to uniform (SPEC: "Weights").
+#: Below this total effect (nats) the weights fall back to uniform (docs/spec.md, "Weights").
 EFFECT_THRESHOLD = 1e-6
 _PHI_SERIES_BOUND = 0.5
 _PSI_SERIES_BOUND = 0.01
@@ -56,5 +56,5 @@ def combine_weights(
         uniform = mask / count.clamp_min(1)
         return torch.where(measurable, effects / total.clamp_min(EFFECT_THRESHOLD), uniform)
     logits = (effects / weight_temperature).masked_fill(~mask, float("-inf"))
-    # A row with no valid neighbour is all -inf: softmax gives NaN there, and the SPEC wants 0.
+    # A row with no valid neighbour is all -inf: softmax gives NaN there, docs/spec.md wants 0.
     return torch.softmax(logits, dim=-1).masked_fill(count == 0, 0.0)

@@ -1,4 +1,4 @@
-"""The Q-network head that the fused kernels evaluate (see SPEC: "The Q-network head")."""
+"""The Q-network head that the fused kernels evaluate (docs/spec.md, "The Q-network head")."""
 
 from __future__ import annotations
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import magent2
 import numpy as np
+from magent2.c_lib import _LIB
 
 
 class Observation(NamedTuple):
@@ -161,6 +163,32 @@ class GridEnv:
         self._engine.clear_dead()
         done = self.step_count >= self.max_steps or self._finished()
         return StepResult(next_obs, rewards, dict(self._alive), done)
+
+    # --- what a replay draws -------------------------------------------------------------
+    def health(self, group: str) -> np.ndarray:
+        """float32 [n] hit points of the live agents of ``group``, as a fraction of the maximum
+        (rows as in ``positions``)."""
+        view, _ = self._engine.get_observation(self._handle(group))
+        centre = view.shape[1] // 2
+        # Channel 2 of a view is the own group's HP; the agent itself is at its centre.
+        return view[:, centre, centre, 2].copy()
+
+    def walls(self) -> np.ndarray:
+        """int32 [m, 2] (x, y) cells of the walls, the map's border included."""
+        # magent2's own _get_walls_info has room for 10,000 walls, too few for a large map: ask
+        # the engine directly, with room for a wall on every cell (row 0 holds the count).
+        rows = np.empty((self.map_size**2 + 1, 2), dtype=np.int32)
+        as_int32 = rows.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
+        _LIB.env_get_info(self._engine.game, -1, b"walls_info", as_int32)
+        return rows[1 : 1 + rows[0, 0]].copy()
+
+    def attacks(self) -> np.ndarray:
+        """int32 [m, 4] rows (x, y, target x, target y): the attacks of the last step by agents
+        that survived it."""
+        last = self.map_size - 1
+        agents, events = self._engine._get_render_info((0, last), (0, last))
+        rows = [(*agents[i][:2], x, y) for i, x, y in events if i in agents]
+        return np.array(rows, dtype=np.int32).reshape(-1, 4)
 
     def _finished(self) -> bool:
         """A round also ends when a group that fights is wiped out."""

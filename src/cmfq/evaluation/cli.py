@@ -66,7 +66,7 @@ def _render_parser(subparsers) -> None:
         "render",
         help="replay one round as a GIF or MP4",
         description="Play one round and draw it: battle takes two checkpoints (red, blue), "
-        "tiger-deer one (the tigers; the deer act at random). MP4 needs ffmpeg on PATH.",
+        "tiger-deer one (the tigers; the deer act at random). MP4 needs cmfq[video].",
     )
     parser.add_argument("checkpoints", nargs="+",
                         help=f"one player per team, in team order: {PLAYERS_HELP}")
@@ -74,7 +74,7 @@ def _render_parser(subparsers) -> None:
     parser.add_argument("--out", default="replay.gif",
                         help="a .gif or .mp4 file (default: replay.gif)")
     parser.add_argument("--fps", type=float, default=10.0, help="frames per second (default: 10)")
-    parser.add_argument("--cell", type=int, default=6, help="pixels per map cell (default: 6)")
+    parser.add_argument("--cell", type=int, default=12, help="pixels per map cell (default: 12)")
     parser.set_defaults(func=run_render_command)
 
 

@@ -13,10 +13,11 @@ from cmfq.evaluation.video import FORMATS, write_animation
 
 def render_round(
     paths: Sequence[str | Path], out: str | Path, *, env: str = "battle", map_size: int = 40,
-    seed: int = 0, fps: float = 10.0, cell: int = 6, env_options: dict | None = None,
+    seed: int = 0, fps: float = 10.0, cell: int = 12, env_options: dict | None = None,
 ):
     """Play one round (``paths[g]`` acts for the env's group ``g``; groups left over act at
-    random) and write one frame per step to ``out``. Returns the round's ``RoundResult``."""
+    random) and write one frame per step to ``out``: walls, agents with their health, and the
+    step's attacks. Returns the round's ``RoundResult``."""
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
         raise ValueError(f"unsupported replay format {out.suffix!r}; use one of {FORMATS}")
@@ -31,8 +32,14 @@ def render_round(
     frames = []
 
     def draw(env_, step: int) -> None:
-        teams = [Team(name, env_.positions(g)) for name, g in zip(names, groups, strict=True)]
-        frames.append(draw_frame(env_.map_size, teams, step, cell=cell, max_steps=env_.max_steps))
+        teams = [
+            Team(name, env_.positions(g), env_.health(g))
+            for name, g in zip(names, groups, strict=True)
+        ]
+        frames.append(draw_frame(
+            env_.map_size, teams, step, cell=cell, max_steps=env_.max_steps,
+            walls=env_.walls(), attacks=env_.attacks(),
+        ))
 
     result = arena.play(tuple(range(len(paths))), seed, on_step=draw)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,11 +4,12 @@ intervals for per-round means and Student's t quantiles for means over a few see
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from typing import NamedTuple
 
-# Two-sided 95% quantile of the standard normal distribution.
-Z_95 = 1.959963984540054
+#: Two-sided 95% quantile of the standard normal distribution (1.96).
+Z_95 = statistics.NormalDist().inv_cdf(0.975)
 
 
 class Estimate(NamedTuple):
@@ -49,14 +50,12 @@ def mean_interval(values: Sequence[float], z: float = Z_95) -> Estimate:
     ``s`` is the sample standard deviation (n − 1 in the denominator). With a single value the
     spread is unknown and both bounds are NaN.
     """
-    n = len(values)
-    if n == 0:
+    if len(values) == 0:
         raise ValueError("mean_interval needs at least one value")
-    mean = math.fsum(values) / n
-    if n == 1:
+    mean = statistics.fmean(values)
+    if len(values) == 1:
         return Estimate(mean, math.nan, math.nan)
-    var = math.fsum((v - mean) ** 2 for v in values) / (n - 1)
-    half = z * math.sqrt(var / n)
+    half = z * statistics.stdev(values, mean) / math.sqrt(len(values))
     return Estimate(mean, mean - half, mean + half)
 
 
