@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from cmfq.envs import GridEnv, make_env
-from cmfq.training.checkpoint import Checkpoint, load_checkpoint
+from cmfq.training.checkpoint import Checkpoint, load_checkpoint, shared_env_settings
 from cmfq.training.rollout import RoundResult, play_round
 
 
@@ -38,14 +38,16 @@ class Arena:
     ``play(players, seed)`` lets checkpoint ``players[g]`` act for the env's group ``g``; groups
     beyond ``players`` act at random (the deer of tiger-deer). A round depends only on the players,
     their order and ``seed``: the env is reset with it and each team samples its actions from its
-    own generator seeded from it.
+    own generator seeded from it. The env takes the checkpoints' settings (minimap, id embedding,
+    rewards) unless ``env_options`` override them.
     """
 
     def __init__(
         self, paths: Sequence[str | Path], env: str, map_size: int, **env_options,
     ) -> None:
-        self.env: GridEnv = make_env(env, map_size, seed=0, **env_options)
         self.checkpoints: list[Checkpoint] = [load_checkpoint(p) for p in paths]
+        settings = shared_env_settings(self.checkpoints, env)
+        self.env: GridEnv = make_env(env, map_size, seed=0, **(settings | env_options))
         for checkpoint in self.checkpoints:
             self._check_fits(checkpoint)
 

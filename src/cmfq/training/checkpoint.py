@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 
 from cmfq.algos import Algorithm, Policy, make_algorithm
-from cmfq.envs import GroupSpec
+from cmfq.envs import GridEnv, GroupSpec
 from cmfq.training.config import TrainConfig
+from cmfq.training.device import resolve_device
 
 FORMAT = "cmfq-checkpoint-1"
 
@@ -72,8 +73,11 @@ def save_checkpoint(
 class Checkpoint:
     """A loaded checkpoint. ``build_algorithm()`` rebuilds the network, ``policy()`` acts with it.
 
-    ``algo`` (name), ``env`` (name), ``config`` (the run's ``TrainConfig``), ``group`` (the side it
-    learned on), ``spec`` (its observation and action shapes), ``round`` (rounds trained).
+    ``algo`` (name), ``env`` (name), ``config`` (the run's ``TrainConfig``), ``group`` (the group
+    whose shapes it has; a battle learner plays both sides), ``spec`` (its observation and action
+    shapes), ``round`` (rounds trained). ``env_settings()`` gives the env options its observations
+    and rewards were made with (minimap, id embedding, rewards), for evaluations to reuse; ``fit``
+    refuses an env whose shapes differ.
     """
 
     path: Path
@@ -86,10 +90,28 @@ class Checkpoint:
     model: dict = field(repr=False)
     training_state: dict | None = field(default=None, repr=False)
 
-    def build_algorithm(self) -> Algorithm:
+    def env_settings(self) -> dict:
+        return self.config.env_settings()
+
+    def fit(self, env: GridEnv, group: str | None = None) -> None:
+        """Raise ValueError unless ``env``'s ``group`` (default: the checkpoint's) has the
+        observation and action shapes this network was trained on."""
+        if env.name != self.env:
+            raise ValueError(f"{self.path} was trained on {self.env!r}, not {env.name!r}")
+        theirs = env.specs[group or self.group]
+        mine = (self.spec.view_shape, self.spec.feature_dim, self.spec.n_actions)
+        given = (theirs.view_shape, theirs.feature_dim, theirs.n_actions)
+        if mine != given:
+            raise ValueError(
+                f"{self.path} expects (view, features, actions) {mine}, but this {env.name} env "
+                f"gives {given}; build it with the checkpoint's settings {self.env_settings()}"
+            )
+
+    def build_algorithm(self, device: str = "cpu") -> Algorithm:
+        """The network on ``device`` (auto, cpu, cuda, cuda:N), whatever device it was saved on."""
         algo = make_algorithm(self.algo, self.spec, **self.config.algo_options())
         algo.load_state_dict(self.model)
-        return algo.eval()
+        return algo.to(resolve_device(device)).eval()
 
     def policy(
         self,
@@ -98,15 +120,17 @@ class Checkpoint:
         seed: int = 0,
         k_max: int | None = None,
         radius: float | None = None,
+        device: str = "cpu",
     ) -> Policy:
         """The acting policy: Boltzmann at ``temperature`` (default: the config's
         ``eval_temperature``; 0 = greedy), with the training neighbourhoods (radius, k_max) unless
-        given. It acts for any number of agents on any map of the same env."""
+        given, on ``device``. It acts for any number of agents on any map of the same env and
+        settings."""
         cfg = self.config
         if radius is None and cfg.neighborhood == "local":
             radius = cfg.radius if cfg.radius is not None else self.spec.view_radius
         return Policy(
-            self.build_algorithm(),
+            self.build_algorithm(device),
             temperature=cfg.eval_temperature if temperature is None else temperature,
             radius=radius,
             k_max=cfg.k_max if k_max is None else k_max,
@@ -124,7 +148,7 @@ def load_checkpoint(path: str | Path, *, algo: str | None = None) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
+    try:  # tensors land on the CPU whatever device saved them; build_algorithm moves them
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ValueError(
@@ -153,3 +177,22 @@ def load_checkpoint(path: str | Path, *, algo: str | None = None) -> Checkpoint:
         model=data["model"],
         training_state=data["training_state"],
     )
+
+
+def shared_env_settings(checkpoints: list[Checkpoint], env: str) -> dict:
+    """The env settings (minimap, id embedding, rewards) that ``checkpoints`` of ``env`` were
+    trained with, so that an evaluation plays them in the game they learned. Checkpoints of other
+    envs are skipped (the caller refuses them); differing settings are a ValueError: one env
+    cannot show them both what they were trained on."""
+    settings: dict = {}
+    for checkpoint in checkpoints:
+        if checkpoint.env != env:
+            continue
+        mine = checkpoint.env_settings()
+        if settings and mine != settings:
+            raise ValueError(
+                f"{checkpoint.path} was trained with env settings {mine}, others with {settings}; "
+                "evaluate checkpoints of one setting together"
+            )
+        settings = mine
+    return settings
