@@ -134,7 +134,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="rounds of 400 steps per run")
     parser.add_argument("--repeat", type=int, default=2, help="back-to-back repetitions")
     args = parser.parse_args()
-    print(f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs; one thread per trainer")
+    print(f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs; one thread per trainer",
+          flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         port = prepare_port(args.port, Path(tmp))
         for repeat in range(args.repeat):
@@ -145,9 +146,9 @@ def main() -> None:
             print(f"run {repeat + 1}: " + ", ".join(
                 f"{name} {rate[name]:.1f} env steps/s ({f['steps']} steps)"
                 for name, f in figures.items()
-            ))
-            print(f"  cmfq mfq / port mfq = {rate['cmfq mfq'] / rate['port mfq']:.2f}x, "
-                  f"cmfq mfq / cmfq cmfq = {rate['cmfq mfq'] / rate['cmfq cmfq']:.2f}x")
+            ), flush=True)
+            print(f"  cmfq mfq / port mfq = {rate['cmfq mfq'] / rate['port mfq']:.2f}x; time per "
+                  f"step cmfq / mfq = {rate['cmfq mfq'] / rate['cmfq cmfq']:.2f}x", flush=True)
 
 
 if __name__ == "__main__":
