@@ -108,7 +108,8 @@ class TrainConfig:
     learn_from_opponent: bool = True
     """Self-play: the opponent's transitions feed the replay too (the same network a few rounds
     old, so its data is as good as the learner's): twice the data per round for the same env
-    steps. The gradient steps follow the transitions collected (see replay_ratio)."""
+    steps, and with replay_ratio twice the gradient steps (see docs/training.md for what that
+    buys per round and per second)."""
     device: str = "auto"
     """Where the networks, batches and causal weights run: auto (CUDA when torch sees a GPU and
     cmfq was built with CUDA, else the CPU), cpu, cuda or cuda:N."""
