@@ -225,3 +225,19 @@ def test_shipped_configs_load(name):
 
     config = TrainConfig.from_toml(Path(__file__).parents[1] / "configs" / f"{name}.toml")
     assert config.env == name and config.minimap_mode and not config.id_embedding
+
+
+def test_a_checkpoint_of_the_first_format_loads_with_the_settings_it_was_trained_with(tmp_path):
+    run = train(TrainConfig(algo="il", minimap_mode=False, id_embedding=True,
+                            out=str(tmp_path / "run"), **dict(TINY, rounds=1)), progress=False)
+    data = torch.load(run / "last.pt", weights_only=True)
+    data["format"] = "cmfq-checkpoint-1"
+    for key in ("td_target", "minimap_mode", "id_embedding", "learn_from_opponent", "device"):
+        data["config"].pop(key)  # fields the first format did not have
+    data["config"]["double_q"] = False
+    old = tmp_path / "old.pt"
+    torch.save(data, old)
+    ckpt = load_checkpoint(old)
+    assert ckpt.config.td_target == "max"  # IL's target before the shared setting
+    assert ckpt.env_settings()["minimap_mode"] is False
+    assert Arena([old], "battle", 16, max_steps=2).play([0, 0], seed=0).steps == 2

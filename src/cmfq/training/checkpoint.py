@@ -18,7 +18,9 @@ from cmfq.envs import GridEnv, GroupSpec
 from cmfq.training.config import TrainConfig
 from cmfq.training.device import resolve_device
 
-FORMAT = "cmfq-checkpoint-1"
+FORMAT = "cmfq-checkpoint-2"
+OLD_FORMATS = ("cmfq-checkpoint-1",)
+"""Formats still read: their configs are upgraded by ``_upgrade_config``."""
 
 
 def atomic_save(obj: object, path: str | Path) -> None:
@@ -154,8 +156,10 @@ def load_checkpoint(path: str | Path, *, algo: str | None = None) -> Checkpoint:
         raise ValueError(
             f"{path} is not a readable cmfq checkpoint (corrupt, truncated or unsafe): {err}"
         ) from err
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    if not isinstance(data, dict) or data.get("format") not in (FORMAT, *OLD_FORMATS):
         raise ValueError(f"{path} is not a cmfq checkpoint (expected format {FORMAT!r})")
+    if data["format"] in OLD_FORMATS:
+        data["config"] = _upgrade_config(data["config"])
     if algo is not None and data["algo"] != algo:
         raise ValueError(
             f"{path} holds a {data['algo']!r} network, not {algo!r}; use --algo {data['algo']} "
@@ -177,6 +181,20 @@ def load_checkpoint(path: str | Path, *, algo: str | None = None) -> Checkpoint:
         model=data["model"],
         training_state=data["training_state"],
     )
+
+
+def _upgrade_config(config: dict) -> dict:
+    """A format-1 config in today's fields, meaning what it meant then: the env had no minimap
+    and the id embedding, and ``double_q`` chose the target (else IL bootstrapped from the max,
+    the others from the Boltzmann value)."""
+    config = dict(config)
+    double = config.pop("double_q", False)
+    max_target = "max" if config.get("algo") == "il" else "boltzmann"
+    config.setdefault("td_target", "double" if double else max_target)
+    config.setdefault("minimap_mode", False)
+    config.setdefault("id_embedding", True)
+    config.setdefault("learn_from_opponent", False)
+    return config
 
 
 def shared_env_settings(checkpoints: list[Checkpoint], env: str) -> dict:
