@@ -13,7 +13,7 @@ def test_battle_places_original_mfq_blocks():
     obs = env.reset()
     assert env.groups == ("red", "blue")
     for g in env.groups:
-        assert obs[g].view.shape == (64, 13, 13, 5)
+        assert obs[g].view.shape == (64, 13, 13, 7)  # the minimap adds two channels
         assert len(np.unique(obs[g].positions, axis=0)) == 64
     # Red stands left of blue.
     assert obs["red"].positions[:, 0].max() < obs["blue"].positions[:, 0].min()
@@ -32,10 +32,53 @@ def test_step_keeps_survivor_order_and_ends_at_max_steps():
             now = env.observe(g)
             np.testing.assert_array_equal(result.next_obs[g].ids[alive], now.ids)
             np.testing.assert_array_equal(result.next_obs[g].view[alive], now.view)
+            np.testing.assert_array_equal(result.next_obs[g].features[alive], now.features)
+            assert not result.next_obs[g].view[~alive].any()
             np.testing.assert_array_equal(env.positions(g), now.positions)
         done = result.done
     assert steps == env.step_count <= 40
-    assert steps == 40 or any(env.num_alive(g) == 0 for g in env.groups)
+    wiped_out = any(env.num_alive(g) == 0 for g in env.groups)
+    assert steps == 40 or wiped_out
+    assert result.terminated == wiped_out
+
+
+def test_a_wipe_out_is_terminal_and_a_time_limit_is_not():
+    short = make_env("battle", 12, seed=0, agents_per_side=1, max_steps=2)
+    short.reset()
+    short.step({"red": np.array([0]), "blue": np.array([0])})
+    result = short.step({"red": np.array([0]), "blue": np.array([0])})
+    assert result.done and not result.terminated
+    # Tigers losing all their HP in one step: the round ends, terminated.
+    doomed = make_env("tiger-deer", 12, seed=0, n_tigers=2, n_deer=3, tiger_step_recover=-20.0)
+    doomed.reset()
+    result = doomed.step({g: np.zeros(doomed.num_alive(g), np.int64) for g in doomed.groups})
+    assert not result.alive["tiger"].any() and result.done and result.terminated
+
+
+@pytest.mark.parametrize("env_name", ["battle", "tiger-deer"])
+def test_minimap_and_id_embedding_shape_the_observation(env_name):
+    def shapes(**options):
+        env = make_env(env_name, 20, seed=0, **options)
+        spec = env.specs[env.groups[0]]
+        return spec.view_shape[2], spec.feature_dim
+
+    channels, features = shapes(minimap_mode=False, id_embedding=False)
+    assert shapes(minimap_mode=True, id_embedding=False) == (channels + 2, features + 2)
+    assert shapes(minimap_mode=False, id_embedding=True) == (channels, features + 10)
+    # Without the id embedding the shapes do not depend on the map: a network moves to a bigger one.
+    big = make_env(env_name, 40, seed=0).specs[make_env(env_name, 40, seed=0).groups[0]]
+    assert (big.view_shape[2], big.feature_dim) == shapes()
+
+
+def test_last_reward_feature_is_the_step_just_played():
+    env = make_env("battle", 20, seed=0, step_reward=-0.5, attack_penalty=0.0,
+                   attack_opponent_reward=0.0, dead_penalty=0.0)
+    env.reset()
+    result = env.step({g: np.zeros(env.num_alive(g), np.int64) for g in env.groups})
+    # The features end with the last reward (then, with the minimap, the position): after one
+    # step every agent's is the step reward it just received.
+    np.testing.assert_allclose(result.rewards["red"], -0.5)
+    np.testing.assert_allclose(env.observe("red").features[:, -3], -0.5)
 
 
 def test_observations_are_copies():

@@ -88,3 +88,40 @@ def test_state_dict_round_trip_gives_the_same_samples():
 def test_empty_buffer_cannot_be_sampled():
     with pytest.raises(ValueError, match="empty"):
         ReplayBuffer(10, A).sample(4, np.random.default_rng(0))
+
+
+def test_two_teams_share_a_buffer_as_streams():
+    """Steps of two teams interleave; each team's s' still comes from its own next step."""
+    buffer = ReplayBuffer(1000, A)
+    for step in range(3):
+        for stream, n in (("red", 3), ("blue", 2)):
+            obs, dec = team(step + (10 if stream == "blue" else 0), n)
+            buffer.add_step(obs, dec, reward=np.zeros(n), alive=np.ones(n, bool), stream=stream)
+    for stream, n, offset in (("red", 3, 0), ("blue", 2, 10)):
+        buffer.end_round(*team(3 + offset, n), stream=stream)
+    batch = buffer.sample(300, np.random.default_rng(0))
+    code = batch.features[:, 0]
+    s, s_next = code[batch.obs], code[batch.next_obs]
+    assert (batch.done == 0).all()
+    torch.testing.assert_close(s_next, s + 100)  # same team, same row, one step later
+
+
+def test_a_terminal_step_never_bootstraps():
+    buffer = ReplayBuffer(1000, A)
+    obs, dec = team(0, 3)
+    buffer.add_step(obs, dec, reward=np.ones(3), alive=np.ones(3, bool), terminal=True)
+    buffer.end_round(obs, None)
+    assert len(buffer) == 3
+    assert (buffer.sample(20, np.random.default_rng(0)).done == 1).all()
+
+
+def test_transitions_wait_for_their_next_observation():
+    buffer = ReplayBuffer(1000, A)
+    obs, dec = team(0, 2)
+    buffer.add_step(obs, dec, reward=np.ones(2), alive=np.array([True, False]))
+    assert len(buffer) == 1  # the death; the survivor's s' is not known yet
+    buffer.end_round(*team(1, 1))
+    assert len(buffer) == 2
+    with pytest.raises(ValueError, match="survived"):
+        buffer.add_step(*team(2, 2), reward=np.ones(2), alive=np.ones(2, bool))
+        buffer.add_step(*team(3, 5), reward=np.ones(5), alive=np.ones(5, bool))

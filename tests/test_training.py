@@ -4,12 +4,16 @@ import numpy as np
 import pytest
 import torch
 
+import cmfq
 from cmfq.algos import ALGOS, Policy, make_algorithm
 from cmfq.cli import main
 from cmfq.envs import make_env
+from cmfq.evaluation.match import Arena
 from cmfq.training.checkpoint import atomic_save, load_checkpoint
 from cmfq.training.config import TrainConfig
+from cmfq.training.device import resolve_device
 from cmfq.training.metrics import read_metrics
+from cmfq.training.replay import ReplayBuffer
 from cmfq.training.rollout import play_round
 from cmfq.training.trainer import resume, train
 
@@ -136,3 +140,104 @@ def test_learning_beats_a_random_team(tmp_path):
     trained = load_checkpoint(run / "last.pt").policy(seed=0)
     assert margin(trained) > 0
     assert margin(trained) > margin(untrained)
+
+
+def test_sides_are_drawn_per_round_logged_and_reproducible(tmp_path):
+    cfg = dict(TINY, algo="mfq", rounds=6, save_every=6)
+    a = read_metrics(train(TrainConfig(out=str(tmp_path / "a"), **cfg), progress=False)
+                     / "metrics.csv")
+    b = read_metrics(train(TrainConfig(out=str(tmp_path / "b"), **cfg), progress=False)
+                     / "metrics.csv")
+    sides = [row["side"] for row in a]
+    assert set(sides) == {0.0, 1.0}
+    assert sides == [row["side"] for row in b]
+
+
+def test_opponent_transitions_double_the_data_of_a_self_play_round(tmp_path):
+    def first_round(feed: bool) -> dict:
+        run = train(TrainConfig(algo="mfq", learn_from_opponent=feed,
+                                out=str(tmp_path / str(feed)), **dict(TINY, rounds=1)),
+                    progress=False)
+        return read_metrics(run / "metrics.csv")[0]
+
+    alone, both = first_round(False), first_round(True)
+    assert both["steps"] == alone["steps"]
+    # Both sides start equal and lose agents alike only by chance: about twice the transitions.
+    assert 1.5 * alone["buffer"] < both["buffer"] <= 2 * alone["buffer"] + 1
+    assert both["updates"] > alone["updates"]
+
+
+def test_a_wiped_out_side_ends_the_round_with_terminal_transitions():
+    env = make_env("tiger-deer", 12, seed=0, n_tigers=2, n_deer=3, tiger_step_recover=-20.0)
+    replay = ReplayBuffer(100, env.specs["tiger"].n_actions)
+    result = play_round(env, {}, seed=0, record={"tiger": replay})
+    assert result.steps == 1 and len(replay) == 2
+    assert (replay.sample(16, np.random.default_rng(0)).done == 1).all()
+
+
+def test_config_toml_round_trip(tmp_path):
+    config = TrainConfig(algo="amfq", radius=2.5, minimap_mode=False, out='runs/"quoted"',
+                         td_target="double", dead_penalty=-0.25)
+    path = tmp_path / "c.toml"
+    path.write_text(config.to_toml())
+    assert TrainConfig.from_toml(path) == config
+
+
+def test_device_names(monkeypatch):
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() and cmfq.cuda_built() else "cpu"
+    assert resolve_device("auto").type == expected
+    with pytest.raises(ValueError, match="device must be"):
+        TrainConfig(device="gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="no CUDA device"):
+        resolve_device("cuda:0")
+
+
+def test_training_runs_on_the_device_and_checkpoints_load_anywhere(tmp_path, device):
+    run = train(TrainConfig(algo="cmfq", device=device, out=str(tmp_path / "run"),
+                            **dict(TINY, rounds=1)), progress=False)
+    ckpt = load_checkpoint(run / "last.pt")
+    assert all(t.device.type == "cpu" for t in ckpt.model.values())
+    for where in ("cpu", device):
+        algo = ckpt.build_algorithm(where)
+        assert next(algo.parameters()).device.type == torch.device(where).type
+    env = make_env("battle", 16, seed=1, max_steps=3)
+    result = play_round(env, {"red": ckpt.policy(seed=0, device=device)}, seed=2)
+    assert result.steps == 3
+
+
+def test_a_checkpoint_refuses_an_env_of_other_shapes_and_evaluation_takes_its_settings(tmp_path):
+    run = train(TrainConfig(algo="mfq", minimap_mode=False, id_embedding=True,
+                            out=str(tmp_path / "run"), **dict(TINY, rounds=1)), progress=False)
+    ckpt = load_checkpoint(run / "last.pt")
+    with pytest.raises(ValueError, match="expects .*minimap_mode"):
+        ckpt.fit(make_env("battle", 20, seed=0))  # the published default: minimap on, no ids
+    ckpt.fit(make_env("battle", 20, seed=0, **ckpt.env_settings()))
+    arena = Arena([run / "last.pt"], "battle", 20, max_steps=2)
+    assert arena.env.minimap_mode is False and arena.env.id_embedding is True
+    assert arena.play([0, 0], seed=0).steps == 2
+
+
+@pytest.mark.parametrize("name", ["battle", "tiger-deer"])
+def test_shipped_configs_load(name):
+    from pathlib import Path
+
+    config = TrainConfig.from_toml(Path(__file__).parents[1] / "configs" / f"{name}.toml")
+    assert config.env == name and config.minimap_mode and not config.id_embedding
+
+
+def test_a_checkpoint_of_the_first_format_loads_with_the_settings_it_was_trained_with(tmp_path):
+    run = train(TrainConfig(algo="il", minimap_mode=False, id_embedding=True,
+                            out=str(tmp_path / "run"), **dict(TINY, rounds=1)), progress=False)
+    data = torch.load(run / "last.pt", weights_only=True)
+    data["format"] = "cmfq-checkpoint-1"
+    for key in ("td_target", "minimap_mode", "id_embedding", "learn_from_opponent", "device"):
+        data["config"].pop(key)  # fields the first format did not have
+    data["config"]["double_q"] = False
+    old = tmp_path / "old.pt"
+    torch.save(data, old)
+    ckpt = load_checkpoint(old)
+    assert ckpt.config.td_target == "max"  # IL's target before the shared setting
+    assert ckpt.env_settings()["minimap_mode"] is False
+    assert Arena([old], "battle", 16, max_steps=2).play([0, 0], seed=0).steps == 2

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from cmfq.algos.amfq import AMFQ
 from cmfq.algos.cmfq import CMFQ
-from cmfq.algos.common import Algorithm, Batch, TeamInput
+from cmfq.algos.common import TD_TARGETS, Algorithm, Batch, TeamInput
 from cmfq.algos.il import IL
 from cmfq.algos.mfq import MFQ
 from cmfq.algos.network import QNetwork
@@ -20,8 +20,8 @@ ALGOS: dict[str, type[Algorithm]] = {cls.name: cls for cls in (IL, MFQ, AMFQ, CM
 def make_algorithm(name: str, spec, **options) -> Algorithm:
     """An algorithm by name for a group with ``spec`` (a ``cmfq.envs.GroupSpec``).
 
-    ``options``: ``gamma``, ``double_q``; cmfq also ``causal_temperature``, ``weighting``;
-    amfq also ``attention_dim``.
+    ``options``: ``gamma``, ``td_target`` (one of ``TD_TARGETS``); cmfq also
+    ``causal_temperature``, ``weighting``; amfq also ``attention_dim``.
     """
     if name not in ALGOS:
         raise ValueError(f"unknown algorithm {name!r}; choose one of {sorted(ALGOS)}")
@@ -40,6 +40,7 @@ __all__ = [
     "Policy",
     "QNetwork",
     "RandomPolicy",
+    "TD_TARGETS",
     "TeamInput",
     "make_algorithm",
 ]

@@ -6,7 +6,7 @@ neighbours by learned attention between state embeddings h = embed(s):
 and learns Q(s_i, a_i, ā_i) as MFQ does; the attention is trained through the TD loss, so a batch
 carries the neighbours' observations. The target recomputes ā' with the target network:
 
-    y = r + γ (1 - done) Σ_a π(a|s', ā') Q_target(s', a, ā')    (double_q: as in MFQ)
+    y = r + γ (1 - done) Σ_a π(a|s', ā') Q_target(s', a, ā')    (other td_target: as in MFQ)
 """
 
 from __future__ import annotations
@@ -17,14 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmfq.algos.common import (
-    Algorithm,
-    Batch,
-    TeamInput,
-    boltzmann_value,
-    double_q_value,
-    td_loss,
-)
+from cmfq.algos.common import Algorithm, Batch, TeamInput, td_loss
 from cmfq.envs import GroupSpec
 
 
@@ -37,10 +30,10 @@ class AMFQ(Algorithm):
         spec: GroupSpec,
         *,
         gamma: float = 0.95,
-        double_q: bool = False,
+        td_target: str = "boltzmann",
         attention_dim: int = 64,
     ) -> None:
-        super().__init__(spec, gamma=gamma, double_q=double_q)
+        super().__init__(spec, gamma=gamma, td_target=td_target)
         state_dim = self.net.head.state_dim
         self.query = nn.Linear(state_dim, attention_dim)
         self.key = nn.Linear(state_dim, attention_dim)
@@ -78,12 +71,12 @@ class AMFQ(Algorithm):
                 target_emb, batch.next_obs, batch.next_neighbors, batch.next_neighbor_actions
             )
             q_next = target.net.head(target_emb[batch.next_obs], next_mean)
-            if self.double_q:
+
+            def online_q_next() -> torch.Tensor:
                 online_next = self.attention_mean_action(
                     emb, batch.next_obs, batch.next_neighbors, batch.next_neighbor_actions
                 )
-                q_next_online = self.net.head(emb[batch.next_obs], online_next)
-                next_value = double_q_value(q_next, q_next_online)
-            else:
-                next_value = boltzmann_value(q_next, temperature)
+                return self.net.head(emb[batch.next_obs], online_next)
+
+            next_value = self.next_value(q_next, online_q_next, temperature)
         return td_loss(q, batch.reward, batch.done, next_value, self.gamma)

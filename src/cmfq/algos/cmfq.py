@@ -29,11 +29,11 @@ class CMFQ(MFQ):
         spec: GroupSpec,
         *,
         gamma: float = 0.95,
-        double_q: bool = False,
+        td_target: str = "boltzmann",
         causal_temperature: float = 0.1,
         weighting: str = "proportional",
     ) -> None:
-        super().__init__(spec, gamma=gamma, double_q=double_q)
+        super().__init__(spec, gamma=gamma, td_target=td_target)
         self.causal_temperature = causal_temperature
         self.weighting = weighting
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import ClassVar, NamedTuple
 
 import torch
@@ -95,25 +96,51 @@ def td_loss(
     return F.smooth_l1_loss(q_taken, target)
 
 
+TD_TARGETS = ("boltzmann", "max", "double")
+"""The values V(s') a TD target can bootstrap from: the mean-field value Σ_a π(a|s') Q'(s', a)
+(π = softmax(Q'/τ)), max_a Q'(s', a), or the double-DQN Q'(s', argmax_a Q(s', a))."""
+
+
 class Algorithm(nn.Module, ABC):
     """A Q-learner for one team: ``q_values`` to act, ``loss`` to learn.
 
     ``net`` is the shared ``QNetwork``. ``q_values`` returns the action values the agents act on
     and the neighbour input they used (stored in the replay buffer for the target); ``loss`` is the
     TD loss of a batch against a ``target`` copy of the same algorithm, at Boltzmann temperature
-    ``temperature`` (the current exploration temperature).
+    ``temperature`` (the current exploration temperature). ``td_target`` (one of ``TD_TARGETS``)
+    is the bootstrap value of every algorithm alike, so that they differ only in the neighbour
+    input.
     """
 
     name: ClassVar[str]
     needs_neighbor_obs: ClassVar[bool] = False
     """True if ``loss`` reads the neighbours' observations (the batch then carries them)."""
 
-    def __init__(self, spec: GroupSpec, *, gamma: float = 0.95, double_q: bool = False) -> None:
+    def __init__(
+        self, spec: GroupSpec, *, gamma: float = 0.95, td_target: str = "boltzmann"
+    ) -> None:
         super().__init__()
+        if td_target not in TD_TARGETS:
+            raise ValueError(f"td_target must be one of {TD_TARGETS}, got {td_target!r}")
         self.spec = spec
         self.gamma = gamma
-        self.double_q = double_q
+        self.td_target = td_target
         self.net = QNetwork(spec)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def next_value(
+        self, q_next: torch.Tensor, online_q_next: Callable[[], torch.Tensor], temperature: float
+    ) -> torch.Tensor:
+        """V(s') from the target network's values ``q_next`` [B, A]; ``online_q_next()`` gives
+        the online network's (evaluated only for the double target)."""
+        if self.td_target == "double":
+            return double_q_value(q_next, online_q_next())
+        if self.td_target == "max":
+            return max_value(q_next)
+        return boltzmann_value(q_next, temperature)
 
     @abstractmethod
     def q_values(self, team: TeamInput) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,22 +1,17 @@
 """IL: independent DQN. Each agent learns Q(s, a) as if alone.
 
-    y = r + γ (1 - done) max_a' Q_target(s', a')        (double_q: Q_target(s', argmax Q(s', .)))
+    y = r + γ (1 - done) V(s')
 
-The shared network's neighbour input is always the zero vector, so its action branch is a constant.
+with V(s') from ``td_target``, the same as the mean-field algorithms' (default: the Boltzmann value
+Σ_a π(a|s') Q_target(s', a)), so that a comparison differs only in the neighbour input. The
+shared network's neighbour input is always the zero vector, so its action branch is a constant.
 """
 
 from __future__ import annotations
 
 import torch
 
-from cmfq.algos.common import (
-    Algorithm,
-    Batch,
-    TeamInput,
-    double_q_value,
-    max_value,
-    td_loss,
-)
+from cmfq.algos.common import Algorithm, Batch, TeamInput, td_loss
 
 
 class IL(Algorithm):
@@ -28,13 +23,10 @@ class IL(Algorithm):
 
     def loss(self, batch: Batch, target: Algorithm, temperature: float) -> torch.Tensor:
         none = batch.mean_action.new_zeros(batch.mean_action.shape)
-        emb = self.net.embed(batch.view, batch.features)
-        q = self.net.head(emb[batch.obs], none).gather(1, batch.action[:, None]).squeeze(1)
+        q = self.net(batch.view[batch.obs], batch.features[batch.obs], none)
+        q = q.gather(1, batch.action[:, None]).squeeze(1)
         with torch.no_grad():
-            target_emb = target.net.embed(batch.view, batch.features)
-            q_next = target.net.head(target_emb[batch.next_obs], none)
-            if self.double_q:
-                next_value = double_q_value(q_next, self.net.head(emb[batch.next_obs], none))
-            else:
-                next_value = max_value(q_next)
+            s_next = (batch.view[batch.next_obs], batch.features[batch.next_obs])
+            q_next = target.net(*s_next, none)
+            next_value = self.next_value(q_next, lambda: self.net(*s_next, none), temperature)
         return td_loss(q, batch.reward, batch.done, next_value, self.gamma)

@@ -30,7 +30,9 @@ class Policy:
     Each step, every live agent's neighbourhood is its ``k_max`` nearest live teammates within
     ``radius`` (``radius=None``: the whole team), so the network's input size never depends on the
     number of agents. Actions are sampled from softmax(Q / ``temperature``); ``temperature=0``
-    acts greedily. ``seed`` fixes the sampling.
+    acts greedily. ``seed`` fixes the sampling. The network runs on the device of ``algo``'s
+    parameters (cmfq's acting step then runs the fused op there); the decisions come back as
+    numpy arrays.
     """
 
     def __init__(
@@ -44,18 +46,17 @@ class Policy:
         self.temperature = temperature
         self.radius = radius
         self.k_max = k_max
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator(device=algo.device).manual_seed(seed)
 
     @torch.no_grad()
     def decide(self, obs: Observation, prev_actions: np.ndarray | None) -> Decision:
         """Actions for the live agents in ``obs``; ``prev_actions`` are theirs at the last step."""
         neighbors = neighborhoods(obs.positions, radius=self.radius, k_max=self.k_max)
         their_actions = neighbor_actions(neighbors, prev_actions)
+        device = self.generator.device
         team = TeamInput(
-            torch.from_numpy(obs.view),
-            torch.from_numpy(obs.features),
-            torch.from_numpy(neighbors),
-            torch.from_numpy(their_actions),
+            *(torch.from_numpy(a).to(device, non_blocking=True)
+              for a in (obs.view, obs.features, neighbors, their_actions))
         )
         q, mean = self.algo.q_values(team)
         if self.temperature == 0:
@@ -65,7 +66,7 @@ class Policy:
             actions = torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
         else:
             actions = torch.zeros(0, dtype=torch.int64)
-        return Decision(actions.numpy(), mean.numpy(), neighbors, their_actions)
+        return Decision(actions.cpu().numpy(), mean.cpu().numpy(), neighbors, their_actions)
 
     def __call__(self, obs: Observation, prev_actions: np.ndarray | None) -> np.ndarray:
         return self.decide(obs, prev_actions).actions

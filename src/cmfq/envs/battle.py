@@ -20,7 +20,8 @@ class BattleEnv(GridEnv):
 
     Rewards are magent2's battle defaults: +5 a kill, +0.2 for attacking an enemy, -0.1 for any
     attack, -0.1 for dying, -0.005 a step. A round ends after ``max_steps`` or when a side is
-    wiped out. ``agents_per_side`` defaults to ``0.04 * map_size**2``.
+    wiped out. ``agents_per_side`` defaults to ``0.04 * map_size**2``. The defaults are the
+    original MFQ battle's: minimap on; the id embedding off (see ``GridEnv``).
     """
 
     name = "battle"
@@ -34,6 +35,8 @@ class BattleEnv(GridEnv):
         seed: int,
         max_steps: int = 400,
         agents_per_side: int | None = None,
+        minimap_mode: bool = True,
+        id_embedding: bool = False,
         step_reward: float = -0.005,
         dead_penalty: float = -0.1,
         attack_penalty: float = -0.1,
@@ -52,16 +55,15 @@ class BattleEnv(GridEnv):
         )
         self._blocks = block_positions(map_size, n)
         self.agents_per_side = n
-        super().__init__(map_size, seed=seed, max_steps=max_steps)
+        super().__init__(map_size, seed=seed, max_steps=max_steps, minimap_mode=minimap_mode,
+                         id_embedding=id_embedding)
 
     def _engine_group_names(self) -> tuple[str, ...]:
         return self.groups
 
     def _config(self) -> magent2.gridworld.Config:
         gw = magent2.gridworld
-        cfg = gw.Config()
-        cfg.set({"map_width": self.map_size, "map_height": self.map_size})
-        cfg.set({"minimap_mode": False, "embedding_size": 10, "seed": self.seed % (2**31)})
+        cfg = self._base_config()
         small = cfg.register_agent_type(
             "small",
             {

@@ -11,6 +11,9 @@ import magent2
 import numpy as np
 from magent2.c_lib import _LIB
 
+ID_EMBEDDING_SIZE = 10
+"""Binary digits of the agent id in the features when ``id_embedding`` is on (magent2's)."""
+
 
 class Observation(NamedTuple):
     """What one group sees at one step; row i of every array is the same agent.
@@ -21,7 +24,8 @@ class Observation(NamedTuple):
     view: np.ndarray
     """float32 [n, H, W, C] local views (obstacles, own team, other team...)."""
     features: np.ndarray
-    """float32 [n, F] the engine's feature vector (id embedding, last action, last reward)."""
+    """float32 [n, F] the engine's feature vector (id embedding if on, last action, last reward,
+    and with the minimap the agent's position as a fraction of the map)."""
     ids: np.ndarray
     """int32 [n] engine agent ids, unique within a round."""
     positions: np.ndarray
@@ -32,7 +36,8 @@ class StepResult(NamedTuple):
     """The outcome of ``GridEnv.step`` for the agents that acted (same rows as the actions)."""
 
     next_obs: dict[str, Observation]
-    """Per group, the observation after the step (rows of dead agents are meaningless)."""
+    """Per group, the observation after the step, read once the dead are removed (rows of dead
+    agents are zeros)."""
     rewards: dict[str, np.ndarray]
     """Per group, float32 [n] reward of each agent for this step."""
     alive: dict[str, np.ndarray]
@@ -40,6 +45,10 @@ class StepResult(NamedTuple):
     ``next_obs[g]`` masked by ``alive[g]`` is exactly the next ``observe(g)``."""
     done: bool
     """True when the round is over (max steps reached, or a side is wiped out)."""
+    terminated: bool
+    """True when the round ended because a side was wiped out (battle) or the deer are gone
+    (tiger-deer): the survivors' last transitions are terminal. A round cut by ``max_steps`` is
+    not terminated: its survivors would have played on."""
 
 
 @dataclass(frozen=True)
@@ -63,17 +72,26 @@ class GridEnv:
     Use: ``reset(seed)``, then ``observe(g)`` and ``step({g: actions})`` until ``done``. After a
     step the dead are removed, so ``observe``, ``positions`` and ``ids`` describe the live agents;
     ``alive(g)`` is the mask over the agents that acted in the last step.
+
+    ``minimap_mode`` adds magent2's minimap: two view channels with the density of each team over
+    the whole map (scaled to the view) and the agent's position in the features, so an agent knows
+    where the enemy is beyond its view. ``id_embedding`` adds the agent's id in 10 binary features;
+    off by default, since a larger map gives ids never seen in training.
     Subclasses define the engine config (``_config``) and where agents start (``_populate``).
     """
 
     name: str = ""
 
-    def __init__(self, map_size: int, *, seed: int, max_steps: int) -> None:
+    def __init__(
+        self, map_size: int, *, seed: int, max_steps: int, minimap_mode: bool, id_embedding: bool
+    ) -> None:
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         self.map_size = map_size
         self.max_steps = max_steps
         self.seed = seed
+        self.minimap_mode = bool(minimap_mode)
+        self.id_embedding = bool(id_embedding)
         self._engine = magent2.GridWorld(self._config(), map_size=map_size)
         self._handles = dict(
             zip(self._engine_group_names(), self._engine.get_handles(), strict=True)
@@ -101,6 +119,18 @@ class GridEnv:
 
     def _config(self) -> magent2.gridworld.Config:
         raise NotImplementedError
+
+    def _base_config(self) -> magent2.gridworld.Config:
+        """The engine settings every env shares: map, minimap, id embedding, seed."""
+        cfg = magent2.gridworld.Config()
+        cfg.set({
+            "map_width": self.map_size,
+            "map_height": self.map_size,
+            "minimap_mode": self.minimap_mode,
+            "embedding_size": ID_EMBEDDING_SIZE if self.id_embedding else 0,
+            "seed": self.seed % (2**31),
+        })
+        return cfg
 
     def _populate(self) -> None:
         raise NotImplementedError
@@ -157,12 +187,15 @@ class GridEnv:
             self._engine.set_action(self._handle(g), a)
         self._engine.step()
         self.step_count += 1
-        next_obs = {g: self.observe(g) for g in self.groups}
+        # The engine's order: rewards and alive masks, then clear the dead, then observe (the
+        # features' last reward is only final once the step's rewards have been read).
         rewards = {g: self._engine.get_reward(self._handle(g)) for g in self.groups}
         self._alive = {g: self._engine.get_alive(self._handle(g)) for g in self.groups}
         self._engine.clear_dead()
-        done = self.step_count >= self.max_steps or self._finished()
-        return StepResult(next_obs, rewards, dict(self._alive), done)
+        next_obs = {g: _scatter(self.observe(g), self._alive[g]) for g in self.groups}
+        terminated = self._finished()
+        done = terminated or self.step_count >= self.max_steps
+        return StepResult(next_obs, rewards, dict(self._alive), done, terminated)
 
     # --- what a replay draws -------------------------------------------------------------
     def health(self, group: str) -> np.ndarray:
@@ -202,3 +235,13 @@ class GridEnv:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(map_size={self.map_size}, max_steps={self.max_steps})"
+
+
+def _scatter(survivors: Observation, alive: np.ndarray) -> Observation:
+    """The survivors' observation over the rows of the agents that acted (zeros where dead)."""
+    out = []
+    for array in survivors:
+        full = np.zeros((alive.shape[0], *array.shape[1:]), dtype=array.dtype)
+        full[alive] = array
+        out.append(full)
+    return Observation(*out)

@@ -14,7 +14,9 @@ class TigerDeerEnv(GridEnv):
     of them attack the same deer in the same step, nothing otherwise; a deer eaten restores 8 HP.
     Deer (5 HP) are meant to act at random (the rollout gives them a random policy). Walls cover
     ``wall_density`` of the map. A round ends after ``max_steps``, or when all tigers or all deer
-    are dead. Defaults: ``0.01 * map_size**2`` tigers (at least 2), ``0.05 * map_size**2`` deer.
+    are dead (the deer gone is terminal). ``minimap_mode`` and ``id_embedding`` as in ``GridEnv``
+    (minimap on, ids off). Defaults: ``0.01 * map_size**2`` tigers (at least 2),
+    ``0.05 * map_size**2`` deer.
     """
 
     name = "tiger-deer"
@@ -30,6 +32,8 @@ class TigerDeerEnv(GridEnv):
         n_tigers: int | None = None,
         n_deer: int | None = None,
         wall_density: float = 0.04,
+        minimap_mode: bool = True,
+        id_embedding: bool = False,
         tiger_step_recover: float = -0.1,
         deer_attacked: float = -0.1,
     ) -> None:
@@ -52,16 +56,15 @@ class TigerDeerEnv(GridEnv):
             )
         self._tiger_step_recover = tiger_step_recover
         self._deer_attacked = deer_attacked
-        super().__init__(map_size, seed=seed, max_steps=max_steps)
+        super().__init__(map_size, seed=seed, max_steps=max_steps, minimap_mode=minimap_mode,
+                         id_embedding=id_embedding)
 
     def _engine_group_names(self) -> tuple[str, ...]:
         return ("deer", "tiger")
 
     def _config(self) -> magent2.gridworld.Config:
         gw = magent2.gridworld
-        cfg = gw.Config()
-        cfg.set({"map_width": self.map_size, "map_height": self.map_size})
-        cfg.set({"embedding_size": 10, "minimap_mode": False, "seed": self.seed % (2**31)})
+        cfg = self._base_config()
         deer = cfg.register_agent_type(
             "deer",
             {

@@ -12,7 +12,7 @@ import torch
 from cmfq.algos import RandomPolicy
 from cmfq.envs import GridEnv, make_env
 from cmfq.evaluation.players import RANDOM
-from cmfq.training.checkpoint import Checkpoint, load_checkpoint
+from cmfq.training.checkpoint import Checkpoint, load_checkpoint, shared_env_settings
 from cmfq.training.rollout import RoundResult, play_round
 
 
@@ -41,17 +41,20 @@ class Arena:
     ``play(players, seed)`` lets checkpoint ``players[g]`` act for the env's group ``g``; groups
     beyond ``players`` act at random (the deer of tiger-deer). A round depends only on the players,
     their order and ``seed``: the env is reset with it and each team samples its actions from its
-    own generator seeded from it.
+    own generator seeded from it. The env takes the checkpoints' settings (minimap, id embedding,
+    rewards) unless ``env_options`` override them.
     """
 
     def __init__(
         self, paths: Sequence[str | Path], env: str, map_size: int, **env_options,
     ) -> None:
-        self.env: GridEnv = make_env(env, map_size, seed=0, **env_options)
         # None stands for the random team.
         self.checkpoints: list[Checkpoint | None] = [
             None if p == RANDOM else load_checkpoint(p) for p in paths
         ]
+        trained = [c for c in self.checkpoints if c is not None]
+        settings = shared_env_settings(trained, env)
+        self.env: GridEnv = make_env(env, map_size, seed=0, **(settings | env_options))
         for checkpoint in self.checkpoints:
             if checkpoint is not None:
                 self._check_fits(checkpoint)

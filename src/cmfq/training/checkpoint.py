@@ -15,10 +15,13 @@ import torch
 
 from cmfq import pretrained
 from cmfq.algos import Algorithm, Policy, make_algorithm
-from cmfq.envs import GroupSpec
+from cmfq.envs import GridEnv, GroupSpec
 from cmfq.training.config import TrainConfig
+from cmfq.training.device import resolve_device
 
-FORMAT = "cmfq-checkpoint-1"
+FORMAT = "cmfq-checkpoint-2"
+OLD_FORMATS = ("cmfq-checkpoint-1",)
+"""Formats still read: their configs are upgraded by ``_upgrade_config``."""
 
 
 def atomic_save(obj: object, path: str | Path) -> None:
@@ -73,8 +76,11 @@ def save_checkpoint(
 class Checkpoint:
     """A loaded checkpoint. ``build_algorithm()`` rebuilds the network, ``policy()`` acts with it.
 
-    ``algo`` (name), ``env`` (name), ``config`` (the run's ``TrainConfig``), ``group`` (the side it
-    learned on), ``spec`` (its observation and action shapes), ``round`` (rounds trained).
+    ``algo`` (name), ``env`` (name), ``config`` (the run's ``TrainConfig``), ``group`` (the group
+    whose shapes it has; a battle learner plays both sides), ``spec`` (its observation and action
+    shapes), ``round`` (rounds trained). ``env_settings()`` gives the env options its observations
+    and rewards were made with (minimap, id embedding, rewards), for evaluations to reuse; ``fit``
+    refuses an env whose shapes differ.
     """
 
     path: Path
@@ -87,10 +93,28 @@ class Checkpoint:
     model: dict = field(repr=False)
     training_state: dict | None = field(default=None, repr=False)
 
-    def build_algorithm(self) -> Algorithm:
+    def env_settings(self) -> dict:
+        return self.config.env_settings()
+
+    def fit(self, env: GridEnv, group: str | None = None) -> None:
+        """Raise ValueError unless ``env``'s ``group`` (default: the checkpoint's) has the
+        observation and action shapes this network was trained on."""
+        if env.name != self.env:
+            raise ValueError(f"{self.path} was trained on {self.env!r}, not {env.name!r}")
+        theirs = env.specs[group or self.group]
+        mine = (self.spec.view_shape, self.spec.feature_dim, self.spec.n_actions)
+        given = (theirs.view_shape, theirs.feature_dim, theirs.n_actions)
+        if mine != given:
+            raise ValueError(
+                f"{self.path} expects (view, features, actions) {mine}, but this {env.name} env "
+                f"gives {given}; build it with the checkpoint's settings {self.env_settings()}"
+            )
+
+    def build_algorithm(self, device: str = "cpu") -> Algorithm:
+        """The network on ``device`` (auto, cpu, cuda, cuda:N), whatever device it was saved on."""
         algo = make_algorithm(self.algo, self.spec, **self.config.algo_options())
         algo.load_state_dict(self.model)
-        return algo.eval()
+        return algo.to(resolve_device(device)).eval()
 
     def policy(
         self,
@@ -99,15 +123,17 @@ class Checkpoint:
         seed: int = 0,
         k_max: int | None = None,
         radius: float | None = None,
+        device: str = "cpu",
     ) -> Policy:
         """The acting policy: Boltzmann at ``temperature`` (default: the config's
         ``eval_temperature``; 0 = greedy), with the training neighbourhoods (radius, k_max) unless
-        given. It acts for any number of agents on any map of the same env."""
+        given, on ``device``. It acts for any number of agents on any map of the same env and
+        settings."""
         cfg = self.config
         if radius is None and cfg.neighborhood == "local":
             radius = cfg.radius if cfg.radius is not None else self.spec.view_radius
         return Policy(
-            self.build_algorithm(),
+            self.build_algorithm(device),
             temperature=cfg.eval_temperature if temperature is None else temperature,
             radius=radius,
             k_max=cfg.k_max if k_max is None else k_max,
@@ -125,14 +151,16 @@ def load_checkpoint(path: str | Path, *, algo: str | None = None) -> Checkpoint:
     path = Path(pretrained.resolve(path))
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
+    try:  # tensors land on the CPU whatever device saved them; build_algorithm moves them
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ValueError(
             f"{path} is not a readable cmfq checkpoint (corrupt, truncated or unsafe): {err}"
         ) from err
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    if not isinstance(data, dict) or data.get("format") not in (FORMAT, *OLD_FORMATS):
         raise ValueError(f"{path} is not a cmfq checkpoint (expected format {FORMAT!r})")
+    if data["format"] in OLD_FORMATS:
+        data["config"] = _upgrade_config(data["config"])
     if algo is not None and data["algo"] != algo:
         raise ValueError(
             f"{path} holds a {data['algo']!r} network, not {algo!r}; use --algo {data['algo']} "
@@ -154,3 +182,36 @@ def load_checkpoint(path: str | Path, *, algo: str | None = None) -> Checkpoint:
         model=data["model"],
         training_state=data["training_state"],
     )
+
+
+def _upgrade_config(config: dict) -> dict:
+    """A format-1 config in today's fields, meaning what it meant then: the env had no minimap
+    and the id embedding, and ``double_q`` chose the target (else IL bootstrapped from the max,
+    the others from the Boltzmann value)."""
+    config = dict(config)
+    double = config.pop("double_q", False)
+    max_target = "max" if config.get("algo") == "il" else "boltzmann"
+    config.setdefault("td_target", "double" if double else max_target)
+    config.setdefault("minimap_mode", False)
+    config.setdefault("id_embedding", True)
+    config.setdefault("learn_from_opponent", False)
+    return config
+
+
+def shared_env_settings(checkpoints: list[Checkpoint], env: str) -> dict:
+    """The env settings (minimap, id embedding, rewards) that ``checkpoints`` of ``env`` were
+    trained with, so that an evaluation plays them in the game they learned. Checkpoints of other
+    envs are skipped (the caller refuses them); differing settings are a ValueError: one env
+    cannot show them both what they were trained on."""
+    settings: dict = {}
+    for checkpoint in checkpoints:
+        if checkpoint.env != env:
+            continue
+        mine = checkpoint.env_settings()
+        if settings and mine != settings:
+            raise ValueError(
+                f"{checkpoint.path} was trained with env settings {mine}, others with {settings}; "
+                "evaluate checkpoints of one setting together"
+            )
+        settings = mine
+    return settings

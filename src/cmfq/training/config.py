@@ -9,13 +9,19 @@ import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import tomli_w
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from cmfq.algos import ALGOS
+from cmfq.algos import ALGOS, TD_TARGETS
 from cmfq.envs import ENVS
+from cmfq.training.device import check_device_name
+
+REWARD_FIELDS = ("step_reward", "dead_penalty", "attack_penalty", "attack_opponent_reward")
+"""battle's reward terms (magent2's battle defaults)."""
 
 
 @dataclass
@@ -36,6 +42,21 @@ class TrainConfig:
     """tiger-deer only: number of tigers (None: 0.01 * map_size^2, at least 2)."""
     n_deer: int | None = None
     """tiger-deer only: number of deer (None: 0.05 * map_size^2)."""
+    minimap_mode: bool = True
+    """magent2's minimap: each team's density over the whole map as two view channels and the
+    agent's position in the features, so agents find enemies beyond their view (the original MFQ
+    battle's setting)."""
+    id_embedding: bool = False
+    """The agent's id in 10 binary features. Off: ids say nothing about the task, and a larger
+    evaluation map gives ids never seen in training."""
+    step_reward: float = -0.005
+    """battle only: reward of every agent each step."""
+    dead_penalty: float = -0.1
+    """battle only: reward for dying."""
+    attack_penalty: float = -0.1
+    """battle only: reward for any attack (wasted ones included)."""
+    attack_opponent_reward: float = 0.2
+    """battle only: reward for attacking an enemy (a kill adds magent2's fixed +5)."""
     rounds: int = 20
     """Rounds (episodes) to train."""
     seed: int = 0
@@ -60,8 +81,10 @@ class TrainConfig:
     """Soft target update: target <- (1 - tau) target + tau online, after each gradient step."""
     grad_clip: float = 10.0
     """Gradient-norm clip of each step."""
-    double_q: bool = False
-    """Use the double-DQN target (the original MFQ code's) instead of the max / mean-field value."""
+    td_target: str = "boltzmann"
+    """V(s') of every algorithm's TD target: boltzmann (Σ_a π(a|s') Q'(s', a) at the current
+    temperature, the mean-field value), max (max_a Q'), or double (Q' at argmax_a Q, the original
+    MFQ code's). One setting for all, so that algorithms differ only in the neighbour input."""
     temperature_start: float = 1.0
     """Boltzmann temperature of the learner's actions in the first round; the mean-field value
     Σ π Q of the TD target uses the same (current) temperature."""
@@ -82,6 +105,14 @@ class TrainConfig:
     to a checkpoint (of any algorithm) that stays fixed. In tiger-deer the deer act randomly."""
     opponent_sync: int = 5
     """Self-play: rounds between copies of the learner into the opponent."""
+    learn_from_opponent: bool = True
+    """Self-play: the opponent's transitions feed the replay too (the same network a few rounds
+    old, so its data is as good as the learner's): twice the data per round for the same env
+    steps, and with replay_ratio twice the gradient steps (see docs/training.md for what that
+    buys per round and per second)."""
+    device: str = "auto"
+    """Where the networks, batches and causal weights run: auto (CUDA when torch sees a GPU and
+    cmfq was built with CUDA, else the CPU), cpu, cuda or cuda:N."""
     threads: int = 1
     """CPU threads of torch (the networks and batches are small: more threads mostly contend)."""
     save_every: int = 10
@@ -121,6 +152,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.weighting not in ("proportional", "softmax"):
             raise ValueError(f"weighting must be proportional or softmax, got {self.weighting!r}")
+        if self.td_target not in TD_TARGETS:
+            raise ValueError(f"td_target must be one of {TD_TARGETS}, got {self.td_target!r}")
+        check_device_name(self.device)
 
     def resolved(self) -> TrainConfig:
         """A copy with the run-dependent defaults fixed, as it is saved beside the run."""
@@ -140,15 +174,22 @@ class TrainConfig:
         frac = min(1.0, round_index / decay)
         return self.temperature_start + frac * (self.temperature_end - self.temperature_start)
 
+    def env_settings(self) -> dict:
+        """The env options that shape what agents see and earn: an evaluation of this run's
+        networks must build its env with them (map size and agent counts may change)."""
+        names = ("minimap_mode", "id_embedding") + (REWARD_FIELDS if self.env == "battle" else ())
+        return {n: getattr(self, n) for n in names}
+
     def env_options(self) -> dict:
         """The options of ``cmfq.envs.make_env`` that this config sets."""
         names = {"battle": ("max_steps", "agents_per_side"),
                  "tiger-deer": ("max_steps", "n_tigers", "n_deer")}[self.env]
-        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+        sizes = {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+        return sizes | self.env_settings()
 
     def algo_options(self) -> dict:
         """The options of ``cmfq.algos.make_algorithm`` that this config sets."""
-        options = {"gamma": self.gamma, "double_q": self.double_q}
+        options = {"gamma": self.gamma, "td_target": self.td_target}
         if self.algo == "cmfq":
             options |= {"causal_temperature": self.causal_temperature, "weighting": self.weighting}
         if self.algo == "amfq":
@@ -174,19 +215,9 @@ class TrainConfig:
 
     def to_toml(self) -> str:
         """TOML text of the config (fields that are None are left out: they mean "default")."""
-        lines = ["# cmfq train config; the fields are documented in docs/training.md"]
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None:
-                continue
-            if isinstance(value, str):
-                text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-            elif isinstance(value, bool):
-                text = "true" if value else "false"
-            else:
-                text = repr(value)
-            lines.append(f"{f.name} = {text}")
-        return "\n".join(lines) + "\n"
+        values = {k: v for k, v in self.to_dict().items() if v is not None}
+        header = "# cmfq train config; the fields are documented in docs/training.md\n"
+        return header + tomli_w.dumps(values)
 
 
 def field_docs() -> dict[str, str]:

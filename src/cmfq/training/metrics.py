@@ -8,7 +8,7 @@ from pathlib import Path
 from torch.utils.tensorboard import SummaryWriter
 
 COLUMNS = (
-    "round", "steps", "temperature", "reward", "kills", "deaths", "survivors",
+    "round", "side", "steps", "temperature", "reward", "kills", "deaths", "survivors",
     "opponent_survivors", "win", "loss", "updates", "buffer", "steps_per_s",
 )
 """The CSV columns; every column but ``round`` is also a TensorBoard scalar ``train/<column>``."""

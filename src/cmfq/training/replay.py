@@ -1,8 +1,6 @@
-"""Replay of one team's transitions, stored step by step so each observation is kept once."""
+"""Replay of teams' transitions in a ring of observations, each observation stored once."""
 
 from __future__ import annotations
-
-from collections import deque
 
 import numpy as np
 import torch
@@ -11,19 +9,23 @@ from cmfq.algos.common import Batch
 from cmfq.algos.policy import Decision
 from cmfq.envs import Observation
 
-_FIELDS = ("view", "features", "neighbors", "neighbor_actions", "mean_action",
-           "action", "reward", "alive")
+_ROW_FIELDS = ("view", "features", "mean_action", "neighbors", "neighbor_actions", "action",
+               "reward", "done", "next", "transition")
+"""The per-row arrays (``neighbors`` and ``next`` hold row ids, see ``ReplayBuffer``)."""
 
 
 class ReplayBuffer:
-    """The last ``capacity`` transitions (s, a, x, r, s', x', done) of one team.
+    """The last ``capacity`` observations of one or more teams, with their transitions.
 
-    A *frame* is the team at one step: its observations, neighbourhoods, the neighbour input x it
-    acted with, and (except for a round's final frame) actions, rewards and who survived. The
-    transition of agent i at step t reads s from frame t and s' from frame t + 1 (survivors keep
-    their order), so every observation is stored once, and a sampled batch can also carry the
-    neighbours' observations (AMFQ) at no extra storage. Views are kept as float16 (their values
-    are 0/1 masks and HP fractions). Transitions of agents that died are kept with done = 1.
+    Row i of the ring holds what one agent saw at one step (its view, features, neighbour input x
+    and neighbours) and, unless it is a round's last observation, the transition from it: the
+    action, reward, done flag and the row of s'. Rows are named by ids that grow forever (row id
+    ``g`` lives at ``g % capacity``), so a reference to a row that has been overwritten is simply
+    an id older than the oldest kept. Each team that records is a *stream*: its step t + 1 gives
+    the s' of its step-t survivors (they keep their order), so several teams can share a buffer.
+    A batch can carry the neighbours' observations (AMFQ) at no extra storage. Views are kept as
+    float16 (0/1 masks, densities and HP fractions). Deaths, and everyone's last step when a side
+    is wiped out, are terminal (done = 1). Sampling is vectorised: no Python loop over a batch.
     """
 
     def __init__(self, capacity: int, n_actions: int) -> None:
@@ -31,161 +33,189 @@ class ReplayBuffer:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.capacity = capacity
         self.n_actions = n_actions
-        self._frames: deque[dict[str, np.ndarray]] = deque()
-        self._counts: deque[int] = deque()  # transitions per frame (0 for a final frame)
-        self._size = 0
+        self._rows: dict[str, np.ndarray] = {}  # allocated on the first step (shapes known then)
+        self._written = 0  # rows ever written: the next row id
+        self._pending: dict[object, tuple[np.ndarray, np.ndarray]] = {}  # stream -> (ids, alive)
+        self._eligible: np.ndarray | None = None  # cached ids of sampleable transitions
         self.added = 0
         """Transitions ever added (not capped by the capacity)."""
 
     def __len__(self) -> int:
-        return self._size
+        return len(self._eligible_ids())
 
     def add_step(
-        self, obs: Observation, decision: Decision, reward: np.ndarray, alive: np.ndarray
+        self, obs: Observation, decision: Decision, reward: np.ndarray, alive: np.ndarray, *,
+        terminal: bool = False, stream: object = 0,
     ) -> None:
-        """Store one step of the team: what it saw and chose, and what followed."""
+        """Store one step of a team: what it saw and chose, and what followed. ``terminal``: the
+        round ended for good (a side wiped out), so no survivor bootstraps."""
+        alive = np.asarray(alive, dtype=bool)
+        ids = self._write(obs, decision, transition=True)
+        self._link(stream, ids)
+        rows = ids % self.capacity
+        self._rows["action"][rows] = decision.actions
+        self._rows["reward"][rows] = reward
+        self._rows["done"][rows] = ~alive | terminal
+        self.added += len(ids)
+        self._pending[stream] = (ids, alive & (not terminal))
+
+    def end_round(
+        self, final_obs: Observation, decision: Decision | None = None, *, stream: object = 0
+    ) -> None:
+        """Close a stream's round: store the survivors' last observation (the s' of the last step)
+        unless there is none to bootstrap from (``decision`` None, or no survivors)."""
+        if decision is not None and final_obs.view.shape[0]:
+            self._link(stream, self._write(final_obs, decision, transition=False))
+        self._pending.pop(stream, None)
+
+    def _link(self, stream: object, ids: np.ndarray) -> None:
+        """Make the rows ``ids`` the s' of the stream's previous-step survivors."""
+        if stream not in self._pending:
+            return
+        previous, survived = self._pending[stream]
+        if survived.sum() != len(ids):
+            raise ValueError(
+                f"stream {stream!r}: {survived.sum()} agents survived the last step but "
+                f"{len(ids)} observations follow; record each team as its own stream"
+            )
+        targets = previous[survived]
+        kept = targets >= self._written - self.capacity  # rows not overwritten by these ids
+        self._rows["next"][targets[kept] % self.capacity] = ids[kept]
+
+    def _write(self, obs: Observation, decision: Decision, *, transition: bool) -> np.ndarray:
         n = obs.view.shape[0]
-        self._append(obs, decision, np.asarray(decision.actions), reward, alive, count=n)
+        self._allocate(obs, decision)
+        ids = self._written + np.arange(n, dtype=np.int64)
+        rows = ids % self.capacity
+        r = self._rows
+        r["view"][rows] = obs.view
+        r["features"][rows] = obs.features
+        r["mean_action"][rows] = decision.mean_action
+        width = r["neighbors"].shape[1]
+        neighbors, their_actions = _widen(decision.neighbors, width), _widen(
+            decision.neighbor_actions, width)
+        r["neighbors"][rows] = np.where(neighbors >= 0, self._written + neighbors, -1)
+        r["neighbor_actions"][rows] = their_actions
+        r["next"][rows] = -1
+        r["transition"][rows] = transition
+        self._written += n
+        self._eligible = None
+        return ids
 
-    def end_round(self, final_obs: Observation, decision: Decision) -> None:
-        """Store the survivors' last observation (and neighbour input), the s' of the last step."""
-        n = final_obs.view.shape[0]
-        if n:
-            self._append(final_obs, decision, np.zeros(n), np.zeros(n), np.ones(n, bool), count=0)
+    def _allocate(self, obs: Observation, decision: Decision) -> None:
+        width = max(decision.neighbors.shape[1], 1)
+        if self._rows and self._rows["neighbors"].shape[1] >= width:
+            return
+        if self._rows:  # global neighbourhoods of a larger team: widen the stored rows
+            for name in ("neighbors", "neighbor_actions"):
+                self._rows[name] = _widen(self._rows[name], width)
+            return
+        c = self.capacity
+        self._rows = {
+            "view": np.zeros((c, *obs.view.shape[1:]), np.float16),
+            "features": np.zeros((c, obs.features.shape[1]), np.float32),
+            "mean_action": np.zeros((c, self.n_actions), np.float32),
+            "neighbors": np.full((c, width), -1, np.int64),
+            "neighbor_actions": np.full((c, width), -1, np.int64),
+            "action": np.zeros(c, np.int64),
+            "reward": np.zeros(c, np.float32),
+            "done": np.ones(c, bool),
+            "next": np.full(c, -1, np.int64),
+            "transition": np.zeros(c, bool),
+        }
 
-    def _append(self, obs, decision, action, reward, alive, count: int) -> None:
-        self._frames.append({
-            "view": obs.view.astype(np.float16),
-            "features": obs.features.astype(np.float32),
-            "neighbors": decision.neighbors.astype(np.int64),
-            "neighbor_actions": decision.neighbor_actions.astype(np.int64),
-            "mean_action": decision.mean_action.astype(np.float32),
-            "action": np.asarray(action, dtype=np.int64),
-            "reward": np.asarray(reward, dtype=np.float32),
-            "alive": np.asarray(alive, dtype=bool),
-        })
-        self._counts.append(count)
-        self._size += count
-        self.added += count
-        while self._size > self.capacity:
-            self._frames.popleft()
-            self._size -= self._counts.popleft()
+    def _eligible_ids(self) -> np.ndarray:
+        """Ids of the kept transitions whose s' is known (or that are terminal)."""
+        if self._eligible is None:
+            oldest = max(0, self._written - self.capacity)
+            ids = np.arange(oldest, self._written, dtype=np.int64)
+            if self._rows:
+                rows = ids % self.capacity
+                r = self._rows
+                ok = r["transition"][rows] & (r["done"][rows] | (r["next"][rows] >= 0))
+                ids = ids[ok]
+            self._eligible = ids
+        return self._eligible
 
     def sample(
         self, batch_size: int, rng: np.random.Generator, *, with_neighbors: bool = False
     ) -> Batch:
         """``batch_size`` transitions drawn uniformly (with replacement), as a ``Batch``."""
-        if self._size == 0:
+        eligible = self._eligible_ids()
+        if len(eligible) == 0:
             raise ValueError("cannot sample from an empty replay buffer")
-        counts = np.fromiter(self._counts, dtype=np.int64, count=len(self._counts))
-        ends = np.cumsum(counts)
-        drawn = rng.integers(0, self._size, size=batch_size)
-        frame_of = np.searchsorted(ends, drawn, side="right")
-        row_of = drawn - (ends[frame_of] - counts[frame_of])
-
-        rows: dict[tuple[int, int], int] = {}  # (frame, row) -> row of the batch's observations
-
-        def ref(f: int, r: int) -> int:
-            return rows.setdefault((f, r), len(rows))
-
-        obs, next_obs, done, nbr, nbr_next = [], [], [], [], []
-        action, reward, mean, next_mean, nbr_act, nbr_act_next = [], [], [], [], [], []
-        for f, r in zip(frame_of.tolist(), row_of.tolist(), strict=True):
-            frame = self._frames[f]
-            alive = bool(frame["alive"][r])
-            # A dead agent's s' is never used (done = 1): point at its own row.
-            nf, nr = (f + 1, int(frame["alive"][: r + 1].sum()) - 1) if alive else (f, r)
-            following = self._frames[nf]
-            obs.append(ref(f, r))
-            next_obs.append(ref(nf, nr))
-            done.append(0.0 if alive else 1.0)
-            action.append(frame["action"][r])
-            reward.append(frame["reward"][r])
-            mean.append(frame["mean_action"][r])
-            next_mean.append(following["mean_action"][nr])
-            nbr_act.append(frame["neighbor_actions"][r])
-            nbr_act_next.append(following["neighbor_actions"][nr])
-            if with_neighbors:
-                nbr.append([ref(f, k) if k >= 0 else -1 for k in frame["neighbors"][r].tolist()])
-                nbr_next.append(
-                    [ref(nf, k) if k >= 0 else -1 for k in following["neighbors"][nr].tolist()]
-                )
-            else:
-                nbr.append(np.full(frame["neighbors"].shape[1], -1))
-                nbr_next.append(np.full(following["neighbors"].shape[1], -1))
-
-        by_frame: dict[int, list[int]] = {}
-        for (f, r) in rows:
-            by_frame.setdefault(f, []).append(r)
-        order = [(f, r) for f, rs in by_frame.items() for r in rs]
-        position = np.empty(len(rows), dtype=np.int64)
-        position[[rows[key] for key in order]] = np.arange(len(order))
-        view = np.concatenate([self._frames[f]["view"][rs] for f, rs in by_frame.items()])
-        features = np.concatenate([self._frames[f]["features"][rs] for f, rs in by_frame.items()])
-
-        def index(values) -> torch.Tensor:
-            arr = _pad([np.asarray(v, dtype=np.int64) for v in values])
-            return torch.from_numpy(np.where(arr >= 0, position[np.clip(arr, 0, None)], -1))
-
+        r, c = self._rows, self.capacity
+        oldest = max(0, self._written - c)
+        ids = eligible[rng.integers(0, len(eligible), size=batch_size)]
+        rows = ids % c
+        done = r["done"][rows]
+        next_ids = np.where(done, ids, r["next"][rows])  # a terminal s' is never used
+        next_rows = next_ids % c
+        nbr, nbr_next = r["neighbors"][rows], r["neighbors"][next_rows]
+        if with_neighbors:
+            nbr = np.where(nbr >= oldest, nbr, -1)  # a neighbour overwritten since: masked
+            nbr_next = np.where(nbr_next >= oldest, nbr_next, -1)
+            wanted = np.concatenate([ids, next_ids, nbr.ravel(), nbr_next.ravel()])
+        else:
+            nbr, nbr_next = np.full_like(nbr, -1), np.full_like(nbr_next, -1)
+            wanted = np.concatenate([ids, next_ids])
+        unique, position = np.unique(wanted[wanted >= 0], return_inverse=True)
+        index = np.full(wanted.shape, -1, np.int64)
+        index[wanted >= 0] = position
+        b, k = batch_size, nbr.shape[1]
+        obs, next_obs = index[:b], index[b: 2 * b]
+        if with_neighbors:
+            nbr = index[2 * b: 2 * b + b * k].reshape(b, k)
+            nbr_next = index[2 * b + b * k:].reshape(b, k)
+        kept = unique % c
         return Batch(
-            view=torch.from_numpy(view.astype(np.float32)),
-            features=torch.from_numpy(features),
-            obs=torch.from_numpy(position[obs]),
-            next_obs=torch.from_numpy(position[next_obs]),
-            action=torch.tensor(np.array(action), dtype=torch.int64),
-            reward=torch.tensor(np.array(reward), dtype=torch.float32),
-            done=torch.tensor(done, dtype=torch.float32),
-            mean_action=torch.from_numpy(np.stack(mean)),
-            next_mean_action=torch.from_numpy(np.stack(next_mean)),
-            neighbors=index(nbr),
-            neighbor_actions=torch.from_numpy(_pad(nbr_act)),
-            next_neighbors=index(nbr_next),
-            next_neighbor_actions=torch.from_numpy(_pad(nbr_act_next)),
+            view=torch.from_numpy(r["view"][kept].astype(np.float32)),
+            features=torch.from_numpy(r["features"][kept]),
+            obs=torch.from_numpy(obs),
+            next_obs=torch.from_numpy(next_obs),
+            action=torch.from_numpy(r["action"][rows]),
+            reward=torch.from_numpy(r["reward"][rows]),
+            done=torch.from_numpy(done.astype(np.float32)),
+            mean_action=torch.from_numpy(r["mean_action"][rows]),
+            next_mean_action=torch.from_numpy(r["mean_action"][next_rows]),
+            neighbors=torch.from_numpy(nbr),
+            neighbor_actions=torch.from_numpy(r["neighbor_actions"][rows]),
+            next_neighbors=torch.from_numpy(nbr_next),
+            next_neighbor_actions=torch.from_numpy(r["neighbor_actions"][next_rows]),
         )
 
     def state_dict(self) -> dict[str, torch.Tensor | int]:
-        """Everything needed to restore the buffer, as tensors (loadable with weights_only)."""
-        frames = list(self._frames)
+        """The kept rows, oldest first, as tensors (loadable with weights_only)."""
+        oldest = max(0, self._written - self.capacity)
+        rows = np.arange(oldest, self._written) % self.capacity
         state: dict[str, torch.Tensor | int] = {
-            "capacity": self.capacity,
-            "n_actions": self.n_actions,
-            "added": self.added,
-            "counts": torch.tensor(list(self._counts), dtype=torch.int64),
-            "sizes": torch.tensor([len(f["action"]) for f in frames], dtype=torch.int64),
-            "widths": torch.tensor([f["neighbors"].shape[1] for f in frames], dtype=torch.int64),
+            "capacity": self.capacity, "n_actions": self.n_actions, "added": self.added,
+            "written": self._written,
         }
-        for name in _FIELDS:
-            if name in ("neighbors", "neighbor_actions"):
-                parts = [f[name].ravel() for f in frames]  # widths differ in global mode
-            else:
-                parts = [f[name] for f in frames]
-            state[name] = torch.from_numpy(np.concatenate(parts)) if parts else torch.empty(0)
+        for name, array in self._rows.items():
+            state[name] = torch.from_numpy(array[rows].copy())
         return state
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore a buffer saved between rounds (no stream is half-way through a round)."""
         self.capacity, self.n_actions = int(state["capacity"]), int(state["n_actions"])
-        self.added = int(state["added"])
-        sizes, widths = state["sizes"].tolist(), state["widths"].tolist()
-        arrays = {name: state[name].numpy() for name in _FIELDS}
-        self._frames.clear()
-        self._counts = deque(state["counts"].tolist())
-        start = flat = 0
-        for n, k in zip(sizes, widths, strict=True):
-            frame = {}
-            for name, arr in arrays.items():
-                if name in ("neighbors", "neighbor_actions"):
-                    frame[name] = arr[flat: flat + n * k].reshape(n, k).copy()
-                else:
-                    frame[name] = arr[start: start + n].copy()
-            self._frames.append(frame)
-            start, flat = start + n, flat + n * k
-        self._size = sum(self._counts)
+        self.added, self._written = int(state["added"]), int(state["written"])
+        self._pending, self._eligible, self._rows = {}, None, {}
+        if "view" not in state:
+            return
+        saved = {name: state[name].numpy() for name in _ROW_FIELDS}
+        first = saved["view"].shape[0]
+        rows = np.arange(self._written - first, self._written) % self.capacity
+        for name, array in saved.items():
+            fill = -1 if name in ("neighbors", "neighbor_actions", "next") else 0
+            self._rows[name] = np.full((self.capacity, *array.shape[1:]), fill, array.dtype)
+            self._rows[name][rows] = array
 
 
-def _pad(rows: list[np.ndarray]) -> np.ndarray:
-    """Stack rows of possibly different widths (global neighbourhoods), padding with -1."""
-    width = max((len(r) for r in rows), default=0)
-    out = np.full((len(rows), width), -1, dtype=np.int64)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = r
+def _widen(indices: np.ndarray, width: int) -> np.ndarray:
+    """Pad index rows with -1 to ``width`` columns (global neighbourhoods vary in width)."""
+    if indices.shape[1] >= width:
+        return indices
+    out = np.full((indices.shape[0], width), -1, dtype=np.int64)
+    out[:, : indices.shape[1]] = indices
     return out

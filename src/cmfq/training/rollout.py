@@ -63,7 +63,8 @@ def play_round(
         seed: fixes the env's placements and the random groups' actions.
         on_step: called as ``on_step(env, step)`` after every step (step counts from 1), e.g. to
             read ``env.positions(group)`` for rendering.
-        record: group name -> replay buffer that receives that group's transitions (training).
+        record: group name -> replay buffer that receives that group's transitions (training),
+            each group as its own stream, so several groups may share a buffer.
     """
     record = record or {}
     obs = env.reset(seed)
@@ -85,7 +86,8 @@ def play_round(
         for g in env.groups:
             alive = result.alive[g]
             if g in record:
-                record[g].add_step(obs[g], decisions[g], result.rewards[g], alive)
+                record[g].add_step(obs[g], decisions[g], result.rewards[g], alive,
+                                   terminal=result.terminated, stream=g)
             deaths[g] += int((~alive).sum())
             reward[g] += float(result.rewards[g].sum())
             obs[g] = Observation(*(a[alive] for a in result.next_obs[g]))
@@ -94,8 +96,11 @@ def play_round(
         if on_step is not None:
             on_step(env, env.step_count)
     for g, buffer in record.items():
-        if obs[g].view.shape[0]:
-            buffer.end_round(obs[g], deciders[g].decide(obs[g], prev[g]))
+        # After a wipe-out nothing bootstraps; after the time limit the survivors' last
+        # observation (and the neighbour input they would act with) is the s' of their last step.
+        bootstrap = not result.terminated and obs[g].view.shape[0]
+        final = deciders[g].decide(obs[g], prev[g]) if bootstrap else None
+        buffer.end_round(obs[g], final, stream=g)
     groups = {
         g: GroupResult(
             initial=initial[g],

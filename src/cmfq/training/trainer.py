@@ -1,9 +1,12 @@
 """The training loop: play a round, learn from the replay buffer, log, checkpoint. Top to bottom.
 
-Self-play (battle): the learner plays the first group (red). With ``opponent = "self"`` the other
-side is a frozen copy of the learner, refreshed every ``opponent_sync`` rounds, and only the
-learner learns; ``"random"`` plays a uniformly random team; a checkpoint path plays that fixed
-network. In tiger-deer the learner plays the tigers and the deer act randomly.
+Self-play (battle): each round draws from its seed which side (the left or the right block) the
+learner plays, so it never learns a one-sided prior; the opponent plays the other. With
+``opponent = "self"`` that is a frozen copy of the learner, refreshed every ``opponent_sync``
+rounds, whose transitions also feed the replay (``learn_from_opponent``); ``"random"`` plays a
+uniformly random team; a checkpoint path plays that fixed network. In tiger-deer the learner plays
+the tigers and the deer act randomly. Networks, batches and the causal weights run on
+``device``; the env and the replay buffer stay on the CPU.
 
 Every source of randomness of round r is seeded from (seed, r), so a run is reproducible on the
 same machine and a resumed run continues exactly as an uninterrupted one would.
@@ -21,9 +24,11 @@ import torch
 from tqdm.auto import tqdm
 
 from cmfq.algos import Algorithm, Policy, RandomPolicy, make_algorithm
+from cmfq.algos.common import Batch
 from cmfq.envs import make_env
 from cmfq.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from cmfq.training.config import TrainConfig
+from cmfq.training.device import resolve_device
 from cmfq.training.metrics import MetricsLog
 from cmfq.training.replay import ReplayBuffer
 from cmfq.training.rollout import play_round
@@ -65,16 +70,19 @@ def resume(run_dir: str | Path, *, rounds: int | None = None, progress: bool = T
 def _run(config: TrainConfig, run_dir: Path, *, state, progress: bool) -> Path:
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
     env = make_env(config.env, config.map_size, seed=config.seed, **config.env_options())
-    group, other = env.groups
-    spec = env.specs[group]
-    learner = make_algorithm(config.algo, spec, **config.algo_options())
+    spec = env.specs[env.groups[0]]  # battle's sides share their shapes
+    learner = make_algorithm(config.algo, spec, **config.algo_options()).to(device)
     target = copy.deepcopy(learner).requires_grad_(False)
-    optimizer = torch.optim.Adam(learner.parameters(), lr=config.lr)
+    # The fused kernel updates all parameters in one pass: 7x faster than torch's per-tensor
+    # default on the CPU, where that loop was a quarter of an update.
+    optimizer = torch.optim.Adam(learner.parameters(), lr=config.lr, fused=True)
     replay = ReplayBuffer(config.buffer_size, spec.n_actions)
     radius = None if config.neighborhood == "global" else (config.radius or spec.view_radius)
 
     opponent = _opponent(config, env, learner)
+    feed_opponent = isinstance(opponent, Algorithm) and config.learn_from_opponent
     start = 0
     if state is not None:
         learner.load_state_dict(state.model)
@@ -89,14 +97,17 @@ def _run(config: TrainConfig, run_dir: Path, *, state, progress: bool) -> Path:
     bar = tqdm(total=config.rounds, initial=start, unit="round", disable=not progress)
     for r in range(start, config.rounds):
         began = time.perf_counter()
-        env_seed, act_seed, opp_seed, replay_seed = (
-            int(s) for s in np.random.SeedSequence([config.seed, r]).generate_state(4)
+        env_seed, act_seed, opp_seed, replay_seed, side_seed = (
+            int(s) for s in np.random.SeedSequence([config.seed, r]).generate_state(5)
         )
         temperature = config.temperature(r)
         if isinstance(opponent, Algorithm) and r % config.opponent_sync == 0:
             opponent.load_state_dict(learner.state_dict())
 
-        # 1. Play a round, recording the learner's team.
+        # 1. Play a round on a side drawn from the round's seed, recording the learner's team
+        #    (and in self-play the opponent's: the same network, a few rounds old).
+        side = side_seed % 2 if config.env == "battle" else 0
+        group, other = env.groups[side], env.groups[1 - side]
         policies = {
             group: Policy(learner, temperature=temperature, radius=radius, k_max=config.k_max,
                           seed=act_seed)
@@ -104,8 +115,9 @@ def _run(config: TrainConfig, run_dir: Path, *, state, progress: bool) -> Path:
         if config.env == "battle":
             policies[other] = _opponent_policy(config, opponent, temperature, radius, opp_seed,
                                                env.specs[other].n_actions)
+        record = {group: replay, other: replay} if feed_opponent else {group: replay}
         added_before = replay.added
-        result = play_round(env, policies, seed=env_seed, record={group: replay})
+        result = play_round(env, policies, seed=env_seed, record=record)
 
         # 2. Learn: replay_ratio gradient steps per batch of new transitions.
         rng = np.random.default_rng(replay_seed)
@@ -116,7 +128,7 @@ def _run(config: TrainConfig, run_dir: Path, *, state, progress: bool) -> Path:
             batch = replay.sample(
                 config.batch_size, rng, with_neighbors=learner.needs_neighbor_obs
             )
-            loss = learner.loss(batch, target, temperature)
+            loss = learner.loss(_to(batch, device), target, temperature)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(learner.parameters(), config.grad_clip)
@@ -133,6 +145,7 @@ def _run(config: TrainConfig, run_dir: Path, *, state, progress: bool) -> Path:
         )
         row = {
             "round": r,
+            "side": side,
             "steps": result.steps,
             "temperature": temperature,
             "reward": mine.reward / max(mine.initial, 1),
@@ -163,11 +176,12 @@ def _run(config: TrainConfig, run_dir: Path, *, state, progress: bool) -> Path:
                 "opponent": opponent.state_dict() if isinstance(opponent, Algorithm) else None,
                 "next_round": done,
             }
-            save_checkpoint(run_dir / RESUME_FILE, learner, config, group=group,
+            first = env.groups[0]
+            save_checkpoint(run_dir / RESUME_FILE, learner, config, group=first,
                             round_index=done, training_state=training_state)
             save_checkpoint(run_dir / "checkpoints" / f"round_{done:05d}.pt", learner, config,
-                            group=group, round_index=done)
-            save_checkpoint(run_dir / LAST_FILE, learner, config, group=group, round_index=done)
+                            group=first, round_index=done)
+            save_checkpoint(run_dir / LAST_FILE, learner, config, group=first, round_index=done)
     bar.close()
     log.close()
     return run_dir
@@ -180,13 +194,10 @@ def _opponent(config: TrainConfig, env, learner: Algorithm) -> Algorithm | Check
     if config.opponent == "self":
         return copy.deepcopy(learner).requires_grad_(False)
     saved = load_checkpoint(config.opponent)
-    spec = env.specs[env.groups[1]]
-    shapes = (saved.spec.view_shape, saved.spec.feature_dim, saved.spec.n_actions)
-    if saved.env != config.env or shapes != (spec.view_shape, spec.feature_dim, spec.n_actions):
-        raise ValueError(
-            f"opponent checkpoint {config.opponent} was trained on {saved.env!r} with other "
-            f"observation or action shapes; it cannot play {config.env!r}"
-        )
+    try:
+        saved.fit(env)
+    except ValueError as err:
+        raise ValueError(f"opponent checkpoint cannot play this run's env: {err}") from None
     return saved
 
 
@@ -194,5 +205,12 @@ def _opponent_policy(config, opponent, temperature, radius, seed, n_actions):
     if opponent is None:
         return RandomPolicy(n_actions, seed=seed)
     if isinstance(opponent, Checkpoint):
-        return opponent.policy(seed=seed)
+        return opponent.policy(seed=seed, device=config.device)
     return Policy(opponent, temperature=temperature, radius=radius, k_max=config.k_max, seed=seed)
+
+
+def _to(batch: Batch, device: torch.device) -> Batch:
+    """The batch on ``device``."""
+    if device.type == "cpu":
+        return batch
+    return Batch(*(t.to(device, non_blocking=True) for t in batch))
