@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
+from helpers import assert_same_run
 
 from cmfq.cli import main
 from cmfq.sweep.runner import EXIT_AT_ROUND_VAR, run_sweep
@@ -59,16 +59,6 @@ def reference(local_ray, tmp_path_factory):
 def read_csv(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
-
-
-def assert_same_run(a: Path, b: Path) -> None:
-    """Same metrics (but the timing) and the same final weights."""
-    rows_a, rows_b = read_csv(a / "metrics.csv"), read_csv(b / "metrics.csv")
-    for row in rows_a + rows_b:
-        row.pop("steps_per_s")
-    assert rows_a == rows_b
-    wa, wb = load_checkpoint(a / "last.pt").model, load_checkpoint(b / "last.pt").model
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def test_a_grid_trains_every_run_as_cmfq_train_would(reference, tmp_path):
