@@ -186,7 +186,7 @@ def test_sweep_file_errors_name_the_key(tmp_path):
         spec("[grid]\nseed = 3\n")
     with pytest.raises(ValueError, match=r"\[base\] has unknown keys \['out'\]"):
         spec('[base]\nout = "x"\n')
-    with pytest.raises(ValueError, match="seed is both in"):
+    with pytest.raises(ValueError, match=r"\['seed'\] both in"):
         spec("[base]\nseed = 1\n[grid]\nseed = [0, 1]\n")
     with pytest.raises(ValueError, match="resources.gpus_per_run must be >= 0"):
         spec("[resources]\ngpus_per_run = -1\n")
@@ -209,3 +209,10 @@ def test_cmfq_without_ray_says_how_to_install_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails as if not installed
     assert main(["sweep", str(tmp_path / "s.toml"), "--out", str(tmp_path / "runs")]) == 2
     assert 'pip install "cmfq[ray]"' in capsys.readouterr().err
+
+
+def test_the_example_sweep_is_the_study_grid():
+    path = Path(__file__).parents[1] / "configs" / "sweep-battle.toml"
+    runs = SweepSpec.from_toml(path).runs(Path("runs/battle"))
+    assert len(runs) == 4 * 5 and runs[0].name == "algo=il,seed=0"
+    assert {(r.config.map_size, r.config.rounds) for r in runs} == {(40, 2000)}

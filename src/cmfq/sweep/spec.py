@@ -1,6 +1,6 @@
 """The sweep file: a base config, a grid of values, the resources of each run.
 
-    config = "configs/battle.toml"    # optional: a train config file the base starts from
+    config = "battle.toml"            # optional: a train config file (relative to this one)
     [base]                            # any TrainConfig field, the same for every run
     rounds = 2000
     [grid]                            # field -> values; every combination is one run
@@ -59,8 +59,12 @@ class Run:
 
 @dataclass(frozen=True)
 class SweepSpec:
+    """A sweep: every combination of ``grid`` over ``base`` is one run."""
+
     base: dict
+    """TrainConfig fields shared by all runs (the grid's values override them)."""
     grid: dict[str, list]
+    """TrainConfig field -> the values it takes, in order."""
     resources: Resources
 
     @classmethod
@@ -73,16 +77,20 @@ class SweepSpec:
         if unknown:
             raise ValueError(f"{path}: unknown keys {unknown}; a sweep file has config, "
                              f"[base], [grid] and [resources]")
-        base = {}
-        if "config" in data:
-            base = TrainConfig.from_toml(path.parent / data["config"]).to_dict()
-            base = {k: v for k, v in base.items() if v is not None and k != "out"}
-        base |= data.get("base", {})
+        base, grid = data.get("base", {}), data.get("grid", {})
+        both = sorted(set(base) & set(grid))
+        if both:
+            raise ValueError(f"{path}: {both} both in [base] and in [grid]; keep each in one")
+        if "config" in data:  # its values come first, [base] and [grid] override them
+            config_path = path.parent / data["config"]
+            TrainConfig.from_toml(config_path)  # a bad file fails here, naming its key
+            with open(config_path, "rb") as f:
+                base = {k: v for k, v in tomllib.load(f).items() if k != "out"} | base
         known = {f.name for f in fields(Resources)}
         extra = sorted(set(data.get("resources", {})) - known)
         if extra:
             raise ValueError(f"{path}: unknown resources {extra}; known: {sorted(known)}")
-        return cls(base, data.get("grid", {}), Resources(**data.get("resources", {})))
+        return cls(base, grid, Resources(**data.get("resources", {})))
 
     def __post_init__(self) -> None:
         known = {f.name for f in fields(TrainConfig)} - {"out"}
@@ -94,8 +102,6 @@ class SweepSpec:
         for key, values in self.grid.items():
             if not isinstance(values, list) or not values:
                 raise ValueError(f"grid.{key} must be a non-empty list of values, got {values!r}")
-            if key in self.base:
-                raise ValueError(f"{key} is both in [base] and in [grid]; keep it in one")
 
     def runs(self, out: Path) -> list[Run]:
         """Every combination of the grid, the first key varying slowest, each in its folder
