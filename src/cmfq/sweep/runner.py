@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from cmfq.evaluation.cluster import connect
-from cmfq.sweep.spec import Run, SweepSpec
+from cmfq.sweep.spec import Resources, Run, SweepSpec
 from cmfq.sweep.summary import write_summary
 from cmfq.training.checkpoint import load_checkpoint
 from cmfq.training.config import TrainConfig
@@ -53,35 +53,7 @@ def run_sweep(
         _check_saved_config(run)
     todo = [run for run in runs if not is_finished(run)]
 
-    failed = {}
-    if todo:
-        ray = connect(address)
-        task = ray.remote(train_run).options(
-            num_cpus=spec.resources.cpus_per_run, num_gpus=spec.resources.gpus_per_run,
-            max_retries=spec.resources.max_retries, retry_exceptions=False,
-        )
-        exit_at = os.environ.get(EXIT_AT_ROUND_VAR)
-        exit_at = int(exit_at) if exit_at else None
-        pending = {task.remote(run.config.to_dict(), exit_at): run for run in todo}
-        runs_bar = tqdm(total=len(runs), initial=len(runs) - len(todo), unit="run",
-                        desc="runs", disable=not progress)
-        rounds_bar = tqdm(total=sum(run.config.rounds for run in runs), unit="round",
-                          desc="rounds", disable=not progress)
-        while pending:
-            rounds_bar.n = sum(_rounds_logged(run) for run in runs)
-            rounds_bar.refresh()
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)
-            for ref in done:
-                run = pending.pop(ref)
-                try:
-                    ray.get(ref)
-                except ray.exceptions.RayError as err:
-                    failed[run.name] = str(err).strip().splitlines()[-1]
-                runs_bar.update()
-        rounds_bar.n = sum(_rounds_logged(run) for run in runs)
-        rounds_bar.close()
-        runs_bar.close()
-
+    failed = _train_on_ray(todo, runs, spec.resources, address, progress) if todo else {}
     finished = [run for run in runs if is_finished(run)]
     names = {run.name for run in finished}
     for run in todo:
@@ -93,6 +65,40 @@ def run_sweep(
         trained=[run.name for run in todo if run.name not in failed],
         failed=failed,
     )
+
+
+def _train_on_ray(
+    todo: list[Run], runs: list[Run], resources: Resources, address: str | None, progress: bool,
+) -> dict[str, str]:
+    """Train the runs ``todo`` as Ray tasks, with bars over ``runs``; returns the failures."""
+    ray = connect(address)
+    task = ray.remote(train_run).options(
+        num_cpus=resources.cpus_per_run, num_gpus=resources.gpus_per_run,
+        max_retries=resources.max_retries, retry_exceptions=False,
+    )
+    exit_at = os.environ.get(EXIT_AT_ROUND_VAR)
+    exit_at = int(exit_at) if exit_at else None
+    pending = {task.remote(run.config.to_dict(), exit_at): run for run in todo}
+    runs_bar = tqdm(total=len(runs), initial=len(runs) - len(todo), unit="run", desc="runs",
+                    disable=not progress)
+    rounds_bar = tqdm(total=sum(run.config.rounds for run in runs), unit="round",
+                      desc="rounds", disable=not progress)
+    failed = {}
+    while pending:
+        rounds_bar.n = sum(_rounds_logged(run) for run in runs)
+        rounds_bar.refresh()
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)
+        for ref in done:
+            run = pending.pop(ref)
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayError as err:
+                failed[run.name] = str(err).strip().splitlines()[-1]
+            runs_bar.update()
+    rounds_bar.n = sum(_rounds_logged(run) for run in runs)
+    rounds_bar.close()
+    runs_bar.close()
+    return failed
 
 
 def train_run(config: dict, exit_at_round: int | None = None) -> None:
