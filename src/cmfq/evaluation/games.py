@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from cmfq.evaluation.cluster import connect
+
 
 @dataclass(frozen=True)
 class Game:
@@ -114,8 +116,6 @@ class _ArenaActor:
 
 def _play_on_ray(spec: ArenaSpec, games: Sequence[Game], address: str):
     """(index, result) of each game as it finishes."""
-    from cmfq.evaluation.cluster import connect
-
     ray = connect(address)
     from ray.util import ActorPool
 
