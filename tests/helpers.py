@@ -1,4 +1,7 @@
-"""Shared builders for the op tests."""
+"""Shared builders and checks of the tests."""
+
+import csv
+from pathlib import Path
 
 import torch
 
@@ -40,3 +43,17 @@ def make_inputs(batch, slots, head, *, masked=0.3, seed=1, dtype=None, device="c
 def generic(head):
     """The head as a plain callable, so that causal_weights takes the generic PyTorch path."""
     return lambda state, x: head(state, x)
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Two run folders hold the same metrics (but the timing) and the same final weights."""
+    from cmfq.training.checkpoint import load_checkpoint
+
+    rows = []
+    for run in (a, b):
+        with open(run / "metrics.csv", newline="") as f:
+            rows.append([{k: v for k, v in row.items() if k != "steps_per_s"}
+                         for row in csv.DictReader(f)])
+    assert rows[0] == rows[1]
+    wa, wb = load_checkpoint(a / "last.pt").model, load_checkpoint(b / "last.pt").model
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -1,8 +1,10 @@
+import dataclasses
 import pickle
 
 import numpy as np
 import pytest
 import torch
+from helpers import assert_same_run
 
 import cmfq
 from cmfq.algos import ALGOS, Policy, make_algorithm
@@ -48,6 +50,20 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
         assert row_a == row_b
     wa, wb = load_checkpoint(straight / "last.pt").model, load_checkpoint(cut / "last.pt").model
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_it_again(tmp_path):
+    config = TrainConfig(algo="il", **dict(TINY, save_every=5))
+    straight = train(dataclasses.replace(config, out=str(tmp_path / "a")), progress=False)
+    # Killed in its second round: its config and one row of metrics, no checkpoint.
+    stopped = tmp_path / "b"
+    stopped.mkdir()
+    (stopped / "config.toml").write_text(
+        dataclasses.replace(config, out=str(stopped)).resolved().to_toml())
+    header, first_row, *_ = (straight / "metrics.csv").read_text().splitlines(keepends=True)
+    (stopped / "metrics.csv").write_text(header + first_row)
+    assert main(["train", "--resume", str(stopped), "--quiet"]) == 0
+    assert_same_run(straight, stopped)
 
 
 def test_checkpoint_errors(tmp_path):

@@ -1,4 +1,4 @@
-"""The ``cmfq`` command line: ``train``, ``tournament``, ``render`` and ``plot``."""
+"""The ``cmfq`` command line: ``train``, ``sweep``, ``tournament``, ``render`` and ``plot``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import importlib
 
 # Each module adds its subcommands with ``register(subparsers)``; a subcommand's parser sets
 # ``func`` (args -> exit code).
-_COMMAND_MODULES = ("cmfq.training.cli", "cmfq.evaluation.cli")
+_COMMAND_MODULES = ("cmfq.training.cli", "cmfq.sweep.cli", "cmfq.evaluation.cli")
 
 
 def main(argv: list[str] | None = None) -> int:

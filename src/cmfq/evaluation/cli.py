@@ -47,7 +47,9 @@ def _tournament_parser(subparsers) -> None:
         "checkpoint hunts as the tigers for --rounds rounds. Writes JSON, CSV, a Markdown report "
         "and figures into --out.",
     )
-    parser.add_argument("checkpoints", nargs="+", help=f"players: each {PLAYERS_HELP}")
+    parser.add_argument("checkpoints", nargs="+",
+                        help=f"players: each {PLAYERS_HELP}, or a sweep's summary.csv for the "
+                        "last.pt of each of its runs")
     _env_arguments(parser, map_size=40)
     parser.add_argument("--rounds", type=int, default=50,
                         help="rounds per pair (battle) or per model (tiger-deer) (default: 50)")
@@ -56,6 +58,9 @@ def _tournament_parser(subparsers) -> None:
     parser.add_argument("--group-by", default="algo",
                         help="comma-separated config fields that group checkpoints for the "
                         "per-algorithm results, e.g. algo,weighting (default: algo)")
+    parser.add_argument("--address", default=None,
+                        help="play the rounds on this Ray cluster instead (HOST:PORT, 'auto', or "
+                        "'local' for a new local instance; see docs/sweeps.md)")
     parser.add_argument("--out", default="results/tournament",
                         help="report folder (default: results/tournament)")
     parser.set_defaults(func=run_tournament_command)
@@ -86,7 +91,8 @@ def _plot_parser(subparsers) -> None:
         "the runs of one algorithm), their mean over seeds with a band where a group has several "
         "runs: the 95%% t interval of the mean (--band ci) or ± one standard deviation (std).",
     )
-    parser.add_argument("runs", nargs="+", help="run folders (or their metrics.csv files)")
+    parser.add_argument("runs", nargs="+",
+                        help="run folders (or their metrics.csv files), or a sweep's summary.csv")
     parser.add_argument("--out", default="results/curves.png",
                         help="PNG file (default: results/curves.png)")
     parser.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
@@ -109,20 +115,24 @@ def _fail(command: str, err: Exception) -> int:
 
 
 def run_tournament_command(args: argparse.Namespace) -> int:
+    from cmfq.evaluation.summaries import expand_summaries
     from cmfq.evaluation.tiger_deer import run_tiger_deer
     from cmfq.evaluation.tournament import Settings, run_tournament
+    from cmfq.training.trainer import LAST_FILE
 
+    checkpoints = expand_summaries(args.checkpoints, file=LAST_FILE)
     try:
         if args.env == "tiger-deer":
-            run_tiger_deer(args.checkpoints, map_size=args.map_size, rounds=args.rounds,
+            run_tiger_deer(checkpoints, map_size=args.map_size, rounds=args.rounds,
                            seed=args.seed, out=args.out, workers=args.workers,
-                           env_options=_env_options(args), group_by=args.group_by)
+                           env_options=_env_options(args), group_by=args.group_by,
+                           address=args.address)
         else:
             settings = Settings(env=args.env, map_size=args.map_size, rounds=args.rounds,
                                 seed=args.seed, env_options=_env_options(args))
-            run_tournament(args.checkpoints, settings, args.out, workers=args.workers,
-                           group_by=args.group_by)
-    except (ValueError, FileNotFoundError) as err:
+            run_tournament(checkpoints, settings, args.out, workers=args.workers,
+                           group_by=args.group_by, address=args.address)
+    except (ValueError, FileNotFoundError, ImportError) as err:
         return _fail("tournament", err)
     print(f"report written to {args.out}/report.md")
     return 0
@@ -146,10 +156,11 @@ def run_plot_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cmfq.evaluation.curves import load_runs, plot_curves
+    from cmfq.evaluation.summaries import expand_summaries
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     try:
-        runs = load_runs(args.runs, group_by=args.group_by)
+        runs = load_runs(expand_summaries(args.runs), group_by=args.group_by)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         plotted = plot_curves(runs, args.out, metrics=metrics, window=args.smooth,
                               band=args.band)

@@ -1,4 +1,4 @@
-"""Playing many rounds at once, in-process or in worker processes, with a progress bar.
+"""Playing many rounds at once, in-process, in worker processes or on Ray, with a progress bar.
 
 Every round is fully determined by its ``Game`` (players, seed), so the results do not depend on
 the number of workers nor on the order in which the rounds finish.
@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm import tqdm
+
+from cmfq.evaluation.cluster import connect
 
 
 @dataclass(frozen=True)
@@ -62,11 +64,16 @@ def _play(game: Game):
     return _ARENA.play(game.players, game.seed)
 
 
-def play_games(spec: ArenaSpec, games: Sequence[Game], workers: int, desc: str = "rounds"):
+def play_games(
+    spec: ArenaSpec, games: Sequence[Game], workers: int, desc: str = "rounds",
+    address: str | None = None,
+):
     """The ``RoundResult`` of each game, in the order of ``games``.
 
-    The arena is built here first, so that a bad checkpoint or env fails fast with its own error;
-    with ``workers > 1`` the rounds are then shared among that many processes, started with
+    The arena is built here first, so that a bad checkpoint or env fails fast with its own error.
+    With ``address`` the rounds are played by Ray actors, one per CPU of that Ray instance or
+    cluster (``cmfq.evaluation.cluster.connect``; every node must see the checkpoints' paths).
+    Otherwise, with ``workers > 1``, the rounds are shared among that many processes, started with
     'spawn' (safe with torch's threads, unlike fork).
     """
     if workers < 1:
@@ -74,6 +81,11 @@ def play_games(spec: ArenaSpec, games: Sequence[Game], workers: int, desc: str =
     arena = spec.build()
     results = [None] * len(games)
     with tqdm(total=len(games), desc=desc, unit="round") as bar:
+        if address is not None:
+            for i, result in _play_on_ray(spec, games, address):
+                results[i] = result
+                bar.update()
+            return results
         if workers == 1 or len(games) <= 1:
             for i, game in enumerate(games):
                 results[i] = arena.play(game.players, game.seed)
@@ -89,4 +101,25 @@ def play_games(spec: ArenaSpec, games: Sequence[Game], workers: int, desc: str =
                 results[futures[future]] = future.result()
                 bar.update()
     return results
+
+
+class _ArenaActor:
+    """A Ray actor holding one arena, built once and reused for all its rounds."""
+
+    def __init__(self, spec: ArenaSpec) -> None:
+        self.arena = spec.build()
+
+    def play(self, index: int, game: Game):
+        return index, self.arena.play(game.players, game.seed)
+
+
+def _play_on_ray(spec: ArenaSpec, games: Sequence[Game], address: str):
+    """(index, result) of each game as it finishes."""
+    ray = connect(address)
+    from ray.util import ActorPool
+
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    actor = ray.remote(num_cpus=1)(_ArenaActor)
+    pool = ActorPool([actor.remote(spec) for _ in range(max(1, min(cpus, len(games))))])
+    yield from pool.map_unordered(lambda a, item: a.play.remote(*item), enumerate(games))
 

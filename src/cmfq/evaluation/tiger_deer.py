@@ -89,9 +89,11 @@ def summarise(labels: Sequence[str], records: Sequence[HuntRecord]) -> list[Hunt
 def run_tiger_deer(
     paths: Sequence[str | Path], *, map_size: int, rounds: int, seed: int, out: str | Path,
     workers: int = 1, env_options: dict | None = None, group_by: str = "algo",
+    address: str | None = None,
 ) -> dict:
     """Evaluate each checkpoint for ``rounds`` rounds; write ``REPORT_FILES`` into ``out``, and
-    ``ALGORITHM_FILES`` where the checkpoints form several groups by ``group_by``."""
+    ``ALGORITHM_FILES`` where the checkpoints form several groups by ``group_by``. The rounds run
+    in ``workers`` processes, or on the Ray cluster at ``address``."""
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     env_options = dict(env_options or {})
@@ -100,7 +102,7 @@ def run_tiger_deer(
     spec = ArenaSpec(tuple(map(str, paths)), "tiger-deer", map_size, env_options)
     # Every model meets the same layouts and deer: the differences are the models'.
     games = [Game((m,), r, round_seed(seed, r)) for m in range(len(paths)) for r in range(rounds)]
-    results = play_games(spec, games, workers, desc="tiger-deer")
+    results = play_games(spec, games, workers, desc="tiger-deer", address=address)
     records = [
         HuntRecord(
             model=labels[game.players[0]], round=game.round, seed=game.seed,

@@ -82,10 +82,11 @@ def to_record(game: Game, result, labels: Sequence[str]) -> RoundRecord:
 
 def run_tournament(
     paths: Sequence[str | Path], settings: Settings, out: str | Path, workers: int = 1,
-    group_by: str = "algo",
+    group_by: str = "algo", address: str | None = None,
 ) -> dict:
     """Play the tournament and write its report files (``REPORT_FILES``, and ``ALGORITHM_FILES``
-    where the checkpoints form several groups by ``group_by``) into ``out``."""
+    where the checkpoints form several groups by ``group_by``) into ``out``; the rounds run in
+    ``workers`` processes, or on the Ray cluster at ``address`` (see ``play_games``)."""
     if settings.env != "battle":
         raise ValueError(f"tournaments are played in battle, not {settings.env!r}")
     labels = unique_labels(paths)
@@ -93,7 +94,7 @@ def run_tournament(
     spec = ArenaSpec(tuple(map(str, paths)), settings.env, settings.map_size,
                      dict(settings.env_options))
     games = schedule(len(paths), settings.rounds, settings.seed)
-    results = play_games(spec, games, workers, desc="tournament")
+    results = play_games(spec, games, workers, desc="tournament", address=address)
     records = [to_record(g, r, labels) for g, r in zip(games, results, strict=True)]
     return write_tournament_report(out, labels, paths, settings, records, groups, group_by)
 

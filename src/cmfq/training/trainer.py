@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +40,12 @@ LAST_FILE = "last.pt"
 """In the run folder: the network of the last saved round (what evaluation loads)."""
 
 
-def train(config: TrainConfig, *, progress: bool = True) -> Path:
-    """Train a fresh run in ``config.out``; returns the run folder."""
+def train(
+    config: TrainConfig, *, progress: bool = True,
+    on_checkpoint: Callable[[int], None] | None = None,
+) -> Path:
+    """Train a fresh run in ``config.out``; returns the run folder. ``on_checkpoint(rounds_done)``,
+    if given, is called after each checkpoint is written."""
     config = config.resolved()
     run_dir = Path(config.out)
     if (run_dir / RESUME_FILE).exists() or (run_dir / "metrics.csv").exists():
@@ -49,25 +54,37 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(config.to_toml())
-    return _run(config, run_dir, state=None, progress=progress)
+    return _run(config, run_dir, state=None, progress=progress, on_checkpoint=on_checkpoint)
 
 
-def resume(run_dir: str | Path, *, rounds: int | None = None, progress: bool = True) -> Path:
-    """Continue the run in ``run_dir`` from its last checkpoint, optionally to more ``rounds``."""
+def resume(
+    run_dir: str | Path, *, rounds: int | None = None, progress: bool = True,
+    on_checkpoint: Callable[[int], None] | None = None,
+) -> Path:
+    """Continue the run in ``run_dir`` from its last checkpoint, optionally to more ``rounds``.
+
+    A run stopped before its first checkpoint starts again from the config saved beside it.
+    """
     run_dir = Path(run_dir)
-    saved = load_checkpoint(run_dir / RESUME_FILE)
-    if saved.training_state is None:
-        raise ValueError(f"{run_dir / RESUME_FILE} holds no training state to resume from")
-    config = saved.config
+    if (run_dir / RESUME_FILE).exists() or not (run_dir / "config.toml").is_file():
+        saved = load_checkpoint(run_dir / RESUME_FILE)
+        if saved.training_state is None:
+            raise ValueError(f"{run_dir / RESUME_FILE} holds no training state to resume from")
+        config = saved.config
+    else:
+        saved, config = None, TrainConfig.from_toml(run_dir / "config.toml")
     config.out = str(run_dir)
     if rounds is not None:
         config.rounds = rounds
         config.validate()
     (run_dir / "config.toml").write_text(config.to_toml())
-    return _run(config, run_dir, state=saved, progress=progress)
+    return _run(config, run_dir, state=saved, progress=progress, on_checkpoint=on_checkpoint)
 
 
-def _run(config: TrainConfig, run_dir: Path, *, state, progress: bool) -> Path:
+def _run(
+    config: TrainConfig, run_dir: Path, *, state, progress: bool,
+    on_checkpoint: Callable[[int], None] | None,
+) -> Path:
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
@@ -177,11 +194,15 @@ def _run(config: TrainConfig, run_dir: Path, *, state, progress: bool) -> Path:
                 "next_round": done,
             }
             first = env.groups[0]
-            save_checkpoint(run_dir / RESUME_FILE, learner, config, group=first,
-                            round_index=done, training_state=training_state)
+            # resume.pt last: a run stopped between these writes resumes from the previous
+            # resume.pt and redoes the same rounds, so last.pt never claims rounds it lacks.
             save_checkpoint(run_dir / "checkpoints" / f"round_{done:05d}.pt", learner, config,
                             group=first, round_index=done)
             save_checkpoint(run_dir / LAST_FILE, learner, config, group=first, round_index=done)
+            save_checkpoint(run_dir / RESUME_FILE, learner, config, group=first,
+                            round_index=done, training_state=training_state)
+            if on_checkpoint is not None:
+                on_checkpoint(done)
     bar.close()
     log.close()
     return run_dir

@@ -1,0 +1,149 @@
+"""Running a sweep on Ray: one task per run, each resuming whatever its folder holds.
+
+A run's folder is the state of the sweep: a finished run (``last.pt`` of its last round) is
+skipped, a run with a checkpoint resumes from ``resume.pt``, a run killed before its first
+checkpoint starts again from its ``config.toml``. A task whose worker process dies is started
+again by Ray (``max_retries``) and so resumes too. Killing the sweep at any moment loses at most
+the rounds since each run's last checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from cmfq.evaluation.cluster import connect
+from cmfq.sweep.spec import Resources, Run, SweepSpec
+from cmfq.sweep.summary import write_summary
+from cmfq.training.checkpoint import load_checkpoint
+from cmfq.training.config import TrainConfig
+from cmfq.training.trainer import LAST_FILE, resume, train
+
+EXIT_AT_ROUND_VAR = "CMFQ_TEST_EXIT_AT_ROUND"
+"""Test hook, read by the sweep's driver: each run's worker process exits right after writing
+the checkpoint of this round, as if it had crashed, to test that Ray retries the run and that it
+resumes (a run started from scratch would crash again there)."""
+
+
+@dataclass
+class SweepResult:
+    summary: Path
+    """The summary CSV (the Markdown table is beside it)."""
+    finished: list[str]
+    """The runs that are finished, in grid order."""
+    trained: list[str]
+    """The runs that this call trained or resumed and finished."""
+    failed: dict[str, str]
+    """Runs that did not finish, with the error."""
+
+
+def run_sweep(
+    spec: SweepSpec, out: str | Path, *, address: str | None = None, progress: bool = True,
+) -> SweepResult:
+    """Train every run of ``spec`` under ``out`` on Ray (see ``cmfq.evaluation.cluster.connect``
+    for ``address``) and write the summary; runs already finished are skipped."""
+    out = Path(out).resolve()  # the workers' working folder is not the driver's
+    runs = spec.runs(out)
+    for run in runs:
+        _check_saved_config(run)
+    todo = [run for run in runs if not is_finished(run)]
+
+    failed = _train_on_ray(todo, runs, spec.resources, address, progress) if todo else {}
+    finished = [run for run in runs if is_finished(run)]
+    names = {run.name for run in finished}
+    for run in todo:
+        if run.name not in failed and run.name not in names:
+            failed[run.name] = "the task ended before the last round"
+    return SweepResult(
+        summary=write_summary(out, finished),
+        finished=[run.name for run in finished],
+        trained=[run.name for run in todo if run.name not in failed],
+        failed=failed,
+    )
+
+
+def _train_on_ray(
+    todo: list[Run], runs: list[Run], resources: Resources, address: str | None, progress: bool,
+) -> dict[str, str]:
+    """Train the runs ``todo`` as Ray tasks, with bars over ``runs``; returns the failures."""
+    ray = connect(address)
+    task = ray.remote(train_run).options(
+        num_cpus=resources.cpus_per_run, num_gpus=resources.gpus_per_run,
+        max_retries=resources.max_retries, retry_exceptions=False,
+    )
+    exit_at = os.environ.get(EXIT_AT_ROUND_VAR)
+    exit_at = int(exit_at) if exit_at else None
+    pending = {task.remote(run.config.to_dict(), exit_at): run for run in todo}
+    runs_bar = tqdm(total=len(runs), initial=len(runs) - len(todo), unit="run", desc="runs",
+                    disable=not progress)
+    rounds_bar = tqdm(total=sum(run.config.rounds for run in runs), unit="round",
+                      desc="rounds", disable=not progress)
+    failed = {}
+    while pending:
+        rounds_bar.n = sum(_rounds_logged(run) for run in runs)
+        rounds_bar.refresh()
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)
+        for ref in done:
+            run = pending.pop(ref)
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayError as err:
+                failed[run.name] = str(err).strip().splitlines()[-1]
+            runs_bar.update()
+    rounds_bar.n = sum(_rounds_logged(run) for run in runs)
+    rounds_bar.close()
+    runs_bar.close()
+    return failed
+
+
+def train_run(config: dict, exit_at_round: int | None = None) -> None:
+    """Ray task: train the run in ``config["out"]`` to its last round, resuming what is there."""
+    config = TrainConfig.from_dict(config)
+    run_dir = Path(config.out)
+
+    def exit_if_asked(rounds_done: int) -> None:
+        if rounds_done == exit_at_round:
+            os._exit(1)
+
+    hook = exit_if_asked if exit_at_round is not None else None
+    if (run_dir / "config.toml").is_file():
+        resume(run_dir, rounds=config.rounds, progress=False, on_checkpoint=hook)
+    else:
+        train(config, progress=False, on_checkpoint=hook)
+
+
+def is_finished(run: Run) -> bool:
+    """Whether the run's ``last.pt`` holds its last round."""
+    last = Path(run.config.out) / LAST_FILE
+    return last.is_file() and load_checkpoint(last).round >= run.config.rounds
+
+
+def _check_saved_config(run: Run) -> None:
+    """A folder holding a run with other settings (the sweep file was edited) is an error, not a
+    silent mix; ``rounds`` may grow, the run then goes on."""
+    saved_path = Path(run.config.out) / "config.toml"
+    if not saved_path.is_file():
+        return
+    saved = TrainConfig.from_toml(saved_path)
+    differ = [
+        f"{f.name}: {getattr(saved, f.name)!r} there, {getattr(run.config, f.name)!r} here"
+        for f in dataclasses.fields(TrainConfig)
+        if f.name not in ("out", "rounds") and getattr(run.config, f.name) is not None
+        and getattr(run.config, f.name) != getattr(saved, f.name)
+    ]
+    if differ:
+        raise ValueError(f"{saved_path.parent} holds a run with other settings "
+                         f"({'; '.join(differ)}); move it away or choose another --out")
+
+
+def _rounds_logged(run: Run) -> int:
+    path = Path(run.config.out) / "metrics.csv"
+    if not path.is_file():
+        return 0
+    with open(path, newline="") as f:
+        return min(sum(1 for _ in csv.DictReader(f)), run.config.rounds)
