@@ -105,10 +105,12 @@ inline T phi(T d) {
 template <typename T>
 inline T kl_of_change(const T* __restrict p, const T* __restrict change, int n, T inv_tau) {
   T shift = T(0);
+#pragma omp simd reduction(+ : shift)
   for (int a = 0; a < n; ++a) shift += p[a] * change[a];
   shift *= inv_tau;
   T f = T(0);
   T r = T(0);
+#pragma omp simd reduction(+ : f, r)
   for (int a = 0; a < n; ++a) {
     const T d = change[a] * inv_tau - shift;
     f += p[a] * phi(d);
@@ -122,8 +124,10 @@ inline T kl_of_change(const T* __restrict p, const T* __restrict change, int n, 
 template <typename T>
 inline void log_softmax(const T* __restrict values, int n, T inv_tau, T* __restrict out) {
   T top = values[0] * inv_tau;
+#pragma omp simd reduction(max : top)
   for (int a = 1; a < n; ++a) top = values[a] * inv_tau > top ? values[a] * inv_tau : top;
   T total = T(0);
+#pragma omp simd reduction(+ : total)
   for (int a = 0; a < n; ++a) total += vexp(values[a] * inv_tau - top);
   const T log_total = top + std::log(total);
   for (int a = 0; a < n; ++a) out[a] = values[a] * inv_tau - log_total;
@@ -224,6 +228,7 @@ void mean_action(const CausalWeightsParams<T>& p, int64_t agent, T* __restrict x
 struct InterventionRows {
   std::vector<int64_t> agent;   // [rows] the chunk-local agent of each row
   std::vector<int64_t> source;  // [rows] the action (one-hot) or the slot (distributions)
+  std::vector<int> slot;        // [rows] the first neighbour slot of the row
   std::vector<int64_t> slot_row;
   int64_t count = 0;
 
@@ -231,6 +236,7 @@ struct InterventionRows {
   void resize(const CausalWeightsParams<T>& p, int64_t max_rows) {
     agent.resize(max_rows);
     source.resize(max_rows);
+    slot.resize(max_rows);
     slot_row.resize(kChunk * std::max<int64_t>(p.actions ? p.n_actions : p.slots, 1));
   }
 
@@ -256,6 +262,7 @@ struct InterventionRows {
         row = count++;
         agent[row] = i;
         source[row] = key;
+        slot[row] = k;
       }
     }
   }
@@ -304,10 +311,10 @@ class ForwardRunner {
       for (int a = 0; a < A; ++a) probs[a] = vexp(probs[a]);
     }
     rows_.build(p_, first_, count_);
-    if (p_.actions) {
-      action_changes();
-    } else {
+    if (!p_.actions) {
       distribution_changes();
+    } else if (p_.n_tail == 0) {
+      action_changes();
     }
     const T* q_change = propagate_change(rows_.count);
     for (int64_t r = 0; r < rows_.count; ++r) {
@@ -370,7 +377,7 @@ class ForwardRunner {
   }
 
   // The first layer's change of each row: that action's row of the table minus the agent's
-  // reference projection.
+  // reference projection (needed as such only when the first layer is the last).
   void action_changes() {
     const int H = p_.first_width();
     for (int64_t r = 0; r < rows_.count; ++r) {
@@ -398,6 +405,8 @@ class ForwardRunner {
   }
 
   // Carries the first layer's change through the trunk; returns the change of the action values.
+  // For one-hot actions the first layer's change, that action's row of the table minus the
+  // agent's reference projection, is formed in the first pass.
   const T* propagate_change(int64_t rows) {
     T* change = change_.data();
     T* next = scratch_b_.data();
@@ -406,8 +415,14 @@ class ForwardRunner {
     for (int l = 0; l < p_.n_tail; ++l) {
       for (int64_t r = 0; r < rows; ++r) {
         const T* __restrict z = reference + rows_.agent[r] * width;
-        const T* __restrict c = change + r * width;
         T* __restrict a = scratch_a_.data() + r * width;
+        if (l == 0 && p_.actions) {
+          const T* __restrict table = p_.action_table + rows_.source[r] * width;
+          const T* __restrict proj = proj_.data() + rows_.agent[r] * width;
+          for (int j = 0; j < width; ++j) a[j] = relu_change(z[j], table[j] - proj[j]);
+          continue;
+        }
+        const T* __restrict c = change + r * width;
         for (int j = 0; j < width; ++j) a[j] = relu_change(z[j], c[j]);
       }
       matmul(p_.tail[l], scratch_a_.data(), rows, next);
@@ -508,6 +523,7 @@ class BackwardRunner {
     grad_mean_.resize(kChunk * p_.n_actions);
     grad_weight_.resize(p_.slots);
     log_p_.resize(kChunk * p_.n_actions);
+    probs_.resize(kChunk * p_.n_actions);
     log_q_.resize(p_.n_actions);
     row_grad_.resize(rows);
     row_effect_.resize(rows);
@@ -525,10 +541,10 @@ class BackwardRunner {
               inputs_.data());
     for (int64_t i = 0; i < count; ++i) mean_action(p_, first + i, inputs_.data() + (count + i) * A);
     for (int64_t r = 0; r < rows_.count; ++r) {
-      const int64_t i = rows_.agent[r], k = rows_.source[r];
-      row_effect_[r] = p_.effects[(first + i) * p_.slots + (p_.actions ? first_slot(i, k) : k)];
+      const int64_t slot = (first + rows_.agent[r]) * p_.slots + rows_.slot[r];
+      row_effect_[r] = p_.effects[slot];
       if (!p_.actions) {
-        const T* dist = p_.action_dists + ((first + i) * p_.slots + k) * A;
+        const T* dist = p_.action_dists + slot * A;
         std::copy(dist, dist + A, inputs_.data() + (2 * count + r) * A);
       }
     }
@@ -572,14 +588,6 @@ class BackwardRunner {
   }
 
  private:
-  int first_slot(int64_t i, int64_t action) const {
-    const int64_t* actions = p_.actions + (first_ + i) * p_.slots;
-    const bool* mask = agent_mask(p_, first_ + i);
-    int k = 0;
-    while (!(mask[k] && actions[k] == action)) ++k;
-    return k;
-  }
-
   int64_t agent_of(int64_t row) const {
     return row < 2 * count_ ? row % count_ : rows_.agent[row - 2 * count_];
   }
@@ -605,18 +613,21 @@ class BackwardRunner {
       const T* table = p_.action_table + rows_.source[r - 2 * count_] * H;
       std::copy(table, table + H, pre_first_.data() + r * H);
     }
+    // The first layer's output: the values if it is the last layer, else its ReLU.
+    T* first_out = p_.n_tail ? activation_[0].data() : pre_first_.data();
     for (int64_t r = 0; r < n_rows; ++r) {
       const T* __restrict s = p_.state_proj + (first_ + agent_of(r)) * H;
-      T* __restrict z = pre_first_.data() + r * H;
-      for (int j = 0; j < H; ++j) z[j] += s[j];
+      const T* __restrict z = pre_first_.data() + r * H;
+      T* __restrict out = first_out + r * H;
+      for (int j = 0; j < H; ++j) out[j] = p_.n_tail ? relu(z[j] + s[j]) : z[j] + s[j];
     }
-    const T* z = pre_first_.data();
     for (int l = 0; l < p_.n_tail; ++l) {
-      T* __restrict act = activation_[l].data();
-      for (int64_t j = 0; j < n_rows * p_.tail[l].in; ++j) act[j] = relu(z[j]);
-      matmul(p_.tail[l], act, n_rows, out_[l].data());
-      add_bias(p_.tail[l], n_rows, out_[l].data(), /*relu_after=*/false);
-      z = out_[l].data();
+      matmul(p_.tail[l], activation_[l].data(), n_rows, out_[l].data());
+      if (l + 1 < p_.n_tail) {
+        add_bias_and_activate(p_.tail[l], n_rows, out_[l].data(), activation_[l + 1].data());
+      } else {
+        add_bias(p_.tail[l], n_rows, out_[l].data(), /*relu_after=*/false);
+      }
     }
   }
 
@@ -720,7 +731,10 @@ class BackwardRunner {
     T* grad_rows = grad_a_.data() + count_ * A;
     std::fill(grad_ref, grad_ref + count_ * A, T(0));
     for (int64_t i = 0; i < count_; ++i) {
-      log_softmax(values(count_ + i), A, inv_tau, log_p_.data() + i * A);
+      T* log_p = log_p_.data() + i * A;
+      T* p = probs_.data() + i * A;
+      log_softmax(values(count_ + i), A, inv_tau, log_p);
+      for (int a = 0; a < A; ++a) p[a] = vexp(log_p[a]);
     }
     T* __restrict lq = log_q_.data();
     for (int64_t r = 0; r < rows_.count; ++r) {
@@ -728,13 +742,13 @@ class BackwardRunner {
       const T scale = row_grad_[r] * inv_tau;
       const T effect = row_effect_[r];
       const T* __restrict lp = log_p_.data() + i * A;
+      const T* __restrict p = probs_.data() + i * A;
       T* __restrict g_ref = grad_ref + i * A;
       T* __restrict g_row = grad_rows + r * A;
       log_softmax(values(2 * count_ + r), A, inv_tau, lq);
       for (int a = 0; a < A; ++a) {
-        const T p = vexp(lp[a]);
-        g_row[a] = scale * (vexp(lq[a]) - p);
-        g_ref[a] += scale * p * (lp[a] - lq[a] - effect);
+        g_row[a] = scale * (vexp(lq[a]) - p[a]);
+        g_ref[a] += scale * p[a] * (lp[a] - lq[a] - effect);
       }
     }
   }
@@ -747,7 +761,8 @@ class BackwardRunner {
   int64_t count_ = 0;
   std::vector<T> inputs_, encoded_[kMaxLayers], pre_first_, activation_[kMaxLayers],
       out_[kMaxLayers];
-  std::vector<T> grad_a_, grad_b_, grad_mean_, grad_weight_, log_p_, log_q_, row_grad_, row_effect_;
+  std::vector<T> grad_a_, grad_b_, grad_mean_, grad_weight_, log_p_, log_q_, probs_, row_grad_;
+  std::vector<T> row_effect_;
   InterventionRows rows_;
 };
 
