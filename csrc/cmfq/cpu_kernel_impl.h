@@ -173,10 +173,13 @@ void accumulate_layer_grad(const DenseLayer<T>& layer, const T* x, const T* dy, 
 // y += bias, in place, then relu if asked.
 template <typename T>
 void add_bias(const DenseLayer<T>& layer, int64_t rows, T* __restrict y, bool relu_after) {
+  const T* __restrict bias = layer.bias;
   for (int64_t r = 0; r < rows; ++r) {
     T* __restrict row = y + r * layer.out;
-    for (int o = 0; o < layer.out; ++o) {
-      row[o] = relu_after ? relu(row[o] + layer.bias[o]) : row[o] + layer.bias[o];
+    if (relu_after) {
+      for (int o = 0; o < layer.out; ++o) row[o] = relu(row[o] + bias[o]);
+    } else {
+      for (int o = 0; o < layer.out; ++o) row[o] += bias[o];
     }
   }
 }
@@ -185,9 +188,14 @@ void add_bias(const DenseLayer<T>& layer, int64_t rows, T* __restrict y, bool re
 template <typename T>
 void add_bias_and_activate(const DenseLayer<T>& layer, int64_t rows, T* __restrict y,
                            T* __restrict activation) {
-  for (int64_t j = 0; j < rows * layer.out; ++j) {
-    y[j] += layer.bias[j % layer.out];
-    activation[j] = relu(y[j]);
+  const T* __restrict bias = layer.bias;
+  for (int64_t r = 0; r < rows; ++r) {
+    T* __restrict row = y + r * layer.out;
+    T* __restrict act = activation + r * layer.out;
+    for (int o = 0; o < layer.out; ++o) {
+      row[o] += bias[o];
+      act[o] = relu(row[o]);
+    }
   }
 }
 
@@ -619,7 +627,11 @@ class BackwardRunner {
       const T* __restrict s = p_.state_proj + (first_ + agent_of(r)) * H;
       const T* __restrict z = pre_first_.data() + r * H;
       T* __restrict out = first_out + r * H;
-      for (int j = 0; j < H; ++j) out[j] = p_.n_tail ? relu(z[j] + s[j]) : z[j] + s[j];
+      if (p_.n_tail) {
+        for (int j = 0; j < H; ++j) out[j] = relu(z[j] + s[j]);
+      } else {
+        for (int j = 0; j < H; ++j) out[j] = z[j] + s[j];
+      }
     }
     for (int l = 0; l < p_.n_tail; ++l) {
       matmul(p_.tail[l], activation_[l].data(), n_rows, out_[l].data());
