@@ -1,5 +1,10 @@
 """Every CPU kernel variant this machine runs (default, AVX2, AVX-512) against the generic path."""
 
+import platform
+import re
+import shutil
+import subprocess
+
 import pytest
 import torch
 from helpers import generic, make_head, make_inputs
@@ -62,3 +67,33 @@ def test_variant_matches_generic(monkeypatch, variant, dtype, actions_kind, weig
             else:
                 message = lambda m, i=i, kind=kind: f"{kind} {i}: {m}"  # noqa: E731
                 torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-11, msg=message)
+
+
+def test_only_the_wide_variants_use_wide_instructions():
+    """The library runs on any x86-64 CPU: outside the AVX2 and AVX-512 variants' namespaces no
+    function holds a VEX or EVEX instruction (v...), which an inline function of a shared header,
+    compiled under a variant's target and kept by the linker, would bring."""
+    objdump = shutil.which("objdump")
+    if objdump is None or platform.machine() != "x86_64":
+        pytest.skip("needs objdump and an x86-64 build")
+    listing = subprocess.run(
+        [objdump, "-d", "-C", "--no-show-raw-insn", cmfq._C.__file__],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    function, offenders, variant_functions = "", set(), set()
+    for line in listing.splitlines():
+        header = re.match(r"^[0-9a-f]+ <(.*)>:$", line)
+        if header:
+            function = header.group(1)
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2 or not re.match(r"v[a-z0-9]+\b", fields[1].strip()):
+            continue
+        if "cpu_avx2::" in function or "cpu_avx512::" in function:
+            variant_functions.add(function)
+        else:
+            offenders.add(function)
+    assert variant_functions, "no vector instructions in the variants: were they compiled?"
+    assert not offenders, sorted(offenders)[:10]
