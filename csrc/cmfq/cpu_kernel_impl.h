@@ -100,24 +100,20 @@ inline T phi(T d) {
   return abs_(d) < T(kPhiSeriesBound) ? series : direct;
 }
 
-// KL(p || softmax(log p + change * inv_tau)), as kl_from_value_change in agent_math.h, with the
-// vectorised phi.
+// The sum of a[i] * b[i]: a vectorised reduction.
 template <typename T>
-inline T kl_of_change(const T* __restrict p, const T* __restrict change, int n, T inv_tau) {
-  T shift = T(0);
-#pragma omp simd reduction(+ : shift)
-  for (int a = 0; a < n; ++a) shift += p[a] * change[a];
-  shift *= inv_tau;
-  T f = T(0);
-  T r = T(0);
-#pragma omp simd reduction(+ : f, r)
-  for (int a = 0; a < n; ++a) {
-    const T d = change[a] * inv_tau - shift;
-    f += p[a] * phi(d);
-    r += p[a] * d;
-  }
-  const T kl = f - psi(f + r);
-  return kl < T(0) ? T(0) : kl;
+inline T dot(const T* __restrict a, const T* __restrict b, int n) {
+  T sum = T(0);
+#pragma omp simd reduction(+ : sum)
+  for (int i = 0; i < n; ++i) sum += a[i] * b[i];
+  return sum;
+}
+
+// Applies f to n contiguous values: one vectorised loop over many short rows, with a single
+// scalar remainder instead of one per row (A = 21 actions leave 5 of every row otherwise).
+template <typename T, typename F>
+inline void map_all(const T* __restrict in, int64_t n, T* __restrict out, F f) {
+  for (int64_t j = 0; j < n; ++j) out[j] = f(in[j]);
 }
 
 // log softmax(values * inv_tau) over n entries.
@@ -302,6 +298,8 @@ class ForwardRunner {
     row_effect_.resize(rows);
     rows_.resize(p, rows);
     if (!p.actions) row_dists_.resize(rows * actions);
+    centred_.resize(rows * actions);
+    phi_.resize(rows * actions);
   }
 
   void run(int64_t first, int64_t count) {
@@ -324,11 +322,7 @@ class ForwardRunner {
     } else if (p_.n_tail == 0) {
       action_changes();
     }
-    const T* q_change = propagate_change(rows_.count);
-    for (int64_t r = 0; r < rows_.count; ++r) {
-      row_effect_[r] = kl_of_change(probs_.data() + rows_.agent[r] * A, q_change + r * A, A,
-                                    inv_tau);
-    }
+    row_effects(propagate_change(rows_.count));
     weights_and_causal_mean();
     std::copy(x_.begin(), x_.begin() + count_ * A, p_.causal_mean_action + first_ * A);
     first_layer(x_.data(), count_, proj_.data(), layers_.data());
@@ -441,6 +435,29 @@ class ForwardRunner {
     return change;
   }
 
+  // Each row's effect KL(p || softmax(log p + change * inv_tau)), the formula of
+  // kl_from_value_change in agent_math.h: the changes centred under p row by row, phi of all
+  // rows in one pass, then the sums of each row.
+  void row_effects(const T* q_change) {
+    const int A = p_.n_actions;
+    const T inv_tau = T(1) / p_.temperature;
+    T* d = centred_.data();
+    for (int64_t r = 0; r < rows_.count; ++r) {
+      const T* __restrict p = probs_.data() + rows_.agent[r] * A;
+      const T* __restrict change = q_change + r * A;
+      const T shift = dot(p, change, A) * inv_tau;
+      T* __restrict row = d + r * A;
+      for (int a = 0; a < A; ++a) row[a] = change[a] * inv_tau - shift;
+    }
+    map_all(d, rows_.count * A, phi_.data(), [](T x) { return phi(x); });
+    for (int64_t r = 0; r < rows_.count; ++r) {
+      const T* p = probs_.data() + rows_.agent[r] * A;
+      const T f = dot(p, phi_.data() + r * A, A);
+      const T kl = f - psi(f + dot(p, d + r * A, A));
+      row_effect_[r] = kl < T(0) ? T(0) : kl;
+    }
+  }
+
   // Effects and weights of each neighbour; x_ becomes the causal mean action.
   void weights_and_causal_mean() {
     const int A = p_.n_actions;
@@ -469,7 +486,7 @@ class ForwardRunner {
   int64_t first_ = 0;
   int64_t count_ = 0;
   std::vector<T> x_, proj_, layers_, probs_, scratch_a_, scratch_b_, change_, row_effect_;
-  std::vector<T> row_dists_;
+  std::vector<T> row_dists_, centred_, phi_;
   InterventionRows rows_;
 };
 
@@ -532,7 +549,8 @@ class BackwardRunner {
     grad_weight_.resize(p_.slots);
     log_p_.resize(kChunk * p_.n_actions);
     probs_.resize(kChunk * p_.n_actions);
-    log_q_.resize(p_.n_actions);
+    shifted_.resize(rows * p_.n_actions);
+    exps_.resize(rows * p_.n_actions);
     row_grad_.resize(rows);
     row_effect_.resize(rows);
     rows_.resize(p_, rows);
@@ -748,19 +766,35 @@ class BackwardRunner {
       log_softmax(values(count_ + i), A, inv_tau, log_p);
       for (int a = 0; a < A; ++a) p[a] = vexp(log_p[a]);
     }
-    T* __restrict lq = log_q_.data();
+    // The rows' logits less their maximum, then their exps in one pass over all rows.
+    T* shifted = shifted_.data();
+    for (int64_t r = 0; r < rows_.count; ++r) {
+      const T* __restrict q = values(2 * count_ + r);
+      T top = q[0];
+#pragma omp simd reduction(max : top)
+      for (int a = 1; a < A; ++a) top = q[a] > top ? q[a] : top;
+      T* __restrict row = shifted + r * A;
+      for (int a = 0; a < A; ++a) row[a] = (q[a] - top) * inv_tau;
+    }
+    map_all(shifted, rows_.count * A, exps_.data(), [](T x) { return vexp(x); });
     for (int64_t r = 0; r < rows_.count; ++r) {
       const int64_t i = rows_.agent[r];
+      const T* __restrict e = exps_.data() + r * A;
+      const T* __restrict u = shifted + r * A;
+      T total = T(0);
+#pragma omp simd reduction(+ : total)
+      for (int a = 0; a < A; ++a) total += e[a];
+      const T log_total = std::log(total);
+      const T inv_total = T(1) / total;
       const T scale = row_grad_[r] * inv_tau;
       const T effect = row_effect_[r];
       const T* __restrict lp = log_p_.data() + i * A;
       const T* __restrict p = probs_.data() + i * A;
       T* __restrict g_ref = grad_ref + i * A;
       T* __restrict g_row = grad_rows + r * A;
-      log_softmax(values(2 * count_ + r), A, inv_tau, lq);
       for (int a = 0; a < A; ++a) {
-        g_row[a] = scale * (vexp(lq[a]) - p[a]);
-        g_ref[a] += scale * p[a] * (lp[a] - lq[a] - effect);
+        g_row[a] = scale * (e[a] * inv_total - p[a]);
+        g_ref[a] += scale * p[a] * (lp[a] - (u[a] - log_total) - effect);
       }
     }
   }
@@ -773,8 +807,8 @@ class BackwardRunner {
   int64_t count_ = 0;
   std::vector<T> inputs_, encoded_[kMaxLayers], pre_first_, activation_[kMaxLayers],
       out_[kMaxLayers];
-  std::vector<T> grad_a_, grad_b_, grad_mean_, grad_weight_, log_p_, log_q_, probs_, row_grad_;
-  std::vector<T> row_effect_;
+  std::vector<T> grad_a_, grad_b_, grad_mean_, grad_weight_, log_p_, probs_, row_grad_;
+  std::vector<T> row_effect_, shifted_, exps_;
   InterventionRows rows_;
 };
 
