@@ -69,31 +69,18 @@ VariantInfo chosen_variant() {
   return best;
 }
 
+// The chosen variant's forward or backward, by the type of the params.
 template <typename Params>
-void run_forward(const Params& p) {
+void run_kernel(const Params& p) {
   switch (chosen_variant().variant) {
 #ifdef CMFQ_CPU_X86
     case CpuVariant::kAvx512:
-      return cpu_avx512::forward(p);
+      return cpu_avx512::run(p);
     case CpuVariant::kAvx2:
-      return cpu_avx2::forward(p);
+      return cpu_avx2::run(p);
 #endif
     default:
-      return cpu_default::forward(p);
-  }
-}
-
-template <typename Params>
-void run_backward(const Params& p) {
-  switch (chosen_variant().variant) {
-#ifdef CMFQ_CPU_X86
-    case CpuVariant::kAvx512:
-      return cpu_avx512::backward(p);
-    case CpuVariant::kAvx2:
-      return cpu_avx2::backward(p);
-#endif
-    default:
-      return cpu_default::backward(p);
+      return cpu_default::run(p);
   }
 }
 
@@ -107,7 +94,7 @@ Outputs causal_weights_cpu(const at::Tensor& state, const at::Tensor& neighbor_a
                                  std::string(weighting), weight_temperature,
                                  /*allow_half=*/false);
   AT_DISPATCH_FLOATING_TYPES(call.compute_dtype, "cmfq_causal_weights_cpu",
-                             [&] { run_forward(call.params<scalar_t>()); });
+                             [&] { run_kernel(call.params<scalar_t>()); });
   return call.outputs();
 }
 
@@ -180,7 +167,7 @@ GradOutputs causal_weights_backward_cpu(
       g.grad_tail_wt[l] = grad_tail_wt[l].data_ptr<scalar_t>();
       g.grad_tail_b[l] = grad_tail_b[l].data_ptr<scalar_t>();
     }
-    run_backward(g);
+    run_kernel(g);
   });
 
   // The state half of the first trunk layer, for all agents at once.

@@ -58,12 +58,13 @@ struct CausalWeightsGradParams {
   T* grad_tail_b[kMaxLayers];
 };
 
-#define CMFQ_DECLARE_CPU_VARIANT(variant)                                \
-  namespace variant {                                                    \
-  void forward(const CausalWeightsParams<float>& p);                     \
-  void forward(const CausalWeightsParams<double>& p);                    \
-  void backward(const CausalWeightsGradParams<float>& p);                \
-  void backward(const CausalWeightsGradParams<double>& p);               \
+// run(forward params) computes the op, run(gradient params) its backward.
+#define CMFQ_DECLARE_CPU_VARIANT(variant)               \
+  namespace variant {                                   \
+  void run(const CausalWeightsParams<float>& p);        \
+  void run(const CausalWeightsParams<double>& p);       \
+  void run(const CausalWeightsGradParams<float>& g);    \
+  void run(const CausalWeightsGradParams<double>& g);   \
   }
 
 CMFQ_DECLARE_CPU_VARIANT(cpu_default)

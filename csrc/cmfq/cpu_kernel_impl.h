@@ -282,7 +282,10 @@ int64_t max_rows_per_chunk(const CausalWeightsParams<T>& p) {
 template <typename T>
 class ForwardRunner {
  public:
-  explicit ForwardRunner(const CausalWeightsParams<T>& p) : p_(p) {
+  // Binds the runner to a call and sizes its buffers. Each thread keeps its runner between
+  // calls, so that the buffers' pages are not faulted in again every time.
+  void prepare(const CausalWeightsParams<T>& p) {
+    p_ = p;
     const int64_t actions = p.n_actions;
     const int64_t rows = std::max(max_rows_per_chunk(p), kChunk);
     const int64_t width = p.max_width();
@@ -482,7 +485,7 @@ class ForwardRunner {
     }
   }
 
-  const CausalWeightsParams<T>& p_;
+  CausalWeightsParams<T> p_{};
   int64_t first_ = 0;
   int64_t count_ = 0;
   std::vector<T> x_, proj_, layers_, probs_, scratch_a_, scratch_b_, change_, row_effect_;
@@ -493,7 +496,8 @@ class ForwardRunner {
 template <typename T>
 void run_forward(const CausalWeightsParams<T>& p) {
   at::parallel_for(0, p.batch, kChunk, [&](int64_t begin, int64_t end) {
-    ForwardRunner<T> runner(p);
+    static thread_local ForwardRunner<T> runner;
+    runner.prepare(p);
     for (int64_t first = begin; first < end; first += kChunk) {
       runner.run(first, std::min(kChunk, end - first));
     }
@@ -508,6 +512,7 @@ struct GradLayout {
   int64_t encoder_wt[kMaxLayers], encoder_b[kMaxLayers], action_proj_wt;
   int64_t tail_wt[kMaxLayers], tail_b[kMaxLayers], table, size;
 
+  GradLayout() = default;
   explicit GradLayout(const CausalWeightsParams<T>& p) {
     int64_t at = 0;
     auto take = [&](int64_t n) { return (at += n) - n; };
@@ -531,8 +536,14 @@ struct GradLayout {
 template <typename T>
 class BackwardRunner {
  public:
-  BackwardRunner(const CausalWeightsGradParams<T>& g, T* grads)
-      : g_(g), p_(g.forward), layout_(g.forward), grads_(grads) {
+  BackwardRunner() : p_(g_.forward) {}
+
+  // Binds the runner to a call and to the buffer of parameter gradients it adds to, and sizes
+  // its buffers (kept between calls, as the forward's).
+  void prepare(const CausalWeightsGradParams<T>& g, T* grads) {
+    g_ = g;
+    layout_ = GradLayout<T>(g.forward);
+    grads_ = grads;
     const int64_t rows = 2 * kChunk + max_rows_per_chunk(p_);
     const int64_t stack = std::max<int64_t>(rows, p_.n_actions);
     const int64_t width = p_.max_width();
@@ -799,10 +810,10 @@ class BackwardRunner {
     }
   }
 
-  const CausalWeightsGradParams<T>& g_;
-  const CausalWeightsParams<T>& p_;
+  CausalWeightsGradParams<T> g_{};
+  const CausalWeightsParams<T>& p_;  // g_.forward
   GradLayout<T> layout_;
-  T* grads_;
+  T* grads_ = nullptr;
   int64_t first_ = 0;
   int64_t count_ = 0;
   std::vector<T> inputs_, encoded_[kMaxLayers], pre_first_, activation_[kMaxLayers],
@@ -816,21 +827,31 @@ template <typename T>
 void run_backward(const CausalWeightsGradParams<T>& g) {
   const CausalWeightsParams<T>& p = g.forward;
   const GradLayout<T> layout(p);
-  std::vector<std::vector<T>> partial(at::get_num_threads());
+  std::vector<const std::vector<T>*> partial(at::get_num_threads(), nullptr);
   at::parallel_for(0, p.batch, kChunk, [&](int64_t begin, int64_t end) {
-    std::vector<T>& grads = partial[at::get_thread_num()];
-    grads.resize(layout.size, T(0));
-    BackwardRunner<T> runner(g, grads.data());
+    static thread_local std::vector<T> grads;
+    static thread_local BackwardRunner<T> runner;
+    const std::vector<T>*& mine = partial[at::get_thread_num()];
+    if (mine != &grads) {  // this thread's first range of the call
+      grads.assign(layout.size, T(0));
+      mine = &grads;
+    }
+    runner.prepare(g, grads.data());
     for (int64_t first = begin; first < end; first += kChunk) {
       runner.run(first, std::min(kChunk, end - first));
     }
   });
   // Threads' partial sums in thread order, so that the result does not depend on timing.
   std::vector<T> total(layout.size, T(0));
-  for (const auto& grads : partial) {
-    for (int64_t j = 0; j < static_cast<int64_t>(grads.size()); ++j) total[j] += grads[j];
+  for (const auto* grads : partial) {
+    if (!grads) continue;
+    for (int64_t j = 0; j < layout.size; ++j) total[j] += (*grads)[j];
   }
-  if (p.actions) BackwardRunner<T>(g, total.data()).table_backward(total.data() + layout.table);
+  if (p.actions) {
+    BackwardRunner<T> runner;
+    runner.prepare(g, total.data());
+    runner.table_backward(total.data() + layout.table);
+  }
   auto copy = [&](int64_t offset, int64_t n, T* out) {
     std::copy(total.begin() + offset, total.begin() + offset + n, out);
   };
@@ -848,10 +869,10 @@ void run_backward(const CausalWeightsGradParams<T>& g) {
 
 }  // namespace
 
-void forward(const CausalWeightsParams<float>& p) { run_forward(p); }
-void forward(const CausalWeightsParams<double>& p) { run_forward(p); }
-void backward(const CausalWeightsGradParams<float>& p) { run_backward(p); }
-void backward(const CausalWeightsGradParams<double>& p) { run_backward(p); }
+void run(const CausalWeightsParams<float>& p) { run_forward(p); }
+void run(const CausalWeightsParams<double>& p) { run_forward(p); }
+void run(const CausalWeightsGradParams<float>& g) { run_backward(g); }
+void run(const CausalWeightsGradParams<double>& g) { run_backward(g); }
 
 }  // namespace CMFQ_CPU_VARIANT
 }  // namespace cmfq
