@@ -29,6 +29,26 @@ def test_opcheck(weighting):
     )
 
 
+@pytest.mark.parametrize("weighting", ["proportional", "softmax"])
+@pytest.mark.parametrize("distributions", [False, True])
+def test_opcheck_backward(weighting, distributions):
+    head = make_head(dtype=torch.float32)
+    state, actions = make_inputs(6, 4, head)
+    state, *layers, tau, weighting, tau_w = op_args(head, state, actions, weighting)
+    mask = layers.pop(1)
+    actions = layers.pop(0)
+    if distributions:
+        actions = torch.softmax(torch.randn(6, 4, head.n_actions), -1)
+    layers = [[p.detach() for p in group] for group in layers]
+    inputs = (state, actions, mask, *layers, tau, weighting, tau_w)
+    weights, effects, _, causal_mean_action, q_causal = torch.ops.cmfq.causal_weights(*inputs)
+    grads = [torch.randn_like(t) for t in (weights, effects, causal_mean_action, q_causal)]
+    torch.library.opcheck(
+        torch.ops.cmfq.causal_weights_backward.default,
+        (*grads, *inputs, weights, effects, causal_mean_action),
+    )
+
+
 # 4 neighbour slots: with 3 actions the backward builds rows by action, with 6 by slot.
 GRADCHECK_CASES = {
     "indices": dict(n_actions=3, action_hidden=(5,), hidden=(6,), distributions=False),

@@ -108,12 +108,13 @@ at::Tensor saved(const at::Tensor& tensor, const char* name, at::IntArrayRef sha
   return tensor.to(dtype).contiguous();
 }
 
+// The kernel's gradients, [in, out] for weights, in the layout and dtype of the parameters.
 std::vector<at::Tensor> transposed_like(const std::vector<at::Tensor>& grads,
                                         at::TensorList like) {
   std::vector<at::Tensor> out;
   for (size_t l = 0; l < grads.size(); ++l) {
-    out.push_back(grads[l].dim() == 2 ? grads[l].t().to(like[l].scalar_type())
-                                      : grads[l].to(like[l].scalar_type()));
+    const auto grad = grads[l].dim() == 2 ? grads[l].t() : grads[l];
+    out.push_back(grad.to(like[l].scalar_type()).contiguous());
   }
   return out;
 }
