@@ -101,6 +101,20 @@ def test_gradients_match_generic_path():
         torch.testing.assert_close(fused, generic, rtol=1e-6, atol=1e-10)
 
 
+def test_double_backward_matches_generic_path():
+    """create_graph=True takes the differentiable PyTorch backward, not the kernel."""
+    head = make_head()
+    state, actions = make_inputs(5, 4, head)
+
+    def second_order(q):
+        s = state.clone().requires_grad_()
+        out = cmfq.causal_weights(q, s, actions, n_actions=head.n_actions)
+        (grad,) = torch.autograd.grad(out.q_causal.square().sum(), s, create_graph=True)
+        return torch.autograd.grad(grad.square().sum(), s)[0]
+
+    torch.testing.assert_close(second_order(head), second_order(lambda s, x: head(s, x)))
+
+
 def test_torch_compile_fullgraph_forward_and_backward():
     torch._dynamo.reset()
     head = make_head(dtype=torch.float32)

@@ -3,8 +3,9 @@
 The forward is the C++/CUDA kernel. The backward re-evaluates the head under the interventions
 from the saved inputs, as activation checkpointing does, and reuses the forward's weights, effects
 and causal mean action. On the CPU it is the kernel ``torch.ops.cmfq.causal_weights_backward``;
-on other devices (there is no CUDA twin yet) the same chain rule in PyTorch ops
-(``cmfq.gradient``). Both trace under ``torch.compile``.
+on other devices (there is no CUDA twin yet), and wherever the backward itself is differentiated
+(``create_graph=True``), the same chain rule in PyTorch ops (``cmfq.gradient``). Both trace under
+``torch.compile``.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def _backward(ctx, grad_weights, grad_effects, grad_mean_action, grad_causal_mea
     n_enc_w, n_enc_b, n_trunk_w = ctx.sizes
     cuts = [0, n_enc_w, n_enc_w + n_enc_b, n_enc_w + n_enc_b + n_trunk_w, len(params)]
     layers = tuple(params[a:b] for a, b in zip(cuts, cuts[1:]))
-    if state.device.type == "cpu":
+    if state.device.type == "cpu" and not torch.is_grad_enabled():
         grad_state, *grad_layers = torch.ops.cmfq.causal_weights_backward(
             grad_weights,
             grad_effects,
