@@ -32,6 +32,26 @@ def test_opcheck(weighting):
     )
 
 
+@pytest.mark.parametrize("weighting", ["proportional", "softmax"])
+@pytest.mark.parametrize("distributions", [False, True])
+def test_opcheck_backward(weighting, distributions):
+    head = make_head(dtype=torch.float32)
+    state, actions = make_inputs(6, 4, head)
+    state, *layers, tau, weighting, tau_w = op_args(head, state, actions, weighting)
+    mask = layers.pop(1)
+    actions = layers.pop(0)
+    if distributions:
+        actions = torch.softmax(torch.randn(6, 4, head.n_actions), -1)
+    layers = [[p.detach() for p in group] for group in layers]
+    inputs = (state, actions, mask, *layers, tau, weighting, tau_w)
+    weights, effects, _, causal_mean_action, q_causal = torch.ops.cmfq.causal_weights(*inputs)
+    grads = [torch.randn_like(t) for t in (weights, effects, causal_mean_action, q_causal)]
+    torch.library.opcheck(
+        torch.ops.cmfq.causal_weights_backward.default,
+        (*grads, *inputs, weights, effects, causal_mean_action),
+    )
+
+
 # 4 neighbour slots: with 3 actions the backward builds rows by action, with 6 by slot.
 GRADCHECK_CASES = {
     "indices": dict(n_actions=3, action_hidden=(5,), hidden=(6,), distributions=False),
@@ -82,6 +102,20 @@ def test_gradients_match_generic_path():
 
     for fused, generic in zip(grads(head), grads(lambda s, x: head(s, x))):
         torch.testing.assert_close(fused, generic, rtol=1e-6, atol=1e-10)
+
+
+def test_double_backward_matches_generic_path():
+    """create_graph=True takes the differentiable PyTorch backward, not the kernel."""
+    head = make_head()
+    state, actions = make_inputs(5, 4, head)
+
+    def second_order(q):
+        s = state.clone().requires_grad_()
+        out = cmfq.causal_weights(q, s, actions, n_actions=head.n_actions)
+        (grad,) = torch.autograd.grad(out.q_causal.square().sum(), s, create_graph=True)
+        return torch.autograd.grad(grad.square().sum(), s)[0]
+
+    torch.testing.assert_close(second_order(head), second_order(lambda s, x: head(s, x)))
 
 
 def test_torch_compile_fullgraph_forward_and_backward():

@@ -5,6 +5,7 @@
 
 #include <vector>
 
+#include "cpu_kernel.h"
 #include "kernel_plan.h"
 #include "prepare.h"
 
@@ -15,6 +16,17 @@ TORCH_LIBRARY(cmfq, m) {
       "Tensor[] trunk_biases, float temperature, str weighting, float weight_temperature) "
       "-> (Tensor weights, Tensor effects, Tensor mean_action, Tensor causal_mean_action, "
       "Tensor q_causal)");
+  // The gradient of causal_weights given its saved inputs and outputs (weights, effects,
+  // causal_mean_action); mean_action takes no gradient.
+  m.def(
+      "causal_weights_backward(Tensor grad_weights, Tensor grad_effects, "
+      "Tensor grad_causal_mean_action, Tensor grad_q_causal, Tensor state, "
+      "Tensor neighbor_actions, Tensor neighbor_mask, Tensor[] encoder_weights, "
+      "Tensor[] encoder_biases, Tensor[] trunk_weights, Tensor[] trunk_biases, "
+      "float temperature, str weighting, float weight_temperature, Tensor weights, "
+      "Tensor effects, Tensor causal_mean_action) -> (Tensor grad_state, "
+      "Tensor[] grad_encoder_weights, Tensor[] grad_encoder_biases, Tensor[] grad_trunk_weights, "
+      "Tensor[] grad_trunk_biases)");
 }
 
 #ifndef CMFQ_WITH_CUDA
@@ -84,4 +96,9 @@ PYBIND11_MODULE(_C, module) {
       "Whether this build of cmfq has the CUDA kernel.");
   module.def("_cuda_kernel_plan", &cuda_kernel_plan,
              "The CUDA kernel's launch plan for a head's widths on a device (for tests).");
+  module.def("cpu_capability", &cmfq::cpu_capability,
+             "The CPU kernel variant that runs now: the widest this CPU supports (default, "
+             "avx2, avx512), unless the environment variable CMFQ_CPU_CAPABILITY names another.");
+  module.def("cpu_capabilities", &cmfq::cpu_capabilities,
+             "The CPU kernel variants that this build has and this CPU runs, narrowest first.");
 }

@@ -5,10 +5,18 @@
 """
 
 from cmfq import ops  # noqa: F401  (registers the op's fake and autograd)
-from cmfq._C import cuda_built
+from cmfq._C import cpu_capabilities, cpu_capability, cuda_built
 from cmfq.causal import CausalWeights, causal_weights
 from cmfq.head import MeanFieldHead
 
 __version__ = "0.1.0"
 
-__all__ = ["CausalWeights", "MeanFieldHead", "causal_weights", "cuda_built", "__version__"]
+__all__ = [
+    "CausalWeights",
+    "MeanFieldHead",
+    "causal_weights",
+    "cpu_capabilities",
+    "cpu_capability",
+    "cuda_built",
+    "__version__",
+]

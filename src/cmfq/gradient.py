@@ -1,5 +1,6 @@
-"""The gradient of ``cmfq::causal_weights``, composed of PyTorch ops so that it traces under
-``torch.compile``. Given the forward's weights, effects and causal mean action, it re-evaluates
+"""The gradient of ``cmfq::causal_weights`` in PyTorch ops, the backward on devices without a
+backward kernel (CUDA; the CPU has ``cmfq::causal_weights_backward``, which computes the same chain
+rule in C++). Given the forward's weights, effects and causal mean action, it re-evaluates
 the head from the saved inputs, factored as the kernels are
 (the first trunk layer is W1 [s; enc(x)] + b1 = state_proj(s) + action_proj(x)): the state half
 once per agent, the action half once per action input (the A one-hot actions, or each neighbour's
