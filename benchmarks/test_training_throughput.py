@@ -7,12 +7,17 @@ makes 1 x its new transitions / 64 gradient steps of 64, about two per env step)
 everything a real run does per step: the env, both teams' decisions (cmfq: the fused op for each,
 on the device), replay and learning. ``benchmarks/compare_mfq_port.py`` sets these figures beside
 a public port of the original MFQ code.
+
+``test_lockstep_throughput`` sets ``--envs 4`` (four battles a round, stepped in lockstep) beside
+``--envs 1`` for mfq and cmfq, the two runs alternating so that a shared machine's drift hits both
+alike; it records both rates and their ratio (the report leaves it to the notes).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -30,8 +35,11 @@ STEPS_PER_ROUND = 60
 MEASUREMENTS = 3
 
 
-def _config(algo: str, out: Path, rounds: int, steps: int, device: str) -> TrainConfig:
+def _config(
+    algo: str, out: Path, rounds: int, steps: int, device: str, envs: int = 1
+) -> TrainConfig:
     return TrainConfig(
+        envs=envs,
         algo=algo,
         device=device,
         env="battle",
@@ -79,3 +87,42 @@ def test_training_throughput(benchmark, device: str, tmp_path: Path, algo: str) 
             "threads": _config(algo, tmp_path, ROUNDS, STEPS_PER_ROUND, device).threads,
         },
     )
+
+
+def _steps_per_second(run_dir: Path) -> float:
+    """Env steps (summed over a round's games) per second spent in the run's rounds."""
+    rows = read_metrics(Path(run_dir) / "metrics.csv")
+    seconds = sum(row["steps"] / row["steps_per_s"] for row in rows)
+    return sum(row["steps"] for row in rows) / seconds
+
+
+@pytest.mark.parametrize("algo", ("mfq", "cmfq"))
+def test_lockstep_throughput(benchmark, device: str, tmp_path: Path, algo: str) -> None:
+    rates: dict[int, list[float]] = {1: [], 4: []}
+    runs = iter(range(1_000))
+
+    def both() -> None:
+        for envs in rates:
+            config = _config(algo, tmp_path / f"run{next(runs)}", ROUNDS, STEPS_PER_ROUND, device,
+                             envs=envs)
+            rates[envs].append(_steps_per_second(train(config, progress=False)))
+
+    threads = torch.get_num_threads()
+    try:
+        train(_config(algo, tmp_path / "warmup", rounds=1, steps=2, device=device, envs=4),
+              progress=False)
+        benchmark.pedantic(both, rounds=MEASUREMENTS, iterations=1)
+    finally:
+        torch.set_num_threads(threads)
+    median = {envs: float(np.median(r)) for envs, r in rates.items()}
+    benchmark.group = f"{device} lockstep training 40x40 battle"
+    benchmark.extra_info.update(
+        kind="lockstep",
+        algo=algo,
+        steps_per_s={str(envs): rate for envs, rate in median.items()},
+        ratio=median[4] / median[1],
+        setup={"map_size": MAP_SIZE, "max_steps": STEPS_PER_ROUND, "envs": [1, 4],
+               "device": device, "threads": 1},
+    )
+    print(f"\n{algo}: env steps/s {median[1]:.1f} (--envs 1), {median[4]:.1f} (--envs 4), "
+          f"ratio {median[4] / median[1]:.2f}; all: {rates}")

@@ -38,8 +38,9 @@ def test_two_rounds_write_logs_and_a_loadable_checkpoint(tmp_path, algo, env):
     assert result.steps == 5 and result.groups[big.groups[0]].initial > ckpt.config.map_size // 3
 
 
-def test_resume_reproduces_the_uninterrupted_run(tmp_path):
-    cfg = dict(TINY, algo="mfq", rounds=3, temperature_decay_rounds=3)
+@pytest.mark.parametrize("envs", [1, 2])
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, envs):
+    cfg = dict(TINY, algo="mfq", rounds=3, temperature_decay_rounds=3, envs=envs)
     straight = train(TrainConfig(out=str(tmp_path / "a"), **cfg), progress=False)
     cut = train(TrainConfig(out=str(tmp_path / "b"), **dict(cfg, rounds=2)), progress=False)
     resume(cut, rounds=3, progress=False)

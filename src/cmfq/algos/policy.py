@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from cmfq.algos.common import Algorithm, TeamInput
-from cmfq.envs import Observation, neighbor_actions, neighborhoods
+from cmfq.envs import Observation, neighbor_actions, neighborhoods, pad_neighbors
 
 
 class Decision(NamedTuple):
@@ -48,16 +49,40 @@ class Policy:
         self.k_max = k_max
         self.generator = torch.Generator(device=algo.device).manual_seed(seed)
 
-    @torch.no_grad()
     def decide(self, obs: Observation, prev_actions: np.ndarray | None) -> Decision:
         """Actions for the live agents in ``obs``; ``prev_actions`` are theirs at the last step."""
-        neighbors = neighborhoods(obs.positions, radius=self.radius, k_max=self.k_max)
-        their_actions = neighbor_actions(neighbors, prev_actions)
+        return self.decide_teams([obs], [prev_actions])[0]
+
+    @torch.no_grad()
+    def decide_teams(
+        self, teams: Sequence[Observation], prev_actions: Sequence[np.ndarray | None]
+    ) -> list[Decision]:
+        """``decide`` for several teams (the same side of several games) in one forward of the
+        network and one sample: a GPU gets a batch worth its launch, a CPU pays the Python
+        overhead once. Each team's neighbourhoods stay within the team."""
+        neighbors = [
+            neighborhoods(obs.positions, radius=self.radius, k_max=self.k_max) for obs in teams
+        ]
+        their_actions = [
+            neighbor_actions(n, prev) for n, prev in zip(neighbors, prev_actions, strict=True)
+        ]
+        # In the batch, team j's rows follow those of teams 0..j-1, so its neighbour rows shift.
+        starts = np.cumsum([0, *(obs.view.shape[0] for obs in teams[:-1])])
+        width = max(n.shape[1] for n in neighbors)
+        batch_neighbors = [
+            pad_neighbors(np.where(n >= 0, n + start, -1), width)
+            for n, start in zip(neighbors, starts, strict=True)
+        ]
         device = self.generator.device
-        team = TeamInput(
-            *(torch.from_numpy(a).to(device, non_blocking=True)
-              for a in (obs.view, obs.features, neighbors, their_actions))
-        )
+        team = TeamInput(*(
+            torch.from_numpy(_concat(arrays)).to(device, non_blocking=True)
+            for arrays in (
+                [obs.view for obs in teams],
+                [obs.features for obs in teams],
+                batch_neighbors,
+                [pad_neighbors(a, width) for a in their_actions],
+            )
+        ))
         q, mean = self.algo.q_values(team)
         if self.temperature == 0:
             actions = q.argmax(-1)
@@ -66,7 +91,11 @@ class Policy:
             actions = torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
         else:
             actions = torch.zeros(0, dtype=torch.int64)
-        return Decision(actions.cpu().numpy(), mean.cpu().numpy(), neighbors, their_actions)
+        per_team = zip(
+            np.split(actions.cpu().numpy(), starts[1:]), np.split(mean.cpu().numpy(), starts[1:]),
+            neighbors, their_actions, strict=True,
+        )
+        return [Decision(*decision) for decision in per_team]
 
     def __call__(self, obs: Observation, prev_actions: np.ndarray | None) -> np.ndarray:
         return self.decide(obs, prev_actions).actions
@@ -89,5 +118,16 @@ class RandomPolicy:
             empty,
         )
 
+    def decide_teams(
+        self, teams: Sequence[Observation], prev_actions: Sequence[np.ndarray | None]
+    ) -> list[Decision]:
+        """``decide`` for each team in turn."""
+        return [self.decide(obs, prev) for obs, prev in zip(teams, prev_actions, strict=True)]
+
     def __call__(self, obs: Observation, prev_actions: np.ndarray | None) -> np.ndarray:
         return self.decide(obs, prev_actions).actions
+
+
+def _concat(arrays: list[np.ndarray]) -> np.ndarray:
+    """One array of the rows of all; a single team's array as it is (no copy)."""
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)

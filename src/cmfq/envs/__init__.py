@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from cmfq.envs.battle import BattleEnv
 from cmfq.envs.gridworld import GridEnv, GroupSpec, Observation, StepResult
-from cmfq.envs.neighborhood import neighbor_actions, neighborhoods
+from cmfq.envs.neighborhood import neighbor_actions, neighborhoods, pad_neighbors
 from cmfq.envs.tiger_deer import TigerDeerEnv
 
 ENVS: dict[str, type[GridEnv]] = {"battle": BattleEnv, "tiger-deer": TigerDeerEnv}
@@ -44,4 +44,5 @@ __all__ = [
     "make_env",
     "neighbor_actions",
     "neighborhoods",
+    "pad_neighbors",
 ]

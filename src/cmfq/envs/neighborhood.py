@@ -67,3 +67,12 @@ def neighbor_actions(neighbors: np.ndarray, prev_actions: np.ndarray | None) -> 
         return np.full(neighbors.shape, -1, dtype=np.int64)
     prev = np.asarray(prev_actions, dtype=np.int64)
     return np.where(neighbors >= 0, prev[np.clip(neighbors, 0, None)], -1)
+
+
+def pad_neighbors(indices: np.ndarray, width: int) -> np.ndarray:
+    """Neighbour rows padded with -1 to ``width`` columns (global neighbourhoods vary in width)."""
+    if indices.shape[1] >= width:
+        return indices
+    out = np.full((indices.shape[0], width), -1, dtype=np.int64)
+    out[:, : indices.shape[1]] = indices
+    return out

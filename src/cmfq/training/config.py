@@ -58,7 +58,12 @@ class TrainConfig:
     attack_opponent_reward: float = 0.2
     """battle only: reward for attacking an enemy (a kill adds magent2's fixed +5)."""
     rounds: int = 20
-    """Rounds (episodes) to train."""
+    """Rounds to train; a round plays ``envs`` games (episodes), then learns."""
+    envs: int = 1
+    """Games played in lockstep in each round, each with its own seed and drawn side; per step
+    each network acts for its agents of all games in one batched forward. A GPU then gets batches
+    worth its launch; on the CPU it amortises the Python overhead of a step. The games' data all
+    feeds the one replay, so a round makes ``envs`` times the gradient steps."""
     seed: int = 0
     """Seed of everything: network init, the env's placements, action sampling, replay draws."""
     neighborhood: str = "local"
@@ -132,7 +137,8 @@ class TrainConfig:
         if self.neighborhood not in ("local", "global"):
             raise ValueError(f"neighborhood must be local or global, got {self.neighborhood!r}")
         positive = {
-            "map_size": self.map_size, "rounds": self.rounds, "k_max": self.k_max,
+            "map_size": self.map_size, "rounds": self.rounds, "envs": self.envs,
+            "k_max": self.k_max,
             "lr": self.lr, "batch_size": self.batch_size, "buffer_size": self.buffer_size,
             "save_every": self.save_every, "threads": self.threads,
             "opponent_sync": self.opponent_sync,

@@ -7,7 +7,7 @@ import torch
 
 from cmfq.algos.common import Batch
 from cmfq.algos.policy import Decision
-from cmfq.envs import Observation
+from cmfq.envs import Observation, pad_neighbors
 
 _ROW_FIELDS = ("view", "features", "mean_action", "neighbors", "neighbor_actions", "action",
                "reward", "done", "next", "transition")
@@ -92,8 +92,8 @@ class ReplayBuffer:
         r["features"][rows] = obs.features
         r["mean_action"][rows] = decision.mean_action
         width = r["neighbors"].shape[1]
-        neighbors, their_actions = _widen(decision.neighbors, width), _widen(
-            decision.neighbor_actions, width)
+        neighbors = pad_neighbors(decision.neighbors, width)
+        their_actions = pad_neighbors(decision.neighbor_actions, width)
         r["neighbors"][rows] = np.where(neighbors >= 0, self._written + neighbors, -1)
         r["neighbor_actions"][rows] = their_actions
         r["next"][rows] = -1
@@ -108,7 +108,7 @@ class ReplayBuffer:
             return
         if self._rows:  # global neighbourhoods of a larger team: widen the stored rows
             for name in ("neighbors", "neighbor_actions"):
-                self._rows[name] = _widen(self._rows[name], width)
+                self._rows[name] = pad_neighbors(self._rows[name], width)
             return
         c = self.capacity
         self._rows = {
@@ -211,11 +211,3 @@ class ReplayBuffer:
             self._rows[name] = np.full((self.capacity, *array.shape[1:]), fill, array.dtype)
             self._rows[name][rows] = array
 
-
-def _widen(indices: np.ndarray, width: int) -> np.ndarray:
-    """Pad index rows with -1 to ``width`` columns (global neighbourhoods vary in width)."""
-    if indices.shape[1] >= width:
-        return indices
-    out = np.full((indices.shape[0], width), -1, dtype=np.int64)
-    out[:, : indices.shape[1]] = indices
-    return out

@@ -1,8 +1,10 @@
-"""Playing rounds: every group acts, the env steps, and a learner's team is recorded."""
+"""Playing rounds: every group acts, the env steps, and a learner's team is recorded; several
+games can play in lockstep, each policy deciding for all its teams in one batch."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 import numpy as np
@@ -13,9 +15,14 @@ from cmfq.training.replay import ReplayBuffer
 
 
 class TeamPolicy(Protocol):
-    """Anything that decides for a whole team: ``cmfq.algos.Policy`` or ``RandomPolicy``."""
+    """Anything that decides for a whole team (``decide``), or for several teams at once
+    (``decide_teams``): ``cmfq.algos.Policy`` or ``RandomPolicy``."""
 
     def decide(self, obs: Observation, prev_actions: np.ndarray | None) -> Decision: ...
+
+    def decide_teams(
+        self, teams: Sequence[Observation], prev_actions: Sequence[np.ndarray | None]
+    ) -> list[Decision]: ...
 
 
 class GroupResult(NamedTuple):
@@ -66,48 +73,129 @@ def play_round(
         record: group name -> replay buffer that receives that group's transitions (training),
             each group as its own stream, so several groups may share a buffer.
     """
-    record = record or {}
-    obs = env.reset(seed)
-    deciders = {
-        g: policies[g] if g in policies else RandomPolicy(env.specs[g].n_actions, seed=seed + i)
-        for i, g in enumerate(env.groups)
-    }
-    unknown = set(policies) - set(env.groups)
-    if unknown:
-        raise ValueError(f"policies for unknown groups {sorted(unknown)}; env has {env.groups}")
-    initial = {g: env.num_alive(g) for g in env.groups}
-    deaths = dict.fromkeys(env.groups, 0)
-    reward = dict.fromkeys(env.groups, 0.0)
-    prev: dict[str, np.ndarray | None] = dict.fromkeys(env.groups)
-    done = False
-    while not done:
-        decisions = {g: deciders[g].decide(obs[g], prev[g]) for g in env.groups}
-        result = env.step({g: d.actions for g, d in decisions.items()})
-        for g in env.groups:
-            alive = result.alive[g]
-            if g in record:
-                record[g].add_step(obs[g], decisions[g], result.rewards[g], alive,
-                                   terminal=result.terminated, stream=g)
-            deaths[g] += int((~alive).sum())
-            reward[g] += float(result.rewards[g].sum())
-            obs[g] = Observation(*(a[alive] for a in result.next_obs[g]))
-            prev[g] = decisions[g].actions[alive]
-        done = result.done
-        if on_step is not None:
-            on_step(env, env.step_count)
-    for g, buffer in record.items():
+    records = None if record is None else [record]
+    return play_rounds([env], [policies], seeds=[seed], on_step=on_step, record=records)[0]
+
+
+def play_rounds(
+    envs: Sequence[GridEnv],
+    policies: Sequence[Mapping[str, TeamPolicy]],
+    *,
+    seeds: Sequence[int],
+    on_step: Callable[[GridEnv, int], None] | None = None,
+    record: Sequence[Mapping[str, ReplayBuffer]] | None = None,
+) -> list[RoundResult]:
+    """Play one round of each env in lockstep: ``play_round`` for several games at once.
+
+    Game j is ``envs[j]`` reset with ``seeds[j]``, played by ``policies[j]`` and recorded into
+    ``record[j]``. Each step, a policy that plays teams in several games (the learner's, on
+    whichever side it has in each) decides for all of them in one ``decide_teams`` call, so its
+    network runs one batched forward over the agents of every game. Every (game, group) is its
+    own replay stream, so transitions of different games never share a TD target. A game that
+    ends waits for the others; ``on_step`` is called for each env that stepped.
+    """
+    counts = {"envs": len(envs), "policies": len(policies), "seeds": len(seeds)}
+    if record is not None:
+        counts["record"] = len(record)
+    if len(set(counts.values())) != 1:
+        raise ValueError(f"policies, seeds and record need one entry per env; got {counts}")
+    games = [
+        _Game.start(j, env, policies[j], seeds[j], {} if record is None else record[j])
+        for j, env in enumerate(envs)
+    ]
+    while playing := [game for game in games if not game.over]:
+        decisions = _decide([(game, g) for game in playing for g in game.env.groups])
+        for game in playing:
+            game.step({g: decisions[game.index, g] for g in game.env.groups})
+            if on_step is not None:
+                on_step(game.env, game.env.step_count)
+        ended = [game for game in playing if game.over]
         # After a wipe-out nothing bootstraps; after the time limit the survivors' last
         # observation (and the neighbour input they would act with) is the s' of their last step.
-        bootstrap = not result.terminated and obs[g].view.shape[0]
-        final = deciders[g].decide(obs[g], prev[g]) if bootstrap else None
-        buffer.end_round(obs[g], final, stream=g)
-    groups = {
-        g: GroupResult(
-            initial=initial[g],
-            survivors=env.num_alive(g),
-            kills=deaths[env.opponents[g]] if env.opponents[g] else 0,
-            reward=reward[g],
+        final = _decide([
+            (game, g) for game in ended for g in game.record
+            if not game.terminated and game.obs[g].view.shape[0]
+        ])
+        for game in ended:
+            for g, buffer in game.record.items():
+                buffer.end_round(game.obs[g], final.get((game.index, g)), stream=(game.index, g))
+    return [game.result() for game in games]
+
+
+@dataclass
+class _Game:
+    """One game of ``play_rounds`` while it plays: the env, who decides, and the tallies."""
+
+    index: int
+    env: GridEnv
+    deciders: dict[str, TeamPolicy]
+    record: Mapping[str, ReplayBuffer]
+    obs: dict[str, Observation]
+    prev: dict[str, np.ndarray | None]
+    """Each group's actions at the last step (row i: live agent i), None at the first."""
+    initial: dict[str, int]
+    deaths: dict[str, int]
+    reward: dict[str, float]
+    over: bool = False
+    terminated: bool = False
+
+    @classmethod
+    def start(
+        cls, index: int, env: GridEnv, policies: Mapping[str, TeamPolicy], seed: int,
+        record: Mapping[str, ReplayBuffer],
+    ) -> _Game:
+        unknown = set(policies) - set(env.groups)
+        if unknown:
+            raise ValueError(f"policies for unknown groups {sorted(unknown)}; env has {env.groups}")
+        deciders = {
+            g: policies[g] if g in policies else RandomPolicy(env.specs[g].n_actions, seed=seed + i)
+            for i, g in enumerate(env.groups)
+        }
+        obs = env.reset(seed)
+        return cls(
+            index, env, deciders, record, obs, prev=dict.fromkeys(env.groups),
+            initial={g: env.num_alive(g) for g in env.groups},
+            deaths=dict.fromkeys(env.groups, 0), reward=dict.fromkeys(env.groups, 0.0),
         )
-        for g in env.groups
-    }
-    return RoundResult(env.step_count, groups)
+
+    def step(self, decisions: Mapping[str, Decision]) -> None:
+        """Act, record the recorded groups' transitions, and keep the survivors' observations."""
+        result = self.env.step({g: d.actions for g, d in decisions.items()})
+        for g in self.env.groups:
+            alive = result.alive[g]
+            if g in self.record:
+                self.record[g].add_step(self.obs[g], decisions[g], result.rewards[g], alive,
+                                        terminal=result.terminated, stream=(self.index, g))
+            self.deaths[g] += int((~alive).sum())
+            self.reward[g] += float(result.rewards[g].sum())
+            self.obs[g] = Observation(*(a[alive] for a in result.next_obs[g]))
+            self.prev[g] = decisions[g].actions[alive]
+        self.over, self.terminated = result.done, result.terminated
+
+    def result(self) -> RoundResult:
+        env = self.env
+        groups = {
+            g: GroupResult(
+                initial=self.initial[g],
+                survivors=env.num_alive(g),
+                kills=self.deaths[env.opponents[g]] if env.opponents[g] else 0,
+                reward=self.reward[g],
+            )
+            for g in env.groups
+        }
+        return RoundResult(env.step_count, groups)
+
+
+def _decide(teams: list[tuple[_Game, str]]) -> dict[tuple[int, str], Decision]:
+    """Decisions for (game, group) teams, keyed (game index, group): each decider is called once,
+    for all the teams it plays, in the order they are first named."""
+    shared: dict[TeamPolicy, list[tuple[_Game, str]]] = {}
+    for game, g in teams:
+        shared.setdefault(game.deciders[g], []).append((game, g))
+    decisions = {}
+    for decider, its_teams in shared.items():
+        made = decider.decide_teams(
+            [game.obs[g] for game, g in its_teams], [game.prev[g] for game, g in its_teams]
+        )
+        decisions |= {(game.index, g): d for (game, g), d in zip(its_teams, made, strict=True)}
+    return decisions

@@ -1,15 +1,18 @@
 """The training loop: play a round, learn from the replay buffer, log, checkpoint. Top to bottom.
 
-Self-play (battle): each round draws from its seed which side (the left or the right block) the
-learner plays, so it never learns a one-sided prior; the opponent plays the other. With
+A round plays ``envs`` games in lockstep (one by default): each step, each network acts for its
+agents of all the games in one batched forward, and each game's transitions are their own replay
+streams. Self-play (battle): each game draws from its seed which side (the left or the right
+block) the learner plays, so it never learns a one-sided prior; the opponent plays the other. With
 ``opponent = "self"`` that is a frozen copy of the learner, refreshed every ``opponent_sync``
 rounds, whose transitions also feed the replay (``learn_from_opponent``); ``"random"`` plays a
 uniformly random team; a checkpoint path plays that fixed network. In tiger-deer the learner plays
 the tigers and the deer act randomly. Networks, batches and the causal weights run on
 ``device``; the env and the replay buffer stay on the CPU.
 
-Every source of randomness of round r is seeded from (seed, r), so a run is reproducible on the
-same machine and a resumed run continues exactly as an uninterrupted one would.
+Every source of randomness of round r is seeded from (seed, r) (game j's from words 5j..5j+4 of
+that seed sequence, see ``round_seeds``), so a run is reproducible on the same machine and a
+resumed run continues exactly as an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -32,7 +36,7 @@ from cmfq.training.config import TrainConfig
 from cmfq.training.device import resolve_device
 from cmfq.training.metrics import MetricsLog
 from cmfq.training.replay import ReplayBuffer
-from cmfq.training.rollout import play_round
+from cmfq.training.rollout import RoundResult, play_rounds
 
 RESUME_FILE = "resume.pt"
 """In the run folder: the last checkpoint plus optimizer, target, opponent and replay buffer."""
@@ -88,7 +92,11 @@ def _run(
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
-    env = make_env(config.env, config.map_size, seed=config.seed, **config.env_options())
+    envs = [
+        make_env(config.env, config.map_size, seed=config.seed, **config.env_options())
+        for _ in range(config.envs)
+    ]
+    env = envs[0]  # what all games share: groups, shapes
     spec = env.specs[env.groups[0]]  # battle's sides share their shapes
     learner = make_algorithm(config.algo, spec, **config.algo_options()).to(device)
     target = copy.deepcopy(learner).requires_grad_(False)
@@ -114,30 +122,33 @@ def _run(
     bar = tqdm(total=config.rounds, initial=start, unit="round", disable=not progress)
     for r in range(start, config.rounds):
         began = time.perf_counter()
-        env_seed, act_seed, opp_seed, replay_seed, side_seed = (
-            int(s) for s in np.random.SeedSequence([config.seed, r]).generate_state(5)
-        )
+        seeds = round_seeds(config.seed, r, config.envs)
         temperature = config.temperature(r)
         if isinstance(opponent, Algorithm) and r % config.opponent_sync == 0:
             opponent.load_state_dict(learner.state_dict())
 
-        # 1. Play a round on a side drawn from the round's seed, recording the learner's team
-        #    (and in self-play the opponent's: the same network, a few rounds old).
-        side = side_seed % 2 if config.env == "battle" else 0
-        group, other = env.groups[side], env.groups[1 - side]
-        policies = {
-            group: Policy(learner, temperature=temperature, radius=radius, k_max=config.k_max,
-                          seed=act_seed)
-        }
-        if config.env == "battle":
-            policies[other] = _opponent_policy(config, opponent, temperature, radius, opp_seed,
-                                               env.specs[other].n_actions)
-        record = {group: replay, other: replay} if feed_opponent else {group: replay}
+        # 1. Play the round's games in lockstep, each on a side drawn from its seed, recording
+        #    the learner's team (and in self-play the opponent's: the same network, a few rounds
+        #    old). The networks' policies are shared by the games: one batched forward a step.
+        learner_policy = Policy(learner, temperature=temperature, radius=radius,
+                                k_max=config.k_max, seed=seeds[0].act)
+        opponent_policy = _opponent_policy(config, opponent, temperature, radius,
+                                           seed=seeds[0].opponent)
+        sides = [game.side % 2 if config.env == "battle" else 0 for game in seeds]
+        policies, record = [], []
+        for game, side in zip(seeds, sides):
+            group, other = env.groups[side], env.groups[1 - side]
+            teams = {group: learner_policy}
+            if config.env == "battle":
+                random_team = RandomPolicy(env.specs[other].n_actions, seed=game.opponent)
+                teams[other] = random_team if opponent_policy is None else opponent_policy
+            policies.append(teams)
+            record.append({group: replay, other: replay} if feed_opponent else {group: replay})
         added_before = replay.added
-        result = play_round(env, policies, seed=env_seed, record=record)
+        results = play_rounds(envs, policies, seeds=[game.env for game in seeds], record=record)
 
         # 2. Learn: replay_ratio gradient steps per batch of new transitions.
-        rng = np.random.default_rng(replay_seed)
+        rng = np.random.default_rng(seeds[0].replay)
         new = replay.added - added_before
         n_updates = math.ceil(config.replay_ratio * new / config.batch_size)
         losses = []
@@ -155,32 +166,24 @@ def _run(
                     p_target.lerp_(p, config.tau_target)
             losses.append(loss.item())
 
-        # 3. Log.
-        mine, theirs = result.groups[group], result.groups[other]
-        won = theirs.survivors == 0 if config.env == "tiger-deer" else (
-            mine.survivors > theirs.survivors
-        )
+        # 3. Log: env steps summed over the games, the outcomes averaged over them.
+        outcomes = [_outcome(env, result, side) for result, side in zip(results, sides)]
+        steps = sum(result.steps for result in results)
         row = {
             "round": r,
-            "side": side,
-            "steps": result.steps,
+            "steps": steps,
             "temperature": temperature,
-            "reward": mine.reward / max(mine.initial, 1),
-            "kills": mine.kills,
-            "deaths": mine.initial - mine.survivors,
-            "survivors": mine.survivors,
-            "opponent_survivors": theirs.survivors,
-            "win": float(won),
+            **{name: float(np.mean([o[name] for o in outcomes])) for name in outcomes[0]},
             "loss": float(np.mean(losses)) if losses else float("nan"),
             "updates": n_updates,
             "buffer": len(replay),
-            "steps_per_s": result.steps / (time.perf_counter() - began),
+            "steps_per_s": steps / (time.perf_counter() - began),
         }
         log.log(row)
         bar.update(1)
         bar.set_postfix(
             steps_s=f"{row['steps_per_s']:.0f}", reward=f"{row['reward']:.2f}",
-            kills=row["kills"], loss=f"{row['loss']:.4f}",
+            kills=f"{row['kills']:.1f}", loss=f"{row['loss']:.4f}",
         )
 
         # 4. Checkpoint every save_every rounds and at the end.
@@ -222,12 +225,51 @@ def _opponent(config: TrainConfig, env, learner: Algorithm) -> Algorithm | Check
     return saved
 
 
-def _opponent_policy(config, opponent, temperature, radius, seed, n_actions):
+def _opponent_policy(config, opponent, temperature, radius, *, seed) -> Policy | None:
+    """The opponent network's policy, shared by the round's games; None for a random team."""
     if opponent is None:
-        return RandomPolicy(n_actions, seed=seed)
+        return None
     if isinstance(opponent, Checkpoint):
         return opponent.policy(seed=seed, device=config.device)
     return Policy(opponent, temperature=temperature, radius=radius, k_max=config.k_max, seed=seed)
+
+
+class GameSeeds(NamedTuple):
+    """The seeds of one game of a round."""
+
+    env: int
+    """The env's placements (and the random groups' actions)."""
+    act: int
+    """Game 0: the learner's action sampling (shared by the round's games)."""
+    opponent: int
+    """A random opponent's actions; game 0's also seeds the opponent network's sampling."""
+    replay: int
+    """Game 0: the round's replay draws."""
+    side: int
+    """Which side the learner plays (its parity: 0 left, 1 right)."""
+
+
+def round_seeds(seed: int, round_index: int, games: int) -> list[GameSeeds]:
+    """The seeds of each game of round ``round_index``: game j's are words 5j..5j+4 of
+    ``SeedSequence([seed, round_index])``, so game 0's do not depend on ``games`` (one game a
+    round plays exactly as before lockstep existed) and a resumed run replays them exactly."""
+    words = np.random.SeedSequence([seed, round_index]).generate_state(5 * games)
+    return [GameSeeds(*(int(w) for w in five)) for five in words.reshape(games, 5)]
+
+
+def _outcome(env, result: RoundResult, side: int) -> dict[str, float]:
+    """One game's metrics for the learner playing ``env.groups[side]``."""
+    mine, theirs = result.groups[env.groups[side]], result.groups[env.groups[1 - side]]
+    won = theirs.survivors == 0 if env.name == "tiger-deer" else mine.survivors > theirs.survivors
+    return {
+        "side": side,
+        "reward": mine.reward / max(mine.initial, 1),
+        "kills": mine.kills,
+        "deaths": mine.initial - mine.survivors,
+        "survivors": mine.survivors,
+        "opponent_survivors": theirs.survivors,
+        "win": float(won),
+    }
 
 
 def _to(batch: Batch, device: torch.device) -> Batch:

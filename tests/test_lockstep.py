@@ -1,0 +1,102 @@
+"""Several games in lockstep: batched decisions, separate replay streams, ``--envs``."""
+
+import numpy as np
+import pytest
+
+from cmfq.algos import Policy, RandomPolicy, make_algorithm
+from cmfq.cli import main
+from cmfq.envs import Observation, make_env
+from cmfq.training.metrics import read_metrics
+from cmfq.training.replay import ReplayBuffer
+from cmfq.training.rollout import play_round, play_rounds
+from cmfq.training.trainer import round_seeds
+
+
+def transitions(buffer: ReplayBuffer) -> list[tuple]:
+    """Every stored transition as (s, a, r, done, s'), observations as bytes: what a TD target
+    is built from, independent of where the rows sit in the ring."""
+    state = buffer.state_dict()
+    first = state["written"] - state["view"].shape[0]
+    view, features = state["view"].numpy(), state["features"].numpy()
+
+    def obs(row_id: int) -> bytes:
+        return view[row_id - first].tobytes() + features[row_id - first].tobytes()
+
+    out = []
+    for k in np.flatnonzero(state["transition"].numpy()):
+        done, following = bool(state["done"][k]), int(state["next"][k])
+        assert done or following >= first, "a transition lost its s'"
+        out.append((obs(first + k), int(state["action"][k]), float(state["reward"][k]), done,
+                    None if done else obs(following)))
+    return sorted(out)
+
+
+def test_games_in_lockstep_never_share_a_td_target():
+    # Two battles of different lengths (the shorter one waits), both sides recorded into one
+    # buffer: every transition must be the one its game makes when played alone.
+    lengths, seeds = (6, 11), (3, 4)
+
+    def game(j):
+        env = make_env("battle", 12, seed=0, max_steps=lengths[j])
+        policies = {g: RandomPolicy(env.specs[g].n_actions, seed=10 * seeds[j] + i)
+                    for i, g in enumerate(env.groups)}
+        return env, policies
+
+    alone = []
+    for j in range(2):
+        env, policies = game(j)
+        buffer = ReplayBuffer(10_000, env.specs["red"].n_actions)
+        result = play_round(env, policies, seed=seeds[j], record=dict.fromkeys(env.groups, buffer))
+        assert result.steps == lengths[j]
+        alone.append(buffer)
+    together = ReplayBuffer(10_000, alone[0].n_actions)
+    envs, policies = zip(*(game(j) for j in range(2)))
+    results = play_rounds(list(envs), list(policies), seeds=list(seeds),
+                          record=[dict.fromkeys(env.groups, together) for env in envs])
+    assert [r.steps for r in results] == list(lengths)
+    assert together.added == alone[0].added + alone[1].added > 0
+    assert transitions(together) == sorted(transitions(alone[0]) + transitions(alone[1]))
+
+
+@pytest.mark.parametrize(("algo", "radius"), [("amfq", None), ("amfq", 6.0), ("cmfq", 6.0),
+                                              ("mfq", None)])
+def test_one_batched_decision_for_several_teams_equals_deciding_each_alone(algo, radius):
+    teams, prev = [], []
+    for seed, size in ((0, None), (1, 3)):  # a smaller team: global neighbourhoods get padded
+        env = make_env("battle", 12, seed=seed)
+        env.reset(seed)
+        actions = {g: np.random.default_rng(seed).integers(0, env.specs[g].n_actions,
+                                                           env.num_alive(g))
+                   for g in env.groups}
+        result = env.step(actions)
+        alive = result.alive["red"]
+        teams.append(Observation(*(a[alive][:size] for a in result.next_obs["red"])))
+        prev.append(actions["red"][alive][:size])
+    net = make_algorithm(algo, env.specs["red"])
+    policy = Policy(net, temperature=0, radius=radius, k_max=4, seed=0)
+    batched = policy.decide_teams(teams, prev)
+    for decision, obs, before in zip(batched, teams, prev, strict=True):
+        single = policy.decide(obs, before)
+        np.testing.assert_array_equal(decision.actions, single.actions)
+        np.testing.assert_allclose(decision.mean_action, single.mean_action, atol=1e-6)
+        np.testing.assert_array_equal(decision.neighbors, single.neighbors)
+        np.testing.assert_array_equal(decision.neighbor_actions, single.neighbor_actions)
+
+
+def test_play_rounds_needs_one_entry_per_env():
+    env = make_env("battle", 12, seed=0)
+    with pytest.raises(ValueError, match="one entry per env"):
+        play_rounds([env, env], [{}], seeds=[0, 1])
+
+
+def test_envs_flag_trains_games_on_sides_drawn_per_game(tmp_path):
+    run = tmp_path / "run"
+    flags = ["--algo", "cmfq", "--envs", "2", "--map-size", "12", "--max-steps", "20",
+             "--rounds", "3", "--save-every", "3", "--buffer-size", "4000"]
+    assert main(["train", *flags, "--out", str(run), "--quiet"]) == 0
+    rows = read_metrics(run / "metrics.csv")
+    assert [r["round"] for r in rows] == [0, 1, 2] and all(r["updates"] > 0 for r in rows)
+    # Two games of at most 20 steps each (5 a side rarely wipe out in 20 steps).
+    assert all(20 < r["steps"] <= 40 for r in rows)
+    expected = [np.mean([s.side % 2 for s in round_seeds(0, r, 2)]) for r in range(3)]
+    assert [r["side"] for r in rows] == expected
