@@ -1,0 +1,52 @@
+"""The package's floors: each part imports only from the floors below it (or its own)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "cmfq"
+
+# The op at the bottom; pretrained models (data and a stdlib loader) beside the op, so that
+# training can resolve ``pretrained:NAME``; Ray sweeps above training and evaluation.
+FLOORS = {
+    "op": 0, "pretrained": 0, "envs": 1, "algos": 2, "training": 3, "evaluation": 4, "sweep": 5,
+    "cli": 6,
+}
+OP_MODULES = {"__init__", "_C", "causal", "divergence", "gradient", "head", "ops", "reference"}
+
+
+def part_of(module: str) -> str:
+    """The part (a key of FLOORS) that ``cmfq.<...>`` belongs to."""
+    name = module.split(".")[1] if "." in module else "__init__"
+    return "op" if name in OP_MODULES else name
+
+
+def cmfq_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "cmfq"}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "cmfq":
+                found |= {f"cmfq.{a.name}" for a in node.names}
+            elif node.module.startswith("cmfq."):
+                found.add(node.module)
+    return found
+
+
+MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" or p.parent != PACKAGE)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_only_from_its_floor_or_below(path):
+    module = "cmfq." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+    mine = part_of(module)
+    assert mine in FLOORS, f"{module}: a new part needs its floor in FLOORS"
+    above = sorted(
+        m for m in cmfq_imports(path)
+        if part_of(m) != mine and FLOORS[part_of(m)] >= FLOORS[mine]
+    )
+    assert not above, f"{module} imports {above} from its own floor or above"
