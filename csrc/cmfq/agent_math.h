@@ -89,39 +89,10 @@ CMFQ_HD void boltzmann(const T* values, int n, T inv_tau, T* p) {
   for (int a = 0; a < n; ++a) p[a] /= total;
 }
 
-// KL(p || softmax(log p + delta_q * inv_tau)), clamped at 0 (NaN passes through, as in torch).
-// delta_q is the change of the action values under the intervention, computed directly rather
-// than as a difference of two evaluations, and centred under p before phi and psi. The actions
-// go in blocks: phi's series for the whole block (vectorised), then expm1 where |d| is large.
-template <typename T>
-CMFQ_HD T kl_from_value_change(const T* p, const T* delta_q, int n, T inv_tau) {
-  constexpr int kBlock = 32;
-  T shift = T(0);
-  for (int a = 0; a < n; ++a) shift += p[a] * delta_q[a] * inv_tau;
-  T f = T(0);
-  T r = T(0);
-  for (int start = 0; start < n; start += kBlock) {
-    const int size = n - start < kBlock ? n - start : kBlock;
-    T d[kBlock];
-    T phi_d[kBlock];
-    for (int i = 0; i < size; ++i) {
-      d[i] = delta_q[start + i] * inv_tau - shift;
-      phi_d[i] = phi_series(d[i]);
-    }
-    for (int i = 0; i < size; ++i) {
-      if (!(abs_(d[i]) < T(kPhiSeriesBound))) phi_d[i] = expm1_(d[i]) - d[i];
-    }
-    for (int i = 0; i < size; ++i) {
-      f += p[start + i] * phi_d[i];
-      r += p[start + i] * d[i];
-    }
-  }
-  const T kl = f - psi(f + r);
-  return kl < T(0) ? T(0) : kl;
-}
-
-// The KL of kl_from_value_change from its two sums over the actions, F = sum p phi(d) and
-// r = sum p d, for callers that form the sums in parallel; clamped at 0, NaN passes through.
+// KL(p || softmax(log p + delta_q * inv_tau)) from two sums over the actions, F = sum p phi(d)
+// and r = sum p d, where d = delta_q * inv_tau centred under p. delta_q is the change of the action
+// values under the intervention, computed directly rather than as a difference of two
+// evaluations, so small effects keep their digits. Clamped at 0; NaN passes through, as in torch.
 template <typename T>
 CMFQ_HD T kl_from_sums(T f, T r) {
   const T kl = f - psi(f + r);

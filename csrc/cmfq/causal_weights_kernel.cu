@@ -90,7 +90,7 @@ __device__ T warp_sum(T value) {
 }
 
 // One warp: the KL of the reference policy p against the intervened one (agent_math.h's
-// kl_from_value_change), each lane taking every 32nd action; every lane gets the result.
+// kl_from_sums), each lane taking every 32nd action; every lane gets the result.
 template <typename T>
 __device__ T warp_kl(const T* p, const T* delta_q, int n, T inv_tau, int lane) {
   T shift = T(0);

@@ -438,9 +438,8 @@ class ForwardRunner {
     return change;
   }
 
-  // Each row's effect KL(p || softmax(log p + change * inv_tau)), the formula of
-  // kl_from_value_change in agent_math.h: the changes centred under p row by row, phi of all
-  // rows in one pass, then the sums of each row.
+  // Each row's effect KL(p || softmax(log p + change * inv_tau)) by agent_math.h's kl_from_sums:
+  // the changes centred under p row by row, phi of all rows in one pass, then each row's sums.
   void row_effects(const T* q_change) {
     const int A = p_.n_actions;
     const T inv_tau = T(1) / p_.temperature;
@@ -455,9 +454,7 @@ class ForwardRunner {
     map_all(d, rows_.count * A, phi_.data(), [](T x) { return phi(x); });
     for (int64_t r = 0; r < rows_.count; ++r) {
       const T* p = probs_.data() + rows_.agent[r] * A;
-      const T f = dot(p, phi_.data() + r * A, A);
-      const T kl = f - psi(f + dot(p, d + r * A, A));
-      row_effect_[r] = kl < T(0) ? T(0) : kl;
+      row_effect_[r] = kl_from_sums(dot(p, phi_.data() + r * A, A), dot(p, d + r * A, A));
     }
   }
 
