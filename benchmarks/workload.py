@@ -1,4 +1,4 @@
-"""The benchmark's inputs: the shapes of issue 5, a head whose action branch matters, and data.
+"""The benchmark's inputs: the benchmarked shapes, a head whose action branch matters, and data.
 
 Every implementation receives the same ``Workload`` (same head, same state, same actions), so the
 outputs can be checked equal before anything is timed.

@@ -198,7 +198,7 @@ def test_sweep_file_errors_name_the_key(tmp_path):
     (tmp_path / "train.toml").write_text("map_size = 30\nrounds = 7\n")
     run, = spec('config = "train.toml"\n[base]\nrounds = 9\n').runs(tmp_path)
     assert (run.name, run.config.map_size, run.config.rounds) == ("run", 30, 9)
-    assert run_name({"lr": 0.001, "double_q": True}) == "lr=0.001,double_q=true"
+    assert run_name({"lr": 0.001, "minimap_mode": True}) == "lr=0.001,minimap_mode=true"
 
 
 def test_cmfq_without_ray_says_how_to_install_it(tmp_path, monkeypatch, capsys):

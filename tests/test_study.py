@@ -58,5 +58,5 @@ def test_seed_mean_and_train_flags(study):
     assert study.seed_mean([2.0]) == "2.00"
     # Three runs: mean ± t(2)·s/√3 with s = 1.
     assert study.seed_mean([1.0, 2.0, 3.0]) == f"2.00 ± {4.3027 / 3 ** 0.5:.2f}"
-    assert study.flags({"algo": "mfq", "map_size": 20, "double_q": False}) == [
-        "--algo", "mfq", "--map-size", "20", "--no-double-q"]
+    assert study.flags({"algo": "mfq", "map_size": 20, "minimap_mode": False}) == [
+        "--algo", "mfq", "--map-size", "20", "--no-minimap-mode"]
