@@ -39,12 +39,22 @@ def banner(image, n_teams=2):
 
 def test_frame_draws_agents_in_team_colours():
     image = draw_frame(10, teams(3), step=3, cell=CELL)
-    assert image.mode == "RGB" and image.size[0] == 10 * CELL
+    assert image.mode == "RGB" and image.size[0] >= 10 * CELL
     assert image.size[1] == banner_height(2) + 10 * CELL
     assert pixel(image, 0, 0) == TEAM_COLOURS[0]
     assert pixel(image, 3, 1) == TEAM_COLOURS[0]
     assert pixel(image, 9, 9) == TEAM_COLOURS[1]
     assert pixel(image, 5, 5) not in TEAM_COLOURS[:2]
+
+
+def test_a_legend_wider_than_the_map_widens_every_frame_alike():
+    long = [Team("red (algo=cmfq,seed=0)", np.array([[0, 0]])), Team("blue", np.empty((0, 2)))]
+    first, later = (draw_frame(4, long, step=s, cell=CELL) for s in (0, 1))
+    assert first.size[0] > 4 * CELL
+    more_alive = long[:1] + [Team("blue", np.array([[3, 3], [2, 2]]))]
+    assert first.size == later.size == draw_frame(4, more_alive, step=5, cell=CELL).size
+    right = np.asarray(first)[:, 4 * CELL + 2:]
+    assert (right != np.asarray(first)[0, -1]).any()  # the legend's text reaches past the map
 
 
 def test_frame_sizes_are_even_for_video():

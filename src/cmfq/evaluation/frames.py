@@ -49,7 +49,15 @@ def draw_frame(
         raise ValueError(f"at most {len(TEAM_COLOURS)} teams can be drawn, got {len(teams)}")
     font = ImageFont.load_default(size=FONT_SIZE)
     banner = banner_height(len(teams))
-    width = _even(map_size * cell)
+    swatch = LINE_HEIGHT - 6
+    has_walls = walls is not None and len(walls) > 0
+    # As wide as the map or the legend, whichever is wider; the legend's width must not depend
+    # on the step, so that every frame of a replay has the same size.
+    legend = max(
+        [10 + swatch + font.getlength(f"{team.name}: 0000 alive") for team in teams]
+        + [_marks_legend_width(swatch, font, has_walls)]
+    )
+    width = _even(max(map_size * cell, round(legend) + 4))
     image = Image.new("RGB", (width, _even(banner + map_size * cell)), BANNER)
     draw = ImageDraw.Draw(image)
     draw.rectangle((0, banner, map_size * cell - 1, banner + map_size * cell - 1), BACKGROUND)
@@ -75,13 +83,11 @@ def draw_frame(
 
     title = f"step {step}" if max_steps is None else f"step {step}/{max_steps}"
     draw.text((4, 3), title, TEXT, font=font)
-    swatch = LINE_HEIGHT - 6
     for row, (team, colour) in enumerate(zip(teams, TEAM_COLOURS), start=1):
         top = 3 + LINE_HEIGHT * row
         draw.rectangle((4, top + 2, 4 + swatch, top + 2 + swatch), colour)
         alive = len(np.asarray(team.positions).reshape(-1, 2))
         draw.text((10 + swatch, top), f"{team.name}: {alive} alive", TEXT, font=font)
-    has_walls = walls is not None and len(walls) > 0
     _marks_legend(draw, 3 + LINE_HEIGHT * (len(teams) + 1), swatch, font, has_walls)
     return image
 
@@ -138,10 +144,20 @@ def _marks_legend(
         "health": lambda box: _health_bar(draw, box, 2 / 3),
         "attack": lambda box: draw.line((box[0], box[3], box[2], box[1]), ATTACK, width=2),
     }
-    if not walls:
-        del symbols["wall"]
     x = 4
-    for label, symbol in symbols.items():
-        symbol((x, top + 2, x + swatch, top + 2 + swatch))
+    for label in _marks(walls):
+        symbols[label]((x, top + 2, x + swatch, top + 2 + swatch))
         draw.text((x + swatch + 6, top), label, TEXT, font=font)
-        x += swatch + 18 + round(draw.textlength(label, font=font))
+        x += _mark_width(label, swatch, font)
+
+
+def _marks(walls: bool) -> tuple[str, ...]:
+    return ("wall", "health", "attack") if walls else ("health", "attack")
+
+
+def _mark_width(label: str, swatch: int, font: ImageFont.FreeTypeFont) -> int:
+    return swatch + 18 + round(font.getlength(label))
+
+
+def _marks_legend_width(swatch: int, font: ImageFont.FreeTypeFont, walls: bool) -> int:
+    return 4 + sum(_mark_width(label, swatch, font) for label in _marks(walls))
