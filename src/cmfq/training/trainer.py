@@ -198,7 +198,8 @@ def _run(
             }
             first = env.groups[0]
             # resume.pt last: a run stopped between these writes resumes from the previous
-            # resume.pt and redoes the same rounds, so last.pt never claims rounds it lacks.
+            # resume.pt and redoes the same rounds; once last.pt holds the final round, the run
+            # is complete (what a sweep checks) whatever became of resume.pt.
             save_checkpoint(run_dir / "checkpoints" / f"round_{done:05d}.pt", learner, config,
                             group=first, round_index=done)
             save_checkpoint(run_dir / LAST_FILE, learner, config, group=first, round_index=done)
