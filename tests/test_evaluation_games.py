@@ -13,6 +13,7 @@ from PIL import Image
 from cmfq.algos import make_algorithm
 from cmfq.cli import main
 from cmfq.envs import make_env
+from cmfq.evaluation.frames import banner_height
 from cmfq.evaluation.games import ArenaSpec, Game, play_games
 from cmfq.evaluation.match import Arena
 from cmfq.evaluation.render import render_round
@@ -184,7 +185,7 @@ def test_render_writes_one_frame_per_step(battle_checkpoints, tmp_path):
     with Image.open(path) as gif:
         assert gif.format == "GIF"
         assert gif.n_frames == result.steps == 8
-        assert gif.size[0] == MAP * 4
+        assert gif.size[1] == banner_height(2) + MAP * 4  # the map drawn at cell=4 pixels
     with pytest.raises(ValueError, match="format"):
         render_round(battle_checkpoints, tmp_path / "x.avi", map_size=MAP)
 
