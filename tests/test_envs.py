@@ -112,6 +112,26 @@ def test_tiger_deer_counts():
     assert obs["tiger"].view.shape[0] == 6 and obs["deer"].view.shape[0] == 9
 
 
+def test_tigers_are_paid_only_for_attacking_a_deer_together():
+    # The engine's reward rule, checked directly: a deer between two tigers, every pair of
+    # tiger actions for one step. Only both attacking it pays (0.5, fired for both orders).
+    env = make_env("tiger-deer", 12, seed=0, n_tigers=2, n_deer=1, wall_density=0.0)
+    engine, deer, tigers = env._engine, env._handles["deer"], env._handles["tiger"]
+    n = env.specs["tiger"].n_actions
+    paid = {}
+    for a in range(n):
+        for b in range(n):
+            engine.reset()
+            engine.add_agents(deer, method="custom", pos=[(5, 5, 0)])
+            engine.add_agents(tigers, method="custom", pos=[(4, 5, 0), (6, 5, 0)])
+            engine.set_action(deer, np.zeros(1, dtype=np.int32))
+            engine.set_action(tigers, np.array([a, b], dtype=np.int32))
+            engine.step()
+            if engine.get_reward(tigers).any():
+                paid[a, b] = engine.get_reward(tigers).tolist()
+    assert len(paid) == 1 and list(paid.values()) == [[1.0, 1.0]]
+
+
 @pytest.mark.parametrize(
     ("name", "size", "options", "match"),
     [

@@ -10,8 +10,9 @@ from cmfq.envs.gridworld import GridEnv
 class TigerDeerEnv(GridEnv):
     """magent2's tiger-deer game with configurable counts.
 
-    Tigers (10 HP, lose ``tiger_step_recover`` HP a step, view radius 4) get +0.5 each when two
-    of them attack the same deer in the same step, nothing otherwise; a deer eaten restores 8 HP.
+    Tigers (10 HP, lose ``tiger_step_recover`` HP a step, view radius 4) get +1 each when two of
+    them attack the same deer in the same step (the engine fires the +0.5 rule for both orders of
+    the pair), nothing otherwise; a deer eaten restores 8 HP.
     Deer (5 HP) are meant to act at random (the rollout gives them a random policy). Walls cover
     ``wall_density`` of the map. A round ends after ``max_steps``, or when all tigers or all deer
     are dead (the deer gone is terminal). ``minimap_mode`` and ``id_embedding`` as in ``GridEnv``
