@@ -7,8 +7,8 @@ interrupted study continues where it stopped:
 
 Stages, in order (``--stages`` runs a subset):
 
-train      ``cmfq sweep`` of experiments/battle.toml and experiments/tiger-deer.toml (``--trainer
-           train`` runs the grid one ``cmfq train`` at a time instead, resuming unfinished runs).
+train      ``cmfq sweep`` of experiments/battle.toml and experiments/tiger-deer.toml (finished
+           runs are skipped, interrupted ones resumed).
 crossplay  ``cmfq tournament`` of every battle run and ``random`` at each map of ``Plan.maps``.
 tigerdeer  ``cmfq tournament --env tiger-deer`` of every tiger-deer run and ``random``.
 curves     ``cmfq plot`` of each env's runs (mean over seeds, 95% t interval).
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import itertools
 import json
 import math
 import os
@@ -102,46 +101,6 @@ def cmfq(*args: str) -> None:
     """Run a ``cmfq`` command with this interpreter; stop the study if it fails."""
     print("$ cmfq " + " ".join(map(str, args)), flush=True)
     subprocess.run([sys.executable, "-m", "cmfq.cli", *map(str, args)], check=True)
-
-
-# --- train -------------------------------------------------------------------------------------
-
-def train_with_sweep(config: Path, out: Path) -> None:
-    cmfq("sweep", config, "--out", out)
-
-
-def train_one_by_one(config: Path, out: Path) -> None:
-    """The sweep's grid, one ``cmfq train`` per point in ``out/<values>``: a finished run is
-    skipped, one with a checkpoint resumed, one interrupted before its first checkpoint
-    restarted."""
-    with open(config, "rb") as f:
-        sweep = tomllib.load(f)
-    base, grid = sweep.get("base", {}), sweep.get("grid", {})
-    for values in itertools.product(*grid.values()):
-        point = {**base, **dict(zip(grid, values))}
-        run = out / "-".join(f"{v}" if k == "algo" else f"{k}{v}" for k, v in zip(grid, values))
-        last = run / "last.pt"
-        if last.is_file() and load_checkpoint(last).round >= point["rounds"]:
-            continue
-        if (run / "resume.pt").is_file():
-            cmfq("train", "--resume", run, "--quiet")
-            continue
-        shutil.rmtree(run, ignore_errors=True)
-        cmfq("train", *flags(point), "--out", run, "--quiet")
-
-
-def flags(values: dict) -> list[str]:
-    out = []
-    for key, value in values.items():
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            out.append(flag if value else "--no-" + flag[2:])
-        else:
-            out += [flag, str(value)]
-    return out
-
-
-TRAINERS = {"sweep": train_with_sweep, "train": train_one_by_one}
 
 
 def finished_runs(plan: Plan, env: str) -> list[Path]:
@@ -423,8 +382,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="tiny runs and evaluations into runs/study-quick: tests the pipeline")
     parser.add_argument("--stages", default=",".join(STAGES),
                         help=f"comma-separated stages to run (default: all: {','.join(STAGES)})")
-    parser.add_argument("--trainer", choices=sorted(TRAINERS), default="sweep",
-                        help="sweep: cmfq sweep (default); train: one cmfq train per run")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="processes of each tournament (default: the number of CPUs)")
     args = parser.parse_args(argv)
@@ -435,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"--stages: unknown {unknown}; stages: {', '.join(STAGES)}")
     steps = {
-        "train": lambda: [TRAINERS[args.trainer](plan.sweeps[env], plan.runs / env)
+        "train": lambda: [cmfq("sweep", plan.sweeps[env], "--out", plan.runs / env)
                           for env in ENVS],
         "crossplay": lambda: crossplay(plan, args.workers),
         "tigerdeer": lambda: tigerdeer(plan, args.workers),

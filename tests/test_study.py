@@ -54,9 +54,7 @@ def test_reports_are_redone_when_players_or_settings_change(study, tmp_path):
     assert not study.up_to_date(report, ["a.pt", "random"], {**settings, "max_steps": 100})
 
 
-def test_seed_mean_and_train_flags(study):
+def test_seed_mean(study):
     assert study.seed_mean([2.0]) == "2.00"
     # Three runs: mean ± t(2)·s/√3 with s = 1.
     assert study.seed_mean([1.0, 2.0, 3.0]) == f"2.00 ± {4.3027 / 3 ** 0.5:.2f}"
-    assert study.flags({"algo": "mfq", "map_size": 20, "minimap_mode": False}) == [
-        "--algo", "mfq", "--map-size", "20", "--no-minimap-mode"]
