@@ -110,8 +110,9 @@ def run_cmfq(algo: str, rounds: int, out: Path) -> dict:
     if done.returncode:
         raise SystemExit(f"cmfq train failed:\n{done.stderr[-3000:]}")
     from cmfq.training.metrics import read_metrics
+    from cmfq.training.run_folder import RunFolder
 
-    rows = read_metrics(out / "metrics.csv")
+    rows = read_metrics(RunFolder(out).metrics_file)
     return {
         "steps": int(sum(r["steps"] for r in rows)),
         "seconds": sum(r["steps"] / r["steps_per_s"] for r in rows),

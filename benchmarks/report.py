@@ -485,8 +485,7 @@ def training_section(training: dict[str, dict]) -> list[str]:
     lines = ["## Training throughput (`cmfq train`, 40x40 battle, CPU)", ""]
     if not training:
         return lines + [
-            f"**{NOT_MEASURED}**: the run recorded no training benchmark (it skips "
-            "while `cmfq train` is missing; see the notes).",
+            f"**{NOT_MEASURED}**: the run recorded no training benchmark.",
             "",
         ]
     mfq = training.get("mfq")

@@ -21,12 +21,10 @@ import numpy as np
 import pytest
 import torch
 
-try:
-    from cmfq.training.config import TrainConfig
-    from cmfq.training.metrics import read_metrics
-    from cmfq.training.trainer import train
-except ImportError as err:  # the trainer is another module's; the kernel benchmarks stand alone
-    pytest.skip(f"cmfq train is not importable ({err})", allow_module_level=True)
+from cmfq.training.config import TrainConfig
+from cmfq.training.metrics import read_metrics
+from cmfq.training.run_folder import RunFolder
+from cmfq.training.trainer import train
 
 ALGOS = ("il", "mfq", "cmfq")
 MAP_SIZE = 40
@@ -70,7 +68,7 @@ def test_training_throughput(benchmark, device: str, tmp_path: Path, algo: str) 
         run_dir = benchmark.pedantic(train, setup=fresh_run, rounds=MEASUREMENTS, iterations=1)
     finally:
         torch.set_num_threads(threads)
-    rows = read_metrics(Path(run_dir) / "metrics.csv")
+    rows = read_metrics(RunFolder(run_dir).metrics_file)
     benchmark.group = f"{device} training 40x40 battle"
     benchmark.extra_info.update(
         kind="training",
@@ -91,7 +89,7 @@ def test_training_throughput(benchmark, device: str, tmp_path: Path, algo: str) 
 
 def _steps_per_second(run_dir: Path) -> float:
     """Env steps (summed over a round's games) per second spent in the run's rounds."""
-    rows = read_metrics(Path(run_dir) / "metrics.csv")
+    rows = read_metrics(RunFolder(run_dir).metrics_file)
     seconds = sum(row["steps"] / row["steps_per_s"] for row in rows)
     return sum(row["steps"] for row in rows) / seconds
 

@@ -46,6 +46,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from cmfq.evaluation.stats import t_quantile_975
 from cmfq.training.checkpoint import load_checkpoint
+from cmfq.training.run_folder import LAST_FILE, RunFolder
 
 # The study runs in the repository's root, so that the reports name checkpoints by paths
 # relative to it (runs/study/battle/cmfq-seed0/last.pt), the same on every machine.
@@ -105,17 +106,13 @@ def cmfq(*args: str) -> None:
 
 def finished_runs(plan: Plan, env: str) -> list[Path]:
     """The ``last.pt`` of every finished run of ``env``, in a stable order."""
-    paths = sorted((plan.runs / env).rglob("last.pt"))
+    paths = sorted((plan.runs / env).rglob(LAST_FILE))
     if not paths:
         raise SystemExit(f"no runs in {plan.runs / env}; run the train stage first")
-    unfinished = [p for p in paths if _unfinished(load_checkpoint(p))]
+    unfinished = [p for p in paths if not RunFolder(p.parent).is_finished()]
     if unfinished:
         raise SystemExit(f"unfinished runs (run the train stage again): {unfinished}")
     return paths
-
-
-def _unfinished(checkpoint) -> bool:
-    return checkpoint.round < checkpoint.config.rounds
 
 
 # --- evaluation --------------------------------------------------------------------------------
@@ -164,7 +161,7 @@ def curves(plan: Plan) -> None:
     for env in ENVS:
         runs = [p.parent for p in finished_runs(plan, env)]
         out = plan.reports / "figures" / f"curves-{env}.png"
-        newest = max((r / "metrics.csv").stat().st_mtime for r in runs)
+        newest = max(RunFolder(r).metrics_file.stat().st_mtime for r in runs)
         if out.is_file() and out.stat().st_mtime > newest:
             print(f"{out}: up to date")
             continue
@@ -276,7 +273,7 @@ def plateau_table(plan: Plan, env: str) -> list[str]:
     second-last tenth of the rounds to the last tenth, mean over the runs ± the 95% t interval."""
     changes: dict[str, dict[str, list[float]]] = {}
     for last in finished_runs(plan, env):
-        with open(last.parent / "metrics.csv", newline="") as f:
+        with open(RunFolder(last.parent).metrics_file, newline="") as f:
             rows = list(csv.DictReader(f))
         tenth = max(1, len(rows) // 10)
         mine = changes.setdefault(load_checkpoint(last).config.algo, {})

@@ -72,12 +72,13 @@ def test_group_by_several_config_keys(tmp_path):
         load_runs(paths, group_by="optimizer")
 
 
-def test_group_falls_back_to_folder_name_without_seed(tmp_path):
-    run = tmp_path / "mfq-battle-seed2"
-    run.mkdir()
-    (run / "metrics.csv").write_text("round,reward\n0,1\n")
-    assert load_runs([run])[0].group == "mfq-battle"
-    assert load_runs([run], group_by="run")[0].group == "mfq-battle-seed2"
+def test_a_run_without_a_saved_config_is_its_own_group(tmp_path):
+    runs = [tmp_path / "mfq-battle-seed2", tmp_path / "mfq-battle-seed3"]
+    for run in runs:
+        run.mkdir()
+        (run / "metrics.csv").write_text("round,reward\n0,1\n")
+    assert [r.group for r in load_runs(runs)] == ["mfq-battle-seed2", "mfq-battle-seed3"]
+    assert load_runs(runs[:1], group_by="run")[0].group == "mfq-battle-seed2"
 
 
 def test_curves_are_written(tmp_path):

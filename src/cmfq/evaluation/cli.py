@@ -118,7 +118,7 @@ def run_tournament_command(args: argparse.Namespace) -> int:
     from cmfq.evaluation.summaries import expand_summaries
     from cmfq.evaluation.tiger_deer import run_tiger_deer
     from cmfq.evaluation.tournament import Settings, run_tournament
-    from cmfq.training.trainer import LAST_FILE
+    from cmfq.training.run_folder import LAST_FILE
 
     checkpoints = expand_summaries(args.checkpoints, file=LAST_FILE)
     try:

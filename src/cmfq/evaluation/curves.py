@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,14 +15,13 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from cmfq.evaluation.stats import t_quantile_975
+from cmfq.training.run_folder import RunFolder
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-METRICS_FILE = "metrics.csv"
-CONFIG_FILE = "config.toml"
 # ``win`` is 1 for a round won against the training opponent: its moving average is the win rate.
 DEFAULT_METRICS = ("reward", "kills", "win")
 TITLES = {"reward": "reward per agent", "win": "win rate vs training opponent"}
@@ -32,8 +30,6 @@ X_COLUMNS = ("round", "episode", "iteration", "step")
 # The bands around a group's mean: "ci", mean ± t·s/√n (the 95% interval of the mean over the
 # runs, Student's t with n − 1 degrees of freedom); "std", mean ± s (how far single runs stray).
 BANDS = ("ci", "std")
-# A trailing seed marker in a run folder's name: "cmfq-battle-seed3", "mfq_s2".
-_SEED_SUFFIX = re.compile(r"[-_.]?(seed|s)\d+$", re.IGNORECASE)
 
 
 @dataclass
@@ -77,12 +73,10 @@ def read_columns(path: Path) -> dict[str, np.ndarray]:
 
 def run_group(run_dir: Path, group_by: str) -> str:
     """The group a run is averaged in: the values of the comma-separated config keys
-    ``group_by`` (``algo`` by default; ``algo,map_size`` splits further), else the folder name less
-    a trailing seed marker; ``group_by="run"`` keeps each run apart."""
-    if group_by == "run":
-        return run_dir.name
-    config_path = run_dir / CONFIG_FILE
-    if config_path.is_file():
+    ``group_by`` (``algo`` by default; ``algo,map_size`` splits further) in its saved config;
+    ``group_by="run"``, or a folder without a saved config, keeps each run apart."""
+    config_path = RunFolder(run_dir).config_file
+    if group_by != "run" and config_path.is_file():
         with open(config_path, "rb") as f:
             config = tomllib.load(f)
         keys = [key.strip() for key in group_by.split(",")]
@@ -90,7 +84,7 @@ def run_group(run_dir: Path, group_by: str) -> str:
         if unknown:
             raise ValueError(f"{config_path} has no {unknown}; keys: {sorted(config)}")
         return "-".join(str(config[key]) for key in keys)
-    return _SEED_SUFFIX.sub("", run_dir.name) or run_dir.name
+    return run_dir.name
 
 
 def load_runs(paths: Sequence[Path], group_by: str = "algo") -> list[Run]:
@@ -98,7 +92,7 @@ def load_runs(paths: Sequence[Path], group_by: str = "algo") -> list[Run]:
     runs = []
     for path in map(Path, paths):
         if path.is_dir():
-            csv_path, run_dir = path / METRICS_FILE, path
+            csv_path, run_dir = RunFolder(path).metrics_file, path
         else:
             csv_path, run_dir = path, path.parent
         if not csv_path.is_file():

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cmfq.pretrained import PREFIX as PRETRAINED_PREFIX
+from cmfq.training.run_folder import LAST_FILE
 
 RANDOM = "random"
 """The uniformly random team. A checkpoint file named ``random`` is given as ``./random``."""
@@ -28,7 +29,7 @@ def labels_for(references: Sequence[str | Path]) -> list[str]:
         if is_named(ref):
             return ref
         p = Path(ref)
-        return p.parent.name if p.stem == "last" else f"{p.parent.name}/{p.stem}"
+        return p.parent.name if p.name == LAST_FILE else f"{p.parent.name}/{p.stem}"
 
     def whole(ref) -> str:
         return ref if is_named(ref) else str(Path(ref).with_suffix(""))

@@ -1,16 +1,14 @@
 """Running a sweep on Ray: one task per run, each resuming whatever its folder holds.
 
-A run's folder is the state of the sweep: a finished run (``last.pt`` of its last round) is
-skipped, a run with a checkpoint resumes from ``resume.pt``, a run killed before its first
-checkpoint starts again from its ``config.toml``. A task whose worker process dies is started
+A run's folder is the state of the sweep (``cmfq.training.run_folder`` has its rules): a finished
+run is skipped, a run with a checkpoint resumes from it, a run killed before its first checkpoint
+starts again from its saved config. A task whose worker process dies is started
 again by Ray (``max_retries``) and so resumes too. Killing the sweep at any moment loses at most
 the rounds since each run's last checkpoint.
 """
 
 from __future__ import annotations
 
-import csv
-import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +18,9 @@ from tqdm.auto import tqdm
 from cmfq.evaluation.cluster import connect
 from cmfq.sweep.spec import Resources, Run, SweepSpec
 from cmfq.sweep.summary import write_summary
-from cmfq.training.checkpoint import load_checkpoint
 from cmfq.training.config import TrainConfig
-from cmfq.training.trainer import LAST_FILE, resume, train
+from cmfq.training.run_folder import RunFolder
+from cmfq.training.trainer import resume, train
 
 EXIT_AT_ROUND_VAR = "CMFQ_TEST_EXIT_AT_ROUND"
 """Test hook, read by the sweep's driver: each run's worker process exits right after writing
@@ -50,7 +48,7 @@ def run_sweep(
     out = Path(out).resolve()  # the workers' working folder is not the driver's
     runs = spec.runs(out)
     for run in runs:
-        _check_saved_config(run)
+        RunFolder(run.config.out).check_config(run.config)
     todo = [run for run in runs if not is_finished(run)]
 
     failed = _train_on_ray(todo, runs, spec.resources, address, progress) if todo else {}
@@ -85,7 +83,7 @@ def _train_on_ray(
                       desc="rounds", disable=not progress)
     failed = {}
     while pending:
-        rounds_bar.n = sum(_rounds_logged(run) for run in runs)
+        rounds_bar.n = _rounds_logged(runs)
         rounds_bar.refresh()
         done, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)
         for ref in done:
@@ -95,7 +93,7 @@ def _train_on_ray(
             except ray.exceptions.RayError as err:
                 failed[run.name] = str(err).strip().splitlines()[-1]
             runs_bar.update()
-    rounds_bar.n = sum(_rounds_logged(run) for run in runs)
+    rounds_bar.n = _rounds_logged(runs)
     rounds_bar.close()
     runs_bar.close()
     return failed
@@ -104,46 +102,24 @@ def _train_on_ray(
 def train_run(config: dict, exit_at_round: int | None = None) -> None:
     """Ray task: train the run in ``config["out"]`` to its last round, resuming what is there."""
     config = TrainConfig.from_dict(config)
-    run_dir = Path(config.out)
+    folder = RunFolder(config.out)
 
     def exit_if_asked(rounds_done: int) -> None:
         if rounds_done == exit_at_round:
             os._exit(1)
 
     hook = exit_if_asked if exit_at_round is not None else None
-    if (run_dir / "config.toml").is_file():
-        resume(run_dir, rounds=config.rounds, progress=False, on_checkpoint=hook)
+    if folder.is_started():
+        resume(folder.path, rounds=config.rounds, progress=False, on_checkpoint=hook)
     else:
         train(config, progress=False, on_checkpoint=hook)
 
 
 def is_finished(run: Run) -> bool:
-    """Whether the run's ``last.pt`` holds its last round."""
-    last = Path(run.config.out) / LAST_FILE
-    return last.is_file() and load_checkpoint(last).round >= run.config.rounds
+    """Whether the run's folder holds its last round."""
+    return RunFolder(run.config.out).is_finished(run.config.rounds)
 
 
-def _check_saved_config(run: Run) -> None:
-    """A folder holding a run with other settings (the sweep file was edited) is an error, not a
-    silent mix; ``rounds`` may grow, the run then goes on."""
-    saved_path = Path(run.config.out) / "config.toml"
-    if not saved_path.is_file():
-        return
-    saved = TrainConfig.from_toml(saved_path)
-    differ = [
-        f"{f.name}: {getattr(saved, f.name)!r} there, {getattr(run.config, f.name)!r} here"
-        for f in dataclasses.fields(TrainConfig)
-        if f.name not in ("out", "rounds") and getattr(run.config, f.name) is not None
-        and getattr(run.config, f.name) != getattr(saved, f.name)
-    ]
-    if differ:
-        raise ValueError(f"{saved_path.parent} holds a run with other settings "
-                         f"({'; '.join(differ)}); move it away or choose another --out")
-
-
-def _rounds_logged(run: Run) -> int:
-    path = Path(run.config.out) / "metrics.csv"
-    if not path.is_file():
-        return 0
-    with open(path, newline="") as f:
-        return min(sum(1 for _ in csv.DictReader(f)), run.config.rounds)
+def _rounds_logged(runs: list[Run]) -> int:
+    """Rounds played by all ``runs``, each counted up to its last round."""
+    return sum(min(RunFolder(run.config.out).rounds_logged(), run.config.rounds) for run in runs)

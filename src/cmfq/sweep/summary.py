@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cmfq.evaluation.summaries import RUN_COLUMN
 from cmfq.sweep.spec import Run, value_text
+from cmfq.training.run_folder import RunFolder
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
@@ -20,8 +21,7 @@ def summary_rows(runs: Sequence[Run]) -> list[dict[str, str]]:
     ``metrics.csv`` as written."""
     rows = []
     for run in runs:
-        with open(Path(run.config.out) / "metrics.csv", newline="") as f:
-            *_, last = csv.DictReader(f)
+        last = RunFolder(run.config.out).last_metrics()
         values = {key: value_text(value) for key, value in run.values.items()}
         rows.append({RUN_COLUMN: run.name, **values, **last})
     return rows

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from torch.utils.tensorboard import SummaryWriter
+
+if TYPE_CHECKING:
+    from cmfq.training.run_folder import RunFolder
 
 COLUMNS = (
     "round", "side", "steps", "temperature", "reward", "kills", "deaths", "survivors",
@@ -21,8 +25,8 @@ class MetricsLog:
     its last checkpoint has no duplicate rows.
     """
 
-    def __init__(self, run_dir: Path, start_round: int = 0) -> None:
-        self.path = run_dir / "metrics.csv"
+    def __init__(self, folder: RunFolder, start_round: int = 0) -> None:
+        self.path = folder.metrics_file
         kept: list[dict] = []
         if start_round > 0 and self.path.exists():
             with open(self.path, newline="") as f:
@@ -31,7 +35,7 @@ class MetricsLog:
             writer = csv.DictWriter(f, COLUMNS)
             writer.writeheader()
             writer.writerows(kept)
-        self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_round)
+        self.tensorboard = SummaryWriter(str(folder.tensorboard_dir), purge_step=start_round)
 
     def log(self, row: dict) -> None:
         with open(self.path, "a", newline="") as f:

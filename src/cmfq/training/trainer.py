@@ -31,17 +31,13 @@ from tqdm.auto import tqdm
 from cmfq.algos import Algorithm, Policy, RandomPolicy, make_algorithm
 from cmfq.algos.common import Batch
 from cmfq.envs import make_env
-from cmfq.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from cmfq.training.checkpoint import Checkpoint, load_checkpoint
 from cmfq.training.config import TrainConfig
 from cmfq.training.device import resolve_device
 from cmfq.training.metrics import MetricsLog
 from cmfq.training.replay import ReplayBuffer
 from cmfq.training.rollout import RoundResult, play_rounds
-
-RESUME_FILE = "resume.pt"
-"""In the run folder: the last checkpoint plus optimizer, target, opponent and replay buffer."""
-LAST_FILE = "last.pt"
-"""In the run folder: the network of the last saved round (what evaluation loads)."""
+from cmfq.training.run_folder import RunFolder
 
 
 def train(
@@ -51,14 +47,12 @@ def train(
     """Train a fresh run in ``config.out``; returns the run folder. ``on_checkpoint(rounds_done)``,
     if given, is called after each checkpoint is written."""
     config = config.resolved()
-    run_dir = Path(config.out)
-    if (run_dir / RESUME_FILE).exists() or (run_dir / "metrics.csv").exists():
-        raise FileExistsError(
-            f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose --out"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.toml").write_text(config.to_toml())
-    return _run(config, run_dir, state=None, progress=progress, on_checkpoint=on_checkpoint)
+    folder = RunFolder(config.out)
+    if folder.holds_run():
+        raise FileExistsError(f"{folder.path} already holds a run; continue it with "
+                              f"--resume {folder.path} or choose --out")
+    folder.save_config(config)
+    return _run(config, folder, state=None, progress=progress, on_checkpoint=on_checkpoint)
 
 
 def resume(
@@ -69,24 +63,18 @@ def resume(
 
     A run stopped before its first checkpoint starts again from the config saved beside it.
     """
-    run_dir = Path(run_dir)
-    if (run_dir / RESUME_FILE).exists() or not (run_dir / "config.toml").is_file():
-        saved = load_checkpoint(run_dir / RESUME_FILE)
-        if saved.training_state is None:
-            raise ValueError(f"{run_dir / RESUME_FILE} holds no training state to resume from")
-        config = saved.config
-    else:
-        saved, config = None, TrainConfig.from_toml(run_dir / "config.toml")
-    config.out = str(run_dir)
+    folder = RunFolder(run_dir)
+    saved, config = folder.resume_point()
+    config.out = str(folder.path)
     if rounds is not None:
         config.rounds = rounds
         config.validate()
-    (run_dir / "config.toml").write_text(config.to_toml())
-    return _run(config, run_dir, state=saved, progress=progress, on_checkpoint=on_checkpoint)
+    folder.save_config(config)
+    return _run(config, folder, state=saved, progress=progress, on_checkpoint=on_checkpoint)
 
 
 def _run(
-    config: TrainConfig, run_dir: Path, *, state, progress: bool,
+    config: TrainConfig, folder: RunFolder, *, state, progress: bool,
     on_checkpoint: Callable[[int], None] | None,
 ) -> Path:
     torch.set_num_threads(config.threads)
@@ -118,7 +106,7 @@ def _run(
             opponent.load_state_dict(state.training_state["opponent"])
         start = state.training_state["next_round"]
 
-    log = MetricsLog(run_dir, start_round=start)
+    log = MetricsLog(folder, start_round=start)
     bar = tqdm(total=config.rounds, initial=start, unit="round", disable=not progress)
     for r in range(start, config.rounds):
         began = time.perf_counter()
@@ -196,20 +184,13 @@ def _run(
                 "opponent": opponent.state_dict() if isinstance(opponent, Algorithm) else None,
                 "next_round": done,
             }
-            first = env.groups[0]
-            # resume.pt last: a run stopped between these writes resumes from the previous
-            # resume.pt and redoes the same rounds; once last.pt holds the final round, the run
-            # is complete (what a sweep checks) whatever became of resume.pt.
-            save_checkpoint(run_dir / "checkpoints" / f"round_{done:05d}.pt", learner, config,
-                            group=first, round_index=done)
-            save_checkpoint(run_dir / LAST_FILE, learner, config, group=first, round_index=done)
-            save_checkpoint(run_dir / RESUME_FILE, learner, config, group=first,
-                            round_index=done, training_state=training_state)
+            folder.save_checkpoints(learner, config, group=env.groups[0], rounds_done=done,
+                                    training_state=training_state)
             if on_checkpoint is not None:
                 on_checkpoint(done)
     bar.close()
     log.close()
-    return run_dir
+    return folder.path
 
 
 def _opponent(config: TrainConfig, env, learner: Algorithm) -> Algorithm | Checkpoint | None:
