@@ -115,10 +115,10 @@ def _fail(command: str, err: Exception) -> int:
 
 
 def run_tournament_command(args: argparse.Namespace) -> int:
-    from cmfq.evaluation.summaries import expand_summaries
     from cmfq.evaluation.tiger_deer import run_tiger_deer
     from cmfq.evaluation.tournament import Settings, run_tournament
     from cmfq.training.run_folder import LAST_FILE
+    from cmfq.training.summary import expand_summaries
 
     checkpoints = expand_summaries(args.checkpoints, file=LAST_FILE)
     try:
@@ -156,7 +156,7 @@ def run_plot_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cmfq.evaluation.curves import load_runs, plot_curves
-    from cmfq.evaluation.summaries import expand_summaries
+    from cmfq.training.summary import expand_summaries
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     try:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from cmfq.evaluation.cluster import connect
+from cmfq.cluster import connect
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def play_games(
 
     The arena is built here first, so that a bad checkpoint or env fails fast with its own error.
     With ``address`` the rounds are played by Ray actors, one per CPU of that Ray instance or
-    cluster (``cmfq.evaluation.cluster.connect``; every node must see the checkpoints' paths).
+    cluster (``cmfq.cluster.connect``; every node must see the checkpoints' paths).
     Otherwise, with ``workers > 1``, the rounds are shared among that many processes, started with
     'spawn' (safe with torch's threads, unlike fork).
     """

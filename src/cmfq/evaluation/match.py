@@ -12,7 +12,7 @@ import torch
 from cmfq.algos import RandomPolicy
 from cmfq.envs import GridEnv, make_env
 from cmfq.evaluation.players import RANDOM
-from cmfq.training.checkpoint import Checkpoint, load_checkpoint, shared_env_settings
+from cmfq.training.checkpoint import Checkpoint, load_checkpoint
 from cmfq.training.rollout import RoundResult, play_round
 
 
@@ -57,21 +57,7 @@ class Arena:
         self.env: GridEnv = make_env(env, map_size, seed=0, **(settings | env_options))
         for checkpoint in self.checkpoints:
             if checkpoint is not None:
-                self._check_fits(checkpoint)
-
-    def _check_fits(self, checkpoint: Checkpoint) -> None:
-        if checkpoint.env != self.env.name:
-            raise ValueError(
-                f"{checkpoint.path} was trained on {checkpoint.env!r}, not {self.env.name!r}"
-            )
-        spec, learner = checkpoint.spec, self.env.specs[checkpoint.group]
-        shapes = (spec.view_shape, spec.feature_dim, spec.n_actions)
-        expected = (learner.view_shape, learner.feature_dim, learner.n_actions)
-        if shapes != expected:
-            raise ValueError(
-                f"{checkpoint.path} expects (view, features, actions) {shapes}, but "
-                f"{self.env.name} on a {self.env.map_size}² map gives {expected}"
-            )
+                checkpoint.fit(self.env)
 
     def play(
         self, players: Sequence[int], seed: int,
@@ -90,3 +76,22 @@ class Arena:
         if checkpoint is None:
             return RandomPolicy(self.env.specs[group].n_actions, seed=seed)
         return checkpoint.policy(seed=seed)
+
+
+def shared_env_settings(checkpoints: list[Checkpoint], env: str) -> dict:
+    """The env settings (minimap, id embedding, rewards) that ``checkpoints`` of ``env`` were
+    trained with, so that an evaluation plays them in the game they learned. Checkpoints of other
+    envs are skipped (the caller refuses them); differing settings are a ValueError: one env
+    cannot show them both what they were trained on."""
+    settings: dict = {}
+    for checkpoint in checkpoints:
+        if checkpoint.env != env:
+            continue
+        mine = checkpoint.env_settings()
+        if settings and mine != settings:
+            raise ValueError(
+                f"{checkpoint.path} was trained with env settings {mine}, others with {settings}; "
+                "evaluate checkpoints of one setting together"
+            )
+        settings = mine
+    return settings

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from cmfq.evaluation.cluster import connect
-from cmfq.sweep.spec import Resources, Run, SweepSpec
-from cmfq.sweep.summary import write_summary
+from cmfq.cluster import connect
+from cmfq.sweep.spec import Resources, Run, SweepSpec, value_text
 from cmfq.training.config import TrainConfig
 from cmfq.training.run_folder import RunFolder
+from cmfq.training.summary import write_summary
 from cmfq.training.trainer import resume, train
 
 EXIT_AT_ROUND_VAR = "CMFQ_TEST_EXIT_AT_ROUND"
@@ -43,7 +43,7 @@ class SweepResult:
 def run_sweep(
     spec: SweepSpec, out: str | Path, *, address: str | None = None, progress: bool = True,
 ) -> SweepResult:
-    """Train every run of ``spec`` under ``out`` on Ray (see ``cmfq.evaluation.cluster.connect``
+    """Train every run of ``spec`` under ``out`` on Ray (see ``cmfq.cluster.connect``
     for ``address``) and write the summary; runs already finished are skipped."""
     out = Path(out).resolve()  # the workers' working folder is not the driver's
     runs = spec.runs(out)
@@ -58,7 +58,10 @@ def run_sweep(
         if run.name not in failed and run.name not in names:
             failed[run.name] = "the task ended before the last round"
     return SweepResult(
-        summary=write_summary(out, finished),
+        summary=write_summary(out, {
+            run.name: {key: value_text(value) for key, value in run.values.items()}
+            for run in finished
+        }),
         finished=[run.name for run in finished],
         trained=[run.name for run in todo if run.name not in failed],
         failed=failed,

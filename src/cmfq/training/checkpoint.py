@@ -197,21 +197,3 @@ def _upgrade_config(config: dict) -> dict:
     config.setdefault("learn_from_opponent", False)
     return config
 
-
-def shared_env_settings(checkpoints: list[Checkpoint], env: str) -> dict:
-    """The env settings (minimap, id embedding, rewards) that ``checkpoints`` of ``env`` were
-    trained with, so that an evaluation plays them in the game they learned. Checkpoints of other
-    envs are skipped (the caller refuses them); differing settings are a ValueError: one env
-    cannot show them both what they were trained on."""
-    settings: dict = {}
-    for checkpoint in checkpoints:
-        if checkpoint.env != env:
-            continue
-        mine = checkpoint.env_settings()
-        if settings and mine != settings:
-            raise ValueError(
-                f"{checkpoint.path} was trained with env settings {mine}, others with {settings}; "
-                "evaluate checkpoints of one setting together"
-            )
-        settings = mine
-    return settings

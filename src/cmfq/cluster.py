@@ -1,5 +1,6 @@
-"""Ray, the optional engine of sweeps and distributed tournaments: imported only when used, with
-a clear message when it is missing, and connected to a local instance or to a cluster."""
+"""Ray, the optional engine of sweeps and distributed tournaments (the floor both stand on):
+imported only when used, with a clear message when it is missing, and connected to a local
+instance or to a cluster."""
 
 from __future__ import annotations
 
