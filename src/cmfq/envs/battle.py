@@ -27,6 +27,7 @@ class BattleEnv(GridEnv):
     name = "battle"
     groups = ("red", "blue")
     opponents = {"red": "blue", "blue": "red"}
+    symmetric = True
 
     def __init__(
         self,
@@ -91,6 +92,10 @@ class BattleEnv(GridEnv):
     def _populate(self) -> None:
         for group, pos in zip(self.groups, self._blocks, strict=True):
             self._engine.add_agents(self._handles[group], method="custom", pos=pos)
+
+    def won(self, survivors: int, opponent_survivors: int) -> bool:
+        """More survivors than the other side."""
+        return survivors > opponent_survivors
 
 
 def block_positions(map_size: int, n: int, gap: int = 3) -> tuple[np.ndarray, np.ndarray]:

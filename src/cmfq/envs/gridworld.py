@@ -70,8 +70,8 @@ class GridEnv:
     whose deaths count as this group's kills, or None), ``step_count``.
 
     Use: ``reset(seed)``, then ``observe(g)`` and ``step({g: actions})`` until ``done``. After a
-    step the dead are removed, so ``observe``, ``positions`` and ``ids`` describe the live agents;
-    ``alive(g)`` is the mask over the agents that acted in the last step.
+    step the dead are removed, so ``observe`` and ``positions`` describe the live agents; the step's
+    ``alive[g]`` is the mask over the agents that acted in it.
 
     ``minimap_mode`` adds magent2's minimap: two view channels with the density of each team over
     the whole map (scaled to the view) and the agent's position in the features, so an agent knows
@@ -112,6 +112,15 @@ class GridEnv:
     # --- what subclasses define -----------------------------------------------------------
     groups: tuple[str, ...] = ()
     opponents: Mapping[str, str | None] = {}
+    symmetric: bool = False
+    """Whether the groups are teams of one kind, so that a learner may play either side against
+    an opponent team (battle); if not, a learner plays the first group and the others act at
+    random (tiger-deer)."""
+
+    def won(self, survivors: int, opponent_survivors: int) -> bool:
+        """Whether a group that ended a round with ``survivors`` agents, its opponent group with
+        ``opponent_survivors``, won it."""
+        raise NotImplementedError
 
     def _engine_group_names(self) -> tuple[str, ...]:
         """Group names in the order the config adds the groups."""
@@ -156,14 +165,6 @@ class GridEnv:
     def positions(self, group: str) -> np.ndarray:
         """int32 [n, 2] positions of the live agents of ``group``."""
         return self._engine.get_pos(self._handle(group))
-
-    def ids(self, group: str) -> np.ndarray:
-        """int32 [n] engine ids of the live agents of ``group``."""
-        return self._engine.get_agent_id(self._handle(group))
-
-    def alive(self, group: str) -> np.ndarray:
-        """bool mask over the agents of ``group`` that acted last step (all True at reset)."""
-        return self._alive[group]
 
     def num_alive(self, group: str) -> int:
         return self._engine.get_num(self._handle(group))

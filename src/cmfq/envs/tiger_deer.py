@@ -100,3 +100,6 @@ class TigerDeerEnv(GridEnv):
     def _finished(self) -> bool:
         return self.num_alive("tiger") == 0 or self.num_alive("deer") == 0
 
+    def won(self, survivors: int, opponent_survivors: int) -> bool:
+        """The tigers ate every deer."""
+        return opponent_survivors == 0

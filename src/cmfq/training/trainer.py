@@ -1,4 +1,5 @@
-"""The training loop: play a round, learn from the replay buffer, log, checkpoint. Top to bottom.
+"""The training loop: each round ``collect``s games, ``learn``s from the replay buffer, logs a
+metrics row and checkpoints. Top to bottom.
 
 A round plays ``envs`` games in lockstep (one by default): each step, each network acts for its
 agents of all the games in one batched forward, and each game's transitions are their own replay
@@ -21,6 +22,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -30,7 +32,7 @@ from tqdm.auto import tqdm
 
 from cmfq.algos import Algorithm, Policy, RandomPolicy, make_algorithm
 from cmfq.algos.common import Batch
-from cmfq.envs import make_env
+from cmfq.envs import GridEnv, make_env
 from cmfq.training.checkpoint import Checkpoint, load_checkpoint
 from cmfq.training.config import TrainConfig
 from cmfq.training.device import resolve_device
@@ -73,8 +75,42 @@ def resume(
     return _run(config, folder, state=saved, progress=progress, on_checkpoint=on_checkpoint)
 
 
+@dataclass
+class Learning:
+    """What a run carries from round to round: the learner and its target network, optimizer and
+    replay buffer, and the opponent (a network in self-play, a fixed checkpoint, or None)."""
+
+    learner: Algorithm
+    target: Algorithm
+    optimizer: torch.optim.Optimizer
+    replay: ReplayBuffer
+    opponent: Algorithm | Checkpoint | None
+
+    def state_dict(self, next_round: int) -> dict:
+        """The training state that a checkpoint keeps to resume at ``next_round``."""
+        opponent = self.opponent
+        return {
+            "target": self.target.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "replay": self.replay.state_dict(),
+            "opponent": opponent.state_dict() if isinstance(opponent, Algorithm) else None,
+            "next_round": next_round,
+        }
+
+    def load_state_dict(self, saved: Checkpoint) -> int:
+        """Restore a resumed run's state; returns the round to go on from."""
+        state = saved.training_state
+        self.learner.load_state_dict(saved.model)
+        self.target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.replay.load_state_dict(state["replay"])
+        if isinstance(self.opponent, Algorithm) and state["opponent"] is not None:
+            self.opponent.load_state_dict(state["opponent"])
+        return state["next_round"]
+
+
 def _run(
-    config: TrainConfig, folder: RunFolder, *, state, progress: bool,
+    config: TrainConfig, folder: RunFolder, *, state: Checkpoint | None, progress: bool,
     on_checkpoint: Callable[[int], None] | None,
 ) -> Path:
     torch.set_num_threads(config.threads)
@@ -87,24 +123,16 @@ def _run(
     env = envs[0]  # what all games share: groups, shapes
     spec = env.specs[env.groups[0]]  # battle's sides share their shapes
     learner = make_algorithm(config.algo, spec, **config.algo_options()).to(device)
-    target = copy.deepcopy(learner).requires_grad_(False)
     # The fused kernel updates all parameters in one pass: 7x faster than torch's per-tensor
     # default on the CPU, where that loop was a quarter of an update.
-    optimizer = torch.optim.Adam(learner.parameters(), lr=config.lr, fused=True)
-    replay = ReplayBuffer(config.buffer_size, spec.n_actions)
-    radius = None if config.neighborhood == "global" else (config.radius or spec.view_radius)
-
-    opponent = _opponent(config, env, learner)
-    feed_opponent = isinstance(opponent, Algorithm) and config.learn_from_opponent
-    start = 0
-    if state is not None:
-        learner.load_state_dict(state.model)
-        target.load_state_dict(state.training_state["target"])
-        optimizer.load_state_dict(state.training_state["optimizer"])
-        replay.load_state_dict(state.training_state["replay"])
-        if isinstance(opponent, Algorithm) and state.training_state["opponent"] is not None:
-            opponent.load_state_dict(state.training_state["opponent"])
-        start = state.training_state["next_round"]
+    run = Learning(
+        learner=learner,
+        target=copy.deepcopy(learner).requires_grad_(False),
+        optimizer=torch.optim.Adam(learner.parameters(), lr=config.lr, fused=True),
+        replay=ReplayBuffer(config.buffer_size, spec.n_actions),
+        opponent=_opponent(config, env, learner),
+    )
+    start = 0 if state is None else run.load_state_dict(state)
 
     log = MetricsLog(folder, start_round=start)
     bar = tqdm(total=config.rounds, initial=start, unit="round", disable=not progress)
@@ -112,61 +140,18 @@ def _run(
         began = time.perf_counter()
         seeds = round_seeds(config.seed, r, config.envs)
         temperature = config.temperature(r)
-        if isinstance(opponent, Algorithm) and r % config.opponent_sync == 0:
-            opponent.load_state_dict(learner.state_dict())
+        if isinstance(run.opponent, Algorithm) and r % config.opponent_sync == 0:
+            run.opponent.load_state_dict(learner.state_dict())
 
-        # 1. Play the round's games in lockstep, each on a side drawn from its seed, recording
-        #    the learner's team (and in self-play the opponent's: the same network, a few rounds
-        #    old). The networks' policies are shared by the games: one batched forward a step.
-        learner_policy = Policy(learner, temperature=temperature, radius=radius,
-                                k_max=config.k_max, seed=seeds[0].act)
-        opponent_policy = _opponent_policy(config, opponent, temperature, radius,
-                                           seed=seeds[0].opponent)
-        sides = [game.side % 2 if config.env == "battle" else 0 for game in seeds]
-        policies, record = [], []
-        for game, side in zip(seeds, sides):
-            group, other = env.groups[side], env.groups[1 - side]
-            teams = {group: learner_policy}
-            if config.env == "battle":
-                random_team = RandomPolicy(env.specs[other].n_actions, seed=game.opponent)
-                teams[other] = random_team if opponent_policy is None else opponent_policy
-            policies.append(teams)
-            record.append({group: replay, other: replay} if feed_opponent else {group: replay})
-        added_before = replay.added
-        results = play_rounds(envs, policies, seeds=[game.env for game in seeds], record=record)
-
-        # 2. Learn: replay_ratio gradient steps per batch of new transitions.
-        rng = np.random.default_rng(seeds[0].replay)
-        new = replay.added - added_before
+        sides, results, new = collect(config, envs, run, seeds, temperature)
         n_updates = math.ceil(config.replay_ratio * new / config.batch_size)
-        losses = []
-        for _ in range(n_updates):
-            batch = replay.sample(
-                config.batch_size, rng, with_neighbors=learner.needs_neighbor_obs
-            )
-            loss = learner.loss(_to(batch, device), target, temperature)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(learner.parameters(), config.grad_clip)
-            optimizer.step()
-            with torch.no_grad():
-                for p_target, p in zip(target.parameters(), learner.parameters(), strict=True):
-                    p_target.lerp_(p, config.tau_target)
-            losses.append(loss.item())
-
-        # 3. Log: env steps summed over the games, the outcomes averaged over them.
-        outcomes = [_outcome(env, result, side) for result, side in zip(results, sides)]
-        steps = sum(result.steps for result in results)
-        row = {
-            "round": r,
-            "steps": steps,
-            "temperature": temperature,
-            **{name: float(np.mean([o[name] for o in outcomes])) for name in outcomes[0]},
-            "loss": float(np.mean(losses)) if losses else float("nan"),
-            "updates": n_updates,
-            "buffer": len(replay),
-            "steps_per_s": steps / (time.perf_counter() - began),
-        }
+        losses = learn(
+            run.replay, learner, run.target, run.optimizer, n_updates,
+            np.random.default_rng(seeds[0].replay), config=config, temperature=temperature,
+            device=device,
+        )
+        row = _metrics_row(env, r, results, sides, losses, temperature, n_updates,
+                           buffer=len(run.replay), began=began)
         log.log(row)
         bar.update(1)
         bar.set_postfix(
@@ -174,18 +159,10 @@ def _run(
             kills=f"{row['kills']:.1f}", loss=f"{row['loss']:.4f}",
         )
 
-        # 4. Checkpoint every save_every rounds and at the end.
         done = r + 1
         if done % config.save_every == 0 or done == config.rounds:
-            training_state = {
-                "target": target.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "replay": replay.state_dict(),
-                "opponent": opponent.state_dict() if isinstance(opponent, Algorithm) else None,
-                "next_round": done,
-            }
             folder.save_checkpoints(learner, config, group=env.groups[0], rounds_done=done,
-                                    training_state=training_state)
+                                    training_state=run.state_dict(next_round=done))
             if on_checkpoint is not None:
                 on_checkpoint(done)
     bar.close()
@@ -193,9 +170,87 @@ def _run(
     return folder.path
 
 
+def collect(
+    config: TrainConfig, envs: list[GridEnv], run: Learning, seeds: list[GameSeeds],
+    temperature: float,
+) -> tuple[list[int], list[RoundResult], int]:
+    """Play the round's games in lockstep and record them into the replay buffer; returns the
+    side the learner played in each game, the games' results and the transitions added.
+
+    Each game draws the learner's side from its seed where the env's sides are alike (battle);
+    the other side is the opponent, or random. The learner's team is recorded, and the
+    opponent's too in self-play with ``learn_from_opponent`` (the same network, a few rounds
+    old). The networks' policies are shared by the games: one batched forward a step.
+    """
+    env = envs[0]
+    radius = None if config.neighborhood == "global" else (
+        config.radius or env.specs[env.groups[0]].view_radius)
+    feed_opponent = isinstance(run.opponent, Algorithm) and config.learn_from_opponent
+    learner_policy = Policy(run.learner, temperature=temperature, radius=radius,
+                            k_max=config.k_max, seed=seeds[0].act)
+    opponent_policy = _opponent_policy(config, run.opponent, temperature, radius,
+                                       seed=seeds[0].opponent)
+    sides = [game.side % 2 if env.symmetric else 0 for game in seeds]
+    policies, record = [], []
+    for game, side in zip(seeds, sides):
+        group, other = env.groups[side], env.groups[1 - side]
+        teams = {group: learner_policy}
+        if env.symmetric:
+            random_team = RandomPolicy(env.specs[other].n_actions, seed=game.opponent)
+            teams[other] = random_team if opponent_policy is None else opponent_policy
+        policies.append(teams)
+        record.append({group: run.replay, other: run.replay} if feed_opponent
+                      else {group: run.replay})
+    added_before = run.replay.added
+    results = play_rounds(envs, policies, seeds=[game.env for game in seeds], record=record)
+    return sides, results, run.replay.added - added_before
+
+
+def learn(
+    replay: ReplayBuffer, learner: Algorithm, target: Algorithm,
+    optimizer: torch.optim.Optimizer, n_updates: int, rng: np.random.Generator, *,
+    config: TrainConfig, temperature: float, device: torch.device,
+) -> list[float]:
+    """``n_updates`` gradient steps on batches drawn from ``replay`` with ``rng``, each followed
+    by a soft update of ``target``; returns the losses."""
+    losses = []
+    for _ in range(n_updates):
+        batch = replay.sample(config.batch_size, rng, with_neighbors=learner.needs_neighbor_obs)
+        loss = learner.loss(_to(batch, device), target, temperature)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(learner.parameters(), config.grad_clip)
+        optimizer.step()
+        with torch.no_grad():
+            for p_target, p in zip(target.parameters(), learner.parameters(), strict=True):
+                p_target.lerp_(p, config.tau_target)
+        losses.append(loss.item())
+    return losses
+
+
+def _metrics_row(
+    env: GridEnv, round_index: int, results: list[RoundResult], sides: list[int],
+    losses: list[float], temperature: float, n_updates: int, *, buffer: int, began: float,
+) -> dict:
+    """The round's row of ``metrics.csv``: env steps summed over the games, the outcomes
+    averaged over them."""
+    outcomes = [_outcome(env, result, side) for result, side in zip(results, sides)]
+    steps = sum(result.steps for result in results)
+    return {
+        "round": round_index,
+        "steps": steps,
+        "temperature": temperature,
+        **{name: float(np.mean([o[name] for o in outcomes])) for name in outcomes[0]},
+        "loss": float(np.mean(losses)) if losses else float("nan"),
+        "updates": n_updates,
+        "buffer": buffer,
+        "steps_per_s": steps / (time.perf_counter() - began),
+    }
+
+
 def _opponent(config: TrainConfig, env, learner: Algorithm) -> Algorithm | Checkpoint | None:
     """What the other side plays: a copy of the learner, a fixed checkpoint, or None (random)."""
-    if config.env != "battle" or config.opponent == "random":
+    if not env.symmetric or config.opponent == "random":
         return None
     if config.opponent == "self":
         return copy.deepcopy(learner).requires_grad_(False)
@@ -242,7 +297,7 @@ def round_seeds(seed: int, round_index: int, games: int) -> list[GameSeeds]:
 def _outcome(env, result: RoundResult, side: int) -> dict[str, float]:
     """One game's metrics for the learner playing ``env.groups[side]``."""
     mine, theirs = result.groups[env.groups[side]], result.groups[env.groups[1 - side]]
-    won = theirs.survivors == 0 if env.name == "tiger-deer" else mine.survivors > theirs.survivors
+    won = env.won(mine.survivors, theirs.survivors)
     return {
         "side": side,
         "reward": mine.reward / max(mine.initial, 1),
