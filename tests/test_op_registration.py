@@ -152,8 +152,11 @@ def test_cuda_tensors_on_cpu_only_build_take_the_generic_path_with_one_warning(m
         warnings.simplefilter("error")
         assert not causal._fused_kernel_takes(cuda, torch.float32)
         assert causal._fused_kernel_takes(torch.device("cpu"), torch.float32)
-    if not torch.cuda.is_available():
-        return
+
+
+@pytest.mark.skipif(cmfq.cuda_built() or not torch.cuda.is_available(),
+                    reason="needs a GPU and a build without CUDA")
+def test_cuda_tensors_on_cpu_only_build_give_the_cpu_numbers():
     head = make_head(device="cuda")
     state, actions = make_inputs(4, 3, head, device="cuda")
     out = cmfq.causal_weights(head, state, actions)
