@@ -61,6 +61,23 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
+def assert_csv_holds(path, entries):
+    """The CSV at ``path`` has one row per JSON entry, in order, with its values; an estimate
+    ``{value, low, high}`` is the three columns ``name``, ``name_low``, ``name_high``."""
+    rows = read_csv(path)
+    assert len(rows) == len(entries) > 0
+    for row, entry in zip(rows, entries, strict=True):
+        for key, value in entry.items():
+            if isinstance(value, dict):
+                cells = [row[key], row[f"{key}_low"], row[f"{key}_high"]]
+                assert [float(c) for c in cells] == pytest.approx(
+                    [value["value"], value["low"], value["high"]], nan_ok=True), key
+            elif isinstance(value, str):
+                assert row[key] == value, key
+            else:
+                assert float(row[key]) == pytest.approx(value), key
+
+
 def test_schedule_swaps_sides_and_mirrors_seeds():
     games = schedule(3, rounds=4, seed=7)
     assert len(games) == 3 * 4
@@ -175,6 +192,9 @@ def test_tiger_deer_report(tiger_checkpoints, tmp_path):
         assert group.reward.low <= group.reward.value <= group.reward.high
     for name in TIGER_ALGORITHM_FILES:
         assert (tmp_path / name).stat().st_size > 0, name
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert_csv_holds(tmp_path / "algorithms.csv", saved["algorithms"]["summaries"])
+    assert_csv_holds(tmp_path / "models.csv", saved["models"])
     assert "## Per algorithm" in (tmp_path / "report.md").read_text()
 
 
@@ -237,6 +257,8 @@ def test_random_team_and_pretrained_names_play_in_tournaments_and_replays(
         "mfq": ["mfq-battle"], "cmfq": ["pretrained:cmfq-battle"], "random": ["random"]}
     for name in ALGORITHM_FILES:
         assert (out / name).stat().st_size > 0, name
+    assert_csv_holds(out / "algorithms.csv", report["algorithms"]["standings"])
+    assert_csv_holds(out / "algorithm_pairs.csv", report["algorithms"]["pairs"])
     assert "## Per algorithm (checkpoints grouped by algo)" in (out / "report.md").read_text()
 
     assert main(["render", "random", "pretrained:cmfq-battle", "--map-size", str(MAP),

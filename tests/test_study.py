@@ -58,3 +58,120 @@ def test_seed_mean(study):
     assert study.seed_mean([2.0]) == "2.00"
     # Three runs: mean ± t(2)·s/√3 with s = 1.
     assert study.seed_mean([1.0, 2.0, 3.0]) == f"2.00 ± {4.3027 / 3 ** 0.5:.2f}"
+
+
+def estimate(value, low, high):
+    return {"value": value, "low": low, "high": high}
+
+
+def test_algorithm_table(study):
+    report = {"algorithms": {
+        "members": {"cmfq": ["c0", "c1"], "mfq": ["m0"]},
+        "pairs": [{"a": "cmfq", "b": "mfq", "win_rate": estimate(0.6, 0.5, 0.7),
+                   "loss_rate": estimate(0.3, 0.2, 0.4)}],
+        "standings": [{"algorithm": "cmfq", "win_rate": estimate(0.6, 0.5, 0.7)},
+                      {"algorithm": "mfq", "win_rate": estimate(0.3, 0.2, 0.4)}],
+    }}
+    assert study.algorithm_table(report) == [
+        "| row vs column | cmfq | mfq | vs the field |",
+        "|---|---|---|---|",
+        "| **cmfq** (2) |  | 0.60 [0.50, 0.70] | 0.60 [0.50, 0.70] |",
+        "| **mfq** (1) | 0.30 [0.20, 0.40] |  | 0.30 [0.20, 0.40] |",
+    ]
+
+
+def test_tiger_table(study):
+    report = {"algorithms": {"summaries": [
+        {"algorithm": "cmfq", "checkpoints": 3, "deer_caught": estimate(4, 3, 5.5),
+         "reward": estimate(1.25, 1, 1.5)}]}}
+    assert study.tiger_table(report)[2:] == ["| cmfq | 3 | 4.00 [3.00, 5.50] | 1.25 [1.00, 1.50] |"]
+
+
+@pytest.fixture
+def finished_study(study, tmp_path, monkeypatch):
+    """A plan in ``tmp_path`` whose runs are untrained networks saved as finished, with metrics
+    and reports written by hand."""
+    from cmfq.algos import make_algorithm
+    from cmfq.envs import make_env
+    from cmfq.training.checkpoint import save_checkpoint
+    from cmfq.training.config import TrainConfig
+
+    monkeypatch.chdir(tmp_path)
+    plan = study.Plan(
+        sweeps={env: tmp_path / f"{env}.toml" for env in study.ENVS}, runs=tmp_path / "runs",
+        reports=tmp_path / "results", page=tmp_path / "results.md",
+        models=tmp_path / "models", maps=(12, 16), rounds=2, tiger_rounds=2)
+    checkpoints = {}
+    for env, size in (("battle", 12), ("tiger-deer", 10)):
+        plan.sweeps[env].write_text(f'[base]\nenv = "{env}"\n')
+        spec = make_env(env, size, seed=0).specs[make_env(env, size, seed=0).groups[0]]
+        for algo in ("cmfq", "mfq"):
+            for seed in (0, 1):
+                label = f"{algo}-seed{seed}"
+                run = plan.runs / env / label
+                config = TrainConfig(algo=algo, env=env, map_size=size, seed=seed, rounds=20,
+                                     out=str(run))
+                save_checkpoint(run / "last.pt", make_algorithm(algo, spec), config,
+                                group=spec.name, round_index=20)
+                # The reward rises by 1 + seed a round, the kills by twice that.
+                rewards = [r * (1 + seed) for r in range(20)]
+                (run / "metrics.csv").write_text("round,reward,kills\n" + "".join(
+                    f"{r},{x},{2 * x}\n" for r, x in enumerate(rewards)))
+                checkpoints[env, label] = str(run / "last.pt")
+    members = {"cmfq": ["cmfq-seed0", "cmfq-seed1"], "mfq": ["mfq-seed0", "mfq-seed1"],
+               "random": ["random"]}
+    for size, (c0_vs_m0, c1_vs_m0) in ((12, (5, 5)), (16, (3, 9))):
+        report = {
+            "protocol": {"checkpoints": {label: path for (env, label), path in
+                                         checkpoints.items() if env == "battle"}},
+            "algorithms": {"members": members, "pairs": [], "standings": [
+                {"algorithm": a, "win_rate": estimate(0.5, 0.4, 0.6)} for a in members]},
+            "pairs": [pair("cmfq-seed0", "mfq-seed0", c0_vs_m0, 10 - c0_vs_m0),
+                      pair("cmfq-seed1", "mfq-seed0", c1_vs_m0, 10 - c1_vs_m0),
+                      pair("cmfq-seed0", "mfq-seed1", 5, 5), pair("cmfq-seed1", "mfq-seed1", 5, 5)],
+        }
+        (plan.reports / f"battle-map{size}").mkdir(parents=True)
+        (plan.reports / f"battle-map{size}" / "report.json").write_text(json.dumps(report))
+    caught = {"cmfq-seed0": 2.0, "cmfq-seed1": 3.0, "mfq-seed0": 1.0, "mfq-seed1": 1.0}
+    tiger = {
+        "protocol": {"rounds_per_model": 2, "checkpoints": {
+            label: path for (env, label), path in checkpoints.items() if env == "tiger-deer"}},
+        "models": [{"model": label, "deer_caught": {"value": value},
+                    "reward": {"value": value / 2}} for label, value in caught.items()],
+        "algorithms": {"summaries": []},
+    }
+    (plan.reports / "tiger-deer").mkdir()
+    (plan.reports / "tiger-deer" / "report.json").write_text(json.dumps(tiger))
+    return plan, checkpoints
+
+
+def test_pick_takes_the_best_run_of_each_algorithm(study, finished_study):
+    plan, checkpoints = finished_study
+    picks = study.pick(plan)
+    # Battle, cmfq: both runs win half at the training map; the larger map breaks the tie.
+    assert picks["cmfq-battle"] == {"run": "cmfq-seed1", "checkpoint":
+                                    checkpoints["battle", "cmfq-seed1"], "score": 0.5, "seeds": 2}
+    # mfq: both win half at home; seed 1 wins more away (0.5 to 0.4).
+    assert picks["mfq-battle"]["run"] == "mfq-seed1"
+    assert picks["cmfq-tiger-deer"]["run"] == "cmfq-seed1"
+    assert picks["mfq-tiger-deer"]["run"] == "mfq-seed0"  # a tie: the lower seed
+    assert (plan.models / "cmfq-battle.pt").read_bytes() == Path(
+        checkpoints["battle", "cmfq-seed1"]).read_bytes()
+    assert json.loads((plan.reports / "picks.json").read_text()) == picks
+
+
+def test_plateau_table_and_results_page(study, finished_study):
+    plan, _ = finished_study
+    # 20 rounds: the last two tenths are rounds 16-17 and 18-19, 2 rounds apart, so the reward
+    # changes by 2 (seed 0) and 4 (seed 1): 3 ± t(1)·s/√2 with s = √2.
+    assert study.plateau_table(plan, "battle")[2:] == [
+        "| cmfq | 2 | 3.00 ± 12.71 | 6.00 ± 25.41 |", "| mfq | 2 | 3.00 ± 12.71 | 6.00 ± 25.41 |"]
+    study.pick(plan)
+    study.results_page(plan)
+    page = plan.page.read_text()
+    assert "## Battle, map 16" in page and "| `pretrained:cmfq-battle` | cmfq-seed1 |" in page
+    # What a person wrote under the mark survives a regeneration.
+    plan.page.write_text(page.replace("_Not written yet: read the tables and curves above "
+                                      "first._", "CMFQ wins."))
+    study.results_page(plan)
+    assert plan.page.read_text().endswith("CMFQ wins.\n")
