@@ -5,7 +5,9 @@
 
 Reads pytest-benchmark JSON written by ``pytest benchmarks/ --benchmark-only --benchmark-json``.
 Where several runs measure the same case, the later file on the command line wins. Nothing here
-is measured: every figure is a ratio or a rate of the medians in the files.
+is measured: every figure is a ratio or a rate of the medians in the files. A ratio pairs two
+timings of one file only (one run, one machine); where the two come from different files it is
+left out ("–"), since a time from one machine over a time from another means nothing.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ CPU_FLOP_PER_CYCLE = {"avx512f": 64, "avx2": 32}
 # (device, dtype, mode, batch, slots, impl) -> median seconds
 Key = tuple[str, str, str, int, int, str]
 NOT_MEASURED = "not yet measured"
+NOT_ONE_RUN = "not comparable: measured in different runs"
 
 
 @dataclass
@@ -73,9 +76,11 @@ def load(path: Path) -> Run:
                 **info,
                 "median": bench["stats"]["median"],
                 "rounds": bench["stats"]["rounds"],
+                "file": str(path),
             }
         elif info.get("kind") == "training":
-            training[info["algo"]] = {**info, "median": bench["stats"]["median"]}
+            training[info["algo"]] = {**info, "median": bench["stats"]["median"],
+                                      "file": str(path)}
     return Run(path, data.get("datetime", "?"), data.get("machine_info", {}), kernel, training)
 
 
@@ -144,8 +149,8 @@ def _ms(seconds: float | None) -> str:
     return f"{seconds * 1e3:.3g}" if seconds * 1e3 < 100 else f"{seconds * 1e3:.0f}"
 
 
-def _ratio(num: float | None, den: float | None) -> str:
-    return "–" if num is None or den is None else f"{num / den:.2f}x"
+def _times(ratio: float | None) -> str:
+    return "–" if ratio is None else f"{ratio:.2f}x"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -155,6 +160,18 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def _median(kernel: dict[Key, dict], key: Key) -> float | None:
     return kernel[key]["median"] if key in kernel else None
+
+
+def _time_ratio(kernel: dict[Key, dict], num: Key, den: Key) -> float | None:
+    """num's median time over den's; None unless both were measured, in the same file."""
+    if num not in kernel or den not in kernel or _split(kernel, num, den):
+        return None
+    return kernel[num]["median"] / kernel[den]["median"]
+
+
+def _split(records: dict, a, b) -> bool:
+    """Whether records ``a`` and ``b`` were both measured, but in different files."""
+    return a in records and b in records and records[a]["file"] != records[b]["file"]
 
 
 def _status(value: float | None, holds: bool) -> str:
@@ -199,16 +216,16 @@ def targets_section(
     rows = []
     for mode in MODES:
         base = ("cpu", "float32", mode, 1024, 32)
-        fused = _median(kernel, (*base, "fused"))
         for impl, factor in CPU_TARGETS[mode]:
-            other = _median(kernel, (*base, impl))
-            ratio = None if fused is None or other is None else other / fused
+            pair = (*base, impl), (*base, "fused")
+            ratio = _time_ratio(kernel, *pair)
             rows.append(
                 [
                     f"CPU B=1024 K=32 fp32 2 threads, {mode}: fused vs {impl}",
                     f"> {factor:g}x" if factor == 1.0 else f">= {factor:g}x",
-                    "–" if ratio is None else f"{ratio:.2f}x",
-                    _status(ratio, ratio is not None and ratio >= factor),
+                    _times(ratio),
+                    NOT_ONE_RUN if _split(kernel, *pair)
+                    else _status(ratio, ratio is not None and ratio >= factor),
                 ]
             )
     for batch in (b for b in BATCHES["cpu"] if b >= 1024):
@@ -227,16 +244,16 @@ def targets_section(
         )
     for mode in MODES:
         base = ("cuda", "float32", mode, 16384, 32)
-        fused = _median(kernel, (*base, "fused"))
         for impl, factor in (("generic", 20.0), ("compiled", 3.0), ("factored", 2.0)):
-            other = _median(kernel, (*base, impl))
-            ratio = None if fused is None or other is None else other / fused
+            pair = (*base, impl), (*base, "fused")
+            ratio = _time_ratio(kernel, *pair)
             rows.append(
                 [
                     f"H100 B=16384 K=32 fp32, {mode}: fused vs {impl}",
                     f">= {factor:g}x",
-                    "–" if ratio is None else f"{ratio:.2f}x",
-                    _status(ratio, ratio is not None and ratio >= factor),
+                    _times(ratio),
+                    NOT_ONE_RUN if _split(kernel, *pair)
+                    else _status(ratio, ratio is not None and ratio >= factor),
                 ]
             )
     for dtype in DTYPES["cuda"]:
@@ -254,8 +271,9 @@ def targets_section(
         [
             "CPU 40x40 battle: cmfq time per env step / mfq's",
             "<= 1.3x",
-            "–" if ratio is None else f"{ratio:.2f}x",
-            _status(ratio, ratio is not None and ratio <= 1.3),
+            _times(ratio),
+            NOT_ONE_RUN if _split(training, "cmfq", "mfq")
+            else _status(ratio, ratio is not None and ratio <= 1.3),
         ]
     )
     return [
@@ -290,8 +308,8 @@ def timing_section(kernel: dict[Key, dict], device: str) -> list[str]:
     measured = any(key[0] == device for key in kernel)
     if not measured:
         lines += [
-            f"**{NOT_MEASURED}**: no run on a {title} is recorded in the files given "
-            "(no GPU was lent to the task that wrote these benchmarks). The cases are "
+            f"**{NOT_MEASURED}**: no run on a {title} is recorded in the files given. "
+            "The cases are "
             f"B in {BATCHES[device]}, K in {SLOTS[device]}, "
             f"{' and '.join(DTYPES[device])}, forward and forward+backward.",
             "",
@@ -307,13 +325,12 @@ def timing_section(kernel: dict[Key, dict], device: str) -> list[str]:
             rows = []
             for batch in BATCHES[device]:
                 for slots in SLOTS[device]:
-                    times = {
-                        i: _median(kernel, (device, dtype, mode, batch, slots, i)) for i in IMPLS
-                    }
+                    case = (device, dtype, mode, batch, slots)
+                    ratios = [_time_ratio(kernel, (*case, i), (*case, "fused")) for i in IMPLS[1:]]
                     rows.append(
                         [str(batch), str(slots)]
-                        + [_ms(times[i]) for i in IMPLS]
-                        + [_ratio(times[i], times["fused"]) for i in IMPLS[1:]]
+                        + [_ms(_median(kernel, (*case, i))) for i in IMPLS]
+                        + [_times(r) for r in ratios]
                     )
             lines += [f"### {title}, {dtype}, {mode}", ""]
             lines += _table(
@@ -471,10 +488,11 @@ def _gpu_roofline(kernel: dict[Key, dict]) -> list[str]:
     return lines + [""]
 
 
-def _training_ratio(training: dict[str, dict]) -> float | None:
-    if "cmfq" not in training or "mfq" not in training:
+def _training_ratio(training: dict[str, dict], algo: str = "cmfq") -> float | None:
+    """``algo``'s time per env step over mfq's; None unless both were measured, in one file."""
+    if algo not in training or "mfq" not in training or _split(training, algo, "mfq"):
         return None
-    return _seconds_per_step(training["cmfq"]) / _seconds_per_step(training["mfq"])
+    return _seconds_per_step(training[algo]) / _seconds_per_step(training["mfq"])
 
 
 def _seconds_per_step(record: dict) -> float:
@@ -488,7 +506,6 @@ def training_section(training: dict[str, dict]) -> list[str]:
             f"**{NOT_MEASURED}**: the run recorded no training benchmark.",
             "",
         ]
-    mfq = training.get("mfq")
     rows = []
     for algo in ALGOS:
         if algo not in training:
@@ -500,7 +517,7 @@ def training_section(training: dict[str, dict]) -> list[str]:
                 algo,
                 f"{1 / per_step:.1f}",
                 f"{per_step * 1e3:.1f}",
-                _ratio(per_step, _seconds_per_step(mfq) if mfq else None),
+                _times(_training_ratio(training, algo)),
             ]
         )
     first = next(iter(training.values()))
