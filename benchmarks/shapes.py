@@ -1,4 +1,5 @@
-"""The shapes of issue 5, without torch: shared by the benchmarks and by ``report.py``."""
+"""The benchmarked shapes (the default MFQ battle head, the batch and slot grids), without torch:
+shared by the benchmarks and by ``report.py``."""
 
 from __future__ import annotations
 
