@@ -8,8 +8,8 @@ everything a real run does per step: the env, both teams' decisions (cmfq: the f
 on the device), replay and learning. ``benchmarks/compare_mfq_port.py`` sets these figures beside
 a public port of the original MFQ code.
 
-``test_lockstep_throughput`` sets ``--envs 4`` (four battles a round, stepped in lockstep) beside
-``--envs 1`` for mfq and cmfq, the two runs alternating so that a shared machine's drift hits both
+``test_lockstep_throughput`` sets ``--games 4`` (four battles a round, stepped in lockstep) beside
+``--games 1`` for mfq and cmfq, the two runs alternating so that a shared machine's drift hits both
 alike; it records both rates and their ratio (the report leaves it to the notes).
 """
 
@@ -34,10 +34,10 @@ MEASUREMENTS = 3
 
 
 def _config(
-    algo: str, out: Path, rounds: int, steps: int, device: str, envs: int = 1
+    algo: str, out: Path, rounds: int, steps: int, device: str, games: int = 1
 ) -> TrainConfig:
     return TrainConfig(
-        envs=envs,
+        games=games,
         algo=algo,
         device=device,
         env="battle",
@@ -100,27 +100,27 @@ def test_lockstep_throughput(benchmark, device: str, tmp_path: Path, algo: str) 
     runs = iter(range(1_000))
 
     def both() -> None:
-        for envs in rates:
+        for games in rates:
             config = _config(algo, tmp_path / f"run{next(runs)}", ROUNDS, STEPS_PER_ROUND, device,
-                             envs=envs)
-            rates[envs].append(_steps_per_second(train(config, progress=False)))
+                             games=games)
+            rates[games].append(_steps_per_second(train(config, progress=False)))
 
     threads = torch.get_num_threads()
     try:
-        train(_config(algo, tmp_path / "warmup", rounds=1, steps=2, device=device, envs=4),
+        train(_config(algo, tmp_path / "warmup", rounds=1, steps=2, device=device, games=4),
               progress=False)
         benchmark.pedantic(both, rounds=MEASUREMENTS, iterations=1)
     finally:
         torch.set_num_threads(threads)
-    median = {envs: float(np.median(r)) for envs, r in rates.items()}
+    median = {games: float(np.median(r)) for games, r in rates.items()}
     benchmark.group = f"{device} lockstep training 40x40 battle"
     benchmark.extra_info.update(
         kind="lockstep",
         algo=algo,
-        steps_per_s={str(envs): rate for envs, rate in median.items()},
+        steps_per_s={str(games): rate for games, rate in median.items()},
         ratio=median[4] / median[1],
-        setup={"map_size": MAP_SIZE, "max_steps": STEPS_PER_ROUND, "envs": [1, 4],
+        setup={"map_size": MAP_SIZE, "max_steps": STEPS_PER_ROUND, "games": [1, 4],
                "device": device, "threads": 1},
     )
-    print(f"\n{algo}: env steps/s {median[1]:.1f} (--envs 1), {median[4]:.1f} (--envs 4), "
+    print(f"\n{algo}: env steps/s {median[1]:.1f} (--games 1), {median[4]:.1f} (--games 4), "
           f"ratio {median[4] / median[1]:.2f}; all: {rates}")

@@ -10,11 +10,12 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "cmfq"
 
 # The op at the bottom; pretrained models (data and a stdlib loader) beside the op, so that
-# training can resolve ``pretrained:NAME``; the Ray connection above training, so that training
-# never needs Ray; evaluation and sweeps as peers on it (neither imports the other); the command
-# line on top.
+# training can resolve ``pretrained:NAME``; options (dataclass fields with help and bounds, for
+# the envs', algorithms' and run's options) there too; the Ray connection above training, so
+# that training never needs Ray; evaluation and sweeps as peers on it (neither imports the
+# other); the command line on top.
 FLOORS = {
-    "op": 0, "pretrained": 0, "envs": 1, "algos": 2, "training": 3, "cluster": 4,
+    "op": 0, "pretrained": 0, "options": 0, "envs": 1, "algos": 2, "training": 3, "cluster": 4,
     "evaluation": 5, "sweep": 5, "cli": 6,
 }
 OP_MODULES = {"__init__", "_C", "causal", "divergence", "gradient", "head", "ops", "reference"}

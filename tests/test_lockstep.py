@@ -1,4 +1,4 @@
-"""Several games in lockstep: batched decisions, separate replay streams, ``--envs``."""
+"""Several games in lockstep: batched decisions, separate replay streams, ``--games``."""
 
 import numpy as np
 import pytest
@@ -89,10 +89,10 @@ def test_play_rounds_needs_one_entry_per_env():
         play_rounds([env, env], [{}], seeds=[0, 1])
 
 
-def test_envs_flag_trains_games_on_sides_drawn_per_game(tmp_path):
+def test_games_flag_trains_games_on_sides_drawn_per_game(tmp_path):
     run = tmp_path / "run"
-    flags = ["--algo", "cmfq", "--envs", "2", "--map-size", "12", "--max-steps", "20",
-             "--rounds", "3", "--save-every", "3", "--buffer-size", "4000"]
+    flags = ["--algo", "cmfq", "--games", "2", "--map-size", "12", "--max-steps", "20",
+             "--rounds", "3", "--save-every", "3", "--replay-rows", "4000"]
     assert main(["train", *flags, "--out", str(run), "--quiet"]) == 0
     rows = read_metrics(run / "metrics.csv")
     assert [r["round"] for r in rows] == [0, 1, 2] and all(r["updates"] > 0 for r in rows)

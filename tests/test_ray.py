@@ -21,14 +21,14 @@ from cmfq.training.checkpoint import load_checkpoint
 from cmfq.training.config import TrainConfig
 from cmfq.training.trainer import train
 
-TINY = dict(map_size=12, max_steps=20, rounds=3, buffer_size=2000, save_every=1)
+TINY = dict(map_size=12, max_steps=20, rounds=3, replay_rows=2000, save_every=1)
 GRID = {"algo": ["il", "mfq"], "seed": [0, 1]}
 SWEEP_FILE = """\
 [base]
 map_size = 12
 max_steps = 20
 rounds = 3
-buffer_size = 2000
+replay_rows = 2000
 save_every = 1
 
 [grid]

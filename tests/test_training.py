@@ -1,5 +1,7 @@
 import dataclasses
+import inspect
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -11,15 +13,17 @@ from cmfq.algos import ALGOS, Policy, make_algorithm
 from cmfq.cli import main
 from cmfq.envs import make_env
 from cmfq.evaluation.match import Arena
+from cmfq.options import help_text
 from cmfq.training.checkpoint import atomic_save, load_checkpoint
 from cmfq.training.config import TrainConfig
 from cmfq.training.device import resolve_device
 from cmfq.training.metrics import read_metrics
 from cmfq.training.replay import ReplayBuffer
 from cmfq.training.rollout import play_round
+from cmfq.training.run_folder import RunFolder
 from cmfq.training.trainer import resume, train
 
-TINY = dict(map_size=12, max_steps=20, rounds=2, buffer_size=2000, save_every=1)
+TINY = dict(map_size=12, max_steps=20, rounds=2, replay_rows=2000, save_every=1)
 
 
 @pytest.mark.parametrize("env", ["battle", "tiger-deer"])
@@ -38,9 +42,9 @@ def test_two_rounds_write_logs_and_a_loadable_checkpoint(tmp_path, algo, env):
     assert result.steps == 5 and result.groups[big.groups[0]].initial > ckpt.config.map_size // 3
 
 
-@pytest.mark.parametrize("algo,envs", [("mfq", 1), ("mfq", 2), ("cmfq", 1), ("amfq", 1)])
-def test_resume_reproduces_the_uninterrupted_run(tmp_path, algo, envs):
-    cfg = dict(TINY, algo=algo, rounds=3, temperature_decay_rounds=3, envs=envs)
+@pytest.mark.parametrize("algo,games", [("mfq", 1), ("mfq", 2), ("cmfq", 1), ("amfq", 1)])
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, algo, games):
+    cfg = dict(TINY, algo=algo, rounds=3, temperature_decay_rounds=3, games=games)
     straight = train(TrainConfig(out=str(tmp_path / "a"), **cfg), progress=False)
     cut = train(TrainConfig(out=str(tmp_path / "b"), **dict(cfg, rounds=2)), progress=False)
     resume(cut, rounds=3, progress=False)
@@ -134,11 +138,64 @@ def test_cli_train_config_file_and_errors(tmp_path, capsys):
     assert "k_max" in capsys.readouterr().err
 
 
-def test_cli_help_documents_every_field(capsys):
+def test_cli_help_documents_every_field(capsys, monkeypatch):
+    # The help comes from the fields' metadata: it needs no source files.
+    def no_sources(*args, **kwargs):
+        raise OSError("no sources")
+
+    monkeypatch.setattr(inspect, "getsource", no_sources)
     with pytest.raises(SystemExit):
         main(["train", "--help"])
-    text = capsys.readouterr().out
+    text = " ".join(capsys.readouterr().out.split())
     assert "--temperature-decay-rounds" in text and "80%" in text
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        assert flag in text and help_text(f) and help_text(f)[:30] in text, f.name
+
+
+def test_each_env_and_algorithm_brings_its_options():
+    config = TrainConfig(algo="cmfq", env="tiger-deer", n_deer=7, weighting="softmax")
+    assert config.algo_options() == {"gamma": 0.95, "td_target": "boltzmann",
+                                     "causal_temperature": 0.1, "weighting": "softmax"}
+    assert "n_deer" in config.env_options() and "agents_per_side" not in config.env_options()
+    assert TrainConfig(algo="mfq").algo_options() == {"gamma": 0.95, "td_target": "boltzmann"}
+    with pytest.raises(ValueError, match="weighting must be one of"):
+        TrainConfig(weighting="max")
+    with pytest.raises(ValueError, match="attention_dim must be > 0"):
+        TrainConfig(attention_dim=0)
+
+
+def test_former_field_names_still_work_with_one_deprecation_message(tmp_path, capsys):
+    path = tmp_path / "old.toml"
+    path.write_text('algo = "il"\nenvs = 2\nbuffer_size = 3000\n')
+    with pytest.warns(FutureWarning) as caught:
+        config = TrainConfig.from_toml(path)
+    assert [str(w.message).split(" (")[0] for w in caught] == [
+        "'buffer_size' is now 'replay_rows'", "'envs' is now 'games'"]
+    assert (config.games, config.replay_rows) == (2, 3000)
+    with pytest.warns(FutureWarning), pytest.raises(ValueError, match="both"):
+        TrainConfig.from_dict({"envs": 2, "games": 2})
+    with pytest.warns(FutureWarning) as caught:
+        assert main(["train", "--algo", "il", "--map-size", "12", "--max-steps", "5",
+                     "--rounds", "1", "--buffer-size", "500", "--envs", "2", "--quiet",
+                     "--out", str(tmp_path / "run")]) == 0
+    assert len(caught) == 2
+    saved = TrainConfig.from_toml(tmp_path / "run" / "config.toml")
+    assert (saved.games, saved.replay_rows) == (2, 500)
+    # A run folder and a checkpoint written under the old names load without a message.
+    text = (tmp_path / "run" / "config.toml").read_text()
+    (tmp_path / "run" / "config.toml").write_text(
+        text.replace("games =", "envs =").replace("replay_rows =", "buffer_size ="))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert RunFolder(tmp_path / "run").saved_config().games == 2
+    checkpoint = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    config = checkpoint["config"]
+    config["envs"], config["buffer_size"] = config.pop("games"), config.pop("replay_rows")
+    atomic_save(checkpoint, tmp_path / "old.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_checkpoint(tmp_path / "old.pt").config.replay_rows == 500
 
 
 def test_unknown_config_key_is_an_error(tmp_path):

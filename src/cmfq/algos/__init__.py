@@ -6,8 +6,8 @@ the head receives and in their TD target; see each module's docstring for its eq
 
 from __future__ import annotations
 
-from cmfq.algos.amfq import AMFQ
-from cmfq.algos.cmfq import CMFQ
+from cmfq.algos.amfq import AMFQ, AMFQOptions
+from cmfq.algos.cmfq import CMFQ, CMFQOptions
 from cmfq.algos.common import TD_TARGETS, Algorithm, Batch, TeamInput
 from cmfq.algos.il import IL
 from cmfq.algos.mfq import MFQ
@@ -20,8 +20,8 @@ ALGOS: dict[str, type[Algorithm]] = {cls.name: cls for cls in (IL, MFQ, AMFQ, CM
 def make_algorithm(name: str, spec, **options) -> Algorithm:
     """An algorithm by name for a group with ``spec`` (a ``cmfq.envs.GroupSpec``).
 
-    ``options``: ``gamma``, ``td_target`` (one of ``TD_TARGETS``); cmfq also
-    ``causal_temperature``, ``weighting``; amfq also ``attention_dim``.
+    ``options``: ``gamma``, ``td_target`` (one of ``TD_TARGETS``), and the fields of the
+    algorithm's own options dataclass (``ALGOS[name].options``: ``CMFQOptions``, ``AMFQOptions``).
     """
     if name not in ALGOS:
         raise ValueError(f"unknown algorithm {name!r}; choose one of {sorted(ALGOS)}")
@@ -31,9 +31,11 @@ def make_algorithm(name: str, spec, **options) -> Algorithm:
 __all__ = [
     "ALGOS",
     "AMFQ",
+    "AMFQOptions",
     "Algorithm",
     "Batch",
     "CMFQ",
+    "CMFQOptions",
     "Decision",
     "IL",
     "MFQ",

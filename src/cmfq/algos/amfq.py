@@ -12,6 +12,7 @@ carries the neighbours' observations. The target recomputes ā' with the target 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -19,10 +20,20 @@ from torch import nn
 
 from cmfq.algos.common import Algorithm, Batch, TeamInput, td_loss
 from cmfq.envs import GroupSpec
+from cmfq.options import option
+
+
+@dataclass
+class AMFQOptions:
+    """amfq's options: its fields of a run's config, its keyword arguments here."""
+
+    attention_dim: int = option(64, "amfq: width of the attention's queries and keys.",
+                                positive=True)
 
 
 class AMFQ(Algorithm):
     name = "amfq"
+    options = AMFQOptions
     needs_neighbor_obs = True
 
     def __init__(

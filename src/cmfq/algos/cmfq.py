@@ -13,16 +13,32 @@ does not drift while exploration anneals); ``weighting`` is "proportional" or "s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from cmfq.algos.common import TeamInput
 from cmfq.algos.mfq import MFQ
 from cmfq.causal import causal_weights
 from cmfq.envs import GroupSpec
+from cmfq.options import option
+
+
+@dataclass
+class CMFQOptions:
+    """cmfq's options: its fields of a run's config, its keyword arguments here."""
+
+    causal_temperature: float = option(
+        0.1, "cmfq: temperature of the policies whose divergence is the causal effect.",
+        positive=True)
+    weighting: str = option(
+        "proportional", "cmfq: how causal effects become weights, proportional or softmax.",
+        choices=("proportional", "softmax"))
 
 
 class CMFQ(MFQ):
     name = "cmfq"
+    options = CMFQOptions
 
     def __init__(
         self,

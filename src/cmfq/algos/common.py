@@ -113,6 +113,9 @@ class Algorithm(nn.Module, ABC):
     """
 
     name: ClassVar[str]
+    options: ClassVar[type | None] = None
+    """The dataclass of the algorithm's own options (keyword arguments beyond ``gamma`` and
+    ``td_target``, and fields of a run's config), if it has any."""
     needs_neighbor_obs: ClassVar[bool] = False
     """True if ``loss`` reads the neighbours' observations (the batch then carries them)."""
 

@@ -3,16 +3,38 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import magent2
 import numpy as np
 
 from cmfq.envs.gridworld import GridEnv
+from cmfq.options import option
 
 KILL_REWARD = 5.0
 """Reward for a kill, as in magent2's battle."""
 AGENT_DENSITY = 0.04
 """Agents a side per map cell, as in the original MFQ experiments (map 40 gives 64 a side)."""
+
+
+@dataclass
+class BattleOptions:
+    """battle's options: its fields of a run's config, its keyword arguments here (magent2's
+    battle defaults)."""
+
+    SETTINGS: ClassVar[tuple[str, ...]] = (
+        "step_reward", "dead_penalty", "attack_penalty", "attack_opponent_reward")
+    """The options that shape what agents earn: an evaluation keeps them (the size may change)."""
+
+    agents_per_side: int | None = option(
+        None, "battle only: agents a side (None: 0.04 * map_size^2).")
+    step_reward: float = option(-0.005, "battle only: reward of every agent each step.")
+    dead_penalty: float = option(-0.1, "battle only: reward for dying.")
+    attack_penalty: float = option(
+        -0.1, "battle only: reward for any attack (wasted ones included).")
+    attack_opponent_reward: float = option(
+        0.2, "battle only: reward for attacking an enemy (a kill adds magent2's fixed +5).")
 
 
 class BattleEnv(GridEnv):
@@ -25,6 +47,7 @@ class BattleEnv(GridEnv):
     """
 
     name = "battle"
+    options = BattleOptions
     groups = ("red", "blue")
     opponents = {"red": "blue", "blue": "red"}
     symmetric = True

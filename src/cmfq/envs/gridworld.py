@@ -81,6 +81,9 @@ class GridEnv:
     """
 
     name: str = ""
+    options: type
+    """The dataclass of the env's own options (its fields of a run's config); the keyword
+    arguments beyond them are the common ``max_steps``, ``minimap_mode`` and ``id_embedding``."""
 
     def __init__(
         self, map_size: int, *, seed: int, max_steps: int, minimap_mode: bool, id_embedding: bool

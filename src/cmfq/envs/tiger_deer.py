@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import magent2
 
 from cmfq.envs.gridworld import GridEnv
+from cmfq.options import option
+
+
+@dataclass
+class TigerDeerOptions:
+    """tiger-deer's options: its fields of a run's config, its keyword arguments here."""
+
+    SETTINGS: ClassVar[tuple[str, ...]] = ()
+    """The options that shape what agents earn: an evaluation keeps them (the size may change)."""
+
+    n_tigers: int | None = option(
+        None, "tiger-deer only: number of tigers (None: 0.01 * map_size^2, at least 2).")
+    n_deer: int | None = option(None, "tiger-deer only: number of deer (None: 0.05 * map_size^2).")
 
 
 class TigerDeerEnv(GridEnv):
@@ -21,6 +37,7 @@ class TigerDeerEnv(GridEnv):
     """
 
     name = "tiger-deer"
+    options = TigerDeerOptions
     groups = ("tiger", "deer")
     opponents = {"tiger": "deer", "deer": None}
 

@@ -16,7 +16,7 @@ import torch
 from cmfq import pretrained
 from cmfq.algos import Algorithm, Policy, make_algorithm
 from cmfq.envs import GridEnv, GroupSpec
-from cmfq.training.config import TrainConfig
+from cmfq.training.config import TrainConfig, renamed
 from cmfq.training.device import resolve_device
 
 FORMAT = "cmfq-checkpoint-2"
@@ -161,6 +161,8 @@ def load_checkpoint(path: str | Path, *, algo: str | None = None) -> Checkpoint:
         raise ValueError(f"{path} is not a cmfq checkpoint (expected format {FORMAT!r})")
     if data["format"] in OLD_FORMATS:
         data["config"] = _upgrade_config(data["config"])
+    # Fields renamed since the file was written keep their values under today's names.
+    data["config"] = renamed(data["config"])
     if algo is not None and data["algo"] != algo:
         raise ValueError(
             f"{path} holds a {data['algo']!r} network, not {algo!r}; use --algo {data['algo']} "

@@ -8,7 +8,8 @@ import sys
 import types
 import typing
 
-from cmfq.training.config import TrainConfig, field_docs
+from cmfq.options import help_text
+from cmfq.training.config import RENAMED, TrainConfig
 
 
 def register(subparsers) -> None:
@@ -22,18 +23,23 @@ def register(subparsers) -> None:
     parser.add_argument("--config", help="TOML file of config fields (see docs/training.md)")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in this folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    docs = field_docs()
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
         kind = _scalar_type(hints[f.name])
-        help_text = f"{docs.get(f.name, '')} (default: {f.default})".replace("%", "%%")
+        text = f"{help_text(f)} (default: {f.default})".replace("%", "%%")
         if kind is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=None, help=help_text)
+            parser.add_argument(_flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=None, help=text)
         else:
-            parser.add_argument(flag, dest=f.name, type=kind, default=None, help=help_text)
+            parser.add_argument(_flag(f.name), dest=f.name, type=kind, default=None, help=text)
+    for old, new in RENAMED.items():  # still taken, not shown; TrainConfig says they are old
+        parser.add_argument(_flag(old), dest=old, type=_scalar_type(hints[new]), default=None,
+                            help=argparse.SUPPRESS)
     parser.set_defaults(func=run_train)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def _scalar_type(hint) -> type:
@@ -47,18 +53,15 @@ def run_train(args: argparse.Namespace) -> int:
     """Run ``cmfq train``; returns the exit code."""
     from cmfq.training.trainer import resume, train  # the heavy imports only when training
 
-    given = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(TrainConfig)
-        if getattr(args, f.name, None) is not None
-    }
+    names = [f.name for f in dataclasses.fields(TrainConfig)] + list(RENAMED)
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     try:
         if args.resume:
             extra = sorted(set(given) - {"rounds"})
             if extra or args.config:
                 raise ValueError(
                     "--resume continues a run with its saved config; only --rounds may change "
-                    f"(got {['--' + n.replace('_', '-') for n in extra] or ['--config']})"
+                    f"(got {[_flag(n) for n in extra] or ['--config']})"
                 )
             run_dir = resume(args.resume, rounds=given.get("rounds"), progress=not args.quiet)
         else:

@@ -1,11 +1,11 @@
-"""The run configuration: one dataclass, one docstring per field; TOML in and out."""
+"""The run configuration: one flat dataclass of option fields (each with its help and bounds),
+composed of the options every run has and each env's and algorithm's own; TOML in and out."""
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import inspect
 import math
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -16,137 +16,118 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from cmfq.algos import ALGOS, TD_TARGETS
+from cmfq.algos import ALGOS, TD_TARGETS, AMFQOptions, CMFQOptions
 from cmfq.envs import ENVS
+from cmfq.envs.battle import BattleOptions
+from cmfq.envs.tiger_deer import TigerDeerOptions
+from cmfq.options import check_bounds, option
 from cmfq.training.device import check_device_name
 
-REWARD_FIELDS = ("step_reward", "dead_penalty", "attack_penalty", "attack_opponent_reward")
-"""battle's reward terms (magent2's battle defaults)."""
+RENAMED = {"envs": "games", "buffer_size": "replay_rows"}
+"""Former field names -> today's: config files, sweep files and flags that use them still work,
+with a one-line deprecation message (checkpoints are read without one)."""
 
 
 @dataclass
-class TrainConfig:
-    """Everything that defines a training run. The defaults train a small battle in minutes."""
+class RunOptions:
+    """What every run sets, whatever its env and algorithm: the env's size, the algorithms'
+    common options, the loop and the runtime."""
 
-    algo: str = "cmfq"
-    """Algorithm: il, mfq, amfq or cmfq."""
-    env: str = "battle"
-    """Environment: battle or tiger-deer."""
-    map_size: int = 20
-    """Side of the square map (battle: 0.04 * map_size^2 agents a side)."""
-    max_steps: int | None = None
-    """Steps per round at most (None: the env's default, 400 for battle, 300 for tiger-deer)."""
-    agents_per_side: int | None = None
-    """battle only: agents a side (None: 0.04 * map_size^2)."""
-    n_tigers: int | None = None
-    """tiger-deer only: number of tigers (None: 0.01 * map_size^2, at least 2)."""
-    n_deer: int | None = None
-    """tiger-deer only: number of deer (None: 0.05 * map_size^2)."""
-    minimap_mode: bool = True
-    """magent2's minimap: each team's density over the whole map as two view channels and the
-    agent's position in the features, so agents find enemies beyond their view (the original MFQ
-    battle's setting)."""
-    id_embedding: bool = False
-    """The agent's id in 10 binary features. Off: ids say nothing about the task, and a larger
-    evaluation map gives ids never seen in training."""
-    step_reward: float = -0.005
-    """battle only: reward of every agent each step."""
-    dead_penalty: float = -0.1
-    """battle only: reward for dying."""
-    attack_penalty: float = -0.1
-    """battle only: reward for any attack (wasted ones included)."""
-    attack_opponent_reward: float = 0.2
-    """battle only: reward for attacking an enemy (a kill adds magent2's fixed +5)."""
-    rounds: int = 20
-    """Rounds to train; a round plays ``envs`` games (episodes), then learns."""
-    envs: int = 1
-    """Games played in lockstep in each round, each with its own seed and drawn side; per step
-    each network acts for its agents of all games in one batched forward. A GPU then gets batches
-    worth its launch; on the CPU it amortises the Python overhead of a step. The games' data all
-    feeds the one replay, so a round makes ``envs`` times the gradient steps."""
-    seed: int = 0
-    """Seed of everything: network init, the env's placements, action sampling, replay draws."""
-    neighborhood: str = "local"
-    """local: the k_max nearest live teammates within radius; global: the whole live team."""
-    radius: float | None = None
-    """Neighbourhood radius in cells (None: the agents' view radius)."""
-    k_max: int = 32
-    """Most neighbours per agent (local neighbourhoods)."""
-    gamma: float = 0.95
-    """Discount factor."""
-    lr: float = 1e-4
-    """Adam learning rate."""
-    batch_size: int = 64
-    """Transitions per gradient step."""
-    buffer_size: int = 80_000
-    """Replay capacity in transitions."""
-    replay_ratio: float = 1.0
-    """Gradient steps per round = replay_ratio * (transitions collected that round) / batch_size."""
-    tau_target: float = 0.005
-    """Soft target update: target <- (1 - tau) target + tau online, after each gradient step."""
-    grad_clip: float = 10.0
-    """Gradient-norm clip of each step."""
-    td_target: str = "boltzmann"
-    """V(s') of every algorithm's TD target: boltzmann (Σ_a π(a|s') Q'(s', a) at the current
-    temperature, the mean-field value), max (max_a Q'), or double (Q' at argmax_a Q, the original
-    MFQ code's). One setting for all, so that algorithms differ only in the neighbour input."""
-    temperature_start: float = 1.0
-    """Boltzmann temperature of the learner's actions in the first round; the mean-field value
-    Σ π Q of the TD target uses the same (current) temperature."""
-    temperature_end: float = 0.1
-    """Boltzmann temperature after the decay."""
-    temperature_decay_rounds: int | None = None
-    """Rounds of linear decay from start to end (None: 80% of rounds, fixed when the run starts)."""
-    eval_temperature: float = 0.1
-    """Temperature of a checkpoint's acting policy in evaluation (0: greedy)."""
-    causal_temperature: float = 0.1
-    """cmfq: temperature of the policies whose divergence is the causal effect."""
-    weighting: str = "proportional"
-    """cmfq: how causal effects become weights, proportional or softmax."""
-    attention_dim: int = 64
-    """amfq: width of the attention's queries and keys."""
-    opponent: str = "self"
-    """self: a frozen copy of the learner, synced every opponent_sync rounds; random; or a path
-    to a checkpoint (of any algorithm) that stays fixed. In tiger-deer the deer act randomly."""
-    opponent_sync: int = 5
-    """Self-play: rounds between copies of the learner into the opponent."""
-    learn_from_opponent: bool = True
-    """Self-play: the opponent's transitions feed the replay too (the same network a few rounds
-    old, so its data is as good as the learner's): twice the data per round for the same env
-    steps, and with replay_ratio twice the gradient steps (see docs/training.md for what that
-    buys per round and per second)."""
-    device: str = "auto"
-    """Where the networks, batches and causal weights run: auto (CUDA when torch sees a GPU and
-    cmfq was built with CUDA, else the CPU), cpu, cuda or cuda:N."""
-    threads: int = 1
-    """CPU threads of torch (the networks and batches are small: more threads mostly contend)."""
-    save_every: int = 10
-    """Rounds between checkpoints (the last round is always saved)."""
-    out: str = ""
-    """Run folder (empty: runs/<algo>-<env>)."""
+    algo: str = option("cmfq", "Algorithm: il, mfq, amfq or cmfq.", choices=tuple(ALGOS))
+    env: str = option("battle", "Environment: battle or tiger-deer.", choices=tuple(ENVS))
+    map_size: int = option(
+        20, "Side of the square map (battle: 0.04 * map_size^2 agents a side).", positive=True)
+    max_steps: int | None = option(
+        None, "Steps per round at most (None: the env's default, 400 for battle, 300 for "
+        "tiger-deer).")
+    minimap_mode: bool = option(
+        True, "magent2's minimap: each team's density over the whole map as two view channels "
+        "and the agent's position in the features, so agents find enemies beyond their view (the "
+        "original MFQ battle's setting).")
+    id_embedding: bool = option(
+        False, "The agent's id in 10 binary features. Off: ids say nothing about the task, and a "
+        "larger evaluation map gives ids never seen in training.")
+    rounds: int = option(
+        20, "Rounds to train; a round plays ``games`` games (episodes), then learns.",
+        positive=True)
+    games: int = option(
+        1, "Games played in lockstep in each round, each with its own seed and drawn side; per "
+        "step each network acts for its agents of all games in one batched forward. A GPU then "
+        "gets batches worth its launch; on the CPU it amortises the Python overhead of a step. "
+        "The games' data all feeds the one replay, so a round makes ``games`` times the gradient "
+        "steps. (Formerly ``envs``.)", positive=True)
+    seed: int = option(
+        0, "Seed of everything: network init, the env's placements, action sampling, replay "
+        "draws.")
+    neighborhood: str = option(
+        "local", "local: the k_max nearest live teammates within radius; global: the whole live "
+        "team.", choices=("local", "global"))
+    radius: float | None = option(None, "Neighbourhood radius in cells (None: the agents' view "
+                                  "radius).")
+    k_max: int = option(32, "Most neighbours per agent (local neighbourhoods).", positive=True)
+    gamma: float = option(0.95, "Discount factor.")
+    lr: float = option(1e-4, "Adam learning rate.", positive=True)
+    batch_size: int = option(64, "Transitions per gradient step.", positive=True)
+    replay_rows: int = option(
+        80_000, "Replay capacity in observation rows: one per agent and step, of every team "
+        "recorded. (Formerly ``buffer_size``.)", positive=True)
+    replay_ratio: float = option(
+        1.0, "Gradient steps per round = replay_ratio * (transitions collected that round) / "
+        "batch_size.")
+    tau_target: float = option(
+        0.005, "Soft target update: target <- (1 - tau) target + tau online, after each gradient "
+        "step.")
+    grad_clip: float = option(10.0, "Gradient-norm clip of each step.")
+    td_target: str = option(
+        "boltzmann", "V(s') of every algorithm's TD target: boltzmann (Σ_a π(a|s') Q'(s', a) at "
+        "the current temperature, the mean-field value), max (max_a Q'), or double (Q' at "
+        "argmax_a Q, the original MFQ code's). One setting for all, so that algorithms differ "
+        "only in the neighbour input.", choices=TD_TARGETS)
+    temperature_start: float = option(
+        1.0, "Boltzmann temperature of the learner's actions in the first round; the mean-field "
+        "value Σ π Q of the TD target uses the same (current) temperature.")
+    temperature_end: float = option(0.1, "Boltzmann temperature after the decay.")
+    temperature_decay_rounds: int | None = option(
+        None, "Rounds of linear decay from start to end (None: 80% of rounds, fixed when the run "
+        "starts).")
+    eval_temperature: float = option(
+        0.1, "Temperature of a checkpoint's acting policy in evaluation (0: greedy).")
+    opponent: str = option(
+        "self", "self: a frozen copy of the learner, synced every opponent_sync rounds; random; "
+        "or a path to a checkpoint (of any algorithm) that stays fixed. In tiger-deer the deer "
+        "act randomly.")
+    opponent_sync: int = option(
+        5, "Self-play: rounds between copies of the learner into the opponent.", positive=True)
+    learn_from_opponent: bool = option(
+        True, "Self-play: the opponent's transitions feed the replay too (the same network a few "
+        "rounds old, so its data is as good as the learner's): twice the data per round for the "
+        "same env steps, and with replay_ratio twice the gradient steps (see docs/training.md for "
+        "what that buys per round and per second).")
+    device: str = option(
+        "auto", "Where the networks, batches and causal weights run: auto (CUDA when torch sees a "
+        "GPU and cmfq was built with CUDA, else the CPU), cpu, cuda or cuda:N.")
+    threads: int = option(
+        1, "CPU threads of torch (the networks and batches are small: more threads mostly "
+        "contend).", positive=True)
+    save_every: int = option(
+        10, "Rounds between checkpoints (the last round is always saved).", positive=True)
+    out: str = option("", "Run folder (empty: runs/<algo>-<env>).")
+
+
+@dataclass
+class TrainConfig(AMFQOptions, CMFQOptions, TigerDeerOptions, BattleOptions, RunOptions):
+    """Everything that defines a training run, as one flat set of fields (a TOML file's keys, the
+    command line's flags): ``RunOptions``, then each env's and each algorithm's own options,
+    declared beside the env or algorithm (``cmfq.envs.battle.BattleOptions``,
+    ``cmfq.algos.cmfq.CMFQOptions``...). A new env or algorithm with options adds its dataclass
+    to the bases. The defaults train a small battle in minutes."""
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field."""
-        if self.algo not in ALGOS:
-            raise ValueError(f"algo must be one of {sorted(ALGOS)}, got {self.algo!r}")
-        if self.env not in ENVS:
-            raise ValueError(f"env must be one of {sorted(ENVS)}, got {self.env!r}")
-        if self.neighborhood not in ("local", "global"):
-            raise ValueError(f"neighborhood must be local or global, got {self.neighborhood!r}")
-        positive = {
-            "map_size": self.map_size, "rounds": self.rounds, "envs": self.envs,
-            "k_max": self.k_max,
-            "lr": self.lr, "batch_size": self.batch_size, "buffer_size": self.buffer_size,
-            "save_every": self.save_every, "threads": self.threads,
-            "opponent_sync": self.opponent_sync,
-            "causal_temperature": self.causal_temperature, "attention_dim": self.attention_dim,
-        }
-        for name, value in positive.items():
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
+        check_bounds(self)
         if not 0 < self.gamma <= 1:
             raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
         if not 0 < self.tau_target <= 1:
@@ -156,10 +137,6 @@ class TrainConfig:
         for name in ("temperature_start", "temperature_end", "eval_temperature"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.weighting not in ("proportional", "softmax"):
-            raise ValueError(f"weighting must be proportional or softmax, got {self.weighting!r}")
-        if self.td_target not in TD_TARGETS:
-            raise ValueError(f"td_target must be one of {TD_TARGETS}, got {self.td_target!r}")
         check_device_name(self.device)
 
     def resolved(self) -> TrainConfig:
@@ -183,31 +160,32 @@ class TrainConfig:
     def env_settings(self) -> dict:
         """The env options that shape what agents see and earn: an evaluation of this run's
         networks must build its env with them (map size and agent counts may change)."""
-        names = ("minimap_mode", "id_embedding") + (REWARD_FIELDS if self.env == "battle" else ())
+        names = ("minimap_mode", "id_embedding", *ENVS[self.env].options.SETTINGS)
         return {n: getattr(self, n) for n in names}
 
     def env_options(self) -> dict:
         """The options of ``cmfq.envs.make_env`` that this config sets."""
-        names = {"battle": ("max_steps", "agents_per_side"),
-                 "tiger-deer": ("max_steps", "n_tigers", "n_deer")}[self.env]
+        names = ("max_steps", *(f.name for f in fields(ENVS[self.env].options)))
         sizes = {n: getattr(self, n) for n in names if getattr(self, n) is not None}
         return sizes | self.env_settings()
 
     def algo_options(self) -> dict:
         """The options of ``cmfq.algos.make_algorithm`` that this config sets."""
-        options = {"gamma": self.gamma, "td_target": self.td_target}
-        if self.algo == "cmfq":
-            options |= {"causal_temperature": self.causal_temperature, "weighting": self.weighting}
-        if self.algo == "amfq":
-            options["attention_dim"] = self.attention_dim
-        return options
+        own = ALGOS[self.algo].options
+        names = ["gamma", "td_target"] + ([f.name for f in fields(own)] if own else [])
+        return {n: getattr(self, n) for n in names}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
-        """Build from a mapping; unknown keys are an error (a typo must not pass silently)."""
+        """Build from a mapping; unknown keys are an error (a typo must not pass silently), a
+        former name (``RENAMED``) works with a deprecation message."""
+        for old in sorted(set(values) & set(RENAMED)):
+            warnings.warn(f"{old!r} is now {RENAMED[old]!r} (config key, sweep key and --flag); "
+                          "the old name will go", FutureWarning, stacklevel=2)
+        values = renamed(values)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -215,9 +193,12 @@ class TrainConfig:
         return cls(**values)
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> TrainConfig:
+    def from_toml(cls, path: str | Path, *, written_by_cmfq: bool = False) -> TrainConfig:
+        """Read a config file; one that cmfq wrote (a run's ``config.toml``) may use former
+        field names without a message: its user did not choose them."""
         with open(path, "rb") as f:
-            return cls.from_dict(tomllib.load(f))
+            values = tomllib.load(f)
+        return cls.from_dict(renamed(values) if written_by_cmfq else values)
 
     def to_toml(self) -> str:
         """TOML text of the config (fields that are None are left out: they mean "default")."""
@@ -226,16 +207,10 @@ class TrainConfig:
         return header + tomli_w.dumps(values)
 
 
-def field_docs() -> dict[str, str]:
-    """Each field's docstring, read from the source (used for the command line's help)."""
-    tree = ast.parse(inspect.getsource(TrainConfig))
-    body = tree.body[0].body
-    docs = {}
-    for node, following in zip(body, body[1:], strict=False):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(following, ast.Expr)
-            and isinstance(following.value, ast.Constant)
-        ):
-            docs[node.target.id] = " ".join(following.value.value.split())
-    return docs
+def renamed(values: dict) -> dict:
+    """``values`` with former field names (``RENAMED``) replaced by today's."""
+    both = sorted(old for old in set(values) & set(RENAMED) if RENAMED[old] in values)
+    if both:
+        raise ValueError(f"config has both {both} and their new names "
+                         f"{[RENAMED[old] for old in both]}")
+    return {RENAMED.get(key, key): value for key, value in values.items()}

@@ -105,7 +105,7 @@ class RunFolder:
     # -- the saved config -------------------------------------------------------------------
 
     def saved_config(self) -> TrainConfig:
-        return TrainConfig.from_toml(self.config_file)
+        return TrainConfig.from_toml(self.config_file, written_by_cmfq=True)
 
     def save_config(self, config: TrainConfig) -> None:
         self.path.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """The training loop: each round ``collect``s games, ``learn``s from the replay buffer, logs a
 metrics row and checkpoints. Top to bottom.
 
-A round plays ``envs`` games in lockstep (one by default): each step, each network acts for its
+A round plays ``games`` games in lockstep (one by default): each step, each network acts for its
 agents of all the games in one batched forward, and each game's transitions are their own replay
 streams. Self-play (battle): each game draws from its seed which side (the left or the right
 block) the learner plays, so it never learns a one-sided prior; the opponent plays the other. With
@@ -118,7 +118,7 @@ def _run(
     device = resolve_device(config.device)
     envs = [
         make_env(config.env, config.map_size, seed=config.seed, **config.env_options())
-        for _ in range(config.envs)
+        for _ in range(config.games)
     ]
     env = envs[0]  # what all games share: groups, shapes
     spec = env.specs[env.groups[0]]  # battle's sides share their shapes
@@ -129,7 +129,7 @@ def _run(
         learner=learner,
         target=copy.deepcopy(learner).requires_grad_(False),
         optimizer=torch.optim.Adam(learner.parameters(), lr=config.lr, fused=True),
-        replay=ReplayBuffer(config.buffer_size, spec.n_actions),
+        replay=ReplayBuffer(config.replay_rows, spec.n_actions),
         opponent=_opponent(config, env, learner),
     )
     start = 0 if state is None else run.load_state_dict(state)
@@ -138,7 +138,7 @@ def _run(
     bar = tqdm(total=config.rounds, initial=start, unit="round", disable=not progress)
     for r in range(start, config.rounds):
         began = time.perf_counter()
-        seeds = round_seeds(config.seed, r, config.envs)
+        seeds = round_seeds(config.seed, r, config.games)
         temperature = config.temperature(r)
         if isinstance(run.opponent, Algorithm) and r % config.opponent_sync == 0:
             run.opponent.load_state_dict(learner.state_dict())
