@@ -199,6 +199,10 @@ def test_sweep_file_errors_name_the_key(tmp_path):
     run, = spec('config = "train.toml"\n[base]\nrounds = 9\n').runs(tmp_path)
     assert (run.name, run.config.map_size, run.config.rounds) == ("run", 30, 9)
     assert run_name({"lr": 0.001, "minimap_mode": True}) == "lr=0.001,minimap_mode=true"
+    # A former field name still works, and still names the run folders as before.
+    with pytest.warns(FutureWarning, match="'envs' is now 'games'"):
+        run, = spec("[grid]\nenvs = [2]\n").runs(tmp_path)
+    assert (run.name, run.config.games) == ("envs=2", 2)
 
 
 def test_cmfq_without_ray_says_how_to_install_it(tmp_path, monkeypatch, capsys):

@@ -300,8 +300,10 @@ def test_a_checkpoint_refuses_an_env_of_other_shapes_and_evaluation_takes_its_se
                             out=str(tmp_path / "run"), **dict(TINY, rounds=1)), progress=False)
     ckpt = load_checkpoint(run / "last.pt")
     with pytest.raises(ValueError, match="expects .*minimap_mode"):
-        ckpt.fit(make_env("battle", 20, seed=0))  # the published default: minimap on, no ids
-    ckpt.fit(make_env("battle", 20, seed=0, **ckpt.env_settings()))
+        ckpt.check_fits(make_env("battle", 20, seed=0))  # the published default: minimap on, no ids
+    ckpt.check_fits(make_env("battle", 20, seed=0, **ckpt.env_settings()))
+    with pytest.warns(FutureWarning, match="check_fits"):  # the former name still works
+        ckpt.fit(make_env("battle", 20, seed=0, **ckpt.env_settings()))
     arena = Arena([run / "last.pt"], "battle", 20, max_steps=2)
     assert arena.env.minimap_mode is False and arena.env.id_embedding is True
     assert arena.play([0, 0], seed=0).steps == 2

@@ -57,7 +57,7 @@ class Arena:
         self.env: GridEnv = make_env(env, map_size, seed=0, **(settings | env_options))
         for checkpoint in self.checkpoints:
             if checkpoint is not None:
-                checkpoint.fit(self.env)
+                checkpoint.check_fits(self.env)
 
     def play(
         self, players: Sequence[int], seed: int,

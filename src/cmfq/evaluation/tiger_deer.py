@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cmfq.evaluation.algorithms import BOOTSTRAP_SAMPLES, members_of, two_stage_mean
 from cmfq.evaluation.figures import plot_scores
 from cmfq.evaluation.games import ArenaSpec, Game, play_games, round_seed
+from cmfq.evaluation.groups import BOOTSTRAP_SAMPLES, members_of, two_stage_mean
 from cmfq.evaluation.players import checkpoint_groups, unique_labels
 from cmfq.evaluation.report import format_mean, format_rate, write_csv, write_json
 from cmfq.evaluation.stats import Estimate, mean_interval

@@ -6,7 +6,7 @@ and neither profits from a lucky side or layout. A round is won by the side with
 at the end (after ``max_steps`` or when a side is wiped out); equal survivors are a tie.
 
 The checkpoints are also grouped (by default by algorithm, read from each checkpoint's own config)
-and the groups compared with intervals that count the variation between seeds (``algorithms``).
+and the groups compared with intervals that count the variation between seeds (``groups``).
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cmfq.evaluation.algorithms import (
+from cmfq.evaluation.figures import plot_win_rates
+from cmfq.evaluation.games import ArenaSpec, Game, play_games, round_seed
+from cmfq.evaluation.groups import (
     BOOTSTRAP_SAMPLES,
     algorithm_matrix,
     compare_algorithms,
     markdown_section,
 )
-from cmfq.evaluation.figures import plot_win_rates
-from cmfq.evaluation.games import ArenaSpec, Game, play_games, round_seed
 from cmfq.evaluation.players import checkpoint_groups, unique_labels
 from cmfq.evaluation.report import (
     RoundRecord,

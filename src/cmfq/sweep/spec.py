@@ -23,7 +23,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from cmfq.training.config import TrainConfig
+from cmfq.training.config import RENAMED, TrainConfig
 
 TABLES = ("base", "grid", "resources")
 
@@ -93,7 +93,8 @@ class SweepSpec:
         return cls(base, grid, Resources(**data.get("resources", {})))
 
     def __post_init__(self) -> None:
-        known = {f.name for f in fields(TrainConfig)} - {"out"}
+        # Former names (RENAMED) still work: TrainConfig says they are old.
+        known = ({f.name for f in fields(TrainConfig)} | set(RENAMED)) - {"out"}
         for table, keys in (("base", self.base), ("grid", self.grid)):
             unknown = sorted(set(keys) - known)
             if unknown:

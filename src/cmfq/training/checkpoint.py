@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,8 +80,8 @@ class Checkpoint:
     ``algo`` (name), ``env`` (name), ``config`` (the run's ``TrainConfig``), ``group`` (the group
     whose shapes it has; a battle learner plays both sides), ``spec`` (its observation and action
     shapes), ``round`` (rounds trained). ``env_settings()`` gives the env options its observations
-    and rewards were made with (minimap, id embedding, rewards), for evaluations to reuse; ``fit``
-    refuses an env whose shapes differ.
+    and rewards were made with (minimap, id embedding, rewards), for evaluations to reuse;
+    ``check_fits`` refuses an env whose shapes differ.
     """
 
     path: Path
@@ -97,6 +98,12 @@ class Checkpoint:
         return self.config.env_settings()
 
     def fit(self, env: GridEnv, group: str | None = None) -> None:
+        """Former name of ``check_fits``: it checks, it does not train."""
+        warnings.warn("Checkpoint.fit is now Checkpoint.check_fits; the old name will go",
+                      FutureWarning, stacklevel=2)
+        self.check_fits(env, group)
+
+    def check_fits(self, env: GridEnv, group: str | None = None) -> None:
         """Raise ValueError unless ``env``'s ``group`` (default: the checkpoint's) has the
         observation and action shapes this network was trained on."""
         if env.name != self.env:

@@ -256,7 +256,7 @@ def _opponent(config: TrainConfig, env, learner: Algorithm) -> Algorithm | Check
         return copy.deepcopy(learner).requires_grad_(False)
     saved = load_checkpoint(config.opponent)
     try:
-        saved.fit(env)
+        saved.check_fits(env)
     except ValueError as err:
         raise ValueError(f"opponent checkpoint cannot play this run's env: {err}") from None
     return saved

@@ -1,11 +1,12 @@
-"""Per-algorithm results across seeds, on synthetic round robins."""
+"""Per-group results across seeds (checkpoints grouped by algorithm or by any config field), on
+synthetic round robins."""
 
 import itertools
 
 import numpy as np
 import pytest
 
-from cmfq.evaluation.algorithms import (
+from cmfq.evaluation.groups import (
     algorithm_matrix,
     compare_algorithms,
     members_of,

@@ -1,4 +1,5 @@
-"""Tournament results per algorithm across seeds, with intervals that count the seeds' variation.
+"""Tournament results per group of checkpoints (by algorithm, or by any config field) across seeds,
+with intervals that count the seeds' variation.
 
 The checkpoints of a tournament fall into groups (by default one per algorithm: several seeds
 each). The win rate of group G against group H is the mean, over every checkpoint g of G and h of
