@@ -54,7 +54,7 @@ def train(
         raise FileExistsError(f"{folder.path} already holds a run; continue it with "
                               f"--resume {folder.path} or choose --out")
     folder.save_config(config)
-    return _run(config, folder, state=None, progress=progress, on_checkpoint=on_checkpoint)
+    return _run(config, folder, saved=None, progress=progress, on_checkpoint=on_checkpoint)
 
 
 def resume(
@@ -72,11 +72,11 @@ def resume(
         config.rounds = rounds
         config.validate()
     folder.save_config(config)
-    return _run(config, folder, state=saved, progress=progress, on_checkpoint=on_checkpoint)
+    return _run(config, folder, saved=saved, progress=progress, on_checkpoint=on_checkpoint)
 
 
 @dataclass
-class Learning:
+class TrainingState:
     """What a run carries from round to round: the learner and its target network, optimizer and
     replay buffer, and the opponent (a network in self-play, a fixed checkpoint, or None)."""
 
@@ -87,7 +87,7 @@ class Learning:
     opponent: Algorithm | Checkpoint | None
 
     def state_dict(self, next_round: int) -> dict:
-        """The training state that a checkpoint keeps to resume at ``next_round``."""
+        """What ``resume.pt`` keeps of it (its ``training_state``) to go on at ``next_round``."""
         opponent = self.opponent
         return {
             "target": self.target.state_dict(),
@@ -110,7 +110,7 @@ class Learning:
 
 
 def _run(
-    config: TrainConfig, folder: RunFolder, *, state: Checkpoint | None, progress: bool,
+    config: TrainConfig, folder: RunFolder, *, saved: Checkpoint | None, progress: bool,
     on_checkpoint: Callable[[int], None] | None,
 ) -> Path:
     torch.set_num_threads(config.threads)
@@ -125,14 +125,14 @@ def _run(
     learner = make_algorithm(config.algo, spec, **config.algo_options()).to(device)
     # The fused kernel updates all parameters in one pass: 7x faster than torch's per-tensor
     # default on the CPU, where that loop was a quarter of an update.
-    run = Learning(
+    training = TrainingState(
         learner=learner,
         target=copy.deepcopy(learner).requires_grad_(False),
         optimizer=torch.optim.Adam(learner.parameters(), lr=config.lr, fused=True),
         replay=ReplayBuffer(config.replay_rows, spec.n_actions),
         opponent=_opponent(config, env, learner),
     )
-    start = 0 if state is None else run.load_state_dict(state)
+    start = 0 if saved is None else training.load_state_dict(saved)
 
     log = MetricsLog(folder, start_round=start)
     bar = tqdm(total=config.rounds, initial=start, unit="round", disable=not progress)
@@ -140,18 +140,18 @@ def _run(
         began = time.perf_counter()
         seeds = round_seeds(config.seed, r, config.games)
         temperature = config.temperature(r)
-        if isinstance(run.opponent, Algorithm) and r % config.opponent_sync == 0:
-            run.opponent.load_state_dict(learner.state_dict())
+        if isinstance(training.opponent, Algorithm) and r % config.opponent_sync == 0:
+            training.opponent.load_state_dict(learner.state_dict())
 
-        sides, results, new = collect(config, envs, run, seeds, temperature)
+        sides, results, new = collect(config, envs, training, seeds, temperature)
         n_updates = math.ceil(config.replay_ratio * new / config.batch_size)
         losses = learn(
-            run.replay, learner, run.target, run.optimizer, n_updates,
+            training.replay, learner, training.target, training.optimizer, n_updates,
             np.random.default_rng(seeds[0].replay), config=config, temperature=temperature,
             device=device,
         )
         row = _metrics_row(env, r, results, sides, losses, temperature, n_updates,
-                           buffer=len(run.replay), began=began)
+                           buffer=len(training.replay), began=began)
         log.log(row)
         bar.update(1)
         bar.set_postfix(
@@ -162,7 +162,7 @@ def _run(
         done = r + 1
         if done % config.save_every == 0 or done == config.rounds:
             folder.save_checkpoints(learner, config, group=env.groups[0], rounds_done=done,
-                                    training_state=run.state_dict(next_round=done))
+                                    training_state=training.state_dict(next_round=done))
             if on_checkpoint is not None:
                 on_checkpoint(done)
     bar.close()
@@ -171,7 +171,7 @@ def _run(
 
 
 def collect(
-    config: TrainConfig, envs: list[GridEnv], run: Learning, seeds: list[GameSeeds],
+    config: TrainConfig, envs: list[GridEnv], training: TrainingState, seeds: list[GameSeeds],
     temperature: float,
 ) -> tuple[list[int], list[RoundResult], int]:
     """Play the round's games in lockstep and record them into the replay buffer; returns the
@@ -185,10 +185,10 @@ def collect(
     env = envs[0]
     radius = None if config.neighborhood == "global" else (
         config.radius or env.specs[env.groups[0]].view_radius)
-    feed_opponent = isinstance(run.opponent, Algorithm) and config.learn_from_opponent
-    learner_policy = Policy(run.learner, temperature=temperature, radius=radius,
+    feed_opponent = isinstance(training.opponent, Algorithm) and config.learn_from_opponent
+    learner_policy = Policy(training.learner, temperature=temperature, radius=radius,
                             k_max=config.k_max, seed=seeds[0].act)
-    opponent_policy = _opponent_policy(config, run.opponent, temperature, radius,
+    opponent_policy = _opponent_policy(config, training.opponent, temperature, radius,
                                        seed=seeds[0].opponent)
     sides = [game.side % 2 if env.symmetric else 0 for game in seeds]
     policies, record = [], []
@@ -199,11 +199,11 @@ def collect(
             random_team = RandomPolicy(env.specs[other].n_actions, seed=game.opponent)
             teams[other] = random_team if opponent_policy is None else opponent_policy
         policies.append(teams)
-        record.append({group: run.replay, other: run.replay} if feed_opponent
-                      else {group: run.replay})
-    added_before = run.replay.added
+        record.append({group: training.replay, other: training.replay} if feed_opponent
+                      else {group: training.replay})
+    added_before = training.replay.added
     results = play_rounds(envs, policies, seeds=[game.env for game in seeds], record=record)
-    return sides, results, run.replay.added - added_before
+    return sides, results, training.replay.added - added_before
 
 
 def learn(
