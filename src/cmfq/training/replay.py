@@ -41,7 +41,18 @@ class ReplayBuffer:
         """Transitions ever added (not capped by the capacity)."""
 
     def __len__(self) -> int:
-        return len(self._eligible_ids())
+        return len(self.eligible_ids())
+
+    @property
+    def written(self) -> int:
+        """Rows ever written: the id the next row gets (row id ``g`` lives at ``g % capacity``)."""
+        return self._written
+
+    @property
+    def rows(self) -> dict[str, np.ndarray]:
+        """The ring's per-row arrays by name (empty before the first step); read, do not write.
+        ``neighbors`` and ``next`` hold row ids, -1 = none."""
+        return self._rows
 
     def add_step(
         self, obs: Observation, decision: Decision, reward: np.ndarray, alive: np.ndarray, *,
@@ -124,7 +135,7 @@ class ReplayBuffer:
             "transition": np.zeros(c, bool),
         }
 
-    def _eligible_ids(self) -> np.ndarray:
+    def eligible_ids(self) -> np.ndarray:
         """Ids of the kept transitions whose s' is known (or that are terminal)."""
         if self._eligible is None:
             oldest = max(0, self._written - self.capacity)
@@ -141,7 +152,7 @@ class ReplayBuffer:
         self, batch_size: int, rng: np.random.Generator, *, with_neighbors: bool = False
     ) -> Batch:
         """``batch_size`` transitions drawn uniformly (with replacement), as a ``Batch``."""
-        eligible = self._eligible_ids()
+        eligible = self.eligible_ids()
         if len(eligible) == 0:
             raise ValueError("cannot sample from an empty replay buffer")
         r, c = self._rows, self.capacity

@@ -8,7 +8,8 @@ block) the learner plays, so it never learns a one-sided prior; the opponent pla
 rounds, whose transitions also feed the replay (``learn_from_opponent``); ``"random"`` plays a
 uniformly random team; a checkpoint path plays that fixed network. In tiger-deer the learner plays
 the tigers and the deer act randomly. Networks, batches and the causal weights run on
-``device``; the env and the replay buffer stay on the CPU.
+``device``; the env and the replay buffer stay on the CPU (on a GPU, ``Learner`` keeps a copy of
+the replay there and samples it there).
 
 Every source of randomness of round r is seeded from (seed, r) (game j's from words 5j..5j+4 of
 that seed sequence, see ``round_seeds``), so a run is reproducible on the same machine and a
@@ -29,11 +30,11 @@ import torch
 from tqdm.auto import tqdm
 
 from cmfq.algos import Algorithm, Policy, RandomPolicy, make_algorithm
-from cmfq.algos.common import Batch
 from cmfq.envs import make_env
 from cmfq.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from cmfq.training.config import TrainConfig
 from cmfq.training.device import resolve_device
+from cmfq.training.learner import Learner
 from cmfq.training.metrics import MetricsLog
 from cmfq.training.replay import ReplayBuffer
 from cmfq.training.rollout import RoundResult, play_rounds
@@ -99,10 +100,11 @@ def _run(
     env = envs[0]  # what all games share: groups, shapes
     spec = env.specs[env.groups[0]]  # battle's sides share their shapes
     learner = make_algorithm(config.algo, spec, **config.algo_options()).to(device)
-    target = copy.deepcopy(learner).requires_grad_(False)
-    # The fused kernel updates all parameters in one pass: 7x faster than torch's per-tensor
-    # default on the CPU, where that loop was a quarter of an update.
-    optimizer = torch.optim.Adam(learner.parameters(), lr=config.lr, fused=True)
+    learning = Learner(
+        learner, lr=config.lr, grad_clip=config.grad_clip, tau_target=config.tau_target,
+        batch_size=config.batch_size, device_sampling=device.type == "cuda",
+        graph_step=config.graph_step_on(device),
+    )
     replay = ReplayBuffer(config.buffer_size, spec.n_actions)
     radius = None if config.neighborhood == "global" else (config.radius or spec.view_radius)
 
@@ -111,8 +113,7 @@ def _run(
     start = 0
     if state is not None:
         learner.load_state_dict(state.model)
-        target.load_state_dict(state.training_state["target"])
-        optimizer.load_state_dict(state.training_state["optimizer"])
+        learning.load_state_dict(state.training_state)
         replay.load_state_dict(state.training_state["replay"])
         if isinstance(opponent, Algorithm) and state.training_state["opponent"] is not None:
             opponent.load_state_dict(state.training_state["opponent"])
@@ -151,20 +152,7 @@ def _run(
         rng = np.random.default_rng(seeds[0].replay)
         new = replay.added - added_before
         n_updates = math.ceil(config.replay_ratio * new / config.batch_size)
-        losses = []
-        for _ in range(n_updates):
-            batch = replay.sample(
-                config.batch_size, rng, with_neighbors=learner.needs_neighbor_obs
-            )
-            loss = learner.loss(_to(batch, device), target, temperature)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(learner.parameters(), config.grad_clip)
-            optimizer.step()
-            with torch.no_grad():
-                for p_target, p in zip(target.parameters(), learner.parameters(), strict=True):
-                    p_target.lerp_(p, config.tau_target)
-            losses.append(loss.item())
+        loss = learning.learn(replay, n_updates, rng, temperature)
 
         # 3. Log: env steps summed over the games, the outcomes averaged over them.
         outcomes = [_outcome(env, result, side) for result, side in zip(results, sides)]
@@ -174,7 +162,7 @@ def _run(
             "steps": steps,
             "temperature": temperature,
             **{name: float(np.mean([o[name] for o in outcomes])) for name in outcomes[0]},
-            "loss": float(np.mean(losses)) if losses else float("nan"),
+            "loss": loss,
             "updates": n_updates,
             "buffer": len(replay),
             "steps_per_s": steps / (time.perf_counter() - began),
@@ -190,8 +178,7 @@ def _run(
         done = r + 1
         if done % config.save_every == 0 or done == config.rounds:
             training_state = {
-                "target": target.state_dict(),
-                "optimizer": optimizer.state_dict(),
+                **learning.state_dict(),  # target, optimizer
                 "replay": replay.state_dict(),
                 "opponent": opponent.state_dict() if isinstance(opponent, Algorithm) else None,
                 "next_round": done,
@@ -272,9 +259,3 @@ def _outcome(env, result: RoundResult, side: int) -> dict[str, float]:
         "win": float(won),
     }
 
-
-def _to(batch: Batch, device: torch.device) -> Batch:
-    """The batch on ``device``."""
-    if device.type == "cpu":
-        return batch
-    return Batch(*(t.to(device, non_blocking=True) for t in batch))
