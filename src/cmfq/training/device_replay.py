@@ -100,10 +100,13 @@ class DeviceReplay:
     def sample(self) -> Batch:
         """``batch_size`` transitions drawn uniformly (with replacement), as a ``Batch`` on the
         device; ``next_draw`` must come first."""
-        r, c, b = self._rows, self.capacity, self.batch_size
         words = self._draws.index_select(0, self._counter).squeeze(0)
         self._counter += 1
-        ids = self._eligible.index_select(0, words % self._count)
+        return self.batch(self._eligible.index_select(0, words % self._count))
+
+    def batch(self, ids: torch.Tensor) -> Batch:
+        """The transitions of row ids ``ids`` (int64 [B] on the device, eligible ones)."""
+        r, c, b = self._rows, self.capacity, len(ids)
         rows = ids % c
         done = r["done"][rows]
         next_ids = torch.where(done, ids, r["next"][rows])  # a terminal s' is never used

@@ -155,9 +155,15 @@ class ReplayBuffer:
         eligible = self.eligible_ids()
         if len(eligible) == 0:
             raise ValueError("cannot sample from an empty replay buffer")
+        ids = eligible[rng.integers(0, len(eligible), size=batch_size)]
+        return self.batch(ids, with_neighbors=with_neighbors)
+
+    def batch(self, ids: np.ndarray, *, with_neighbors: bool = False) -> Batch:
+        """The transitions of row ids ``ids`` (from ``eligible_ids``) as a ``Batch``; its
+        observations are the distinct ones of s, s' (and the neighbours')."""
         r, c = self._rows, self.capacity
         oldest = max(0, self._written - c)
-        ids = eligible[rng.integers(0, len(eligible), size=batch_size)]
+        batch_size = len(ids)
         rows = ids % c
         done = r["done"][rows]
         next_ids = np.where(done, ids, r["next"][rows])  # a terminal s' is never used
