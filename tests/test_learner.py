@@ -202,7 +202,8 @@ def test_graph_step_needs_cuda():
 @needs_cuda
 @pytest.mark.parametrize("algo_name", ["mfq", "amfq"])
 def test_graph_step_makes_the_eager_updates(rounds, algo_name):
-    """The captured update replays what the eager device update computes, round after round."""
+    """The captured update replays what the eager device update computes, round after round
+    (the GPU's kernels may sum in another order, so: close, not equal)."""
     first, replay = rounds
     torch.manual_seed(0)
     algo = make_algorithm(algo_name, replay_spec()).cuda()
@@ -211,9 +212,15 @@ def test_graph_step_makes_the_eager_updates(rounds, algo_name):
     for data, temperature in ((first, 1.0), (replay, 0.5), (replay, 0.0)):
         losses = {graph: learner.learn(data, 12, np.random.default_rng(2), temperature)
                   for graph, learner in learners.items()}
-        assert losses[True] == pytest.approx(losses[False], rel=1e-4)
-    pairs = zip(learners[False].online.parameters(), learners[True].online.parameters())
-    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in pairs)
+        assert losses[True] == pytest.approx(losses[False], rel=1e-3)
+    assert set(learners[True]._graphs) == {True, False}  # both TD temperatures were captured
+
+    def change(learner):
+        return torch.cat([(a - b).flatten() for a, b in
+                          zip(learner.online.parameters(), algo.parameters(), strict=True)])
+
+    eager, graph = change(learners[False]), change(learners[True])
+    assert (graph - eager).norm() < 1e-2 * eager.norm()
 
 
 @needs_cuda
