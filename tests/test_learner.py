@@ -15,7 +15,7 @@ from cmfq.training.device_replay import DRAWS_PER_REFILL, DeviceReplay
 from cmfq.training.learner import Learner
 from cmfq.training.replay import ReplayBuffer
 from cmfq.training.rollout import play_round
-from cmfq.training.trainer import train
+from cmfq.training.trainer import resume, train
 
 needs_cuda = pytest.mark.skipif(
     not (torch.cuda.is_available() and cmfq.cuda_built()), reason=CUDA_SKIP_REASON
@@ -191,6 +191,20 @@ def test_device_sampling_learner_is_reproducible(rounds, temperature, one_thread
     assert not all(torch.equal(x, y) for x, y in zip(a, algo.parameters()))
 
 
+def test_state_of_a_graph_run_loads_on_the_cpu(rounds):
+    """A run saved with captured (capturable) Adam resumes where no graph runs, and back."""
+    _, replay = rounds
+    algo = make_algorithm("mfq", replay_spec())
+    saved = Learner(copy.deepcopy(algo), device_sampling=False, graph_step=False, **OPTIONS)
+    saved.learn(replay, 2, np.random.default_rng(0), 0.5)
+    state = saved.state_dict()
+    state["optimizer"]["param_groups"][0]["capturable"] = True
+    resumed = Learner(copy.deepcopy(algo), device_sampling=False, graph_step=False, **OPTIONS)
+    resumed.load_state_dict(state)
+    assert not resumed.optimizer.param_groups[0]["capturable"]
+    assert np.isfinite(resumed.learn(replay, 2, np.random.default_rng(1), 0.5))
+
+
 def test_graph_step_needs_cuda():
     with pytest.raises(ValueError, match="graph_step"):
         TrainConfig(device="cpu", graph_step=True)
@@ -247,5 +261,7 @@ def test_cuda_training_runs(tmp_path, graph_step):
                          graph_step=graph_step, out=str(tmp_path / "run"))
     from cmfq.training.metrics import read_metrics
 
-    rows = read_metrics(train(config, progress=False) / "metrics.csv")
-    assert len(rows) == 2 and all(np.isfinite(row["loss"]) for row in rows)
+    run_dir = train(config, progress=False)
+    resume(run_dir, rounds=3, progress=False)  # the saved Adam state, captured again
+    rows = read_metrics(run_dir / "metrics.csv")
+    assert len(rows) == 3 and all(np.isfinite(row["loss"]) for row in rows)

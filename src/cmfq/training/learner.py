@@ -52,10 +52,10 @@ class Learner:
         self.online = online
         self.target = copy.deepcopy(online).requires_grad_(False)
         # The fused kernel updates all parameters in one pass: 7x faster than torch's per-tensor
-        # default on the CPU, where that loop was a quarter of an update. Capturable keeps its
-        # step count on the device, which a CUDA graph needs.
+        # default on the CPU, where that loop was a quarter of an update. It keeps its step
+        # counts on the device; capturable lets a CUDA graph capture it.
         self.optimizer = torch.optim.Adam(
-            online.parameters(), lr=lr, fused=True, capturable=device.type == "cuda"
+            online.parameters(), lr=lr, fused=True, capturable=graph_step
         )
         self.grad_clip = grad_clip
         self.tau_target = tau_target
@@ -108,6 +108,8 @@ class Learner:
         """Restore ``state_dict()``'s (a captured update is then captured again)."""
         self.target.load_state_dict(state["target"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # saved by a run with or without graphs
+            group["capturable"] = self.graph_step
         self._drop_graphs()
 
     def _update(self, batch, temperature: float | torch.Tensor) -> torch.Tensor:
