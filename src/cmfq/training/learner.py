@@ -33,7 +33,7 @@ class Learner:
 
     Args:
         online: the network that learns; ``target`` is made as its frozen copy.
-        lr: Adam's learning rate (the fused Adam; capturable on CUDA).
+        lr: Adam's learning rate (the fused Adam; capturable with ``graph_step``).
         grad_clip: the gradient-norm clip of each update.
         tau_target: the soft target update's tau, after each update.
         batch_size: transitions per update.
@@ -83,7 +83,7 @@ class Learner:
                     self.batch_size, rng, with_neighbors=self.online.needs_neighbor_obs
                 )
                 losses.append(self._update(batch, temperature))
-            # One sync a round; the mean as numpy takes it of the float32 losses (float64 sum).
+            # The losses are read once, at the end; their mean is numpy's of the same floats.
             return float(np.mean(torch.stack(losses).tolist()))
         if self._device_replay is None:
             self._device_replay = DeviceReplay(
