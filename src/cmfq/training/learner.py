@@ -15,6 +15,7 @@ instead of a few hundred small ones.
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import torch
@@ -145,7 +146,9 @@ class Learner:
         if self._eager_updates[boltzmann] < WARMUP_UPDATES:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
+            with torch.cuda.stream(side), warnings.catch_warnings():
+                # Adam warns when a capturable instance steps uncaptured: these steps come first.
+                warnings.filterwarnings("ignore", "This instance was constructed with capturable")
                 self._device_step(boltzmann)
             torch.cuda.current_stream().wait_stream(side)
             self._eager_updates[boltzmann] += 1
