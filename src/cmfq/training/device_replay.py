@@ -73,8 +73,8 @@ class DeviceReplay:
         for start, stop in _ring_slices(first, replay.written, self.capacity):
             for name, array in source.items():
                 self._rows[name][start:stop].copy_(torch.from_numpy(array[start:stop]))
-        # A row's s' link is written a step after the row, and may point past a refresh made
-        # mid-stream: the links are re-sent in full (8 bytes a row).
+        # A row's s' link is written a step after the row itself, so the links are re-sent in
+        # full (8 bytes a row) rather than tracked row by row.
         self._rows["next"].copy_(torch.from_numpy(source["next"]))
         self._synced = replay.written
         eligible = replay.eligible_ids()
