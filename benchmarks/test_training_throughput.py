@@ -124,3 +124,39 @@ def test_lockstep_throughput(benchmark, device: str, tmp_path: Path, algo: str) 
     )
     print(f"\n{algo}: env steps/s {median[1]:.1f} (--games 1), {median[4]:.1f} (--games 4), "
           f"ratio {median[4] / median[1]:.2f}; all: {rates}")
+
+
+@pytest.mark.parametrize(
+    ("algo", "games", "graph_step"),
+    [(algo, games, graph) for algo in ("mfq", "cmfq") for games, graph in
+     ((1, False), (1, True), (8, True))],
+)
+def test_device_step_throughput(
+    benchmark, device: str, tmp_path: Path, algo: str, games: int, graph_step: bool
+) -> None:
+    """A GPU's figure: the second round's env steps/s (the first captures the step and warms the
+    device), two rounds of 100 steps a game, the eager device step or the CUDA graph."""
+    if device != "cuda":
+        pytest.skip("the device step (the replay sampled on the device, a CUDA graph): cuda only")
+
+    def run() -> Path:
+        config = _config(algo, tmp_path / "run", rounds=2, steps=100, device=device, games=games)
+        config.graph_step = graph_step
+        return train(config, progress=False)
+
+    run_dir = benchmark.pedantic(run, rounds=1, iterations=1)
+    rows = read_metrics(RunFolder(run_dir).metrics_file)
+    benchmark.group = f"{device} training step 40x40 battle"
+    benchmark.extra_info.update(
+        kind="device_training",
+        algo=algo,
+        games=games,
+        graph_step=graph_step,
+        steps_per_s=rows[1]["steps_per_s"],
+        first_round_steps_per_s=rows[0]["steps_per_s"],
+        updates=int(rows[1]["updates"]),
+        setup={"map_size": MAP_SIZE, "max_steps": 100, "rounds": 2, "device": device,
+               "threads": 1, "updates": "default schedule (2 steps of 64 per env step)"},
+    )
+    print(f"\n{algo} --games {games} graph_step={graph_step}: {rows[1]['steps_per_s']:.1f} env "
+          f"steps/s in round 2 ({rows[0]['steps_per_s']:.1f} in round 1)")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cmfq.envs import neighbor_actions, neighborhoods
+from cmfq.envs import neighbor_actions, neighborhood, neighborhoods
 
 
 def brute_force(positions, radius, k_max):
@@ -19,7 +19,10 @@ def brute_force(positions, radius, k_max):
 
 
 @pytest.mark.parametrize("case", range(40))
-def test_matches_brute_force_loop(case):
+@pytest.mark.parametrize("method", ["all pairs", "grid"])
+def test_matches_brute_force_loop(case, method, monkeypatch):
+    if method == "grid":  # the grid serves large teams; here it gets the small ones too
+        monkeypatch.setattr(neighborhood, "ALL_PAIRS_MAX", 0)
     rng = np.random.default_rng(case)
     n = int(rng.integers(0, 50))
     # Duplicated positions and ties in distance are frequent on this small grid.

@@ -70,7 +70,9 @@ class AMFQ(Algorithm):
         mean = self.attention_mean_action(emb, agents, team.neighbors, team.neighbor_actions)
         return self.net.head(emb, mean), mean
 
-    def loss(self, batch: Batch, target: Algorithm, temperature: float) -> torch.Tensor:
+    def loss(
+        self, batch: Batch, target: Algorithm, temperature: float | torch.Tensor
+    ) -> torch.Tensor:
         emb = self.net.embed(batch.view, batch.features)
         mean = self.attention_mean_action(
             emb, batch.obs, batch.neighbors, batch.neighbor_actions

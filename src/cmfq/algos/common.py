@@ -75,9 +75,11 @@ def max_value(q_next: torch.Tensor) -> torch.Tensor:
     return q_next.max(-1).values
 
 
-def boltzmann_value(q_next: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Σ_a π(a|s') Q(s', a) with π = softmax(Q / τ): the mean-field value of Yang et al. 2018."""
-    if temperature <= 0:
+def boltzmann_value(q_next: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
+    """Σ_a π(a|s') Q(s', a) with π = softmax(Q / τ): the mean-field value of Yang et al. 2018.
+    τ = 0 gives the max. A tensor τ (a learner's, kept on the device) must be > 0: testing it
+    here would make the host wait for the device."""
+    if not isinstance(temperature, torch.Tensor) and temperature <= 0:
         return max_value(q_next)
     return (torch.softmax(q_next / temperature, -1) * q_next).sum(-1)
 
@@ -135,7 +137,8 @@ class Algorithm(nn.Module, ABC):
         return next(self.parameters()).device
 
     def next_value(
-        self, q_next: torch.Tensor, online_q_next: Callable[[], torch.Tensor], temperature: float
+        self, q_next: torch.Tensor, online_q_next: Callable[[], torch.Tensor],
+        temperature: float | torch.Tensor,
     ) -> torch.Tensor:
         """V(s') from the target network's values ``q_next`` [B, A]; ``online_q_next()`` gives
         the online network's (evaluated only for the double target)."""
@@ -150,5 +153,7 @@ class Algorithm(nn.Module, ABC):
         """(action values [n, A], neighbour input [n, A]) for one team."""
 
     @abstractmethod
-    def loss(self, batch: Batch, target: Algorithm, temperature: float) -> torch.Tensor:
-        """The TD loss of ``batch``."""
+    def loss(
+        self, batch: Batch, target: Algorithm, temperature: float | torch.Tensor
+    ) -> torch.Tensor:
+        """The TD loss of ``batch`` (``temperature``: see ``boltzmann_value``)."""

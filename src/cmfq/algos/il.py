@@ -21,7 +21,9 @@ class IL(Algorithm):
         none = team.view.new_zeros(team.view.shape[0], self.net.n_actions)
         return self.net(team.view, team.features, none), none
 
-    def loss(self, batch: Batch, target: Algorithm, temperature: float) -> torch.Tensor:
+    def loss(
+        self, batch: Batch, target: Algorithm, temperature: float | torch.Tensor
+    ) -> torch.Tensor:
         none = batch.mean_action.new_zeros(batch.mean_action.shape)
         q = self.net(batch.view[batch.obs], batch.features[batch.obs], none)
         q = q.gather(1, batch.action[:, None]).squeeze(1)

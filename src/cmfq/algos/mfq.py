@@ -22,7 +22,9 @@ class MFQ(Algorithm):
         mean = mean_action(team.neighbor_actions, self.net.n_actions)
         return self.net(team.view, team.features, mean), mean
 
-    def loss(self, batch: Batch, target: Algorithm, temperature: float) -> torch.Tensor:
+    def loss(
+        self, batch: Batch, target: Algorithm, temperature: float | torch.Tensor
+    ) -> torch.Tensor:
         q = self.net(batch.view[batch.obs], batch.features[batch.obs], batch.mean_action)
         q = q.gather(1, batch.action[:, None]).squeeze(1)
         with torch.no_grad():

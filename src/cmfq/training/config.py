@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import tomli_w
+import torch
 
 try:
     import tomllib
@@ -106,6 +107,11 @@ class RunOptions:
     device: str = option(
         "auto", "Where the networks, batches and causal weights run: auto (CUDA when torch sees a "
         "GPU and cmfq was built with CUDA, else the CPU), cpu, cuda or cuda:N.")
+    graph_step: bool | None = option(
+        None, "CUDA only: capture a gradient step (sampling, forward, backward, clip, Adam, target "
+        "update) once as a CUDA graph and replay it for each update (None: on for CUDA, off for "
+        "the CPU, which has no graphs). On CUDA the replay is copied to the device and sampled "
+        "there either way; see docs/performance.md.")
     threads: int = option(
         1, "CPU threads of torch (the networks and batches are small: more threads mostly "
         "contend).", positive=True)
@@ -138,6 +144,8 @@ class TrainConfig(AMFQOptions, CMFQOptions, TigerDeerOptions, BattleOptions, Run
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         check_device_name(self.device)
+        if self.graph_step and self.device == "cpu":
+            raise ValueError("graph_step needs a CUDA device; the CPU has no CUDA graphs")
 
     def resolved(self) -> TrainConfig:
         """A copy with the run-dependent defaults fixed, as it is saved beside the run."""
@@ -147,6 +155,12 @@ class TrainConfig(AMFQOptions, CMFQOptions, TigerDeerOptions, BattleOptions, Run
             out=self.out or f"runs/{self.algo}-{self.env}",
             temperature_decay_rounds=self._default_decay() if decay is None else decay,
         )
+
+    def graph_step_on(self, device: torch.device) -> bool:
+        """Whether the run's gradient step is a CUDA graph on ``device`` (the resolved device)."""
+        if self.graph_step and device.type != "cuda":
+            raise ValueError(f"graph_step needs a CUDA device; this run trains on {device}")
+        return device.type == "cuda" if self.graph_step is None else self.graph_step
 
     def _default_decay(self) -> int:
         return max(1, math.ceil(0.8 * self.rounds))

@@ -41,7 +41,18 @@ class ReplayBuffer:
         """Transitions ever added (not capped by the capacity)."""
 
     def __len__(self) -> int:
-        return len(self._eligible_ids())
+        return len(self.eligible_ids())
+
+    @property
+    def written(self) -> int:
+        """Rows ever written: the id the next row gets (row id ``g`` lives at ``g % capacity``)."""
+        return self._written
+
+    @property
+    def rows(self) -> dict[str, np.ndarray]:
+        """The ring's per-row arrays by name (empty before the first step); read, do not write.
+        ``neighbors`` and ``next`` hold row ids, -1 = none."""
+        return self._rows
 
     def add_step(
         self, obs: Observation, decision: Decision, reward: np.ndarray, alive: np.ndarray, *,
@@ -88,7 +99,8 @@ class ReplayBuffer:
         ids = self._written + np.arange(n, dtype=np.int64)
         rows = ids % self.capacity
         r = self._rows
-        r["view"][rows] = obs.view
+        # torch converts to float16 with the CPU's vector instructions, 30x numpy's speed.
+        r["view"][rows] = torch.from_numpy(np.ascontiguousarray(obs.view)).half().numpy()
         r["features"][rows] = obs.features
         r["mean_action"][rows] = decision.mean_action
         width = r["neighbors"].shape[1]
@@ -124,7 +136,7 @@ class ReplayBuffer:
             "transition": np.zeros(c, bool),
         }
 
-    def _eligible_ids(self) -> np.ndarray:
+    def eligible_ids(self) -> np.ndarray:
         """Ids of the kept transitions whose s' is known (or that are terminal)."""
         if self._eligible is None:
             oldest = max(0, self._written - self.capacity)
@@ -141,12 +153,18 @@ class ReplayBuffer:
         self, batch_size: int, rng: np.random.Generator, *, with_neighbors: bool = False
     ) -> Batch:
         """``batch_size`` transitions drawn uniformly (with replacement), as a ``Batch``."""
-        eligible = self._eligible_ids()
+        eligible = self.eligible_ids()
         if len(eligible) == 0:
             raise ValueError("cannot sample from an empty replay buffer")
+        ids = eligible[rng.integers(0, len(eligible), size=batch_size)]
+        return self.batch(ids, with_neighbors=with_neighbors)
+
+    def batch(self, ids: np.ndarray, *, with_neighbors: bool = False) -> Batch:
+        """The transitions of row ids ``ids`` (from ``eligible_ids``) as a ``Batch``; its
+        observations are the distinct ones of s, s' (and the neighbours')."""
         r, c = self._rows, self.capacity
         oldest = max(0, self._written - c)
-        ids = eligible[rng.integers(0, len(eligible), size=batch_size)]
+        batch_size = len(ids)
         rows = ids % c
         done = r["done"][rows]
         next_ids = np.where(done, ids, r["next"][rows])  # a terminal s' is never used
@@ -169,7 +187,7 @@ class ReplayBuffer:
             nbr_next = index[2 * b + b * k:].reshape(b, k)
         kept = unique % c
         return Batch(
-            view=torch.from_numpy(r["view"][kept].astype(np.float32)),
+            view=torch.from_numpy(r["view"][kept]).float(),
             features=torch.from_numpy(r["features"][kept]),
             obs=torch.from_numpy(obs),
             next_obs=torch.from_numpy(next_obs),

@@ -31,11 +31,11 @@ import torch
 from tqdm.auto import tqdm
 
 from cmfq.algos import Algorithm, Policy, RandomPolicy, make_algorithm
-from cmfq.algos.common import Batch
 from cmfq.envs import GridEnv, make_env
 from cmfq.training.checkpoint import Checkpoint, load_checkpoint
 from cmfq.training.config import TrainConfig
 from cmfq.training.device import resolve_device
+from cmfq.training.learner import Learner
 from cmfq.training.metrics import MetricsLog
 from cmfq.training.replay import ReplayBuffer
 from cmfq.training.rollout import RoundResult, play_rounds
@@ -77,21 +77,23 @@ def resume(
 
 @dataclass
 class TrainingState:
-    """What a run carries from round to round: the learner and its target network, optimizer and
-    replay buffer, and the opponent (a network in self-play, a fixed checkpoint, or None)."""
+    """What a run carries from round to round: the learner with its target network and optimizer
+    (``learning``), the replay buffer, and the opponent (a network in self-play, a fixed
+    checkpoint, or None)."""
 
-    learner: Algorithm
-    target: Algorithm
-    optimizer: torch.optim.Optimizer
+    learning: Learner
     replay: ReplayBuffer
     opponent: Algorithm | Checkpoint | None
+
+    @property
+    def learner(self) -> Algorithm:
+        return self.learning.online
 
     def state_dict(self, next_round: int) -> dict:
         """What ``resume.pt`` keeps of it (its ``training_state``) to go on at ``next_round``."""
         opponent = self.opponent
         return {
-            "target": self.target.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            **self.learning.state_dict(),  # target, optimizer
             "replay": self.replay.state_dict(),
             "opponent": opponent.state_dict() if isinstance(opponent, Algorithm) else None,
             "next_round": next_round,
@@ -101,8 +103,7 @@ class TrainingState:
         """Restore a resumed run's state; returns the round to go on from."""
         state = saved.training_state
         self.learner.load_state_dict(saved.model)
-        self.target.load_state_dict(state["target"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.learning.load_state_dict(state)
         self.replay.load_state_dict(state["replay"])
         if isinstance(self.opponent, Algorithm) and state["opponent"] is not None:
             self.opponent.load_state_dict(state["opponent"])
@@ -123,12 +124,12 @@ def _run(
     env = envs[0]  # what all games share: groups, shapes
     spec = env.specs[env.groups[0]]  # battle's sides share their shapes
     learner = make_algorithm(config.algo, spec, **config.algo_options()).to(device)
-    # The fused kernel updates all parameters in one pass: 7x faster than torch's per-tensor
-    # default on the CPU, where that loop was a quarter of an update.
     training = TrainingState(
-        learner=learner,
-        target=copy.deepcopy(learner).requires_grad_(False),
-        optimizer=torch.optim.Adam(learner.parameters(), lr=config.lr, fused=True),
+        learning=Learner(
+            learner, lr=config.lr, grad_clip=config.grad_clip, tau_target=config.tau_target,
+            batch_size=config.batch_size, device_sampling=device.type == "cuda",
+            graph_step=config.graph_step_on(device),
+        ),
         replay=ReplayBuffer(config.replay_rows, spec.n_actions),
         opponent=_opponent(config, env, learner),
     )
@@ -145,12 +146,9 @@ def _run(
 
         sides, results, new = collect(config, envs, training, seeds, temperature)
         n_updates = math.ceil(config.replay_ratio * new / config.batch_size)
-        losses = learn(
-            training.replay, learner, training.target, training.optimizer, n_updates,
-            np.random.default_rng(seeds[0].replay), config=config, temperature=temperature,
-            device=device,
-        )
-        row = _metrics_row(env, r, results, sides, losses, temperature, n_updates,
+        loss = training.learning.learn(
+            training.replay, n_updates, np.random.default_rng(seeds[0].replay), temperature)
+        row = _metrics_row(env, r, results, sides, loss, temperature, n_updates,
                            buffer=len(training.replay), began=began)
         log.log(row)
         bar.update(1)
@@ -206,31 +204,9 @@ def collect(
     return sides, results, training.replay.added - added_before
 
 
-def learn(
-    replay: ReplayBuffer, learner: Algorithm, target: Algorithm,
-    optimizer: torch.optim.Optimizer, n_updates: int, rng: np.random.Generator, *,
-    config: TrainConfig, temperature: float, device: torch.device,
-) -> list[float]:
-    """``n_updates`` gradient steps on batches drawn from ``replay`` with ``rng``, each followed
-    by a soft update of ``target``; returns the losses."""
-    losses = []
-    for _ in range(n_updates):
-        batch = replay.sample(config.batch_size, rng, with_neighbors=learner.needs_neighbor_obs)
-        loss = learner.loss(_to(batch, device), target, temperature)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(learner.parameters(), config.grad_clip)
-        optimizer.step()
-        with torch.no_grad():
-            for p_target, p in zip(target.parameters(), learner.parameters(), strict=True):
-                p_target.lerp_(p, config.tau_target)
-        losses.append(loss.item())
-    return losses
-
-
 def _metrics_row(
     env: GridEnv, round_index: int, results: list[RoundResult], sides: list[int],
-    losses: list[float], temperature: float, n_updates: int, *, buffer: int, began: float,
+    loss: float, temperature: float, n_updates: int, *, buffer: int, began: float,
 ) -> dict:
     """The round's row of ``metrics.csv``: env steps summed over the games, the outcomes
     averaged over them."""
@@ -241,7 +217,7 @@ def _metrics_row(
         "steps": steps,
         "temperature": temperature,
         **{name: float(np.mean([o[name] for o in outcomes])) for name in outcomes[0]},
-        "loss": float(np.mean(losses)) if losses else float("nan"),
+        "loss": loss,
         "updates": n_updates,
         "buffer": buffer,
         "steps_per_s": steps / (time.perf_counter() - began),
@@ -307,10 +283,3 @@ def _outcome(env, result: RoundResult, side: int) -> dict[str, float]:
         "opponent_survivors": theirs.survivors,
         "win": float(won),
     }
-
-
-def _to(batch: Batch, device: torch.device) -> Batch:
-    """The batch on ``device``."""
-    if device.type == "cpu":
-        return batch
-    return Batch(*(t.to(device, non_blocking=True) for t in batch))

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Training on a GPU, checked and measured in about three minutes:
+#
+#     benchmarks/gpu_training_check.sh OUTDIR
+#
+# Run from the repository root, with cmfq already built with CUDA and installed (the kernel's
+# check builds it). Each step has its own time limit; a step that fails or times out is logged and
+# the next one runs. OUTDIR receives three files:
+#   log.txt              everything printed, with each step's exit status
+#   throughput.json      pytest-benchmark record of benchmarks/test_training_throughput.py
+#                        (map 40, 64 a side, the default update schedule, mfq and cmfq, --games 1
+#                        eager and graph step, --games 8 graph step; the second round's env steps/s)
+#   shared_runs.json     N = 1, 4, 8 `cmfq train` processes sharing the GPU (map 20, the study's
+#                        battle): their aggregate env steps/s (benchmarks/shared_gpu_runs.py)
+set -u
+if [ $# -ne 1 ]; then
+    echo "usage: $0 OUTDIR" >&2
+    exit 2
+fi
+out=$1
+mkdir -p "$out"
+log=$out/log.txt
+: > "$log"
+
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, log the output and the status
+    local name=$1 limit=$2
+    shift 2
+    echo "== $name (limit ${limit} s): $*" | tee -a "$log"
+    local began=$SECONDS
+    timeout --kill-after=5 "$limit" "$@" >> "$log" 2>&1
+    local status=$?
+    echo "== $name: exit $status after $((SECONDS - began)) s" | tee -a "$log"
+}
+
+step "machine" 20 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv;
+    nproc; python -c "import sys, torch, cmfq; print(sys.version); print(torch.__version__,
+    torch.version.cuda, torch.cuda.get_device_name()); print(\"cmfq cuda built:\", cmfq.cuda_built())"'
+step "capture tests" 45 python -m pytest tests/test_learner.py -q -rs -p no:cacheprovider
+step "throughput" 90 python -m pytest benchmarks/test_training_throughput.py -k device_step \
+    --device cuda --benchmark-only --benchmark-json "$out/throughput.json" -s -q \
+    -p no:cacheprovider
+step "shared runs" 80 python benchmarks/shared_gpu_runs.py "$out/shared_runs.json" \
+    --runs 1 4 8 --rounds 2 --max-steps 200 --timeout 25
+grep -E "env steps/s|passed|failed|error|== " "$log" | tail -n 40
