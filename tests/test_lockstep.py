@@ -8,7 +8,7 @@ from cmfq.cli import main
 from cmfq.envs import Observation, make_env
 from cmfq.training.metrics import read_metrics
 from cmfq.training.replay import ReplayBuffer
-from cmfq.training.rollout import play_round, play_rounds
+from cmfq.training.rollout import play_games
 from cmfq.training.trainer import round_seeds
 
 
@@ -46,12 +46,13 @@ def test_games_in_lockstep_never_share_a_td_target():
     for j in range(2):
         env, policies = game(j)
         buffer = ReplayBuffer(10_000, env.specs["red"].n_actions)
-        result = play_round(env, policies, seed=seeds[j], record=dict.fromkeys(env.groups, buffer))
+        [result] = play_games([env], [policies], seeds=[seeds[j]],
+                              record=[dict.fromkeys(env.groups, buffer)])
         assert result.steps == lengths[j]
         alone.append(buffer)
     together = ReplayBuffer(10_000, alone[0].n_actions)
     envs, policies = zip(*(game(j) for j in range(2)))
-    results = play_rounds(list(envs), list(policies), seeds=list(seeds),
+    results = play_games(list(envs), list(policies), seeds=list(seeds),
                           record=[dict.fromkeys(env.groups, together) for env in envs])
     assert [r.steps for r in results] == list(lengths)
     assert together.added == alone[0].added + alone[1].added > 0
@@ -83,10 +84,10 @@ def test_one_batched_decision_for_several_teams_equals_deciding_each_alone(algo,
         np.testing.assert_array_equal(decision.neighbor_actions, single.neighbor_actions)
 
 
-def test_play_rounds_needs_one_entry_per_env():
+def test_play_games_needs_one_entry_per_env():
     env = make_env("battle", 12, seed=0)
     with pytest.raises(ValueError, match="one entry per env"):
-        play_rounds([env, env], [{}], seeds=[0, 1])
+        play_games([env, env], [{}], seeds=[0, 1])
 
 
 def test_envs_flag_trains_games_on_sides_drawn_per_game(tmp_path):

@@ -49,17 +49,35 @@ class Policy:
         self.k_max = k_max
         self.generator = torch.Generator(device=algo.device).manual_seed(seed)
 
+    def fork(self, seed: int) -> Policy:
+        """The same network and settings with its own sampling ``seed``: forks of one policy play
+        several games at once, one forward for all, while each game samples as it would alone."""
+        return Policy(self.algo, temperature=self.temperature, radius=self.radius,
+                      k_max=self.k_max, seed=seed)
+
+    @property
+    def batch_key(self) -> tuple:
+        """Equal for policies that may decide in one forward (``decide_together``)."""
+        return (self.algo, self.temperature, self.radius, self.k_max)
+
     def decide(self, obs: Observation, prev_actions: np.ndarray | None) -> Decision:
         """Actions for the live agents in ``obs``; ``prev_actions`` are theirs at the last step."""
         return self.decide_teams([obs], [prev_actions])[0]
 
-    @torch.no_grad()
     def decide_teams(
         self, teams: Sequence[Observation], prev_actions: Sequence[np.ndarray | None]
     ) -> list[Decision]:
         """``decide`` for several teams (the same side of several games) in one forward of the
         network and one sample: a GPU gets a batch worth its launch, a CPU pays the Python
         overhead once. Each team's neighbourhoods stay within the team."""
+        return self._decide(teams, prev_actions, [self.generator] * len(teams))
+
+    @torch.no_grad()
+    def _decide(
+        self, teams: Sequence[Observation], prev_actions: Sequence[np.ndarray | None],
+        generators: Sequence[torch.Generator],
+    ) -> list[Decision]:
+        """One forward for all ``teams``; team j samples from ``generators[j]``."""
         neighbors = [
             neighborhoods(obs.positions, radius=self.radius, k_max=self.k_max) for obs in teams
         ]
@@ -86,11 +104,19 @@ class Policy:
         q, mean = self.algo.q_values(team)
         if self.temperature == 0:
             actions = q.argmax(-1)
-        elif q.shape[0]:
-            probs = torch.softmax(q / self.temperature, -1)
-            actions = torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
         else:
-            actions = torch.zeros(0, dtype=torch.int64)
+            actions = torch.empty(q.shape[0], dtype=torch.int64, device=q.device)
+            ends = [*starts[1:], q.shape[0]]
+            teams_of: dict[torch.Generator, list[int]] = {}
+            for j, generator in enumerate(generators):
+                teams_of.setdefault(generator, []).append(j)
+            # Each generator draws once, for the rows of all its teams in order: what it draws
+            # when its own policy decides for those teams, so forks play as they would alone.
+            for generator, its_teams in teams_of.items():
+                rows = torch.from_numpy(
+                    np.concatenate([np.arange(starts[j], ends[j]) for j in its_teams])
+                ).to(q.device)
+                actions[rows] = _sample(q[rows] / self.temperature, generator)
         per_team = zip(
             np.split(actions.cpu().numpy(), starts[1:]), np.split(mean.cpu().numpy(), starts[1:]),
             neighbors, their_actions, strict=True,
@@ -107,6 +133,11 @@ class RandomPolicy:
     def __init__(self, n_actions: int, *, seed: int) -> None:
         self.n_actions = n_actions
         self.rng = np.random.default_rng(seed)
+
+    @property
+    def batch_key(self) -> RandomPolicy:
+        """Each random team draws from its own generator: nothing to batch."""
+        return self
 
     def decide(self, obs: Observation, prev_actions: np.ndarray | None) -> Decision:
         n = obs.view.shape[0]
@@ -126,6 +157,28 @@ class RandomPolicy:
 
     def __call__(self, obs: Observation, prev_actions: np.ndarray | None) -> np.ndarray:
         return self.decide(obs, prev_actions).actions
+
+
+def decide_together(
+    policies: Sequence[Policy | RandomPolicy], teams: Sequence[Observation],
+    prev_actions: Sequence[np.ndarray | None],
+) -> list[Decision]:
+    """Team j's decision by ``policies[j]``, for policies of one ``batch_key`` (one policy, or
+    forks of one): one forward for all teams, each sampled from its own policy's generator."""
+    if len({policy.batch_key for policy in policies}) != 1:
+        raise ValueError("decide_together needs policies of one batch_key")
+    first = policies[0]
+    if isinstance(first, Policy):
+        return first._decide(teams, prev_actions, [policy.generator for policy in policies])
+    return first.decide_teams(teams, prev_actions)
+
+
+def _sample(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One action per row from softmax(``logits``); nothing drawn for no rows."""
+    if not logits.shape[0]:
+        return torch.zeros(0, dtype=torch.int64, device=logits.device)
+    probs = torch.softmax(logits, -1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
 def _concat(arrays: list[np.ndarray]) -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 
 from cmfq.evaluation.algorithms import BOOTSTRAP_SAMPLES, members_of, two_stage_mean
 from cmfq.evaluation.figures import plot_scores
-from cmfq.evaluation.games import ArenaSpec, Game, play_games, round_seed
+from cmfq.evaluation.games import GAMES_AT_ONCE, ArenaSpec, Game, game_seed, play_batches
 from cmfq.evaluation.players import checkpoint_groups, unique_labels
 from cmfq.evaluation.report import format_mean, format_rate, write_csv, write_json
 from cmfq.evaluation.stats import Estimate, mean_interval
@@ -87,36 +87,38 @@ def summarise(labels: Sequence[str], records: Sequence[HuntRecord]) -> list[Hunt
 
 
 def run_tiger_deer(
-    paths: Sequence[str | Path], *, map_size: int, rounds: int, seed: int, out: str | Path,
+    paths: Sequence[str | Path], *, map_size: int, games: int, seed: int, out: str | Path,
     workers: int = 1, env_options: dict | None = None, group_by: str = "algo",
-    address: str | None = None,
+    address: str | None = None, at_once: int = GAMES_AT_ONCE,
 ) -> dict:
-    """Evaluate each checkpoint for ``rounds`` rounds; write ``REPORT_FILES`` into ``out``, and
-    ``ALGORITHM_FILES`` where the checkpoints form several groups by ``group_by``. The rounds run
-    in ``workers`` processes, or on the Ray cluster at ``address``."""
-    if rounds < 1:
-        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    """Evaluate each checkpoint for ``games`` games; write ``REPORT_FILES`` into ``out``, and
+    ``ALGORITHM_FILES`` where the checkpoints form several groups by ``group_by``. The games run
+    in ``workers`` processes, or on the Ray cluster at ``address``, each playing ``at_once``
+    games at a time."""
+    if games < 1:
+        raise ValueError(f"games must be at least 1, got {games}")
     env_options = dict(env_options or {})
     labels = unique_labels(paths)
     groups = checkpoint_groups(paths, labels, group_by)
     spec = ArenaSpec(tuple(map(str, paths)), "tiger-deer", map_size, env_options)
     # Every model meets the same layouts and deer: the differences are the models'.
-    games = [Game((m,), r, round_seed(seed, r)) for m in range(len(paths)) for r in range(rounds)]
-    results = play_games(spec, games, workers, desc="tiger-deer", address=address)
+    schedule = [Game((m,), k, game_seed(seed, k)) for m in range(len(paths)) for k in range(games)]
+    results = play_batches(spec, schedule, workers=workers, at_once=at_once, desc="tiger-deer",
+                           address=address)
     records = [
         HuntRecord(
-            model=labels[game.players[0]], round=game.round, seed=game.seed,
+            model=labels[game.players[0]], round=game.index, seed=game.seed,
             reward=result.groups["tiger"].reward, deer_caught=result.deer_caught,
             tigers_left=result.groups["tiger"].survivors,
             deer_left=result.groups["deer"].survivors, steps=result.steps,
         )
-        for game, result in zip(games, results, strict=True)
+        for game, result in zip(schedule, results, strict=True)
     ]
     summaries = summarise(labels, records)
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    protocol = {"env": "tiger-deer", "map_size": map_size, "rounds_per_model": rounds,
+    protocol = {"env": "tiger-deer", "map_size": map_size, "rounds_per_model": games,
                 "seed": seed, **env_options}
     report = {
         "protocol": {**protocol,

@@ -23,7 +23,7 @@ from cmfq.evaluation.algorithms import (
     markdown_section,
 )
 from cmfq.evaluation.figures import plot_win_rates
-from cmfq.evaluation.games import ArenaSpec, Game, play_games, round_seed
+from cmfq.evaluation.games import GAMES_AT_ONCE, ArenaSpec, Game, game_seed, play_batches
 from cmfq.evaluation.players import checkpoint_groups, unique_labels
 from cmfq.evaluation.report import (
     RoundRecord,
@@ -43,26 +43,27 @@ ALGORITHM_FILES = ("algorithms.csv", "algorithm_pairs.csv", "algorithm_win_rate.
 
 @dataclass(frozen=True)
 class Settings:
-    """What every round of a tournament shares."""
+    """What every game of a tournament shares."""
 
     env: str = "battle"
     map_size: int = 40
-    rounds: int = 50
+    games: int = 50
+    """Games per pair."""
     seed: int = 0
     env_options: dict = field(default_factory=dict)
 
 
-def schedule(n_models: int, rounds: int, seed: int) -> list[Game]:
-    """Every unordered pair (a, b), a < b, plays ``rounds`` rounds; ``a`` plays the first group
-    in even rounds and the second in odd ones, and each even round's seed is reused by the next."""
+def schedule(n_models: int, games: int, seed: int) -> list[Game]:
+    """Every unordered pair (a, b), a < b, plays ``games`` games; ``a`` plays the first group
+    in even games and the second in odd ones, and each even game's seed is reused by the next."""
     if n_models < 2:
         raise ValueError(f"a tournament needs at least two checkpoints, got {n_models}")
-    if rounds < 1:
-        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    if games < 1:
+        raise ValueError(f"games must be at least 1, got {games}")
     return [
-        Game((a, b) if r % 2 == 0 else (b, a), r, round_seed(seed, r // 2))
+        Game((a, b) if k % 2 == 0 else (b, a), k, game_seed(seed, k // 2))
         for a, b in itertools.combinations(range(n_models), 2)
-        for r in range(rounds)
+        for k in range(games)
     ]
 
 
@@ -73,7 +74,7 @@ def to_record(game: Game, result, labels: Sequence[str]) -> RoundRecord:
     a, b = groups[a_side], groups[1 - a_side]
     ga, gb = result.groups[a], result.groups[b]
     return RoundRecord(
-        a=labels[game.players[a_side]], b=labels[game.players[1 - a_side]], round=game.round,
+        a=labels[game.players[a_side]], b=labels[game.players[1 - a_side]], round=game.index,
         seed=game.seed, a_side=a_side, a_survivors=ga.survivors, b_survivors=gb.survivors,
         a_kills=ga.kills, b_kills=gb.kills, a_reward=ga.reward, b_reward=gb.reward,
         steps=result.steps,
@@ -82,19 +83,21 @@ def to_record(game: Game, result, labels: Sequence[str]) -> RoundRecord:
 
 def run_tournament(
     paths: Sequence[str | Path], settings: Settings, out: str | Path, workers: int = 1,
-    group_by: str = "algo", address: str | None = None,
+    group_by: str = "algo", address: str | None = None, at_once: int = GAMES_AT_ONCE,
 ) -> dict:
     """Play the tournament and write its report files (``REPORT_FILES``, and ``ALGORITHM_FILES``
     where the checkpoints form several groups by ``group_by``) into ``out``; the rounds run in
-    ``workers`` processes, or on the Ray cluster at ``address`` (see ``play_games``)."""
+    ``workers`` processes, or on the Ray cluster at ``address``, each playing ``at_once`` games at
+    a time (see ``play_batches``)."""
     if settings.env != "battle":
         raise ValueError(f"tournaments are played in battle, not {settings.env!r}")
     labels = unique_labels(paths)
     groups = checkpoint_groups(paths, labels, group_by)
     spec = ArenaSpec(tuple(map(str, paths)), settings.env, settings.map_size,
                      dict(settings.env_options))
-    games = schedule(len(paths), settings.rounds, settings.seed)
-    results = play_games(spec, games, workers, desc="tournament", address=address)
+    games = schedule(len(paths), settings.games, settings.seed)
+    results = play_batches(spec, games, workers=workers, at_once=at_once, desc="tournament",
+                           address=address)
     records = [to_record(g, r, labels) for g, r in zip(games, results, strict=True)]
     return write_tournament_report(out, labels, paths, settings, records, groups, group_by)
 
@@ -110,7 +113,7 @@ def write_tournament_report(
     protocol = {
         "env": settings.env,
         "map_size": settings.map_size,
-        "rounds_per_pair": settings.rounds,
+        "rounds_per_pair": settings.games,
         "seed": settings.seed,
         **settings.env_options,
         "checkpoints": {label: str(path) for label, path in zip(labels, paths, strict=True)},

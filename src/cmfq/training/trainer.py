@@ -36,7 +36,7 @@ from cmfq.training.config import TrainConfig
 from cmfq.training.device import resolve_device
 from cmfq.training.metrics import MetricsLog
 from cmfq.training.replay import ReplayBuffer
-from cmfq.training.rollout import RoundResult, play_rounds
+from cmfq.training.rollout import GameResult, play_games
 
 RESUME_FILE = "resume.pt"
 """In the run folder: the last checkpoint plus optimizer, target, opponent and replay buffer."""
@@ -145,7 +145,7 @@ def _run(
             policies.append(teams)
             record.append({group: replay, other: replay} if feed_opponent else {group: replay})
         added_before = replay.added
-        results = play_rounds(envs, policies, seeds=[game.env for game in seeds], record=record)
+        results = play_games(envs, policies, seeds=[game.env for game in seeds], record=record)
 
         # 2. Learn: replay_ratio gradient steps per batch of new transitions.
         rng = np.random.default_rng(seeds[0].replay)
@@ -258,7 +258,7 @@ def round_seeds(seed: int, round_index: int, games: int) -> list[GameSeeds]:
     return [GameSeeds(*(int(w) for w in five)) for five in words.reshape(games, 5)]
 
 
-def _outcome(env, result: RoundResult, side: int) -> dict[str, float]:
+def _outcome(env, result: GameResult, side: int) -> dict[str, float]:
     """One game's metrics for the learner playing ``env.groups[side]``."""
     mine, theirs = result.groups[env.groups[side]], result.groups[env.groups[1 - side]]
     won = theirs.survivors == 0 if env.name == "tiger-deer" else mine.survivors > theirs.survivors
