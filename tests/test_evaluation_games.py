@@ -75,8 +75,8 @@ def test_schedule_swaps_sides_and_mirrors_seeds():
 
 
 def test_tournament_reports_are_complete_and_consistent(battle_checkpoints, tmp_path):
-    rounds = 4
-    settings = Settings(map_size=MAP, games=rounds, seed=3, env_options={"max_steps": STEPS})
+    games = 4
+    settings = Settings(map_size=MAP, games=games, seed=3, env_options={"max_steps": STEPS})
     run_tournament(battle_checkpoints, settings, tmp_path, workers=1)
     for name in REPORT_FILES:
         assert (tmp_path / name).stat().st_size > 0, name
@@ -84,11 +84,11 @@ def test_tournament_reports_are_complete_and_consistent(battle_checkpoints, tmp_
     report = json.loads((tmp_path / "report.json").read_text())
     (pair,) = report["pairs"]
     assert (pair["a"], pair["b"]) == ("mfq-battle", "cmfq-battle")
-    assert pair["wins"] + pair["losses"] + pair["ties"] == pair["rounds"] == rounds
-    assert pair["win_rate"]["value"] == pytest.approx(pair["wins"] / rounds)
+    assert pair["wins"] + pair["losses"] + pair["ties"] == pair["games"] == games
+    assert pair["win_rate"]["value"] == pytest.approx(pair["wins"] / games)
 
-    rows = read_csv(tmp_path / "rounds.csv")
-    assert len(rows) == rounds
+    rows = read_csv(tmp_path / "games.csv")
+    assert len(rows) == games
     assert sorted(int(r["a_side"]) for r in rows) == [0, 0, 1, 1]
     outcomes = [np.sign(int(r["a_survivors"]) - int(r["b_survivors"])) for r in rows]
     assert (outcomes.count(1), outcomes.count(-1), outcomes.count(0)) == (
@@ -168,10 +168,10 @@ def test_checkpoint_from_another_env_is_refused(battle_checkpoints, tiger_checkp
 def test_tiger_deer_report(tiger_checkpoints, tmp_path):
     report = run_tiger_deer(tiger_checkpoints, map_size=MAP, games=2, seed=0, out=tmp_path,
                             env_options={"max_steps": STEPS})
-    for name in ("report.json", "models.csv", "rounds.csv", "report.md", "scores.png"):
+    for name in ("report.json", "models.csv", "games.csv", "report.md", "scores.png"):
         assert (tmp_path / name).stat().st_size > 0, name
     n_deer = make_env("tiger-deer", MAP, seed=0).n_deer
-    records = report["rounds"]
+    records = report["games"]
     assert len(records) == 4
     for record in records:
         assert record.deer_caught + record.deer_left == n_deer
@@ -179,12 +179,12 @@ def test_tiger_deer_report(tiger_checkpoints, tmp_path):
     assert [r.seed for r in records[:2]] == [r.seed for r in records[2:]]
     for summary in report["models"]:
         mine = [r.deer_caught for r in records if r.model == summary.model]
-        assert summary.rounds == 2
+        assert summary.games == 2
         assert summary.deer_caught.value == pytest.approx(np.mean(mine))
     # One checkpoint per algorithm: each group's mean is its checkpoint's.
     assert report["algorithms"]["members"] == {"il": ["il-td"], "cmfq": ["cmfq-td"]}
     for group, model in zip(report["algorithms"]["summaries"], report["models"], strict=True):
-        assert (group.checkpoints, group.rounds) == (1, 2)
+        assert (group.checkpoints, group.games) == (1, 2)
         assert group.deer_caught.value == pytest.approx(model.deer_caught.value)
         assert group.reward.low <= group.reward.value <= group.reward.high
     for name in TIGER_ALGORITHM_FILES:
@@ -206,7 +206,7 @@ def test_render_writes_one_frame_per_step(battle_checkpoints, tmp_path):
 
 def test_cli_tournament_render_and_plot(battle_checkpoints, tmp_path, capsys):
     out = tmp_path / "t"
-    code = main(["tournament", *battle_checkpoints, "--map-size", str(MAP), "--rounds", "2",
+    code = main(["tournament", *battle_checkpoints, "--map-size", str(MAP), "--games", "2",
                  "--max-steps", "5", "--workers", "1", "--out", str(out)])
     assert code == 0
     assert all((out / name).is_file() for name in REPORT_FILES)
@@ -241,9 +241,12 @@ def test_random_team_and_pretrained_names_play_in_tournaments_and_replays(
     assert labels_for(players) == ["mfq-battle", "pretrained:cmfq-battle", "random"]
 
     out = tmp_path / "t"
+    # --rounds, the old name of --games, still works.
     assert main(["tournament", *players, "--map-size", str(MAP), "--rounds", "2",
                  "--max-steps", "5", "--workers", "1", "--out", str(out)]) == 0
+    assert "--rounds is deprecated; use --games" in capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
+    assert report["protocol"]["games_per_pair"] == 2
     assert {s["model"] for s in report["standings"]} == set(labels_for(players))
     assert report["protocol"]["checkpoints"]["random"] == "random"
     # The random team is its own group; the pretrained model is grouped by its config's algo.
@@ -261,7 +264,7 @@ def test_random_team_and_pretrained_names_play_in_tournaments_and_replays(
     assert "available: cmfq-battle" in capsys.readouterr().err
 
 
-def test_random_teams_play_seeded_rounds_in_both_envs():
+def test_random_teams_play_seeded_games_in_both_envs():
     battle = Arena(["random", "random"], "battle", MAP, max_steps=STEPS)
     [first] = battle.play([Game((0, 1), 0, 2)])
     assert first.steps == STEPS or min(g.survivors for g in first.groups.values()) == 0

@@ -1,8 +1,8 @@
 """Round-robin battle tournaments between checkpoints.
 
-Every pair of checkpoints plays ``rounds`` rounds. Rounds come in mirrored pairs: rounds 2k and
+Every pair of checkpoints plays ``games`` games. Games come in mirrored pairs: games 2k and
 2k+1 start from the same seed with the teams swapped, so each model plays each side equally often
-and neither profits from a lucky side or layout. A round is won by the side with more survivors
+and neither profits from a lucky side or layout. A game is won by the side with more survivors
 at the end (after ``max_steps`` or when a side is wiped out); equal survivors are a tie.
 
 The checkpoints are also grouped (by default by algorithm, read from each checkpoint's own config)
@@ -26,7 +26,7 @@ from cmfq.evaluation.figures import plot_win_rates
 from cmfq.evaluation.games import GAMES_AT_ONCE, ArenaSpec, Game, game_seed, play_batches
 from cmfq.evaluation.players import checkpoint_groups, unique_labels
 from cmfq.evaluation.report import (
-    RoundRecord,
+    GameRecord,
     markdown_report,
     standings,
     summarise_pairs,
@@ -36,7 +36,7 @@ from cmfq.evaluation.report import (
     write_json,
 )
 
-REPORT_FILES = ("report.json", "pairs.csv", "rounds.csv", "report.md", "win_rate.png")
+REPORT_FILES = ("report.json", "pairs.csv", "games.csv", "report.md", "win_rate.png")
 ALGORITHM_FILES = ("algorithms.csv", "algorithm_pairs.csv", "algorithm_win_rate.png")
 """Written beside ``REPORT_FILES`` when the checkpoints form at least two groups."""
 
@@ -67,14 +67,14 @@ def schedule(n_models: int, games: int, seed: int) -> list[Game]:
     ]
 
 
-def to_record(game: Game, result, labels: Sequence[str]) -> RoundRecord:
-    """The round seen from the pair's first model (the lower checkpoint index)."""
+def to_record(game: Game, result, labels: Sequence[str]) -> GameRecord:
+    """The game seen from the pair's first model (the lower checkpoint index)."""
     groups = tuple(result.groups)  # in the env's order, the order of ``game.players``
     a_side = 0 if game.players[0] < game.players[1] else 1
     a, b = groups[a_side], groups[1 - a_side]
     ga, gb = result.groups[a], result.groups[b]
-    return RoundRecord(
-        a=labels[game.players[a_side]], b=labels[game.players[1 - a_side]], round=game.index,
+    return GameRecord(
+        a=labels[game.players[a_side]], b=labels[game.players[1 - a_side]], game=game.index,
         seed=game.seed, a_side=a_side, a_survivors=ga.survivors, b_survivors=gb.survivors,
         a_kills=ga.kills, b_kills=gb.kills, a_reward=ga.reward, b_reward=gb.reward,
         steps=result.steps,
@@ -86,7 +86,7 @@ def run_tournament(
     group_by: str = "algo", address: str | None = None, at_once: int = GAMES_AT_ONCE,
 ) -> dict:
     """Play the tournament and write its report files (``REPORT_FILES``, and ``ALGORITHM_FILES``
-    where the checkpoints form several groups by ``group_by``) into ``out``; the rounds run in
+    where the checkpoints form several groups by ``group_by``) into ``out``; the games run in
     ``workers`` processes, or on the Ray cluster at ``address``, each playing ``at_once`` games at
     a time (see ``play_batches``)."""
     if settings.env != "battle":
@@ -104,7 +104,7 @@ def run_tournament(
 
 def write_tournament_report(
     out: str | Path, labels: Sequence[str], paths: Sequence[str | Path], settings: Settings,
-    records: Sequence[RoundRecord], groups: dict[str, str] | None = None, group_by: str = "algo",
+    records: Sequence[GameRecord], groups: dict[str, str] | None = None, group_by: str = "algo",
 ) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -113,7 +113,7 @@ def write_tournament_report(
     protocol = {
         "env": settings.env,
         "map_size": settings.map_size,
-        "rounds_per_pair": settings.games,
+        "games_per_pair": settings.games,
         "seed": settings.seed,
         **settings.env_options,
         "checkpoints": {label: str(path) for label, path in zip(labels, paths, strict=True)},
@@ -132,10 +132,10 @@ def write_tournament_report(
         plot_win_rates(names, wins, out / "algorithm_win_rate.png", ties=ties,
                        title=f"{settings.env}, {settings.map_size}² map: win rate of row vs "
                        "column, mean over seeds")
-    report["rounds"] = list(records)
+    report["games"] = list(records)
     write_json(out / "report.json", report)
     write_csv(out / "pairs.csv", pairs)
-    write_csv(out / "rounds.csv", records)
+    write_csv(out / "games.csv", records)
     plot_win_rates(labels, win_rate_matrix(labels, pairs), out / "win_rate.png",
                    title=f"{settings.env}, {settings.map_size}² map: win rate of row vs column",
                    ties=tie_matrix(labels, pairs))
