@@ -1,6 +1,6 @@
 """Playing games (episodes): every group acts, the env steps, and a learner's team is recorded;
 several games play in lockstep, each policy deciding for all its teams in one batch. A training
-round is one call: its games, then learning."""
+round plays its games with one ``play_games`` call, then learns."""
 
 from __future__ import annotations
 
