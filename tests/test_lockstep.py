@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from cmfq.algos import Policy, RandomPolicy, make_algorithm
+from cmfq.algos.policy import decide_together
 from cmfq.cli import main
 from cmfq.envs import Observation, make_env
 from cmfq.training.metrics import read_metrics
@@ -82,6 +83,36 @@ def test_one_batched_decision_for_several_teams_equals_deciding_each_alone(algo,
         np.testing.assert_allclose(decision.mean_action, single.mean_action, atol=1e-6)
         np.testing.assert_array_equal(decision.neighbors, single.neighbors)
         np.testing.assert_array_equal(decision.neighbor_actions, single.neighbor_actions)
+
+
+@pytest.mark.parametrize(("algo", "radius"), [("il", 6.0), ("mfq", None), ("amfq", None),
+                                              ("amfq", 6.0), ("cmfq", 6.0)])
+def test_forks_decide_together_exactly_as_each_alone(algo, radius):
+    # Teams of 5, 2 and 5 agents (one forward alone has fewer than MIN_ROWS rows, and a global
+    # neighbourhood as wide as the team), sampled at temperature 1 by three forks.
+    teams, prev = [], []
+    for seed, size in ((0, None), (1, 2), (2, None)):
+        env = make_env("battle", 12, seed=seed)
+        obs = env.reset(seed)["red"]
+        teams.append(Observation(*(a[:size] for a in obs)))
+        prev.append(np.random.default_rng(seed).integers(0, env.specs["red"].n_actions,
+                                                         teams[-1].view.shape[0]))
+    policy = Policy(make_algorithm(algo, env.specs["red"]), temperature=1.0, radius=radius,
+                    k_max=4, seed=0)
+
+    def forks():
+        return [policy.fork(seed, team_size=5) for seed in (5, 6, 7)]
+
+    together = decide_together(forks(), teams, prev)
+    alone = [fork.decide(obs, before) for fork, obs, before in zip(forks(), teams, prev,
+                                                                   strict=True)]
+    for a, b in zip(together, alone, strict=True):
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)  # actions and neighbour inputs, to the bit
+    # The forks draw differently: a shared generator would not pass unnoticed above.
+    first, second, _ = forks()
+    assert not np.array_equal(first.decide(teams[0], prev[0]).actions,
+                              second.decide(teams[0], prev[0]).actions)
 
 
 def test_play_games_needs_one_entry_per_env():

@@ -11,6 +11,11 @@ import torch
 from cmfq.algos.common import Algorithm, TeamInput
 from cmfq.envs import Observation, neighbor_actions, neighborhoods, pad_neighbors
 
+MIN_ROWS = 16
+"""Rows a fork's forward has at least (``Policy.fork``): from 16 rows on, the CPU kernels compute
+a row the same whatever the other rows (checked on an AVX-512 Xeon from 16 to 2048 rows; below,
+a test of one, three or five agents fails)."""
+
 
 class Decision(NamedTuple):
     """What a policy chose for one team at one step (row i = agent i of the observation)."""
@@ -48,17 +53,33 @@ class Policy:
         self.radius = radius
         self.k_max = k_max
         self.generator = torch.Generator(device=algo.device).manual_seed(seed)
+        self._min_rows = 0
+        """A forward's rows at least (padded): set on forks."""
+        self._min_width = 0
+        """A forward's neighbour columns at least (padded): set on forks."""
 
-    def fork(self, seed: int) -> Policy:
-        """The same network and settings with its own sampling ``seed``: forks of one policy play
-        several games at once, one forward for all, while each game samples as it would alone."""
-        return Policy(self.algo, temperature=self.temperature, radius=self.radius,
+    def fork(self, seed: int, *, team_size: int) -> Policy:
+        """The same network and settings with its own sampling ``seed``, for games played at once
+        that must each play exactly as it would alone: forks of one policy decide together, in
+        one forward (``decide_together``), and each team samples from its own fork's generator.
+
+        A row's values must then not depend on the other rows of its forward. On the CPU they do
+        below about 16 rows (oneDNN's convolutions and MKL's matrix products switch kernels,
+        which round differently), and AMFQ's attention depends on the neighbour columns; so a
+        fork pads every forward to at least ``MIN_ROWS`` rows and, for global neighbourhoods,
+        to ``team_size - 1`` neighbour columns (``team_size``: the largest team it will play).
+        """
+        fork = Policy(self.algo, temperature=self.temperature, radius=self.radius,
                       k_max=self.k_max, seed=seed)
+        fork._min_rows = MIN_ROWS
+        fork._min_width = team_size - 1 if self.radius is None else 0
+        return fork
 
     @property
     def batch_key(self) -> tuple:
         """Equal for policies that may decide in one forward (``decide_together``)."""
-        return (self.algo, self.temperature, self.radius, self.k_max)
+        return (self.algo, self.temperature, self.radius, self.k_max, self._min_rows,
+                self._min_width)
 
     def decide(self, obs: Observation, prev_actions: np.ndarray | None) -> Decision:
         """Actions for the live agents in ``obs``; ``prev_actions`` are theirs at the last step."""
@@ -86,32 +107,36 @@ class Policy:
         ]
         # In the batch, team j's rows follow those of teams 0..j-1, so its neighbour rows shift.
         starts = np.cumsum([0, *(obs.view.shape[0] for obs in teams[:-1])])
-        width = max(n.shape[1] for n in neighbors)
+        width = max(self._min_width, *(n.shape[1] for n in neighbors))
         batch_neighbors = [
             pad_neighbors(np.where(n >= 0, n + start, -1), width)
             for n, start in zip(neighbors, starts, strict=True)
         ]
+        rows = int(sum(obs.view.shape[0] for obs in teams))
+        padding = max(0, self._min_rows - rows)
         device = self.generator.device
         team = TeamInput(*(
-            torch.from_numpy(_concat(arrays)).to(device, non_blocking=True)
-            for arrays in (
-                [obs.view for obs in teams],
-                [obs.features for obs in teams],
-                batch_neighbors,
-                [pad_neighbors(a, width) for a in their_actions],
+            torch.from_numpy(_concat(arrays, padding, fill)).to(device, non_blocking=True)
+            for arrays, fill in (
+                ([obs.view for obs in teams], 0),
+                ([obs.features for obs in teams], 0),
+                (batch_neighbors, -1),
+                ([pad_neighbors(a, width) for a in their_actions], -1),
             )
         ))
-        q, mean = self.algo.q_values(team)
+        q, mean = (x[:rows] for x in self.algo.q_values(team))
+        teams_of: dict[torch.Generator, list[int]] = {}
+        for j, generator in enumerate(generators):
+            teams_of.setdefault(generator, []).append(j)
         if self.temperature == 0:
             actions = q.argmax(-1)
+        elif len(teams_of) == 1:
+            actions = _sample(q / self.temperature, generators[0])
         else:
-            actions = torch.empty(q.shape[0], dtype=torch.int64, device=q.device)
-            ends = [*starts[1:], q.shape[0]]
-            teams_of: dict[torch.Generator, list[int]] = {}
-            for j, generator in enumerate(generators):
-                teams_of.setdefault(generator, []).append(j)
             # Each generator draws once, for the rows of all its teams in order: what it draws
             # when its own policy decides for those teams, so forks play as they would alone.
+            actions = torch.empty(q.shape[0], dtype=torch.int64, device=q.device)
+            ends = [*starts[1:], q.shape[0]]
             for generator, its_teams in teams_of.items():
                 rows = torch.from_numpy(
                     np.concatenate([np.arange(starts[j], ends[j]) for j in its_teams])
@@ -181,6 +206,9 @@ def _sample(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
-def _concat(arrays: list[np.ndarray]) -> np.ndarray:
-    """One array of the rows of all; a single team's array as it is (no copy)."""
+def _concat(arrays: list[np.ndarray], padding: int, fill: int) -> np.ndarray:
+    """One array of the rows of all and ``padding`` rows of ``fill``; a single team's array as it
+    is (no copy) where nothing is padded."""
+    if padding:
+        arrays = [*arrays, np.full((padding, *arrays[0].shape[1:]), fill, arrays[0].dtype)]
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)

@@ -66,6 +66,9 @@ class Arena:
         self._policies = [None if c is None else c.policy() for c in self.checkpoints]
         self._envs = [self.env]
         """One env per game played at once, made as needed."""
+        self.env.reset(0)
+        self._team_size = max(self.env.num_alive(g) for g in self.env.groups)
+        """The largest team at the start of a game (the env's layout fixes the numbers)."""
 
     def _check_fits(self, checkpoint: Checkpoint) -> None:
         if checkpoint.env != self.env.name:
@@ -104,4 +107,4 @@ class Arena:
         policy = self._policies[index]
         if policy is None:
             return RandomPolicy(self.env.specs[group].n_actions, seed=seed)
-        return policy.fork(seed)
+        return policy.fork(seed, team_size=self._team_size)

@@ -1,5 +1,5 @@
-"""Tournament results: per-game records, their per-pair and per-model summaries, and the JSON,
-CSV and Markdown writers.
+"""Tournament results: per-game records, their per-pair and per-model summaries, the JSON, CSV
+and Markdown writers, and the JSON reader.
 
 Every record and summary is seen from the first model of its pair, ``a``: a game is a win for
 ``a`` when it ends with more survivors than ``b``, a loss with fewer and a tie with as many.
@@ -185,16 +185,16 @@ def write_json(path: Path, report: Mapping) -> None:
         f.write("\n")
 
 
-# A game was once called a round in the reports: report.json files written then use these keys.
+# Reports in the old words, which called a game a round, use these keys.
 _OLD_KEYS = {"rounds_per_pair": "games_per_pair", "rounds_per_model": "games_per_model",
              "rounds": "games", "round": "game"}
 _BY_LABEL = ("checkpoints", "members")
 
 
 def read_report(path: str | Path) -> dict:
-    """A report.json of ``cmfq tournament`` (battle or tiger-deer) as written, with the keys of
-    reports written before games were called games renamed to today's (``rounds_per_pair`` is
-    ``games_per_pair``, a summary's ``rounds`` is ``games``, a record's ``round`` is ``game``)."""
+    """A report.json of ``cmfq tournament`` (battle or tiger-deer), the keys of a report in the
+    old words renamed to today's: ``rounds_per_pair`` is ``games_per_pair``, a summary's
+    ``rounds`` is ``games``, a record's ``round`` is ``game``."""
     def renamed(value):
         if isinstance(value, dict):
             # Keyed by label (checkpoints, group members): the keys are names, not fields.
