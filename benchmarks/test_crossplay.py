@@ -5,15 +5,17 @@ at once (each network one batched forward a step over the teams it plays in ever
 The players are an mfq and a cmfq checkpoint, untrained: a network's cost does not depend on its
 weights, and untrained teams rarely kill, so every game lasts its 400 steps with all agents alive,
 the most a game costs. Each case plays mirrored pairs of games (as a tournament does) in one
-process on one torch thread, and records in ``extra_info`` the CPU time (user + system of this
-process) per game and, after the one-at-a-time case, the ratio to it. CPU time, not wall time:
-on a shared machine wall time measures the other jobs too.
+process on one torch thread, one at a time and then at once, alternating, and records in
+``extra_info`` the CPU time (user + system of this process) per game of both and the ratio of
+their medians. CPU time, not wall time: on a shared machine wall time measures the other jobs
+too.
 """
 
 from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 
 try:
@@ -27,12 +29,11 @@ except ImportError as err:  # the kernel benchmarks stand alone
     pytest.skip(f"cmfq evaluation is not importable ({err})", allow_module_level=True)
 
 MAP_SIZE = 20
-AT_ONCE = (1, 8, 32)
-"""Games a process plays at once; 1 is the one-at-a-time baseline."""
+AT_ONCE = (8, 32)
+"""Games a process plays at once, each set beside one at a time."""
 BASELINE_GAMES = 2
-"""Games the one-at-a-time case plays (one mirrored pair); the others play ``at_once``."""
-
-_cpu_per_game: dict[int, float] = {}
+"""Games played one at a time per measurement (one mirrored pair)."""
+MEASUREMENTS = 2
 
 
 @pytest.fixture(scope="module")
@@ -53,34 +54,40 @@ def _mirrored_pairs(n: int) -> list[Game]:
     return [Game((0, 1) if k % 2 == 0 else (1, 0), k, 1000 + k // 2) for k in range(n)]
 
 
+def _cpu_per_game(arena: Arena, games: list[Game], at_once: int) -> tuple[float, list[int]]:
+    """CPU seconds per game of playing ``games``, ``at_once`` at a time, and their steps."""
+    start = time.process_time()
+    results = [result for k in range(0, len(games), at_once)
+               for result in arena.play(games[k:k + at_once])]
+    return (time.process_time() - start) / len(games), [r.steps for r in results]
+
+
 @pytest.mark.parametrize("at_once", AT_ONCE)
 def test_crossplay_cpu_time_per_game(benchmark, device: str, arena: Arena, at_once: int) -> None:
     if device != "cpu":
         pytest.skip("cross-play runs on the CPU")
-    games = _mirrored_pairs(BASELINE_GAMES if at_once == 1 else at_once)
-    arena.play(_mirrored_pairs(at_once)[:2])  # one-off costs (first env, first forward)
-    cpu: list[float] = []
+    arena.play(_mirrored_pairs(2))  # one-off costs (first env, first forward)
+    cpu: dict[int, list[float]] = {1: [], at_once: []}
+    steps: list[int] = []
 
-    def play() -> list:
-        start = time.process_time()
-        results = [result for k in range(0, len(games), at_once)
-                   for result in arena.play(games[k:k + at_once])]
-        cpu.append((time.process_time() - start) / len(games))
-        return results
+    def both() -> None:
+        # One at a time, then at once, alternating, so that a shared machine's drift hits both.
+        for n, games in ((1, _mirrored_pairs(BASELINE_GAMES)), (at_once, _mirrored_pairs(at_once))):
+            seconds, played = _cpu_per_game(arena, games, n)
+            cpu[n].append(seconds)
+            steps.extend(played)
 
-    results = benchmark.pedantic(play, rounds=1, iterations=1)
-    steps = [r.steps for r in results]
-    _cpu_per_game[at_once] = cpu[0]
+    benchmark.pedantic(both, rounds=MEASUREMENTS, iterations=1)
+    median = {n: float(np.median(s)) for n, s in cpu.items()}
     benchmark.group = f"cpu cross-play, battle {MAP_SIZE}x{MAP_SIZE}"
     benchmark.extra_info.update(
         kind="crossplay",
         at_once=at_once,
-        games=len(games),
+        cpu_s_per_game={str(n): s for n, s in cpu.items()},
+        ratio=median[1] / median[at_once],
         steps_per_game=sum(steps) / len(steps),
-        cpu_s_per_game=cpu[0],
-        ratio_to_one_at_a_time=_cpu_per_game[1] / cpu[0] if 1 in _cpu_per_game else None,
-        setup={"map_size": MAP_SIZE, "players": "mfq, cmfq (untrained)", "threads": 1},
+        setup={"map_size": MAP_SIZE, "players": "mfq, cmfq (untrained)", "threads": 1,
+               "games": {"1": BASELINE_GAMES, str(at_once): at_once}},
     )
-    print(f"\n{at_once} at once: {cpu[0]:.3f} s CPU per game of {sum(steps) / len(steps):.0f} "
-          f"steps")
-
+    print(f"\n{at_once} at once: CPU s per game {median[at_once]:.3f} vs {median[1]:.3f} one at a "
+          f"time: {median[1] / median[at_once]:.2f}x; all: {cpu}")

@@ -138,10 +138,10 @@ class Policy:
             actions = torch.empty(q.shape[0], dtype=torch.int64, device=q.device)
             ends = [*starts[1:], q.shape[0]]
             for generator, its_teams in teams_of.items():
-                rows = torch.from_numpy(
+                its_rows = torch.from_numpy(
                     np.concatenate([np.arange(starts[j], ends[j]) for j in its_teams])
                 ).to(q.device)
-                actions[rows] = _sample(q[rows] / self.temperature, generator)
+                actions[its_rows] = _sample(q[its_rows] / self.temperature, generator)
         per_team = zip(
             np.split(actions.cpu().numpy(), starts[1:]), np.split(mean.cpu().numpy(), starts[1:]),
             neighbors, their_actions, strict=True,
