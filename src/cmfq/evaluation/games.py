@@ -20,7 +20,7 @@ from cmfq.evaluation.cluster import connect
 
 GAMES_AT_ONCE = 32
 """Games a process plays at once by default: at map 20, 2.4x less CPU time per game than one at
-a time, against 2.1x at 8 (docs/performance.md); a batch's memory stays a few tens of MB."""
+a time, against 2.0x at 8 (docs/performance.md); a batch's memory stays a few tens of MB."""
 
 
 @dataclass(frozen=True)
