@@ -13,10 +13,10 @@ crossplay  ``cmfq tournament`` of every battle run and ``random`` at each map of
 tigerdeer  ``cmfq tournament --env tiger-deer`` of every tiger-deer run and ``random``.
 curves     ``cmfq plot`` of each env's runs (mean over seeds, 95% t interval).
 pick       the pretrained models, one per algorithm and env, copied into ``Plan.models``:
-           battle: the run with the highest win rate (rounds won / rounds played) against the
+           battle: the run with the highest win rate (games won / games played) against the
            runs of the other algorithms at the training map (``random`` left out); ties go to
            the higher such rate over the larger maps, then to the lower seed.
-           tiger-deer: the run with the most deer caught per round, then the higher reward.
+           tiger-deer: the run with the most deer caught per game, then the higher reward.
 replay     ``cmfq render`` of the picked cmfq against the picked mfq, and one frame as a PNG.
 results    the results page from the reports, with a marked place for the conclusion, which a
            person writes after reading the tables.
@@ -44,6 +44,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
+from cmfq.evaluation.report import read_report as load_report
 from cmfq.evaluation.stats import t_quantile_975
 from cmfq.training.checkpoint import load_checkpoint
 from cmfq.training.run_folder import LAST_FILE, RunFolder
@@ -77,12 +78,12 @@ class Plan:
     maps: tuple[int, ...]
     """Battle cross-play maps, the training map first."""
     rounds: int
-    """Rounds per pair of models in cross-play. The comparison of two algorithms pools the pairs
-    of their runs (5 x 5 x 20 = 500 rounds), and its interval is set mostly by the seeds."""
+    """Games per pair of models in cross-play. The comparison of two algorithms pools the pairs
+    of their runs (5 x 5 x 20 = 500 games), and its interval is set mostly by the seeds."""
     tiger_rounds: int
-    """Rounds per model in the tiger-deer evaluation."""
+    """Games per model in the tiger-deer evaluation."""
     max_steps: int | None = None
-    """Steps per evaluation round (None: the env's)."""
+    """Steps per evaluation game (None: the env's)."""
 
 
 FULL = Plan(
@@ -122,20 +123,20 @@ def up_to_date(report: Path, players: list[str], settings: dict) -> bool:
     protocol ``settings``."""
     if not report.is_file():
         return False
-    protocol = json.loads(report.read_text())["protocol"]
+    protocol = load_report(report)["protocol"]
     return sorted(protocol["checkpoints"].values()) == sorted(players) and all(
         protocol.get(key) == value for key, value in settings.items())
 
 
 def tournament(plan: Plan, env: str, players: list[str], size: int, rounds: int, out: Path,
                workers: int) -> None:
-    per = "rounds_per_pair" if env == "battle" else "rounds_per_model"
+    per = "games_per_pair" if env == "battle" else "games_per_model"
     settings = {"map_size": size, per: rounds, "max_steps": plan.max_steps}
     if up_to_date(out / "report.json", players, settings):
         print(f"{out}: up to date")
         return
     steps = () if plan.max_steps is None else ("--max-steps", str(plan.max_steps))
-    cmfq("tournament", *players, "--env", env, "--map-size", str(size), "--rounds", str(rounds),
+    cmfq("tournament", *players, "--env", env, "--map-size", str(size), "--games", str(rounds),
          *steps, "--workers", str(workers), "--out", out)
 
 
@@ -175,11 +176,11 @@ def read_report(plan: Plan, name: str) -> dict:
     path = plan.reports / name / "report.json"
     if not path.is_file():
         raise SystemExit(f"no report {path}; run the evaluation stages first")
-    return json.loads(path.read_text())
+    return load_report(path)
 
 
 def score_against_others(report: dict) -> dict[str, float]:
-    """Label -> rounds won / rounds played against the checkpoints of the other algorithms."""
+    """Label -> games won / games played against the checkpoints of the other algorithms."""
     group = {label: g for g, labels in report["algorithms"]["members"].items() for label in labels}
     won, played = {}, {}
     for p in report["pairs"]:
@@ -187,7 +188,7 @@ def score_against_others(report: dict) -> dict[str, float]:
             continue
         for me, wins in ((p["a"], p["wins"]), (p["b"], p["losses"])):
             won[me] = won.get(me, 0) + wins
-            played[me] = played.get(me, 0) + p["rounds"]
+            played[me] = played.get(me, 0) + p["games"]
     return {label: won[label] / played[label] for label in won}
 
 
@@ -259,9 +260,9 @@ def algorithm_table(report: dict) -> list[str]:
 
 
 def tiger_table(report: dict) -> list[str]:
-    """Per algorithm: the mean over its runs of their per-round means, with the report's
+    """Per algorithm: the mean over its runs of their per-game means, with the report's
     two-stage bootstrap interval."""
-    lines = ["| algorithm | runs | deer caught per round | tiger reward per round |",
+    lines = ["| algorithm | runs | deer caught per game | tiger reward per game |",
              "|---|---:|---|---|"]
     lines += [f"| {a['algorithm']} | {a['checkpoints']} | {rate(a['deer_caught'])} "
               f"| {rate(a['reward'])} |" for a in report["algorithms"]["summaries"]]
@@ -307,19 +308,19 @@ def results_page(plan: Plan) -> None:
     lines = [
         "# Does CMFQ beat MFQ?", "",
         f"Generated by `python experiments/study.py` from the reports in `{link(plan.reports)}/` "
-        "(JSON and CSV, every round). Edit only the conclusion; rerun the script for the rest.",
+        "(JSON and CSV, every game). Edit only the conclusion; rerun the script for the rest.",
         "", "## Setup", "",
     ]
     for env, config in plan.sweeps.items():
         lines += [f"{env} runs (`cmfq sweep {config}`):", "", "```toml",
                   config.read_text().strip(), "```", ""]
     lines += [
-        f"Cross-play: every battle run and a uniformly random team, {plan.rounds} rounds per "
-        f"pair (sides swapped every round), on maps {', '.join(map(str, plan.maps))} "
-        "(the training map first; agents a side grow with the map's area). Win rate: rounds won "
-        "/ rounds played (ties count as not won; the heatmaps give the tie shares). Between "
+        f"Cross-play: every battle run and a uniformly random team, {plan.rounds} games per "
+        f"pair (sides swapped every game), on maps {', '.join(map(str, plan.maps))} "
+        "(the training map first; agents a side grow with the map's area). Win rate: games won "
+        "/ games played (ties count as not won; the heatmaps give the tie shares). Between "
         "algorithms: the mean over their runs' pairs with a 95% "
-        "two-stage bootstrap interval (runs, then rounds; see docs/evaluation.md), so the "
+        "two-stage bootstrap interval (runs, then games; see docs/evaluation.md), so the "
         "intervals include the variation between seeds. Rows: the number of runs.", "",
     ]
     for size in plan.maps:
@@ -331,9 +332,9 @@ def results_page(plan: Plan) -> None:
         ]
     tiger = read_report(plan, "tiger-deer")
     lines += ["## Tiger-deer", "",
-              f"Each run hunts as the tigers for {tiger['protocol']['rounds_per_model']} rounds "
-              "against random deer, on the same seeds. Mean over the runs of their per-round "
-              "means, with a 95% two-stage bootstrap interval (runs, then rounds).", ""]
+              f"Each run hunts as the tigers for {tiger['protocol']['games_per_model']} games "
+              "against random deer, on the same seeds. Mean over the runs of their per-game "
+              "means, with a 95% two-stage bootstrap interval (runs, then games).", ""]
     lines += tiger_table(tiger) + [
         "", f"![per algorithm]({link(plan.reports / 'tiger-deer' / 'algorithm_scores.png')})", ""]
     lines += ["", "## Learning curves", "",
@@ -352,7 +353,7 @@ def results_page(plan: Plan) -> None:
               "", "## Pretrained models", "",
               "Battle: per algorithm, the run with the highest win rate against the runs of the "
               "other algorithms at the training map (random left out; ties: the larger maps, "
-              "then the lower seed). Tiger-deer: the run with the most deer caught per round. "
+              "then the lower seed). Tiger-deer: the run with the most deer caught per game. "
               "Their scores are picked for being high: the tables above, over all seeds, are the "
               "fair comparison.", "",
               "| name | run | score | runs of its algorithm |", "|---|---|---:|---:|"]

@@ -14,9 +14,9 @@ from cmfq.algos import make_algorithm
 from cmfq.cli import main
 from cmfq.envs import make_env
 from cmfq.evaluation.frames import banner_height
-from cmfq.evaluation.games import ArenaSpec, Game, play_games
+from cmfq.evaluation.games import ArenaSpec, Game, play_batches
 from cmfq.evaluation.match import Arena
-from cmfq.evaluation.render import render_round
+from cmfq.evaluation.render import render_game
 from cmfq.evaluation.tiger_deer import ALGORITHM_FILES as TIGER_ALGORITHM_FILES
 from cmfq.evaluation.tiger_deer import run_tiger_deer
 from cmfq.evaluation.tournament import (
@@ -79,7 +79,7 @@ def assert_csv_holds(path, entries):
 
 
 def test_schedule_swaps_sides_and_mirrors_seeds():
-    games = schedule(3, rounds=4, seed=7)
+    games = schedule(3, games=4, seed=7)
     assert len(games) == 3 * 4
     for first, second in zip(games[::2], games[1::2], strict=True):
         assert second.players == first.players[::-1]
@@ -92,8 +92,8 @@ def test_schedule_swaps_sides_and_mirrors_seeds():
 
 
 def test_tournament_reports_are_complete_and_consistent(battle_checkpoints, tmp_path):
-    rounds = 4
-    settings = Settings(map_size=MAP, rounds=rounds, seed=3, env_options={"max_steps": STEPS})
+    games = 4
+    settings = Settings(map_size=MAP, games=games, seed=3, env_options={"max_steps": STEPS})
     run_tournament(battle_checkpoints, settings, tmp_path, workers=1)
     for name in REPORT_FILES:
         assert (tmp_path / name).stat().st_size > 0, name
@@ -101,11 +101,11 @@ def test_tournament_reports_are_complete_and_consistent(battle_checkpoints, tmp_
     report = json.loads((tmp_path / "report.json").read_text())
     (pair,) = report["pairs"]
     assert (pair["a"], pair["b"]) == ("mfq-battle", "cmfq-battle")
-    assert pair["wins"] + pair["losses"] + pair["ties"] == pair["rounds"] == rounds
-    assert pair["win_rate"]["value"] == pytest.approx(pair["wins"] / rounds)
+    assert pair["wins"] + pair["losses"] + pair["ties"] == pair["games"] == games
+    assert pair["win_rate"]["value"] == pytest.approx(pair["wins"] / games)
 
-    rows = read_csv(tmp_path / "rounds.csv")
-    assert len(rows) == rounds
+    rows = read_csv(tmp_path / "games.csv")
+    assert len(rows) == games
     assert sorted(int(r["a_side"]) for r in rows) == [0, 0, 1, 1]
     outcomes = [np.sign(int(r["a_survivors"]) - int(r["b_survivors"])) for r in rows]
     assert (outcomes.count(1), outcomes.count(-1), outcomes.count(0)) == (
@@ -134,7 +134,7 @@ def test_same_side_and_seed_replays_identically(battle_checkpoints):
 
     def trace(players, seed):
         steps = []
-        result = arena.play(players, seed, on_step=lambda env, step: steps.append(
+        [result] = arena.play([Game(players, 0, seed)], on_step=lambda env, step: steps.append(
             [env.positions(g).copy() for g in env.groups]))
         return result, steps
 
@@ -151,12 +151,26 @@ def test_same_side_and_seed_replays_identically(battle_checkpoints):
 def test_results_do_not_depend_on_the_number_of_workers(battle_checkpoints):
     spec = ArenaSpec(tuple(battle_checkpoints), "battle", MAP, {"max_steps": 10})
     games = [Game((0, 1), 0, 5), Game((1, 0), 1, 5), Game((0, 1), 2, 6)]
-    assert play_games(spec, games, workers=2) == play_games(spec, games, workers=1)
+    alone = play_batches(spec, games, workers=1, at_once=1)
+    assert play_batches(spec, games, workers=2, at_once=2) == alone
+
+
+def test_many_games_at_once_play_as_each_alone(battle_checkpoints):
+    # Both checkpoints on both sides and against themselves, a random team, one seed twice; the
+    # policies sample (eval_temperature 0.1), so a mix-up of their generators would show.
+    players = [*battle_checkpoints, "random"]
+    arena = Arena(players, "battle", MAP, max_steps=30)
+    games = [Game(pair, k, seed) for k, (pair, seed) in enumerate(
+        [((0, 1), 3), ((1, 0), 3), ((0, 2), 4), ((2, 1), 5), ((1, 1), 6), ((0, 1), 7)])]
+    together = arena.play(games)
+    alone = [Arena(players, "battle", MAP, max_steps=30).play([game])[0] for game in games]
+    assert together == alone
+    assert len({repr(r) for r in together}) == len(games)  # the games differ: a real check
 
 
 def test_models_play_unchanged_on_a_larger_map(battle_checkpoints):
     # Trained with 5 agents a side on 12x12; 20x20 holds 16 a side.
-    result = Arena(battle_checkpoints, "battle", 20, max_steps=5).play((0, 1), seed=0)
+    [result] = Arena(battle_checkpoints, "battle", 20, max_steps=5).play([Game((0, 1), 0, 0)])
     assert result.groups["red"].initial == result.groups["blue"].initial == 16
 
 
@@ -169,12 +183,12 @@ def test_checkpoint_from_another_env_is_refused(battle_checkpoints, tiger_checkp
 
 
 def test_tiger_deer_report(tiger_checkpoints, tmp_path):
-    report = run_tiger_deer(tiger_checkpoints, map_size=MAP, rounds=2, seed=0, out=tmp_path,
+    report = run_tiger_deer(tiger_checkpoints, map_size=MAP, games=2, seed=0, out=tmp_path,
                             env_options={"max_steps": STEPS})
-    for name in ("report.json", "models.csv", "rounds.csv", "report.md", "scores.png"):
+    for name in ("report.json", "models.csv", "games.csv", "report.md", "scores.png"):
         assert (tmp_path / name).stat().st_size > 0, name
     n_deer = make_env("tiger-deer", MAP, seed=0).n_deer
-    records = report["rounds"]
+    records = report["games"]
     assert len(records) == 4
     for record in records:
         assert record.deer_caught + record.deer_left == n_deer
@@ -182,12 +196,12 @@ def test_tiger_deer_report(tiger_checkpoints, tmp_path):
     assert [r.seed for r in records[:2]] == [r.seed for r in records[2:]]
     for summary in report["models"]:
         mine = [r.deer_caught for r in records if r.model == summary.model]
-        assert summary.rounds == 2
+        assert summary.games == 2
         assert summary.deer_caught.value == pytest.approx(np.mean(mine))
     # One checkpoint per algorithm: each group's mean is its checkpoint's.
     assert report["algorithms"]["members"] == {"il": ["il-td"], "cmfq": ["cmfq-td"]}
     for group, model in zip(report["algorithms"]["summaries"], report["models"], strict=True):
-        assert (group.checkpoints, group.rounds) == (1, 2)
+        assert (group.checkpoints, group.games) == (1, 2)
         assert group.deer_caught.value == pytest.approx(model.deer_caught.value)
         assert group.reward.low <= group.reward.value <= group.reward.high
     for name in TIGER_ALGORITHM_FILES:
@@ -200,19 +214,19 @@ def test_tiger_deer_report(tiger_checkpoints, tmp_path):
 
 def test_render_writes_one_frame_per_step(battle_checkpoints, tmp_path):
     path = tmp_path / "battle.gif"
-    result = render_round(battle_checkpoints, path, map_size=MAP, seed=1,
+    result = render_game(battle_checkpoints, path, map_size=MAP, seed=1,
                           env_options={"max_steps": 8}, cell=4)
     with Image.open(path) as gif:
         assert gif.format == "GIF"
         assert gif.n_frames == result.steps == 8
         assert gif.size[1] == banner_height(2) + MAP * 4  # the map drawn at cell=4 pixels
     with pytest.raises(ValueError, match="format"):
-        render_round(battle_checkpoints, tmp_path / "x.avi", map_size=MAP)
+        render_game(battle_checkpoints, tmp_path / "x.avi", map_size=MAP)
 
 
 def test_cli_tournament_render_and_plot(battle_checkpoints, tmp_path, capsys):
     out = tmp_path / "t"
-    code = main(["tournament", *battle_checkpoints, "--map-size", str(MAP), "--rounds", "2",
+    code = main(["tournament", *battle_checkpoints, "--map-size", str(MAP), "--games", "2",
                  "--max-steps", "5", "--workers", "1", "--out", str(out)])
     assert code == 0
     assert all((out / name).is_file() for name in REPORT_FILES)
@@ -247,9 +261,12 @@ def test_random_team_and_pretrained_names_play_in_tournaments_and_replays(
     assert labels_for(players) == ["mfq-battle", "pretrained:cmfq-battle", "random"]
 
     out = tmp_path / "t"
+    # --rounds, the old name of --games, still works.
     assert main(["tournament", *players, "--map-size", str(MAP), "--rounds", "2",
                  "--max-steps", "5", "--workers", "1", "--out", str(out)]) == 0
+    assert "--rounds is deprecated; use --games" in capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
+    assert report["protocol"]["games_per_pair"] == 2
     assert {s["model"] for s in report["standings"]} == set(labels_for(players))
     assert report["protocol"]["checkpoints"]["random"] == "random"
     # The random team is its own group; the pretrained model is grouped by its config's algo.
@@ -269,13 +286,13 @@ def test_random_team_and_pretrained_names_play_in_tournaments_and_replays(
     assert "available: cmfq-battle" in capsys.readouterr().err
 
 
-def test_random_teams_play_seeded_rounds_in_both_envs():
+def test_random_teams_play_seeded_games_in_both_envs():
     battle = Arena(["random", "random"], "battle", MAP, max_steps=STEPS)
-    first = battle.play((0, 1), seed=2)
+    [first] = battle.play([Game((0, 1), 0, 2)])
     assert first.steps == STEPS or min(g.survivors for g in first.groups.values()) == 0
-    assert battle.play((0, 1), seed=2) == first
+    assert battle.play([Game((0, 1), 0, 2)]) == [first]
     hunt = Arena(["random"], "tiger-deer", MAP, max_steps=STEPS)
-    assert hunt.play((0,), seed=1) == hunt.play((0,), seed=1)
+    assert hunt.play([Game((0,), 0, 1)]) == hunt.play([Game((0,), 0, 1)])
 
 
 def test_tournament_groups_by_config_fields(battle_checkpoints, tmp_path):

@@ -5,8 +5,9 @@ import math
 import pytest
 
 from cmfq.evaluation.report import (
-    RoundRecord,
+    GameRecord,
     markdown_report,
+    read_report,
     standings,
     summarise_pairs,
     tie_matrix,
@@ -18,7 +19,7 @@ from cmfq.evaluation.report import (
 
 def record(a, b, index, a_survivors, b_survivors, a_kills=0, b_kills=0, a_reward=0.0,
            b_reward=0.0):
-    return RoundRecord(a, b, index, seed=index, a_side=index % 2, a_survivors=a_survivors,
+    return GameRecord(a, b, index, seed=index, a_side=index % 2, a_survivors=a_survivors,
                        b_survivors=b_survivors, a_kills=a_kills, b_kills=b_kills,
                        a_reward=a_reward, b_reward=b_reward, steps=10)
 
@@ -37,7 +38,7 @@ def records():
     ]
 
 
-def test_round_outcome_follows_survivors():
+def test_game_outcome_follows_survivors():
     assert record("a", "b", 0, 3, 2).outcome == "win"
     assert record("a", "b", 0, 2, 3).outcome == "loss"
     assert record("a", "b", 0, 0, 0).outcome == "tie"
@@ -46,7 +47,7 @@ def test_round_outcome_follows_survivors():
 def test_pair_summary_counts_and_means(records):
     pairs = {(p.a, p.b): p for p in summarise_pairs(records)}
     xy = pairs["x", "y"]
-    assert (xy.rounds, xy.wins, xy.losses, xy.ties) == (5, 3, 1, 1)
+    assert (xy.games, xy.wins, xy.losses, xy.ties) == (5, 3, 1, 1)
     assert xy.win_rate.value == pytest.approx(0.6)
     assert xy.win_rate.low < 0.6 < xy.win_rate.high
     assert xy.a_kills.value == pytest.approx(37 / 5)
@@ -59,9 +60,9 @@ def test_pair_summary_counts_and_means(records):
 
 def test_standings_add_up_both_sides(records):
     table = {s.model: s for s in standings(summarise_pairs(records))}
-    assert (table["x"].rounds, table["x"].wins, table["x"].losses, table["x"].ties) == (7, 3, 3, 1)
-    assert (table["y"].rounds, table["y"].wins, table["y"].losses, table["y"].ties) == (7, 2, 3, 2)
-    assert (table["z"].rounds, table["z"].wins, table["z"].losses, table["z"].ties) == (4, 2, 1, 1)
+    assert (table["x"].games, table["x"].wins, table["x"].losses, table["x"].ties) == (7, 3, 3, 1)
+    assert (table["y"].games, table["y"].wins, table["y"].losses, table["y"].ties) == (7, 2, 3, 2)
+    assert (table["z"].games, table["z"].wins, table["z"].losses, table["z"].ties) == (4, 2, 1, 1)
     ordered = [s.model for s in standings(summarise_pairs(records))]
     assert ordered == ["z", "x", "y"]
 
@@ -72,22 +73,22 @@ def test_win_rate_matrix_is_complementary_up_to_ties(records):
     assert all(math.isnan(matrix[i][i]) for i in range(3))
     assert matrix[0][1] == pytest.approx(0.6) and matrix[1][0] == pytest.approx(0.2)
     assert matrix[0][2] == 0.0 and matrix[2][0] == 1.0
-    assert matrix[1][2] + matrix[2][1] == pytest.approx(0.5)  # one tie in two rounds
+    assert matrix[1][2] + matrix[2][1] == pytest.approx(0.5)  # one tie in two games
     ties = tie_matrix(models, summarise_pairs(records))
     assert ties[0][1] == ties[1][0] == pytest.approx(0.2)
     assert ties[1][2] == ties[2][1] == pytest.approx(0.5)
     assert ties[0][2] == 0.0
     for i in range(3):
         for j in range(3):
-            if i != j:  # wins, losses and ties of a pair cover all its rounds
+            if i != j:  # wins, losses and ties of a pair cover all its games
                 assert matrix[i][j] + matrix[j][i] + ties[i][j] == pytest.approx(1.0)
 
 
 def test_writers_round_trip(tmp_path, records):
     pairs = summarise_pairs(records)
     write_csv(tmp_path / "pairs.csv", pairs)
-    write_csv(tmp_path / "rounds.csv", records)
-    write_json(tmp_path / "report.json", {"pairs": pairs, "rounds": records})
+    write_csv(tmp_path / "games.csv", records)
+    write_json(tmp_path / "report.json", {"pairs": pairs, "games": records})
 
     with open(tmp_path / "pairs.csv") as f:
         rows = list(csv.DictReader(f))
@@ -95,15 +96,33 @@ def test_writers_round_trip(tmp_path, records):
         ("x", "y", 3), ("x", "z", 0), ("y", "z", 1)
     ]
     assert float(rows[0]["win_rate_low"]) == pytest.approx(pairs[0].win_rate.low)
-    with open(tmp_path / "rounds.csv") as f:
+    with open(tmp_path / "games.csv") as f:
         assert len(list(csv.DictReader(f))) == len(records)
 
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["pairs"][0]["win_rate"]["value"] == pytest.approx(0.6)
-    # A single round has no spread: NaN bounds must become valid JSON (null).
+    # A single game has no spread: NaN bounds must become valid JSON (null).
     single = summarise_pairs([record("p", "q", 0, 1, 0)])
     write_json(tmp_path / "single.json", {"pairs": single})
     assert json.loads((tmp_path / "single.json").read_text())["pairs"][0]["a_kills"]["low"] is None
+
+
+def test_reports_written_when_games_were_rounds_read_in_todays_words(tmp_path, records):
+    pairs = summarise_pairs(records)
+    write_json(tmp_path / "new.json", {"protocol": {"games_per_pair": 5}, "pairs": pairs,
+                                       "games": records})
+    old = json.loads((tmp_path / "new.json").read_text())
+    old["protocol"] = {"rounds_per_pair": 5, "checkpoints": {"round": "runs/round/last.pt"}}
+    old["rounds"] = [{**r, "round": r.pop("game")} for r in old.pop("games")]
+    for pair in old["pairs"]:
+        pair["rounds"] = pair.pop("games")
+    (tmp_path / "old.json").write_text(json.dumps(old))
+
+    report = read_report(tmp_path / "old.json")
+    assert report["protocol"] == {"games_per_pair": 5,
+                                  "checkpoints": {"round": "runs/round/last.pt"}}  # a label
+    assert report["pairs"] == read_report(tmp_path / "new.json")["pairs"]
+    assert report["games"] == read_report(tmp_path / "new.json")["games"]
 
 
 def test_write_csv_rejects_nothing(tmp_path):

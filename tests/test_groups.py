@@ -12,25 +12,25 @@ from cmfq.evaluation.groups import (
     members_of,
     two_stage_mean,
 )
-from cmfq.evaluation.report import RoundRecord, summarise_pairs
+from cmfq.evaluation.report import GameRecord, summarise_pairs
 from cmfq.evaluation.stats import wilson_interval
 
 
-def rounds_between(a, b, wins, losses, ties):
+def games_between(a, b, wins, losses, ties):
     """Records of a round robin pair: ``wins`` won by a, ``losses`` by b, ``ties`` tied."""
     outcomes = [(2, 1)] * wins + [(1, 2)] * losses + [(1, 1)] * ties
-    return [RoundRecord(a, b, i, seed=i, a_side=i % 2, a_survivors=sa, b_survivors=sb,
+    return [GameRecord(a, b, i, seed=i, a_side=i % 2, a_survivors=sa, b_survivors=sb,
                         a_kills=0, b_kills=0, a_reward=0.0, b_reward=0.0, steps=1)
             for i, (sa, sb) in enumerate(outcomes)]
 
 
-def round_robin(rates, rounds=40):
-    """Pairs of a tournament where checkpoint x wins ``rates[x][y]`` of its rounds against y
+def round_robin(rates, games=40):
+    """Pairs of a tournament where checkpoint x wins ``rates[x][y]`` of its games against y
     and loses the rest; checkpoints are named ``<group>/<seed>``."""
     records = []
     for a, b in itertools.combinations(rates, 2):
-        wins = round(rates[a].get(b, 1 - rates[b].get(a, 0.5)) * rounds)
-        records += rounds_between(a, b, wins, rounds - wins, 0)
+        wins = round(rates[a].get(b, 1 - rates[b].get(a, 0.5)) * games)
+        records += games_between(a, b, wins, games - wins, 0)
     return summarise_pairs(records)
 
 
@@ -45,14 +45,14 @@ def test_an_algorithm_that_always_wins_gets_an_interval_near_one():
     results = compare_algorithms(round_robin(rates), groups_of(labels), seed=0)
     (pair,) = results.pairs
     assert (pair.a, pair.b, pair.checkpoints_a, pair.checkpoints_b) == ("strong", "weak", 3, 3)
-    assert (pair.rounds, pair.wins, pair.losses, pair.ties) == (9 * 40, 9 * 40, 0, 0)
+    assert (pair.games, pair.wins, pair.losses, pair.ties) == (9 * 40, 9 * 40, 0, 0)
     assert pair.win_rate.value == 1.0 and pair.win_rate.low > 0.95
     assert pair.loss_rate.high < 0.05
     assert [s.algorithm for s in results.standings] == ["strong", "weak"]
 
 
 def test_seed_variation_widens_the_interval_beyond_pooled_rounds():
-    # Both "mixed" and "steady" win half of their rounds against "base" overall; the seeds of
+    # Both "mixed" and "steady" win half of their games against "base" overall; the seeds of
     # "mixed" win 10% or 90%, those of "steady" 50% each.
     labels = [f"{g}/{s}" for g in ("mixed", "steady", "base") for s in range(4)]
     rates = {x: {} for x in labels}
@@ -65,7 +65,7 @@ def test_seed_variation_widens_the_interval_beyond_pooled_rounds():
     mixed, steady = pairs["mixed", "base"], pairs["steady", "base"]
     assert mixed.win_rate.value == pytest.approx(0.5) == steady.win_rate.value
     width = lambda e: e.high - e.low  # noqa: E731
-    pooled = wilson_interval(mixed.wins, mixed.rounds)
+    pooled = wilson_interval(mixed.wins, mixed.games)
     assert width(mixed.win_rate) > 3 * width(steady.win_rate)
     assert width(mixed.win_rate) > 3 * width(pooled)
     # Without seed variation the bootstrap is about as wide as the pooled Wilson interval.
@@ -78,13 +78,13 @@ def test_bootstrap_is_seeded_and_rates_add_up():
     records = []
     for x, y in itertools.combinations(labels, 2):
         wins, losses = rng.integers(0, 10, size=2)
-        records += rounds_between(x, y, int(wins), int(losses), 20 - int(wins + losses))
+        records += games_between(x, y, int(wins), int(losses), 20 - int(wins + losses))
     pairs = summarise_pairs(records)
     first = compare_algorithms(pairs, groups_of(labels), seed=3)
     assert compare_algorithms(pairs, groups_of(labels), seed=3) == first
     assert compare_algorithms(pairs, groups_of(labels), seed=4) != first
     for p in first.pairs:
-        assert p.wins + p.losses + p.ties == p.rounds
+        assert p.wins + p.losses + p.ties == p.games
         assert p.win_rate.low <= p.win_rate.value <= p.win_rate.high
         assert p.win_rate.value + p.loss_rate.value <= 1
     wins, ties = algorithm_matrix(list(first.members), first.pairs)
@@ -99,10 +99,10 @@ def test_bootstrap_is_seeded_and_rates_add_up():
 
 def test_groups_and_bad_input():
     assert members_of({"x": "a", "y": "b", "z": "a"}) == {"a": ["x", "z"], "b": ["y"]}
-    pairs = summarise_pairs(rounds_between("a/0", "b/0", 1, 1, 0))
+    pairs = summarise_pairs(games_between("a/0", "b/0", 1, 1, 0))
     with pytest.raises(ValueError, match="two groups"):
         compare_algorithms(pairs, {"a/0": "a", "b/0": "a"})
-    with pytest.raises(ValueError, match="no rounds between"):
+    with pytest.raises(ValueError, match="no games between"):
         compare_algorithms(pairs, {"a/0": "a", "b/0": "b", "c/0": "c"})
     with pytest.raises(ValueError, match="samples"):
         compare_algorithms(pairs, groups_of(["a/0", "b/0"]), samples=0)
@@ -112,7 +112,7 @@ def test_two_stage_mean_is_the_mean_of_means_with_a_seed_interval():
     rng = np.random.default_rng(0)
     steady = two_stage_mean([[3.0] * 10, [3.0] * 30], rng)
     assert steady == (3.0, 3.0, 3.0)
-    # Checkpoints that differ widen the interval; each counts once, whatever its rounds.
+    # Checkpoints that differ widen the interval; each counts once, whatever its games.
     apart = two_stage_mean([[0.0] * 10, [10.0] * 30, [2.0, 4.0]], rng)
     assert apart.value == pytest.approx(13 / 3)
     assert apart.low < 2 and apart.high > 7

@@ -14,7 +14,7 @@ from cmfq.training.config import TrainConfig
 from cmfq.training.device_replay import DRAWS_PER_REFILL, DeviceReplay
 from cmfq.training.learner import Learner
 from cmfq.training.replay import ReplayBuffer
-from cmfq.training.rollout import play_round
+from cmfq.training.rollout import play_games
 from cmfq.training.trainer import resume, train
 
 needs_cuda = pytest.mark.skipif(
@@ -30,10 +30,10 @@ def small_battle():
 
 
 def play(env, algo, replay, round_index):
-    """One self-play round of ``algo``, both sides recorded into ``replay``."""
+    """One self-play game of ``algo``, both sides recorded into ``replay``."""
     policy = Policy(algo, temperature=1.0, radius=None, k_max=4, seed=round_index)
-    play_round(env, dict.fromkeys(env.groups, policy), seed=round_index,
-               record=dict.fromkeys(env.groups, replay))
+    play_games([env], [dict.fromkeys(env.groups, policy)], seeds=[round_index],
+               record=[dict.fromkeys(env.groups, replay)])
 
 
 @pytest.fixture(scope="module")

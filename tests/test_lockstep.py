@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 
 from cmfq.algos import Policy, RandomPolicy, make_algorithm
+from cmfq.algos.policy import decide_together
 from cmfq.cli import main
 from cmfq.envs import Observation, make_env
 from cmfq.training.metrics import read_metrics
 from cmfq.training.replay import ReplayBuffer
-from cmfq.training.rollout import play_round, play_rounds
+from cmfq.training.rollout import play_games
 from cmfq.training.trainer import round_seeds
 
 
@@ -46,12 +47,13 @@ def test_games_in_lockstep_never_share_a_td_target():
     for j in range(2):
         env, policies = game(j)
         buffer = ReplayBuffer(10_000, env.specs["red"].n_actions)
-        result = play_round(env, policies, seed=seeds[j], record=dict.fromkeys(env.groups, buffer))
+        [result] = play_games([env], [policies], seeds=[seeds[j]],
+                              record=[dict.fromkeys(env.groups, buffer)])
         assert result.steps == lengths[j]
         alone.append(buffer)
     together = ReplayBuffer(10_000, alone[0].n_actions)
     envs, policies = zip(*(game(j) for j in range(2)))
-    results = play_rounds(list(envs), list(policies), seeds=list(seeds),
+    results = play_games(list(envs), list(policies), seeds=list(seeds),
                           record=[dict.fromkeys(env.groups, together) for env in envs])
     assert [r.steps for r in results] == list(lengths)
     assert together.added == alone[0].added + alone[1].added > 0
@@ -83,10 +85,40 @@ def test_one_batched_decision_for_several_teams_equals_deciding_each_alone(algo,
         np.testing.assert_array_equal(decision.neighbor_actions, single.neighbor_actions)
 
 
-def test_play_rounds_needs_one_entry_per_env():
+@pytest.mark.parametrize(("algo", "radius"), [("il", 6.0), ("mfq", None), ("amfq", None),
+                                              ("amfq", 6.0), ("cmfq", 6.0)])
+def test_forks_decide_together_exactly_as_each_alone(algo, radius):
+    # Teams of 5, 2 and 5 agents (one forward alone has fewer than MIN_ROWS rows, and a global
+    # neighbourhood as wide as the team), sampled at temperature 1 by three forks.
+    teams, prev = [], []
+    for seed, size in ((0, None), (1, 2), (2, None)):
+        env = make_env("battle", 12, seed=seed)
+        obs = env.reset(seed)["red"]
+        teams.append(Observation(*(a[:size] for a in obs)))
+        prev.append(np.random.default_rng(seed).integers(0, env.specs["red"].n_actions,
+                                                         teams[-1].view.shape[0]))
+    policy = Policy(make_algorithm(algo, env.specs["red"]), temperature=1.0, radius=radius,
+                    k_max=4, seed=0)
+
+    def forks():
+        return [policy.fork(seed, team_size=5) for seed in (5, 6, 7)]
+
+    together = decide_together(forks(), teams, prev)
+    alone = [fork.decide(obs, before) for fork, obs, before in zip(forks(), teams, prev,
+                                                                   strict=True)]
+    for a, b in zip(together, alone, strict=True):
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)  # actions and neighbour inputs, to the bit
+    # The forks draw differently: a shared generator would not pass unnoticed above.
+    first, second, _ = forks()
+    assert not np.array_equal(first.decide(teams[0], prev[0]).actions,
+                              second.decide(teams[0], prev[0]).actions)
+
+
+def test_play_games_needs_one_entry_per_env():
     env = make_env("battle", 12, seed=0)
     with pytest.raises(ValueError, match="one entry per env"):
-        play_rounds([env, env], [{}], seeds=[0, 1])
+        play_games([env, env], [{}], seeds=[0, 1])
 
 
 def test_games_flag_trains_games_on_sides_drawn_per_game(tmp_path):

@@ -89,12 +89,12 @@ def test_plot_and_tournament_take_the_summary(reference, tmp_path, capsys):
     assert main(["plot", summary, "--out", str(tmp_path / "curves.png")]) == 0
     assert "of 4 runs" in capsys.readouterr().out
 
-    # A tournament on Ray gives the same rounds as one in this process.
-    common = [summary, "--map-size", "12", "--max-steps", "10", "--rounds", "2", "--seed", "5"]
+    # A tournament on Ray gives the same games as one in this process.
+    common = [summary, "--map-size", "12", "--max-steps", "10", "--games", "2", "--seed", "5"]
     assert main(["tournament", *common, "--workers", "1", "--out", str(tmp_path / "local")]) == 0
     assert main(["tournament", *common, "--address", "local", "--out", str(tmp_path / "ray")]) == 0
-    local = read_csv(tmp_path / "local" / "rounds.csv")
-    remote = read_csv(tmp_path / "ray" / "rounds.csv")
+    local = read_csv(tmp_path / "local" / "games.csv")
+    remote = read_csv(tmp_path / "ray" / "games.csv")
     assert len(local) == 6 * 2 and local == remote
     assert {row["a"] for row in local} | {row["b"] for row in local} == set(NAMES)
 

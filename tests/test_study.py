@@ -22,8 +22,8 @@ def study():
         del sys.modules[spec.name]
 
 
-def pair(a, b, wins, losses, rounds=10):
-    return {"a": a, "b": b, "wins": wins, "losses": losses, "rounds": rounds}
+def pair(a, b, wins, losses, games=10):
+    return {"a": a, "b": b, "wins": wins, "losses": losses, "games": games}
 
 
 def test_pick_score_counts_only_the_other_algorithms(study):
@@ -43,15 +43,19 @@ def test_pick_score_counts_only_the_other_algorithms(study):
 
 def test_reports_are_redone_when_players_or_settings_change(study, tmp_path):
     report = tmp_path / "report.json"
-    settings = {"map_size": 20, "rounds_per_pair": 40, "max_steps": None}
+    settings = {"map_size": 20, "games_per_pair": 40, "max_steps": None}
     assert not study.up_to_date(report, ["a.pt", "random"], settings)
-    protocol = {"map_size": 20, "rounds_per_pair": 40,
+    protocol = {"map_size": 20, "games_per_pair": 40,
                 "checkpoints": {"a": "a.pt", "random": "random"}}
     report.write_text(json.dumps({"protocol": protocol}))
     assert study.up_to_date(report, ["random", "a.pt"], settings)
     assert not study.up_to_date(report, ["a.pt", "b.pt", "random"], settings)
-    assert not study.up_to_date(report, ["a.pt", "random"], {**settings, "rounds_per_pair": 50})
+    assert not study.up_to_date(report, ["a.pt", "random"], {**settings, "games_per_pair": 50})
     assert not study.up_to_date(report, ["a.pt", "random"], {**settings, "max_steps": 100})
+    # A report written when games were called rounds is still up to date.
+    protocol["rounds_per_pair"] = protocol.pop("games_per_pair")
+    report.write_text(json.dumps({"protocol": protocol}))
+    assert study.up_to_date(report, ["random", "a.pt"], settings)
 
 
 def test_seed_mean(study):

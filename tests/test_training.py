@@ -12,6 +12,7 @@ import cmfq
 from cmfq.algos import ALGOS, Policy, make_algorithm
 from cmfq.cli import main
 from cmfq.envs import make_env
+from cmfq.evaluation.games import Game
 from cmfq.evaluation.match import Arena
 from cmfq.options import help_text
 from cmfq.training.checkpoint import atomic_save, load_checkpoint
@@ -19,7 +20,7 @@ from cmfq.training.config import TrainConfig
 from cmfq.training.device import resolve_device
 from cmfq.training.metrics import read_metrics
 from cmfq.training.replay import ReplayBuffer
-from cmfq.training.rollout import play_round
+from cmfq.training.rollout import play_games
 from cmfq.training.run_folder import RunFolder
 from cmfq.training.trainer import resume, train
 
@@ -38,7 +39,7 @@ def test_two_rounds_write_logs_and_a_loadable_checkpoint(tmp_path, algo, env):
     assert (ckpt.algo, ckpt.env, ckpt.round) == (algo, env, 2)
     # The policy plays unchanged on a larger map with more agents.
     big = make_env(env, 24, seed=3, max_steps=5)
-    result = play_round(big, {big.groups[0]: ckpt.policy(seed=0)}, seed=4)
+    [result] = play_games([big], [{big.groups[0]: ckpt.policy(seed=0)}], seeds=[4])
     assert result.steps == 5 and result.groups[big.groups[0]].initial > ckpt.config.map_size // 3
 
 
@@ -219,7 +220,7 @@ def test_learning_beats_a_random_team(tmp_path):
     env = make_env("battle", 12, seed=123, max_steps=60)
 
     def margin(policy):
-        results = [play_round(env, {"red": policy}, seed=1000 + s) for s in range(3)]
+        results = [play_games([env], [{"red": policy}], seeds=[1000 + s])[0] for s in range(3)]
         return np.mean([r.groups["red"].reward - r.groups["blue"].reward for r in results])
 
     torch.manual_seed(7)
@@ -258,7 +259,7 @@ def test_opponent_transitions_double_the_data_of_a_self_play_round(tmp_path):
 def test_a_wiped_out_side_ends_the_round_with_terminal_transitions():
     env = make_env("tiger-deer", 12, seed=0, n_tigers=2, n_deer=3, tiger_step_recover=-20.0)
     replay = ReplayBuffer(100, env.specs["tiger"].n_actions)
-    result = play_round(env, {}, seed=0, record={"tiger": replay})
+    [result] = play_games([env], [{}], seeds=[0], record=[{"tiger": replay}])
     assert result.steps == 1 and len(replay) == 2
     assert (replay.sample(16, np.random.default_rng(0)).done == 1).all()
 
@@ -291,7 +292,7 @@ def test_training_runs_on_the_device_and_checkpoints_load_anywhere(tmp_path, dev
         algo = ckpt.build_algorithm(where)
         assert next(algo.parameters()).device.type == torch.device(where).type
     env = make_env("battle", 16, seed=1, max_steps=3)
-    result = play_round(env, {"red": ckpt.policy(seed=0, device=device)}, seed=2)
+    [result] = play_games([env], [{"red": ckpt.policy(seed=0, device=device)}], seeds=[2])
     assert result.steps == 3
 
 
@@ -306,7 +307,7 @@ def test_a_checkpoint_refuses_an_env_of_other_shapes_and_evaluation_takes_its_se
         ckpt.fit(make_env("battle", 20, seed=0, **ckpt.env_settings()))
     arena = Arena([run / "last.pt"], "battle", 20, max_steps=2)
     assert arena.env.minimap_mode is False and arena.env.id_embedding is True
-    assert arena.play([0, 0], seed=0).steps == 2
+    assert arena.play([Game((0, 0), 0, 0)])[0].steps == 2
 
 
 @pytest.mark.parametrize("name", ["battle", "tiger-deer"])
@@ -330,4 +331,4 @@ def test_a_checkpoint_of_the_first_format_loads_with_the_settings_it_was_trained
     ckpt = load_checkpoint(old)
     assert ckpt.config.td_target == "max"  # IL's target before the shared setting
     assert ckpt.env_settings()["minimap_mode"] is False
-    assert Arena([old], "battle", 16, max_steps=2).play([0, 0], seed=0).steps == 2
+    assert Arena([old], "battle", 16, max_steps=2).play([Game((0, 0), 0, 0)])[0].steps == 2

@@ -11,6 +11,11 @@ import torch
 from cmfq.algos.common import Algorithm, TeamInput
 from cmfq.envs import Observation, neighbor_actions, neighborhoods, pad_neighbors
 
+MIN_ROWS = 16
+"""Rows a fork's forward has at least (``Policy.fork``): from 16 rows on, the CPU kernels compute
+a row the same whatever the other rows (checked on an AVX-512 Xeon from 16 to 2048 rows; below,
+a test of one, three or five agents fails)."""
+
 
 class Decision(NamedTuple):
     """What a policy chose for one team at one step (row i = agent i of the observation)."""
@@ -48,18 +53,52 @@ class Policy:
         self.radius = radius
         self.k_max = k_max
         self.generator = torch.Generator(device=algo.device).manual_seed(seed)
+        self._min_rows = 0
+        """A forward's rows at least (padded): set on forks."""
+        self._min_width = 0
+        """A forward's neighbour columns at least (padded): set on forks."""
+
+    def fork(self, seed: int, *, team_size: int) -> Policy:
+        """The same network and settings with its own sampling ``seed``, for games played at once
+        that must each play exactly as it would alone: forks of one policy decide together, in
+        one forward (``decide_together``), and each team samples from its own fork's generator.
+
+        A row's values must then not depend on the other rows of its forward. On the CPU they do
+        below about 16 rows (oneDNN's convolutions and MKL's matrix products switch kernels,
+        which round differently), and AMFQ's attention depends on the neighbour columns; so a
+        fork pads every forward to at least ``MIN_ROWS`` rows and, for global neighbourhoods,
+        to ``team_size - 1`` neighbour columns (``team_size``: the largest team it will play).
+        """
+        fork = Policy(self.algo, temperature=self.temperature, radius=self.radius,
+                      k_max=self.k_max, seed=seed)
+        fork._min_rows = MIN_ROWS
+        fork._min_width = team_size - 1 if self.radius is None else 0
+        return fork
+
+    @property
+    def batch_key(self) -> tuple:
+        """Equal for policies that may decide in one forward (``decide_together``)."""
+        return (self.algo, self.temperature, self.radius, self.k_max, self._min_rows,
+                self._min_width)
 
     def decide(self, obs: Observation, prev_actions: np.ndarray | None) -> Decision:
         """Actions for the live agents in ``obs``; ``prev_actions`` are theirs at the last step."""
         return self.decide_teams([obs], [prev_actions])[0]
 
-    @torch.no_grad()
     def decide_teams(
         self, teams: Sequence[Observation], prev_actions: Sequence[np.ndarray | None]
     ) -> list[Decision]:
         """``decide`` for several teams (the same side of several games) in one forward of the
         network and one sample: a GPU gets a batch worth its launch, a CPU pays the Python
         overhead once. Each team's neighbourhoods stay within the team."""
+        return self._decide(teams, prev_actions, [self.generator] * len(teams))
+
+    @torch.no_grad()
+    def _decide(
+        self, teams: Sequence[Observation], prev_actions: Sequence[np.ndarray | None],
+        generators: Sequence[torch.Generator],
+    ) -> list[Decision]:
+        """One forward for all ``teams``; team j samples from ``generators[j]``."""
         neighbors = [
             neighborhoods(obs.positions, radius=self.radius, k_max=self.k_max) for obs in teams
         ]
@@ -68,29 +107,41 @@ class Policy:
         ]
         # In the batch, team j's rows follow those of teams 0..j-1, so its neighbour rows shift.
         starts = np.cumsum([0, *(obs.view.shape[0] for obs in teams[:-1])])
-        width = max(n.shape[1] for n in neighbors)
+        width = max(self._min_width, *(n.shape[1] for n in neighbors))
         batch_neighbors = [
             pad_neighbors(np.where(n >= 0, n + start, -1), width)
             for n, start in zip(neighbors, starts, strict=True)
         ]
+        rows = int(sum(obs.view.shape[0] for obs in teams))
+        padding = max(0, self._min_rows - rows)
         device = self.generator.device
         team = TeamInput(*(
-            torch.from_numpy(_concat(arrays)).to(device, non_blocking=True)
-            for arrays in (
-                [obs.view for obs in teams],
-                [obs.features for obs in teams],
-                batch_neighbors,
-                [pad_neighbors(a, width) for a in their_actions],
+            torch.from_numpy(_concat(arrays, padding, fill)).to(device, non_blocking=True)
+            for arrays, fill in (
+                ([obs.view for obs in teams], 0),
+                ([obs.features for obs in teams], 0),
+                (batch_neighbors, -1),
+                ([pad_neighbors(a, width) for a in their_actions], -1),
             )
         ))
-        q, mean = self.algo.q_values(team)
+        q, mean = (x[:rows] for x in self.algo.q_values(team))
+        teams_of: dict[torch.Generator, list[int]] = {}
+        for j, generator in enumerate(generators):
+            teams_of.setdefault(generator, []).append(j)
         if self.temperature == 0:
             actions = q.argmax(-1)
-        elif q.shape[0]:
-            probs = torch.softmax(q / self.temperature, -1)
-            actions = torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
+        elif len(teams_of) == 1:
+            actions = _sample(q / self.temperature, generators[0])
         else:
-            actions = torch.zeros(0, dtype=torch.int64)
+            # Each generator draws once, for the rows of all its teams in order: what it draws
+            # when its own policy decides for those teams, so forks play as they would alone.
+            actions = torch.empty(q.shape[0], dtype=torch.int64, device=q.device)
+            ends = [*starts[1:], q.shape[0]]
+            for generator, its_teams in teams_of.items():
+                its_rows = torch.from_numpy(
+                    np.concatenate([np.arange(starts[j], ends[j]) for j in its_teams])
+                ).to(q.device)
+                actions[its_rows] = _sample(q[its_rows] / self.temperature, generator)
         per_team = zip(
             np.split(actions.cpu().numpy(), starts[1:]), np.split(mean.cpu().numpy(), starts[1:]),
             neighbors, their_actions, strict=True,
@@ -107,6 +158,11 @@ class RandomPolicy:
     def __init__(self, n_actions: int, *, seed: int) -> None:
         self.n_actions = n_actions
         self.rng = np.random.default_rng(seed)
+
+    @property
+    def batch_key(self) -> RandomPolicy:
+        """Each random team draws from its own generator: nothing to batch."""
+        return self
 
     def decide(self, obs: Observation, prev_actions: np.ndarray | None) -> Decision:
         n = obs.view.shape[0]
@@ -128,6 +184,31 @@ class RandomPolicy:
         return self.decide(obs, prev_actions).actions
 
 
-def _concat(arrays: list[np.ndarray]) -> np.ndarray:
-    """One array of the rows of all; a single team's array as it is (no copy)."""
+def decide_together(
+    policies: Sequence[Policy | RandomPolicy], teams: Sequence[Observation],
+    prev_actions: Sequence[np.ndarray | None],
+) -> list[Decision]:
+    """Team j's decision by ``policies[j]``, for policies of one ``batch_key`` (one policy, or
+    forks of one): one forward for all teams, each sampled from its own policy's generator."""
+    if len({policy.batch_key for policy in policies}) != 1:
+        raise ValueError("decide_together needs policies of one batch_key")
+    first = policies[0]
+    if isinstance(first, Policy):
+        return first._decide(teams, prev_actions, [policy.generator for policy in policies])
+    return first.decide_teams(teams, prev_actions)
+
+
+def _sample(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One action per row from softmax(``logits``); nothing drawn for no rows."""
+    if not logits.shape[0]:
+        return torch.zeros(0, dtype=torch.int64, device=logits.device)
+    probs = torch.softmax(logits, -1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+def _concat(arrays: list[np.ndarray], padding: int, fill: int) -> np.ndarray:
+    """One array of the rows of all and ``padding`` rows of ``fill``; a single team's array as it
+    is (no copy) where nothing is padded."""
+    if padding:
+        arrays = [*arrays, np.full((padding, *arrays[0].shape[1:]), fill, arrays[0].dtype)]
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)

@@ -2,5 +2,5 @@
 
 ``stats``, ``report``, ``figures``, ``frames`` and ``video`` need neither torch nor the
 environments; ``curves`` reads run folders through ``cmfq.training.run_folder``; ``match`` is the
-one module that plays rounds through ``cmfq.training``.
+one module that plays games through ``cmfq.training``.
 """

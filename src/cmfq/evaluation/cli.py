@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from cmfq.evaluation.curves import BANDS, DEFAULT_METRICS
-from cmfq.evaluation.games import default_workers
+from cmfq.evaluation.games import GAMES_AT_ONCE, default_workers
 
 
 def register(subparsers) -> None:
@@ -23,9 +23,9 @@ def _env_arguments(parser: argparse.ArgumentParser, map_size: int) -> None:
                         help="side of the square map, which may differ from training "
                         f"(default: {map_size})")
     parser.add_argument("--max-steps", type=int, default=None,
-                        help="steps per round at most (default: the env's: 400 in battle, "
+                        help="steps per game at most (default: the env's: 400 in battle, "
                         "300 in tiger-deer)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the rounds (default: 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the games (default: 0)")
 
 
 PLAYERS_HELP = ("a checkpoint file (e.g. runs/*/last.pt), pretrained:NAME for a shipped model "
@@ -41,25 +41,30 @@ def _tournament_parser(subparsers) -> None:
         "tournament",
         help="every pair of checkpoints fights; win rates with 95%% intervals, per checkpoint "
         "and per algorithm",
-        description="battle: every pair of checkpoints plays --rounds rounds, swapping sides "
-        "every round; a round is won by the side with more survivors; the checkpoints are also "
+        description="battle: every pair of checkpoints plays --games games, swapping sides "
+        "every game; a game is won by the side with more survivors; the checkpoints are also "
         "grouped by algorithm and the groups compared over their seeds. tiger-deer: each "
-        "checkpoint hunts as the tigers for --rounds rounds. Writes JSON, CSV, a Markdown report "
+        "checkpoint hunts as the tigers for --games games. Writes JSON, CSV, a Markdown report "
         "and figures into --out.",
     )
     parser.add_argument("checkpoints", nargs="+",
                         help=f"players: each {PLAYERS_HELP}, or a sweep's summary.csv for the "
                         "last.pt of each of its runs")
     _env_arguments(parser, map_size=40)
-    parser.add_argument("--rounds", type=int, default=50,
-                        help="rounds per pair (battle) or per model (tiger-deer) (default: 50)")
+    parser.add_argument("--games", type=int, default=50,
+                        help="games per pair (battle) or per model (tiger-deer) (default: 50)")
+    parser.add_argument("--rounds", type=int, dest="games", action=_Renamed, new="--games",
+                        help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=default_workers(),
                         help="worker processes (default: the number of CPUs)")
+    parser.add_argument("--games-at-once", type=int, default=GAMES_AT_ONCE,
+                        help="games each process plays at once, each network deciding for all "
+                        f"of them in one batched forward a step (default: {GAMES_AT_ONCE})")
     parser.add_argument("--group-by", default="algo",
                         help="comma-separated config fields that group checkpoints for the "
                         "per-algorithm results, e.g. algo,weighting (default: algo)")
     parser.add_argument("--address", default=None,
-                        help="play the rounds on this Ray cluster instead (HOST:PORT, 'auto', or "
+                        help="play the games on this Ray cluster instead (HOST:PORT, 'auto', or "
                         "'local' for a new local instance; see docs/sweeps.md)")
     parser.add_argument("--out", default="results/tournament",
                         help="report folder (default: results/tournament)")
@@ -69,8 +74,8 @@ def _tournament_parser(subparsers) -> None:
 def _render_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "render",
-        help="replay one round as a GIF or MP4",
-        description="Play one round and draw it: battle takes two checkpoints (red, blue), "
+        help="replay one game as a GIF or MP4",
+        description="Play one game and draw it: battle takes two checkpoints (red, blue), "
         "tiger-deer one (the tigers; the deer act at random). MP4 needs cmfq[video].",
     )
     parser.add_argument("checkpoints", nargs="+",
@@ -109,6 +114,18 @@ def _plot_parser(subparsers) -> None:
     parser.set_defaults(func=run_plot_command)
 
 
+class _Renamed(argparse.Action):
+    """An option's old name: still works, with a one-line deprecation message."""
+
+    def __init__(self, option_strings, dest, new: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"cmfq: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
 def _fail(command: str, err: Exception) -> int:
     print(f"cmfq {command}: error: {err}", file=sys.stderr)
     return 2
@@ -123,15 +140,16 @@ def run_tournament_command(args: argparse.Namespace) -> int:
     checkpoints = expand_summaries(args.checkpoints, file=LAST_FILE)
     try:
         if args.env == "tiger-deer":
-            run_tiger_deer(checkpoints, map_size=args.map_size, rounds=args.rounds,
+            run_tiger_deer(checkpoints, map_size=args.map_size, games=args.games,
                            seed=args.seed, out=args.out, workers=args.workers,
                            env_options=_env_options(args), group_by=args.group_by,
-                           address=args.address)
+                           address=args.address, at_once=args.games_at_once)
         else:
-            settings = Settings(env=args.env, map_size=args.map_size, rounds=args.rounds,
+            settings = Settings(env=args.env, map_size=args.map_size, games=args.games,
                                 seed=args.seed, env_options=_env_options(args))
             run_tournament(checkpoints, settings, args.out, workers=args.workers,
-                           group_by=args.group_by, address=args.address)
+                           group_by=args.group_by, address=args.address,
+                           at_once=args.games_at_once)
     except (ValueError, FileNotFoundError, ImportError) as err:
         return _fail("tournament", err)
     print(f"report written to {args.out}/report.md")
@@ -139,10 +157,10 @@ def run_tournament_command(args: argparse.Namespace) -> int:
 
 
 def run_render_command(args: argparse.Namespace) -> int:
-    from cmfq.evaluation.render import render_round
+    from cmfq.evaluation.render import render_game
 
     try:
-        result = render_round(args.checkpoints, args.out, env=args.env, map_size=args.map_size,
+        result = render_game(args.checkpoints, args.out, env=args.env, map_size=args.map_size,
                               seed=args.seed, fps=args.fps, cell=args.cell,
                               env_options=_env_options(args))
     except (ValueError, FileNotFoundError, RuntimeError) as err:

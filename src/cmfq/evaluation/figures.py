@@ -17,9 +17,9 @@ def plot_win_rates(
     models: Sequence[str], matrix: Sequence[Sequence[float]], path: Path, title: str = "Win rate",
     ties: Sequence[Sequence[float]] | None = None,
 ) -> None:
-    """Save a heatmap whose cell (row i, column j) is the share of rounds model i won against
+    """Save a heatmap whose cell (row i, column j) is the share of games model i won against
     model j; cells without games (the diagonal) are left grey. ``ties`` (the same layout) adds
-    the share of tied rounds under each rate, since a low win rate may be a draw, not a defeat."""
+    the share of tied games under each rate, since a low win rate may be a draw, not a defeat."""
     values = np.asarray(matrix, dtype=float)
     if values.shape != (len(models), len(models)):
         raise ValueError(f"matrix must be {len(models)}x{len(models)}, got {values.shape}")
@@ -42,7 +42,7 @@ def plot_win_rates(
     ax.set_xlabel("opponent")
     ax.set_ylabel("model")
     ax.set_title(title)
-    fig.colorbar(image, ax=ax, label="rounds won / rounds played")
+    fig.colorbar(image, ax=ax, label="games won / games played")
     fig.savefig(path, dpi=120)
 
 

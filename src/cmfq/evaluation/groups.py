@@ -4,18 +4,18 @@ with intervals that count the seeds' variation.
 The checkpoints of a tournament fall into groups (by default one per algorithm: several seeds
 each). The win rate of group G against group H is the mean, over every checkpoint g of G and h of
 H, of g's win rate against h. Its 95% interval comes from a two-stage bootstrap: each sample draws
-|G| checkpoints of G and |H| of H with replacement (the seeds), then each drawn pair's rounds with
+|G| checkpoints of G and |H| of H with replacement (the seeds), then each drawn pair's games with
 replacement, and recomputes the mean; the interval is the 2.5 and 97.5 percentiles of the samples.
-A pair's resampled rounds are drawn as counts: wins ~ Binomial(n, wins/n), then losses among the
-rest, which is the same as drawing n of its rounds with replacement.
+A pair's resampled games are drawn as counts: wins ~ Binomial(n, wins/n), then losses among the
+rest, which is the same as drawing n of its games with replacement.
 
-Where seeds disagree this interval is wider than one that pools the rounds, which treats an
-algorithm's seeds as if they were one model. Resampling at both stages counts the round noise a
+Where seeds disagree this interval is wider than one that pools the games, which treats an
+algorithm's seeds as if they were one model. Resampling at both stages counts the game noise a
 little twice, so the interval errs on the wide side. A group with one checkpoint has no seed
-variation to draw from, and a pair that won every round always resamples to 1: the per-checkpoint
+variation to draw from, and a pair that won every game always resamples to 1: the per-checkpoint
 Wilson intervals remain the guide there.
 
-``two_stage_mean`` applies the same bootstrap to a mean score per round (tiger-deer).
+``two_stage_mean`` applies the same bootstrap to a mean score per game (tiger-deer).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class AlgorithmPair:
     b: str
     checkpoints_a: int
     checkpoints_b: int
-    rounds: int
+    games: int
     wins: int
     losses: int
     ties: int
@@ -57,7 +57,7 @@ class AlgorithmStanding:
 
     algorithm: str
     checkpoints: int
-    rounds: int
+    games: int
     wins: int
     losses: int
     ties: int
@@ -90,7 +90,7 @@ def _counts(pairs: Sequence[PairSummary], rows: list[str], columns: list[str]) -
         found[p.b, p.a] = (p.losses, p.wins, p.ties)
     missing = [(r, c) for r in rows for c in columns if (r, c) not in found]
     if missing:
-        raise ValueError(f"no rounds between {missing[0][0]} and {missing[0][1]}")
+        raise ValueError(f"no games between {missing[0][0]} and {missing[0][1]}")
     return np.array([[found[r, c] for c in columns] for r in rows], dtype=np.int64)
 
 
@@ -122,7 +122,7 @@ def compare_algorithms(
         rows, cols = drawn[a][:, :, None], drawn[b][:, None, :]
         n_star = n[rows, cols]
         wins = rng.binomial(n_star, win_p[rows, cols])
-        # Losses among the rounds not won: together the multinomial draw of n rounds.
+        # Losses among the games not won: together the multinomial draw of n games.
         rest_p = np.divide(loss_p, 1 - win_p, out=np.zeros_like(loss_p), where=win_p < 1)
         rest_p = np.clip(rest_p, 0.0, 1.0)  # 0.9 / (1 - 0.1) rounds to just above 1
         losses = rng.binomial(n_star - wins, rest_p[rows, cols])
@@ -132,7 +132,7 @@ def compare_algorithms(
         total = counts.sum(axis=(0, 1))
         results.append(AlgorithmPair(
             a=a, b=b, checkpoints_a=len(members[a]), checkpoints_b=len(members[b]),
-            rounds=int(n.sum()), wins=int(total[0]), losses=int(total[1]), ties=int(total[2]),
+            games=int(n.sum()), wins=int(total[0]), losses=int(total[1]), ties=int(total[2]),
             win_rate=_interval(*win_rate), loss_rate=_interval(*loss_rate),
         ))
     standings = []
@@ -143,10 +143,10 @@ def compare_algorithms(
         boot = np.mean([rates[g, h][1] for h in others], axis=0)
         wins = sum(p.wins if p.a == g else p.losses for p in mine)
         losses = sum(p.losses if p.a == g else p.wins for p in mine)
-        rounds = sum(p.rounds for p in mine)
+        games = sum(p.games for p in mine)
         standings.append(AlgorithmStanding(
-            algorithm=g, checkpoints=len(members[g]), rounds=rounds, wins=wins, losses=losses,
-            ties=rounds - wins - losses, win_rate=_interval(value, boot),
+            algorithm=g, checkpoints=len(members[g]), games=games, wins=wins, losses=losses,
+            ties=games - wins - losses, win_rate=_interval(value, boot),
         ))
     standings.sort(key=lambda s: (-s.win_rate.value, s.algorithm))
     return AlgorithmResults(members, results, standings)
@@ -155,17 +155,17 @@ def compare_algorithms(
 def two_stage_mean(
     values: Sequence[Sequence[float]], rng: np.random.Generator, samples: int = BOOTSTRAP_SAMPLES,
 ) -> Estimate:
-    """The mean over checkpoints of their per-round means (``values[c]``: checkpoint c's rounds),
+    """The mean over checkpoints of their per-game means (``values[c]``: checkpoint c's games),
     with the 95% interval of the same two-stage bootstrap: checkpoints, then each drawn
-    checkpoint's rounds, with replacement."""
+    checkpoint's games, with replacement."""
     arrays = [np.asarray(v, dtype=float) for v in values]
     if not arrays or any(a.size == 0 for a in arrays):
-        raise ValueError("two_stage_mean needs one checkpoint or more, each with rounds")
+        raise ValueError("two_stage_mean needs one checkpoint or more, each with games")
     drawn = rng.integers(len(arrays), size=(samples, len(arrays)))
     means = np.empty(drawn.shape)
-    for c, rounds in enumerate(arrays):
+    for c, games in enumerate(arrays):
         where = drawn == c
-        means[where] = rounds[rng.integers(rounds.size, size=(where.sum(), rounds.size))].mean(1)
+        means[where] = games[rng.integers(games.size, size=(where.sum(), games.size))].mean(1)
     return _interval(np.mean([a.mean() for a in arrays]), means.mean(axis=1))
 
 
@@ -190,28 +190,28 @@ def markdown_section(results: AlgorithmResults, group_by: str, heatmap: str | No
         f"## Per algorithm (checkpoints grouped by {group_by})", "",
         "Win rate of a group against another: the mean over their checkpoints' pairs of the "
         "pair's win rate, with a 95% two-stage bootstrap interval (checkpoints within each group, "
-        f"then rounds; {BOOTSTRAP_SAMPLES} samples, seeded by the tournament's seed). Against the "
+        f"then games; {BOOTSTRAP_SAMPLES} samples, seeded by the tournament's seed). Against the "
         "field: the mean of a group's win rates against every other group.", "",
         "| group | checkpoints |", "|---|---|",
     ]
     lines += [f"| {g} | {', '.join(m)} |" for g, m in results.members.items()]
     lines += [
-        "", "| group | checkpoints | rounds | wins | losses | ties "
+        "", "| group | checkpoints | games | wins | losses | ties "
         "| win rate vs the field [95% CI] |",
         "|---|---:|---:|---:|---:|---:|---|",
     ]
     lines += [
-        f"| {s.algorithm} | {s.checkpoints} | {s.rounds} | {s.wins} | {s.losses} | {s.ties} "
+        f"| {s.algorithm} | {s.checkpoints} | {s.games} | {s.wins} | {s.losses} | {s.ties} "
         f"| {format_rate(s.win_rate)} |"
         for s in results.standings
     ]
     lines += [
-        "", "| A | B | rounds | A wins | A losses | ties | A win rate [95% CI] "
+        "", "| A | B | games | A wins | A losses | ties | A win rate [95% CI] "
         "| B win rate [95% CI] |",
         "|---|---|---:|---:|---:|---:|---|---|",
     ]
     lines += [
-        f"| {p.a} | {p.b} | {p.rounds} | {p.wins} | {p.losses} | {p.ties} "
+        f"| {p.a} | {p.b} | {p.games} | {p.wins} | {p.losses} | {p.ties} "
         f"| {format_rate(p.win_rate)} | {format_rate(p.loss_rate)} |"
         for p in results.pairs
     ]

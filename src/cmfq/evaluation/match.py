@@ -1,9 +1,10 @@
-"""Checkpoints playing rounds: the bridge between the evaluation tools and ``cmfq.training``."""
+"""Checkpoints playing games: the bridge between the evaluation tools and ``cmfq.training``."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +12,14 @@ import torch
 
 from cmfq.algos import RandomPolicy
 from cmfq.envs import GridEnv, make_env
+from cmfq.evaluation.games import Game
 from cmfq.evaluation.players import RANDOM
 from cmfq.training.checkpoint import Checkpoint, load_checkpoint
-from cmfq.training.rollout import RoundResult, play_round
+from cmfq.training.rollout import GameResult, TeamPolicy, play_games
 
 
 def policy_seed(seed: int, group_index: int) -> int:
-    """The action-sampling seed of the team playing group ``group_index`` in a round."""
+    """The action-sampling seed of the team playing group ``group_index`` in a game."""
     return int(np.random.SeedSequence([seed, group_index]).generate_state(1)[0])
 
 
@@ -36,13 +38,14 @@ def single_threaded() -> Iterator[None]:
 
 class Arena:
     """An environment and a set of players (checkpoints, ``pretrained:NAME`` or ``random``) that
-    play rounds in it.
+    play games in it.
 
-    ``play(players, seed)`` lets checkpoint ``players[g]`` act for the env's group ``g``; groups
-    beyond ``players`` act at random (the deer of tiger-deer). A round depends only on the players,
-    their order and ``seed``: the env is reset with it and each team samples its actions from its
-    own generator seeded from it. The env takes the checkpoints' settings (minimap, id embedding,
-    rewards) unless ``env_options`` override them.
+    In a ``Game``, checkpoint ``players[g]`` acts for the env's group ``g``; groups beyond
+    ``players`` act at random (the deer of tiger-deer). A game depends only on the players,
+    their order and its seed: the env is reset with it and each team samples its actions from its
+    own generator seeded from it, so a game plays the same alone or among others. The env takes
+    the checkpoints' settings (minimap, id embedding, rewards) unless ``env_options`` override
+    them.
     """
 
     def __init__(
@@ -53,29 +56,44 @@ class Arena:
             None if p == RANDOM else load_checkpoint(p) for p in paths
         ]
         trained = [c for c in self.checkpoints if c is not None]
-        settings = shared_env_settings(trained, env)
-        self.env: GridEnv = make_env(env, map_size, seed=0, **(settings | env_options))
+        self._make_env = partial(make_env, env, map_size, seed=0,
+                                 **(shared_env_settings(trained, env) | env_options))
+        self.env: GridEnv = self._make_env()
         for checkpoint in self.checkpoints:
             if checkpoint is not None:
                 checkpoint.check_fits(self.env)
+        # One network per checkpoint, built once; each game's team samples from its own fork.
+        self._policies = [None if c is None else c.policy() for c in self.checkpoints]
+        self._envs = [self.env]
+        """One env per game played at once, made as needed."""
+        self.env.reset(0)
+        self._team_size = max(self.env.num_alive(g) for g in self.env.groups)
+        """The largest team at the start of a game (the env's layout fixes the numbers)."""
 
     def play(
-        self, players: Sequence[int], seed: int,
-        on_step: Callable[[GridEnv, int], None] | None = None,
-    ) -> RoundResult:
-        if len(players) > len(self.env.groups):
-            raise ValueError(f"{len(players)} players for the groups {self.env.groups}")
-        policies = {
-            group: self._policy(group, self.checkpoints[index], policy_seed(seed, g))
-            for g, (group, index) in enumerate(zip(self.env.groups, players, strict=False))
-        }
+        self, games: Sequence[Game], on_step: Callable[[GridEnv, int], None] | None = None,
+    ) -> list[GameResult]:
+        """The result of each game, all played at once: each checkpoint decides for its teams in
+        every game in one batched forward a step."""
+        for game in games:
+            if len(game.players) > len(self.env.groups):
+                raise ValueError(f"{len(game.players)} players for the groups {self.env.groups}")
+        while len(self._envs) < len(games):
+            self._envs.append(self._make_env())
+        policies = [
+            {group: self._policy(group, index, policy_seed(game.seed, g))
+             for g, (group, index) in enumerate(zip(self.env.groups, game.players, strict=False))}
+            for game in games
+        ]
         with single_threaded():
-            return play_round(self.env, policies, seed=seed, on_step=on_step)
+            return play_games(self._envs[:len(games)], policies,
+                              seeds=[game.seed for game in games], on_step=on_step)
 
-    def _policy(self, group: str, checkpoint: Checkpoint | None, seed: int):
-        if checkpoint is None:
+    def _policy(self, group: str, index: int, seed: int) -> TeamPolicy:
+        policy = self._policies[index]
+        if policy is None:
             return RandomPolicy(self.env.specs[group].n_actions, seed=seed)
-        return checkpoint.policy(seed=seed)
+        return policy.fork(seed, team_size=self._team_size)
 
 
 def shared_env_settings(checkpoints: list[Checkpoint], env: str) -> dict:

@@ -1,4 +1,4 @@
-"""Replays: one round between checkpoints, drawn step by step and written as a GIF or MP4."""
+"""Replays: one game between checkpoints, drawn step by step and written as a GIF or MP4."""
 
 from __future__ import annotations
 
@@ -6,18 +6,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cmfq.evaluation.frames import Team, draw_frame
+from cmfq.evaluation.games import Game
 from cmfq.evaluation.match import Arena
 from cmfq.evaluation.players import labels_for
 from cmfq.evaluation.video import FORMATS, write_animation
 
 
-def render_round(
+def render_game(
     paths: Sequence[str | Path], out: str | Path, *, env: str = "battle", map_size: int = 40,
     seed: int = 0, fps: float = 10.0, cell: int = 12, env_options: dict | None = None,
 ):
-    """Play one round (``paths[g]`` acts for the env's group ``g``; groups left over act at
+    """Play one game (``paths[g]`` acts for the env's group ``g``; groups left over act at
     random) and write one frame per step to ``out``: walls, agents with their health, and the
-    step's attacks. Returns the round's ``RoundResult``."""
+    step's attacks. Returns its ``GameResult``."""
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
         raise ValueError(f"unsupported replay format {out.suffix!r}; use one of {FORMATS}")
@@ -41,7 +42,7 @@ def render_round(
             walls=env_.walls(), attacks=env_.attacks(),
         ))
 
-    result = arena.play(tuple(range(len(paths))), seed, on_step=draw)
+    [result] = arena.play([Game(tuple(range(len(paths))), 0, seed)], on_step=draw)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_animation(out, frames, fps=fps)
     return result

@@ -1,7 +1,7 @@
-"""Tournament results: per-round records, their per-pair and per-model summaries, and the JSON,
-CSV and Markdown writers.
+"""Tournament results: per-game records, their per-pair and per-model summaries, the JSON, CSV
+and Markdown writers, and the JSON reader.
 
-Every record and summary is seen from the first model of its pair, ``a``: a round is a win for
+Every record and summary is seen from the first model of its pair, ``a``: a game is a win for
 ``a`` when it ends with more survivors than ``b``, a loss with fewer and a tie with as many.
 """
 
@@ -19,12 +19,12 @@ from cmfq.evaluation.stats import Estimate, mean_interval, wilson_interval
 
 
 @dataclass(frozen=True)
-class RoundRecord:
-    """One round between models ``a`` and ``b``; ``a_side`` is the team index ``a`` played."""
+class GameRecord:
+    """One game between models ``a`` and ``b``; ``a_side`` is the team index ``a`` played."""
 
     a: str
     b: str
-    round: int
+    game: int
     seed: int
     a_side: int
     a_survivors: int
@@ -50,7 +50,7 @@ class PairSummary:
 
     a: str
     b: str
-    rounds: int
+    games: int
     wins: int
     losses: int
     ties: int
@@ -66,35 +66,35 @@ class Standing:
     """A model's outcome counts over all of its opponents."""
 
     model: str
-    rounds: int
+    games: int
     wins: int
     losses: int
     ties: int
     win_rate: Estimate
 
 
-def summarise_pairs(records: Iterable[RoundRecord]) -> list[PairSummary]:
+def summarise_pairs(records: Iterable[GameRecord]) -> list[PairSummary]:
     """One summary per ``(a, b)`` pair, in order of the pair's first record."""
-    by_pair: dict[tuple[str, str], list[RoundRecord]] = {}
+    by_pair: dict[tuple[str, str], list[GameRecord]] = {}
     for record in records:
         by_pair.setdefault((record.a, record.b), []).append(record)
     summaries = []
-    for (a, b), rounds in by_pair.items():
-        outcomes = [r.outcome for r in rounds]
+    for (a, b), games in by_pair.items():
+        outcomes = [r.outcome for r in games]
         wins = outcomes.count("win")
         summaries.append(
             PairSummary(
                 a=a,
                 b=b,
-                rounds=len(rounds),
+                games=len(games),
                 wins=wins,
                 losses=outcomes.count("loss"),
                 ties=outcomes.count("tie"),
-                win_rate=wilson_interval(wins, len(rounds)),
-                a_kills=mean_interval([r.a_kills for r in rounds]),
-                b_kills=mean_interval([r.b_kills for r in rounds]),
-                a_reward=mean_interval([r.a_reward for r in rounds]),
-                b_reward=mean_interval([r.b_reward for r in rounds]),
+                win_rate=wilson_interval(wins, len(games)),
+                a_kills=mean_interval([r.a_kills for r in games]),
+                b_kills=mean_interval([r.b_kills for r in games]),
+                a_reward=mean_interval([r.a_reward for r in games]),
+                b_reward=mean_interval([r.b_reward for r in games]),
             )
         )
     return summaries
@@ -107,25 +107,25 @@ def standings(pairs: Iterable[PairSummary]) -> list[Standing]:
         sides = ((pair.a, pair.wins, pair.losses), (pair.b, pair.losses, pair.wins))
         for model, wins, losses in sides:
             total = totals.setdefault(model, [0, 0, 0, 0])
-            total[0] += pair.rounds
+            total[0] += pair.games
             total[1] += wins
             total[2] += losses
             total[3] += pair.ties
     table = [
-        Standing(model, rounds, wins, losses, ties, wilson_interval(wins, rounds))
-        for model, (rounds, wins, losses, ties) in totals.items()
+        Standing(model, games, wins, losses, ties, wilson_interval(wins, games))
+        for model, (games, wins, losses, ties) in totals.items()
     ]
     return sorted(table, key=lambda s: (-s.win_rate.value, s.model))
 
 
 def win_rate_matrix(models: Sequence[str], pairs: Iterable[PairSummary]) -> list[list[float]]:
-    """``matrix[i][j]``: the share of rounds that ``models[i]`` won against ``models[j]``; NaN on
+    """``matrix[i][j]``: the share of games that ``models[i]`` won against ``models[j]``; NaN on
     the diagonal and for pairs that did not play."""
     return _pair_matrix(models, pairs, lambda p: p.wins, lambda p: p.losses)
 
 
 def tie_matrix(models: Sequence[str], pairs: Iterable[PairSummary]) -> list[list[float]]:
-    """``matrix[i][j]``: the share of tied rounds between ``models[i]`` and ``models[j]``."""
+    """``matrix[i][j]``: the share of tied games between ``models[i]`` and ``models[j]``."""
     return _pair_matrix(models, pairs, lambda p: p.ties, lambda p: p.ties)
 
 
@@ -134,8 +134,8 @@ def _pair_matrix(models, pairs, of_a, of_b) -> list[list[float]]:
     matrix = [[math.nan] * len(models) for _ in models]
     for pair in pairs:
         i, j = index[pair.a], index[pair.b]
-        matrix[i][j] = of_a(pair) / pair.rounds
-        matrix[j][i] = of_b(pair) / pair.rounds
+        matrix[i][j] = of_a(pair) / pair.games
+        matrix[j][i] = of_b(pair) / pair.games
     return matrix
 
 
@@ -185,6 +185,28 @@ def write_json(path: Path, report: Mapping) -> None:
         f.write("\n")
 
 
+# Reports in the old words, which called a game a round, use these keys.
+_OLD_KEYS = {"rounds_per_pair": "games_per_pair", "rounds_per_model": "games_per_model",
+             "rounds": "games", "round": "game"}
+_BY_LABEL = ("checkpoints", "members")
+
+
+def read_report(path: str | Path) -> dict:
+    """A report.json of ``cmfq tournament`` (battle or tiger-deer), the keys of a report in the
+    old words renamed to today's: ``rounds_per_pair`` is ``games_per_pair``, a summary's
+    ``rounds`` is ``games``, a record's ``round`` is ``game``."""
+    def renamed(value):
+        if isinstance(value, dict):
+            # Keyed by label (checkpoints, group members): the keys are names, not fields.
+            return {_OLD_KEYS.get(k, k): v if k in _BY_LABEL else renamed(v)
+                    for k, v in value.items()}
+        if isinstance(value, list):
+            return [renamed(v) for v in value]
+        return value
+
+    return renamed(json.loads(Path(path).read_text()))
+
+
 def format_rate(estimate: Estimate) -> str:
     """``0.62 [0.48, 0.74]``: a rate (or a mean with an asymmetric interval) with its interval."""
     return f"{estimate.value:.2f} [{estimate.low:.2f}, {estimate.high:.2f}]"
@@ -205,27 +227,27 @@ def markdown_report(
     lines = [f"# {title}", ""]
     lines += [f"- {key}: {value}" for key, value in settings.items()]
     lines += [
-        "", "Win rate: rounds won / rounds played (ties count as not won), "
-        "with its Wilson 95% interval; means are per round, ± the 95% normal half-width.", "",
+        "", "Win rate: games won / games played (ties count as not won), "
+        "with its Wilson 95% interval; means are per game, ± the 95% normal half-width.", "",
         "## Standings", "",
-        "| model | rounds | wins | losses | ties | win rate [95% CI] |",
+        "| model | games | wins | losses | ties | win rate [95% CI] |",
         "|---|---:|---:|---:|---:|---|",
     ]
     lines += [
-        f"| {s.model} | {s.rounds} | {s.wins} | {s.losses} | {s.ties} "
+        f"| {s.model} | {s.games} | {s.wins} | {s.losses} | {s.ties} "
         f"| {format_rate(s.win_rate)} |"
         for s in table
     ]
     lines += [
         "", "## Pairs", "",
-        "| A | B | rounds | A wins | A losses | ties | A win rate [95% CI] "
+        "| A | B | games | A wins | A losses | ties | A win rate [95% CI] "
         "| A kills | B kills | A reward | B reward |",
         "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for p in pairs:
         means = " | ".join(map(format_mean, (p.a_kills, p.b_kills, p.a_reward, p.b_reward)))
         lines.append(
-            f"| {p.a} | {p.b} | {p.rounds} | {p.wins} | {p.losses} | {p.ties} "
+            f"| {p.a} | {p.b} | {p.games} | {p.wins} | {p.losses} | {p.ties} "
             f"| {format_rate(p.win_rate)} | {means} |"
         )
     if heatmap:

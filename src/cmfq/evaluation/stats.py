@@ -1,5 +1,5 @@
 """Interval estimates for the evaluation reports: Wilson score intervals for win rates, normal
-intervals for per-round means and Student's t quantiles for means over a few seeds."""
+intervals for per-game means and Student's t quantiles for means over a few seeds."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def wilson_interval(successes: int, trials: int, z: float = Z_95) -> Estimate:
     """Proportion ``successes / trials`` with its Wilson score interval.
 
     Unlike the normal (Wald) interval it stays inside [0, 1] and does not collapse to a point
-    when every round is won or every round is lost, which is common between unequal models.
+    when every game is won or every game is lost, which is common between unequal models.
     """
     if isinstance(successes, bool) or isinstance(trials, bool):
         raise TypeError("successes and trials must be integers, not bools")

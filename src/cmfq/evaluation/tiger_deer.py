@@ -1,6 +1,6 @@
 """Tiger-deer evaluation: each checkpoint hunts as the tigers against random deer for the same
-seeded rounds; the report gives per round the tigers' total reward and the deer caught, per
-checkpoint and per algorithm (over its checkpoints, with a bootstrap over seeds, then rounds)."""
+seeded games; the report gives per game the tigers' total reward and the deer caught, per
+checkpoint and per algorithm (over its checkpoints, with a bootstrap over seeds, then games)."""
 
 from __future__ import annotations
 
@@ -11,23 +11,23 @@ from pathlib import Path
 import numpy as np
 
 from cmfq.evaluation.figures import plot_scores
-from cmfq.evaluation.games import ArenaSpec, Game, play_games, round_seed
+from cmfq.evaluation.games import GAMES_AT_ONCE, ArenaSpec, Game, game_seed, play_batches
 from cmfq.evaluation.groups import BOOTSTRAP_SAMPLES, members_of, two_stage_mean
 from cmfq.evaluation.players import checkpoint_groups, unique_labels
 from cmfq.evaluation.report import format_mean, format_rate, write_csv, write_json
 from cmfq.evaluation.stats import Estimate, mean_interval
 
-REPORT_FILES = ("report.json", "models.csv", "rounds.csv", "report.md", "scores.png")
+REPORT_FILES = ("report.json", "models.csv", "games.csv", "report.md", "scores.png")
 ALGORITHM_FILES = ("algorithms.csv", "algorithm_scores.png")
 """Written beside ``REPORT_FILES`` when the checkpoints form at least two groups."""
 
 
 @dataclass(frozen=True)
 class HuntRecord:
-    """One round of one model as the tigers."""
+    """One game of one model as the tigers."""
 
     model: str
-    round: int
+    game: int
     seed: int
     reward: float
     deer_caught: int
@@ -39,7 +39,7 @@ class HuntRecord:
 @dataclass(frozen=True)
 class HuntSummary:
     model: str
-    rounds: int
+    games: int
     reward: Estimate
     deer_caught: Estimate
     tigers_left: Estimate
@@ -47,12 +47,12 @@ class HuntSummary:
 
 @dataclass(frozen=True)
 class AlgorithmHunt:
-    """A group's mean over its checkpoints of their per-round means, with the interval of a
-    two-stage bootstrap (checkpoints, then rounds)."""
+    """A group's mean over its checkpoints of their per-game means, with the interval of a
+    two-stage bootstrap (checkpoints, then games)."""
 
     algorithm: str
     checkpoints: int
-    rounds: int
+    games: int
     reward: Estimate
     deer_caught: Estimate
 
@@ -65,7 +65,7 @@ def summarise_groups(
     for group, labels in members_of(groups).items():
         mine = [[r for r in records if r.model == label] for label in labels]
         summaries.append(AlgorithmHunt(
-            algorithm=group, checkpoints=len(labels), rounds=sum(map(len, mine)),
+            algorithm=group, checkpoints=len(labels), games=sum(map(len, mine)),
             reward=two_stage_mean([[r.reward for r in rs] for rs in mine], rng),
             deer_caught=two_stage_mean([[r.deer_caught for r in rs] for rs in mine], rng),
         ))
@@ -78,7 +78,7 @@ def summarise(labels: Sequence[str], records: Sequence[HuntRecord]) -> list[Hunt
         mine = [r for r in records if r.model == label]
         summaries.append(HuntSummary(
             model=label,
-            rounds=len(mine),
+            games=len(mine),
             reward=mean_interval([r.reward for r in mine]),
             deer_caught=mean_interval([r.deer_caught for r in mine]),
             tigers_left=mean_interval([r.tigers_left for r in mine]),
@@ -87,36 +87,38 @@ def summarise(labels: Sequence[str], records: Sequence[HuntRecord]) -> list[Hunt
 
 
 def run_tiger_deer(
-    paths: Sequence[str | Path], *, map_size: int, rounds: int, seed: int, out: str | Path,
+    paths: Sequence[str | Path], *, map_size: int, games: int, seed: int, out: str | Path,
     workers: int = 1, env_options: dict | None = None, group_by: str = "algo",
-    address: str | None = None,
+    address: str | None = None, at_once: int = GAMES_AT_ONCE,
 ) -> dict:
-    """Evaluate each checkpoint for ``rounds`` rounds; write ``REPORT_FILES`` into ``out``, and
-    ``ALGORITHM_FILES`` where the checkpoints form several groups by ``group_by``. The rounds run
-    in ``workers`` processes, or on the Ray cluster at ``address``."""
-    if rounds < 1:
-        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    """Evaluate each checkpoint for ``games`` games; write ``REPORT_FILES`` into ``out``, and
+    ``ALGORITHM_FILES`` where the checkpoints form several groups by ``group_by``. The games run
+    in ``workers`` processes, or on the Ray cluster at ``address``, each playing ``at_once``
+    games at a time."""
+    if games < 1:
+        raise ValueError(f"games must be at least 1, got {games}")
     env_options = dict(env_options or {})
     labels = unique_labels(paths)
     groups = checkpoint_groups(paths, labels, group_by)
     spec = ArenaSpec(tuple(map(str, paths)), "tiger-deer", map_size, env_options)
     # Every model meets the same layouts and deer: the differences are the models'.
-    games = [Game((m,), r, round_seed(seed, r)) for m in range(len(paths)) for r in range(rounds)]
-    results = play_games(spec, games, workers, desc="tiger-deer", address=address)
+    schedule = [Game((m,), k, game_seed(seed, k)) for m in range(len(paths)) for k in range(games)]
+    results = play_batches(spec, schedule, workers=workers, at_once=at_once, desc="tiger-deer",
+                           address=address)
     records = [
         HuntRecord(
-            model=labels[game.players[0]], round=game.round, seed=game.seed,
+            model=labels[game.players[0]], game=game.index, seed=game.seed,
             reward=result.groups["tiger"].reward, deer_caught=result.deer_caught,
             tigers_left=result.groups["tiger"].survivors,
             deer_left=result.groups["deer"].survivors, steps=result.steps,
         )
-        for game, result in zip(games, results, strict=True)
+        for game, result in zip(schedule, results, strict=True)
     ]
     summaries = summarise(labels, records)
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    protocol = {"env": "tiger-deer", "map_size": map_size, "rounds_per_model": rounds,
+    protocol = {"env": "tiger-deer", "map_size": map_size, "games_per_model": games,
                 "seed": seed, **env_options}
     report = {
         "protocol": {**protocol,
@@ -132,27 +134,27 @@ def run_tiger_deer(
         write_csv(out / "algorithms.csv", algorithms)
         plot_hunts([a.algorithm for a in algorithms], algorithms, out / "algorithm_scores.png",
                    title=f"tiger-deer, {map_size}² map: mean over seeds (95% bootstrap intervals)")
-    report["rounds"] = records
+    report["games"] = records
     write_json(out / "report.json", report)
     write_csv(out / "models.csv", summaries)
-    write_csv(out / "rounds.csv", records)
+    write_csv(out / "games.csv", records)
     plot_hunts(labels, summaries, out / "scores.png",
                title=f"tiger-deer, {map_size}² map (95% intervals)")
     lines = ["# Tiger-deer evaluation", ""]
     lines += [f"- {key}: {value}" for key, value in protocol.items()]
     lines += [
         "",
-        "Means per round ± the half-width of their 95% normal interval; the deer act at random.",
+        "Means per game ± the half-width of their 95% normal interval; the deer act at random.",
         "",
-        "| model | rounds | tiger reward | deer caught | tigers left |",
+        "| model | games | tiger reward | deer caught | tigers left |",
         "|---|---:|---|---|---|",
     ]
     lines += [
-        f"| {s.model} | {s.rounds} | {format_mean(s.reward)} | {format_mean(s.deer_caught)} "
+        f"| {s.model} | {s.games} | {format_mean(s.reward)} | {format_mean(s.deer_caught)} "
         f"| {format_mean(s.tigers_left)} |"
         for s in summaries
     ]
-    lines += ["", "![tiger reward and deer caught per round](scores.png)", ""]
+    lines += ["", "![tiger reward and deer caught per game](scores.png)", ""]
     if several:
         lines += algorithm_section(algorithms, group_by)
     (out / "report.md").write_text("\n".join(lines))
@@ -161,8 +163,8 @@ def run_tiger_deer(
 
 def plot_hunts(names: Sequence[str], summaries, path: Path, title: str) -> None:
     """Bars of the tiger reward and deer caught of each summary (of a model or a group)."""
-    plot_scores(names, {"tiger reward per round": [s.reward for s in summaries],
-                        "deer caught per round": [s.deer_caught for s in summaries]},
+    plot_scores(names, {"tiger reward per game": [s.reward for s in summaries],
+                        "deer caught per game": [s.deer_caught for s in summaries]},
                 path, title=title)
 
 
@@ -170,14 +172,14 @@ def algorithm_section(algorithms: Sequence[AlgorithmHunt], group_by: str) -> lis
     """The per-algorithm part of the report, as Markdown lines."""
     lines = [
         f"## Per algorithm (checkpoints grouped by {group_by})", "",
-        "The mean over a group's checkpoints of their means per round, with a 95% two-stage "
-        f"bootstrap interval (checkpoints, then rounds; {BOOTSTRAP_SAMPLES} samples, seeded by "
+        "The mean over a group's checkpoints of their means per game, with a 95% two-stage "
+        f"bootstrap interval (checkpoints, then games; {BOOTSTRAP_SAMPLES} samples, seeded by "
         "the evaluation's seed).", "",
-        "| group | checkpoints | rounds | tiger reward [95% CI] | deer caught [95% CI] |",
+        "| group | checkpoints | games | tiger reward [95% CI] | deer caught [95% CI] |",
         "|---|---:|---:|---|---|",
     ]
     lines += [
-        f"| {a.algorithm} | {a.checkpoints} | {a.rounds} | {format_rate(a.reward)} "
+        f"| {a.algorithm} | {a.checkpoints} | {a.games} | {format_rate(a.reward)} "
         f"| {format_rate(a.deer_caught)} |"
         for a in algorithms
     ]

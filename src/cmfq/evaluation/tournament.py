@@ -1,8 +1,8 @@
 """Round-robin battle tournaments between checkpoints.
 
-Every pair of checkpoints plays ``rounds`` rounds. Rounds come in mirrored pairs: rounds 2k and
+Every pair of checkpoints plays ``games`` games. Games come in mirrored pairs: games 2k and
 2k+1 start from the same seed with the teams swapped, so each model plays each side equally often
-and neither profits from a lucky side or layout. A round is won by the side with more survivors
+and neither profits from a lucky side or layout. A game is won by the side with more survivors
 at the end (after ``max_steps`` or when a side is wiped out); equal survivors are a tie.
 
 The checkpoints are also grouped (by default by algorithm, read from each checkpoint's own config)
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cmfq.evaluation.figures import plot_win_rates
-from cmfq.evaluation.games import ArenaSpec, Game, play_games, round_seed
+from cmfq.evaluation.games import GAMES_AT_ONCE, ArenaSpec, Game, game_seed, play_batches
 from cmfq.evaluation.groups import (
     BOOTSTRAP_SAMPLES,
     algorithm_matrix,
@@ -26,7 +26,7 @@ from cmfq.evaluation.groups import (
 )
 from cmfq.evaluation.players import checkpoint_groups, unique_labels
 from cmfq.evaluation.report import (
-    RoundRecord,
+    GameRecord,
     markdown_report,
     standings,
     summarise_pairs,
@@ -36,44 +36,45 @@ from cmfq.evaluation.report import (
     write_json,
 )
 
-REPORT_FILES = ("report.json", "pairs.csv", "rounds.csv", "report.md", "win_rate.png")
+REPORT_FILES = ("report.json", "pairs.csv", "games.csv", "report.md", "win_rate.png")
 ALGORITHM_FILES = ("algorithms.csv", "algorithm_pairs.csv", "algorithm_win_rate.png")
 """Written beside ``REPORT_FILES`` when the checkpoints form at least two groups."""
 
 
 @dataclass(frozen=True)
 class Settings:
-    """What every round of a tournament shares."""
+    """What every game of a tournament shares."""
 
     env: str = "battle"
     map_size: int = 40
-    rounds: int = 50
+    games: int = 50
+    """Games per pair."""
     seed: int = 0
     env_options: dict = field(default_factory=dict)
 
 
-def schedule(n_models: int, rounds: int, seed: int) -> list[Game]:
-    """Every unordered pair (a, b), a < b, plays ``rounds`` rounds; ``a`` plays the first group
-    in even rounds and the second in odd ones, and each even round's seed is reused by the next."""
+def schedule(n_models: int, games: int, seed: int) -> list[Game]:
+    """Every unordered pair (a, b), a < b, plays ``games`` games; ``a`` plays the first group
+    in even games and the second in odd ones, and each even game's seed is reused by the next."""
     if n_models < 2:
         raise ValueError(f"a tournament needs at least two checkpoints, got {n_models}")
-    if rounds < 1:
-        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    if games < 1:
+        raise ValueError(f"games must be at least 1, got {games}")
     return [
-        Game((a, b) if r % 2 == 0 else (b, a), r, round_seed(seed, r // 2))
+        Game((a, b) if k % 2 == 0 else (b, a), k, game_seed(seed, k // 2))
         for a, b in itertools.combinations(range(n_models), 2)
-        for r in range(rounds)
+        for k in range(games)
     ]
 
 
-def to_record(game: Game, result, labels: Sequence[str]) -> RoundRecord:
-    """The round seen from the pair's first model (the lower checkpoint index)."""
+def to_record(game: Game, result, labels: Sequence[str]) -> GameRecord:
+    """The game seen from the pair's first model (the lower checkpoint index)."""
     groups = tuple(result.groups)  # in the env's order, the order of ``game.players``
     a_side = 0 if game.players[0] < game.players[1] else 1
     a, b = groups[a_side], groups[1 - a_side]
     ga, gb = result.groups[a], result.groups[b]
-    return RoundRecord(
-        a=labels[game.players[a_side]], b=labels[game.players[1 - a_side]], round=game.round,
+    return GameRecord(
+        a=labels[game.players[a_side]], b=labels[game.players[1 - a_side]], game=game.index,
         seed=game.seed, a_side=a_side, a_survivors=ga.survivors, b_survivors=gb.survivors,
         a_kills=ga.kills, b_kills=gb.kills, a_reward=ga.reward, b_reward=gb.reward,
         steps=result.steps,
@@ -82,26 +83,28 @@ def to_record(game: Game, result, labels: Sequence[str]) -> RoundRecord:
 
 def run_tournament(
     paths: Sequence[str | Path], settings: Settings, out: str | Path, workers: int = 1,
-    group_by: str = "algo", address: str | None = None,
+    group_by: str = "algo", address: str | None = None, at_once: int = GAMES_AT_ONCE,
 ) -> dict:
     """Play the tournament and write its report files (``REPORT_FILES``, and ``ALGORITHM_FILES``
-    where the checkpoints form several groups by ``group_by``) into ``out``; the rounds run in
-    ``workers`` processes, or on the Ray cluster at ``address`` (see ``play_games``)."""
+    where the checkpoints form several groups by ``group_by``) into ``out``; the games run in
+    ``workers`` processes, or on the Ray cluster at ``address``, each playing ``at_once`` games at
+    a time (see ``play_batches``)."""
     if settings.env != "battle":
         raise ValueError(f"tournaments are played in battle, not {settings.env!r}")
     labels = unique_labels(paths)
     groups = checkpoint_groups(paths, labels, group_by)
     spec = ArenaSpec(tuple(map(str, paths)), settings.env, settings.map_size,
                      dict(settings.env_options))
-    games = schedule(len(paths), settings.rounds, settings.seed)
-    results = play_games(spec, games, workers, desc="tournament", address=address)
+    games = schedule(len(paths), settings.games, settings.seed)
+    results = play_batches(spec, games, workers=workers, at_once=at_once, desc="tournament",
+                           address=address)
     records = [to_record(g, r, labels) for g, r in zip(games, results, strict=True)]
     return write_tournament_report(out, labels, paths, settings, records, groups, group_by)
 
 
 def write_tournament_report(
     out: str | Path, labels: Sequence[str], paths: Sequence[str | Path], settings: Settings,
-    records: Sequence[RoundRecord], groups: dict[str, str] | None = None, group_by: str = "algo",
+    records: Sequence[GameRecord], groups: dict[str, str] | None = None, group_by: str = "algo",
 ) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -110,7 +113,7 @@ def write_tournament_report(
     protocol = {
         "env": settings.env,
         "map_size": settings.map_size,
-        "rounds_per_pair": settings.rounds,
+        "games_per_pair": settings.games,
         "seed": settings.seed,
         **settings.env_options,
         "checkpoints": {label: str(path) for label, path in zip(labels, paths, strict=True)},
@@ -129,10 +132,10 @@ def write_tournament_report(
         plot_win_rates(names, wins, out / "algorithm_win_rate.png", ties=ties,
                        title=f"{settings.env}, {settings.map_size}² map: win rate of row vs "
                        "column, mean over seeds")
-    report["rounds"] = list(records)
+    report["games"] = list(records)
     write_json(out / "report.json", report)
     write_csv(out / "pairs.csv", pairs)
-    write_csv(out / "rounds.csv", records)
+    write_csv(out / "games.csv", records)
     plot_win_rates(labels, win_rate_matrix(labels, pairs), out / "win_rate.png",
                    title=f"{settings.env}, {settings.map_size}² map: win rate of row vs column",
                    ties=tie_matrix(labels, pairs))

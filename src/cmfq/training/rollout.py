@@ -1,32 +1,25 @@
-"""Playing rounds: every group acts, the env steps, and a learner's team is recorded; several
-games can play in lockstep, each policy deciding for all its teams in one batch."""
+"""Playing games (episodes): every group acts, the env steps, and a learner's team is recorded;
+several games play in lockstep, each policy deciding for all its teams in one batch. A training
+round plays its games with one ``play_games`` call, then learns."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 import numpy as np
 
-from cmfq.algos.policy import Decision, RandomPolicy
+from cmfq.algos.policy import Decision, Policy, RandomPolicy, decide_together
 from cmfq.envs import GridEnv, Observation
 from cmfq.training.replay import ReplayBuffer
 
-
-class TeamPolicy(Protocol):
-    """Anything that decides for a whole team (``decide``), or for several teams at once
-    (``decide_teams``): ``cmfq.algos.Policy`` or ``RandomPolicy``."""
-
-    def decide(self, obs: Observation, prev_actions: np.ndarray | None) -> Decision: ...
-
-    def decide_teams(
-        self, teams: Sequence[Observation], prev_actions: Sequence[np.ndarray | None]
-    ) -> list[Decision]: ...
+TeamPolicy = Policy | RandomPolicy
+"""What decides for a team."""
 
 
 class GroupResult(NamedTuple):
-    """One group's outcome of a round."""
+    """One group's outcome of a game."""
 
     initial: int
     """Agents at the start."""
@@ -35,11 +28,11 @@ class GroupResult(NamedTuple):
     kills: int
     """Agents of ``env.opponents[group]`` that died (battle: enemies killed; tigers: deer eaten)."""
     reward: float
-    """Total reward of the group's agents over the round."""
+    """Total reward of the group's agents over the game."""
 
 
-class RoundResult(NamedTuple):
-    """The outcome of ``play_round``."""
+class GameResult(NamedTuple):
+    """The outcome of one game of ``play_games``."""
 
     steps: int
     """Steps played."""
@@ -52,47 +45,33 @@ class RoundResult(NamedTuple):
         return self.groups["tiger"].kills if "tiger" in self.groups else None
 
 
-def play_round(
-    env: GridEnv,
-    policies: Mapping[str, TeamPolicy],
-    *,
-    seed: int,
-    on_step: Callable[[GridEnv, int], None] | None = None,
-    record: Mapping[str, ReplayBuffer] | None = None,
-) -> RoundResult:
-    """Play one round of ``env`` and return each group's survivors, kills and reward.
-
-    Args:
-        env: an env from ``cmfq.envs.make_env``; it is reset with ``seed``.
-        policies: group name -> policy (e.g. ``load_checkpoint(p).policy()``); a group without
-            one acts uniformly at random (the deer of tiger-deer). Policies keep no state between
-            steps: the previous actions that neighbourhoods need are passed in each step.
-        seed: fixes the env's placements and the random groups' actions.
-        on_step: called as ``on_step(env, step)`` after every step (step counts from 1), e.g. to
-            read ``env.positions(group)`` for rendering.
-        record: group name -> replay buffer that receives that group's transitions (training),
-            each group as its own stream, so several groups may share a buffer.
-    """
-    records = None if record is None else [record]
-    return play_rounds([env], [policies], seeds=[seed], on_step=on_step, record=records)[0]
-
-
-def play_rounds(
+def play_games(
     envs: Sequence[GridEnv],
     policies: Sequence[Mapping[str, TeamPolicy]],
     *,
     seeds: Sequence[int],
     on_step: Callable[[GridEnv, int], None] | None = None,
     record: Sequence[Mapping[str, ReplayBuffer]] | None = None,
-) -> list[RoundResult]:
-    """Play one round of each env in lockstep: ``play_round`` for several games at once.
+) -> list[GameResult]:
+    """Play one game in each env, all in lockstep, and return each game's survivors, kills and
+    reward per group.
 
-    Game j is ``envs[j]`` reset with ``seeds[j]``, played by ``policies[j]`` and recorded into
-    ``record[j]``. Each step, a policy that plays teams in several games (the learner's, on
-    whichever side it has in each) decides for all of them in one ``decide_teams`` call, so its
-    network runs one batched forward over the agents of every game. Every (game, group) is its
-    own replay stream, so transitions of different games never share a TD target. A game that
-    ends waits for the others; ``on_step`` is called for each env that stepped.
+    Game j is ``envs[j]`` (from ``cmfq.envs.make_env``) reset with ``seeds[j]``, played by
+    ``policies[j]`` and recorded into ``record[j]``:
+
+    - ``policies[j]``: group name -> policy (e.g. ``load_checkpoint(p).policy()``); a group
+      without one acts uniformly at random, seeded from ``seeds[j]`` (the deer of tiger-deer).
+      Policies keep no state between steps: the previous actions that neighbourhoods need are
+      passed in each step.
+    - ``record[j]``: group name -> replay buffer that receives that group's transitions
+      (training). Every (game, group) is its own replay stream, so transitions of different
+      games never share a TD target, and several groups may share a buffer.
+
+    Each step, the teams whose policies share a ``batch_key`` (one policy playing in several
+    games, as the learner does in training, or forks of one, as a checkpoint does in a
+    tournament) decide in one ``decide_together`` call: one batched forward over the agents of
+    every game. A game that ends waits for the others; ``on_step(env, step)`` is called after
+    each env's step (step counts from 1), e.g. to read ``env.positions(group)`` for rendering.
     """
     counts = {"envs": len(envs), "policies": len(policies), "seeds": len(seeds)}
     if record is not None:
@@ -124,7 +103,7 @@ def play_rounds(
 
 @dataclass
 class _Game:
-    """One game of ``play_rounds`` while it plays: the env, who decides, and the tallies."""
+    """One game of ``play_games`` while it plays: the env, who decides, and the tallies."""
 
     index: int
     env: GridEnv
@@ -172,7 +151,7 @@ class _Game:
             self.prev[g] = decisions[g].actions[alive]
         self.over, self.terminated = result.done, result.terminated
 
-    def result(self) -> RoundResult:
+    def result(self) -> GameResult:
         env = self.env
         groups = {
             g: GroupResult(
@@ -183,19 +162,20 @@ class _Game:
             )
             for g in env.groups
         }
-        return RoundResult(env.step_count, groups)
+        return GameResult(env.step_count, groups)
 
 
 def _decide(teams: list[tuple[_Game, str]]) -> dict[tuple[int, str], Decision]:
-    """Decisions for (game, group) teams, keyed (game index, group): each decider is called once,
-    for all the teams it plays, in the order they are first named."""
-    shared: dict[TeamPolicy, list[tuple[_Game, str]]] = {}
+    """Decisions for (game, group) teams, keyed (game index, group): one ``decide_together`` call
+    per ``batch_key``, for all the teams of its policies, in the order they are first named."""
+    shared: dict[object, list[tuple[_Game, str]]] = {}
     for game, g in teams:
-        shared.setdefault(game.deciders[g], []).append((game, g))
+        shared.setdefault(game.deciders[g].batch_key, []).append((game, g))
     decisions = {}
-    for decider, its_teams in shared.items():
-        made = decider.decide_teams(
-            [game.obs[g] for game, g in its_teams], [game.prev[g] for game, g in its_teams]
+    for its_teams in shared.values():
+        made = decide_together(
+            [game.deciders[g] for game, g in its_teams],
+            [game.obs[g] for game, g in its_teams], [game.prev[g] for game, g in its_teams],
         )
         decisions |= {(game.index, g): d for (game, g), d in zip(its_teams, made, strict=True)}
     return decisions

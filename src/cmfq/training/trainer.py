@@ -38,7 +38,7 @@ from cmfq.training.device import resolve_device
 from cmfq.training.learner import Learner
 from cmfq.training.metrics import MetricsLog
 from cmfq.training.replay import ReplayBuffer
-from cmfq.training.rollout import RoundResult, play_rounds
+from cmfq.training.rollout import GameResult, play_games
 from cmfq.training.run_folder import RunFolder
 
 
@@ -171,7 +171,7 @@ def _run(
 def collect(
     config: TrainConfig, envs: list[GridEnv], training: TrainingState, seeds: list[GameSeeds],
     temperature: float,
-) -> tuple[list[int], list[RoundResult], int]:
+) -> tuple[list[int], list[GameResult], int]:
     """Play the round's games in lockstep and record them into the replay buffer; returns the
     side the learner played in each game, the games' results and the transitions added.
 
@@ -200,12 +200,12 @@ def collect(
         record.append({group: training.replay, other: training.replay} if feed_opponent
                       else {group: training.replay})
     added_before = training.replay.added
-    results = play_rounds(envs, policies, seeds=[game.env for game in seeds], record=record)
+    results = play_games(envs, policies, seeds=[game.env for game in seeds], record=record)
     return sides, results, training.replay.added - added_before
 
 
 def _metrics_row(
-    env: GridEnv, round_index: int, results: list[RoundResult], sides: list[int],
+    env: GridEnv, round_index: int, results: list[GameResult], sides: list[int],
     loss: float, temperature: float, n_updates: int, *, buffer: int, began: float,
 ) -> dict:
     """The round's row of ``metrics.csv``: env steps summed over the games, the outcomes
@@ -270,7 +270,7 @@ def round_seeds(seed: int, round_index: int, games: int) -> list[GameSeeds]:
     return [GameSeeds(*(int(w) for w in five)) for five in words.reshape(games, 5)]
 
 
-def _outcome(env, result: RoundResult, side: int) -> dict[str, float]:
+def _outcome(env, result: GameResult, side: int) -> dict[str, float]:
     """One game's metrics for the learner playing ``env.groups[side]``."""
     mine, theirs = result.groups[env.groups[side]], result.groups[env.groups[1 - side]]
     won = env.won(mine.survivors, theirs.survivors)
