@@ -304,3 +304,19 @@ def test_tournament_groups_by_config_fields(battle_checkpoints, tmp_path):
         "a": "mfq-1", "b": "cmfq-2"}
     with pytest.raises(ValueError, match="group_by: no config fields"):
         checkpoint_groups(battle_checkpoints, labels, "optimizer")
+
+
+def test_a_tournament_between_groups_plays_no_pair_of_one_group(battle_checkpoints, tmp_path):
+    root = tmp_path / "runs"
+    second_mfq = make_checkpoint(root / "mfq-seed3" / "last.pt", "mfq", "battle", 3)
+    players = [*battle_checkpoints, second_mfq]
+    out = tmp_path / "t"
+    assert main(["tournament", *players, "--map-size", str(MAP), "--games", "2",
+                 "--max-steps", "5", "--workers", "1", "--pairs", "between-groups",
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["protocol"]["pairs"] == "between-groups"
+    played = {frozenset((p["a"], p["b"])) for p in report["pairs"]}
+    mfq = report["algorithms"]["members"]["mfq"]
+    assert len(mfq) == 2 and frozenset(mfq) not in played
+    assert len(played) == 2  # each mfq run against the cmfq run

@@ -138,3 +138,14 @@ def test_markdown_lists_every_pair_and_model(records):
     for model in "xyz":
         assert f"\n| {model} | " in text
     assert "(w.png)" in text
+
+
+def test_a_schedule_between_groups_leaves_out_pairs_of_one_group_and_keeps_the_others_games():
+    from cmfq.evaluation.tournament import schedule
+
+    full = schedule(4, games=2, seed=0)
+    between = schedule(4, games=2, seed=0, groups=["mfq", "mfq", "cmfq", "random"])
+    assert {g.players for g in between} == {g.players for g in full} - {(0, 1), (1, 0)}
+    assert set(between) <= set(full)  # the same games, seeds and sides as in the full schedule
+    with pytest.raises(ValueError, match="same group"):
+        schedule(2, games=2, seed=0, groups=["mfq", "mfq"])

@@ -63,6 +63,10 @@ def _tournament_parser(subparsers) -> None:
     parser.add_argument("--group-by", default="algo",
                         help="comma-separated config fields that group checkpoints for the "
                         "per-algorithm results, e.g. algo,weighting (default: algo)")
+    parser.add_argument("--pairs", choices=("all", "between-groups"), default="all",
+                        help="battle: which pairs play: all, or between-groups (pairs within "
+                        "one --group-by group, e.g. two seeds of one algorithm, are left out) "
+                        "(default: all)")
     parser.add_argument("--address", default=None,
                         help="play the games on this Ray cluster instead (HOST:PORT, 'auto', or "
                         "'local' for a new local instance; see docs/sweeps.md)")
@@ -146,7 +150,8 @@ def run_tournament_command(args: argparse.Namespace) -> int:
                            address=args.address, at_once=args.games_at_once)
         else:
             settings = Settings(env=args.env, map_size=args.map_size, games=args.games,
-                                seed=args.seed, env_options=_env_options(args))
+                                seed=args.seed, env_options=_env_options(args),
+                                pairs=args.pairs)
             run_tournament(checkpoints, settings, args.out, workers=args.workers,
                            group_by=args.group_by, address=args.address,
                            at_once=args.games_at_once)

@@ -51,18 +51,32 @@ class Settings:
     """Games per pair."""
     seed: int = 0
     env_options: dict = field(default_factory=dict)
+    pairs: str = "all"
+    """Which pairs play: ``all``, or ``between-groups`` (pairs of one group, e.g. two seeds of one
+    algorithm, are left out: they say nothing about how the groups compare)."""
 
 
-def schedule(n_models: int, games: int, seed: int) -> list[Game]:
+PAIRS = ("all", "between-groups")
+
+
+def schedule(
+    n_models: int, games: int, seed: int, groups: Sequence[str] | None = None
+) -> list[Game]:
     """Every unordered pair (a, b), a < b, plays ``games`` games; ``a`` plays the first group
-    in even games and the second in odd ones, and each even game's seed is reused by the next."""
+    in even games and the second in odd ones, and each even game's seed is reused by the next.
+    With ``groups`` (each model's group) pairs of the same group are left out; the others play
+    the same games as in a full schedule."""
     if n_models < 2:
         raise ValueError(f"a tournament needs at least two checkpoints, got {n_models}")
     if games < 1:
         raise ValueError(f"games must be at least 1, got {games}")
+    pairs = [(a, b) for a, b in itertools.combinations(range(n_models), 2)
+             if groups is None or groups[a] != groups[b]]
+    if not pairs:
+        raise ValueError("no pair to play: every checkpoint is in the same group")
     return [
         Game((a, b) if k % 2 == 0 else (b, a), k, game_seed(seed, k // 2))
-        for a, b in itertools.combinations(range(n_models), 2)
+        for a, b in pairs
         for k in range(games)
     ]
 
@@ -91,11 +105,15 @@ def run_tournament(
     a time (see ``play_batches``)."""
     if settings.env != "battle":
         raise ValueError(f"tournaments are played in battle, not {settings.env!r}")
+    if settings.pairs not in PAIRS:
+        raise ValueError(f"pairs must be one of {PAIRS}, got {settings.pairs!r}")
     labels = unique_labels(paths)
     groups = checkpoint_groups(paths, labels, group_by)
     spec = ArenaSpec(tuple(map(str, paths)), settings.env, settings.map_size,
                      dict(settings.env_options))
-    games = schedule(len(paths), settings.games, settings.seed)
+    between = settings.pairs == "between-groups"
+    games = schedule(len(paths), settings.games, settings.seed,
+                     [groups[label] for label in labels] if between else None)
     results = play_batches(spec, games, workers=workers, at_once=at_once, desc="tournament",
                            address=address)
     records = [to_record(g, r, labels) for g, r in zip(games, results, strict=True)]
@@ -114,6 +132,7 @@ def write_tournament_report(
         "env": settings.env,
         "map_size": settings.map_size,
         "games_per_pair": settings.games,
+        "pairs": settings.pairs,
         "seed": settings.seed,
         **settings.env_options,
         "checkpoints": {label: str(path) for label, path in zip(labels, paths, strict=True)},
