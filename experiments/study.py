@@ -7,9 +7,12 @@ interrupted study continues where it stopped:
 
 Stages, in order (``--stages`` runs a subset):
 
-train      ``cmfq sweep`` of experiments/battle.toml and experiments/tiger-deer.toml (finished
-           runs are skipped, interrupted ones resumed).
-crossplay  ``cmfq tournament`` of every battle run and ``random`` at each map of ``Plan.maps``.
+train      ``cmfq sweep`` of experiments/battle.toml and experiments/tiger-deer.toml into
+           experiments/runs/ENV/ (finished runs are skipped, interrupted ones resumed). A finished
+           run's ``config.toml``, ``metrics.csv`` and weights-only ``last.pt`` are committed
+           (the rest of its folder is git-ignored), so a fresh clone trains only what is missing.
+crossplay  ``cmfq tournament --pairs between-groups`` of every battle run and ``random`` at
+           each map of ``Plan.maps`` (runs of one algorithm do not play each other).
 tigerdeer  ``cmfq tournament --env tiger-deer`` of every tiger-deer run and ``random``.
 curves     ``cmfq plot`` of each env's runs (mean over seeds, 95% t interval).
 pick       the pretrained models, one per algorithm and env, copied into ``Plan.models``:
@@ -50,7 +53,7 @@ from cmfq.training.checkpoint import load_checkpoint
 from cmfq.training.run_folder import LAST_FILE, RunFolder
 
 # The study runs in the repository's root, so that the reports name checkpoints by paths
-# relative to it (runs/study/battle/cmfq-seed0/last.pt), the same on every machine.
+# relative to it (experiments/runs/battle/algo=cmfq,seed=0/last.pt), the same on every machine.
 REPO = Path(__file__).resolve().parent.parent
 HERE = Path("experiments")
 STAGES = ("train", "crossplay", "tigerdeer", "curves", "pick", "replay", "results")
@@ -77,10 +80,10 @@ class Plan:
     """Where the picked models are copied as ``<algo>-<env>.pt``."""
     maps: tuple[int, ...]
     """Battle cross-play maps, the training map first."""
-    rounds: int
+    games: int
     """Games per pair of models in cross-play. The comparison of two algorithms pools the pairs
-    of their runs (5 x 5 x 20 = 500 games), and its interval is set mostly by the seeds."""
-    tiger_rounds: int
+    of their runs (5 x 5 x 10 = 250 games), and its interval is set mostly by the seeds."""
+    tiger_games: int
     """Games per model in the tiger-deer evaluation."""
     max_steps: int | None = None
     """Steps per evaluation game (None: the env's)."""
@@ -88,14 +91,14 @@ class Plan:
 
 FULL = Plan(
     sweeps={env: HERE / f"{env}.toml" for env in ENVS},
-    runs=Path("runs/study"), reports=Path("docs/results"), page=Path("docs/results.md"),
-    models=Path("src/cmfq/pretrained/models"), maps=(20, 28, 40), rounds=20, tiger_rounds=50,
+    runs=Path("experiments/runs"), reports=Path("docs/results"), page=Path("docs/results.md"),
+    models=Path("src/cmfq/pretrained/models"), maps=(20, 40), games=10, tiger_games=50,
 )
 QUICK = Plan(
     sweeps={env: HERE / "quick" / f"{env}.toml" for env in ENVS},
     runs=Path("runs/study-quick"), reports=Path("runs/study-quick/results"),
     page=Path("runs/study-quick/results.md"), models=Path("runs/study-quick/pretrained"),
-    maps=(12, 16), rounds=2, tiger_rounds=2, max_steps=30,
+    maps=(12, 16), games=2, tiger_games=2, max_steps=30,
 )
 
 
@@ -128,22 +131,28 @@ def up_to_date(report: Path, players: list[str], settings: dict) -> bool:
         protocol.get(key) == value for key, value in settings.items())
 
 
-def tournament(plan: Plan, env: str, players: list[str], size: int, rounds: int, out: Path,
+def tournament(plan: Plan, env: str, players: list[str], size: int, games: int, out: Path,
                workers: int) -> None:
-    per = "games_per_pair" if env == "battle" else "games_per_model"
-    settings = {"map_size": size, per: rounds, "max_steps": plan.max_steps}
+    """Play (or keep, if up to date) one tournament. In battle the runs of one algorithm do not
+    play each other: those pairs cost as much as any and say nothing about the algorithms."""
+    if env == "battle":
+        settings = {"games_per_pair": games, "pairs": "between-groups"}
+        options = ("--pairs", "between-groups")
+    else:
+        settings, options = {"games_per_model": games}, ()
+    settings |= {"map_size": size, "max_steps": plan.max_steps}
     if up_to_date(out / "report.json", players, settings):
         print(f"{out}: up to date")
         return
     steps = () if plan.max_steps is None else ("--max-steps", str(plan.max_steps))
-    cmfq("tournament", *players, "--env", env, "--map-size", str(size), "--games", str(rounds),
-         *steps, "--workers", str(workers), "--out", out)
+    cmfq("tournament", *players, "--env", env, "--map-size", str(size), "--games", str(games),
+         *options, *steps, "--workers", str(workers), "--out", out)
 
 
 def crossplay(plan: Plan, workers: int) -> None:
     players = [str(p) for p in finished_runs(plan, "battle")] + ["random"]
     for size in plan.maps:
-        tournament(plan, "battle", players, size, plan.rounds,
+        tournament(plan, "battle", players, size, plan.games,
                    plan.reports / f"battle-map{size}", workers)
 
 
@@ -154,7 +163,7 @@ def tiger_deer_size(plan: Plan) -> int:
 
 def tigerdeer(plan: Plan, workers: int) -> None:
     players = [str(p) for p in finished_runs(plan, "tiger-deer")] + ["random"]
-    tournament(plan, "tiger-deer", players, tiger_deer_size(plan), plan.tiger_rounds,
+    tournament(plan, "tiger-deer", players, tiger_deer_size(plan), plan.tiger_games,
                plan.reports / "tiger-deer", workers)
 
 
@@ -315,13 +324,15 @@ def results_page(plan: Plan) -> None:
         lines += [f"{env} runs (`cmfq sweep {config}`):", "", "```toml",
                   config.read_text().strip(), "```", ""]
     lines += [
-        f"Cross-play: every battle run and a uniformly random team, {plan.rounds} games per "
+        f"Cross-play: every battle run and a uniformly random team, {plan.games} games per "
         f"pair (sides swapped every game), on maps {', '.join(map(str, plan.maps))} "
         "(the training map first; agents a side grow with the map's area). Win rate: games won "
         "/ games played (ties count as not won; the heatmaps give the tie shares). Between "
         "algorithms: the mean over their runs' pairs with a 95% "
         "two-stage bootstrap interval (runs, then games; see docs/evaluation.md), so the "
-        "intervals include the variation between seeds. Rows: the number of runs.", "",
+        "intervals include the variation between seeds. Rows: the number of runs. Runs of one "
+        "algorithm do not play each other (those pairs cost as much as any and say nothing about "
+        "the algorithms), so the diagonal is empty.", "",
     ]
     for size in plan.maps:
         report = read_report(plan, f"battle-map{size}")

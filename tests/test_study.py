@@ -104,7 +104,7 @@ def finished_study(study, tmp_path, monkeypatch):
     plan = study.Plan(
         sweeps={env: tmp_path / f"{env}.toml" for env in study.ENVS}, runs=tmp_path / "runs",
         reports=tmp_path / "results", page=tmp_path / "results.md",
-        models=tmp_path / "models", maps=(12, 16), rounds=2, tiger_rounds=2)
+        models=tmp_path / "models", maps=(12, 16), games=2, tiger_games=2)
     checkpoints = {}
     for env, size in (("battle", 12), ("tiger-deer", 10)):
         plan.sweeps[env].write_text(f'[base]\nenv = "{env}"\n')
