@@ -178,3 +178,27 @@ def test_quickstart_default_head():
     out = cmfq.causal_weights(head, state, actions, temperature=0.1)
     torch.testing.assert_close(out.weights.sum(1), torch.ones(4))
     assert out.q_causal.shape == (4, 21) and out.causal_mean_action.shape == (4, 21)
+
+
+@pytest.mark.skipif(
+    not (torch.cuda.is_available() and cmfq.cuda_built()), reason="needs the CUDA kernel"
+)
+@pytest.mark.usefixtures("formulation")
+def test_cuda_graph_captures_and_replays():
+    """Nothing in the CUDA op waits for the GPU, so a CUDA graph can capture it."""
+    head = make_head(dtype=torch.float32, device="cuda")
+    state, actions = make_inputs(32, 8, head, device="cuda")
+    static_state = state.clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.no_grad(), torch.cuda.stream(side):
+        cmfq.causal_weights(head, static_state, actions)  # warm-up, as capture wants
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(graph):
+        captured = cmfq.causal_weights(head, static_state, actions)
+    static_state.copy_(2 * state)
+    graph.replay()
+    with torch.no_grad():
+        expected = cmfq.causal_weights(head, 2 * state, actions)
+    assert_outputs_close(captured, expected, rtol=1e-6, atol=1e-7)

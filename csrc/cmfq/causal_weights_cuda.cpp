@@ -83,7 +83,14 @@ const R* rows_of(const at::Tensor& t) {
 
 at::Tensor row_change_cuda(const RowChange& step) {
   const auto reference = step.reference.contiguous();
-  const auto change = step.change.defined() ? step.change.contiguous() : at::Tensor();
+  // In the rows' dtype: a distribution's first change comes in the compute dtype.
+  const auto change =
+      step.change.defined() ? step.change.to(step.row_dtype).contiguous() : at::Tensor();
+  // The first layer's change of one-hot actions is gathered from these instead.
+  const auto contiguous = [](const at::Tensor& t) { return t.defined() ? t.contiguous() : t; };
+  const auto table = contiguous(step.action_table);
+  const auto reference_proj = contiguous(step.reference_proj);
+  const auto actions = contiguous(step.actions);
   const int64_t batch = reference.size(0), width = reference.size(1);
   auto out = at::empty({batch * step.rows_per_agent, width},
                        reference.options().dtype(step.row_dtype));
@@ -98,9 +105,9 @@ at::Tensor row_change_cuda(const RowChange& step) {
       p.reference = reference.data_ptr<scalar_t>();
       p.change = rows_of<R>(change);
       if (!change.defined()) {
-        p.action_table = step.action_table.data_ptr<scalar_t>();
-        p.reference_proj = step.reference_proj.data_ptr<scalar_t>();
-        p.actions = step.actions.defined() ? step.actions.data_ptr<int64_t>() : nullptr;
+        p.action_table = table.data_ptr<scalar_t>();
+        p.reference_proj = reference_proj.data_ptr<scalar_t>();
+        p.actions = actions.defined() ? actions.data_ptr<int64_t>() : nullptr;
       }
       p.relu = step.relu;
       p.out = reinterpret_cast<R*>(out.data_ptr());
