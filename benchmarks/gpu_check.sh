@@ -84,8 +84,8 @@ for mode in forward training; do
 done
 
 # Where the stacked formulation's time goes, then Nsight Compute on one launch of each kernel.
-step profile 40 profile.txt python benchmarks/gpu_case.py --batch 16384 --slots 32 \
-  --formulations stacked --dtypes float32,bfloat16 --profile
+step profile 45 profile.txt python benchmarks/gpu_case.py --batch 16384 --slots 32 \
+  --formulations kernel,stacked --dtypes float32,bfloat16 --profile --accuracy
 if command -v ncu >/dev/null; then
   step ncu 60 profile.txt ncu --kernel-name regex:'causal_weights_kernel|row_change|row_effects' \
     --launch-count 4 --section SpeedOfLight --section LaunchStats --section Occupancy \
@@ -93,6 +93,10 @@ if command -v ncu >/dev/null; then
 else
   echo "ncu                      skipped: not on the PATH" >>"$summary"
 fi
+
+# Whether TF32 GEMMs would do for float32 (the default is IEEE float32): speed and accuracy.
+step profile-tf32 30 profile.txt python benchmarks/gpu_case.py --batch 16384 --slots 32 \
+  --formulations stacked --dtypes float32 --profile --accuracy --tf32
 
 echo >>"$summary"
 grep -hE "^(FAILED|ERROR)|[0-9]+ (passed|failed)|ERROR SUMMARY|RACECHECK SUMMARY" \

@@ -6,7 +6,8 @@ and causal mean action. It is the op ``torch.ops.cmfq.causal_weights_backward`` 
 kernel, or the stacked formulation where ``CMFQ_STACKED=1``) and, after a forward in the stacked
 formulation, on CUDA (``csrc/cmfq/stacked.h``); after the per-agent CUDA kernel, and wherever the
 backward itself is differentiated (``create_graph=True``), it is the same chain rule in PyTorch
-ops (``cmfq.gradient``). All trace under ``torch.compile``.
+ops (``cmfq.gradient``). All trace under ``torch.compile``. Half-precision inputs take the
+backward in float32, after the forward runs again in float32.
 """
 
 from __future__ import annotations
