@@ -115,7 +115,8 @@ at::Tensor row_effects(const at::Tensor& probs, const at::Tensor& q_change,
   if (probs.is_cuda()) return row_effects_cuda(probs, q_change, rows_per_agent, inv_tau);
 #endif
   const auto p = probs.unsqueeze(1);
-  auto d = q_change.to(probs.scalar_type()).view({probs.size(0), rows_per_agent, -1}) * inv_tau;
+  const int64_t batch = probs.size(0), n_actions = probs.size(1);
+  auto d = q_change.to(probs.scalar_type()).view({batch, rows_per_agent, n_actions}) * inv_tau;
   d = d - (p * d).sum(-1, /*keepdim=*/true);
   const auto f = (p * phi(d)).sum(-1);
   const auto r = (p * d).sum(-1);
@@ -172,8 +173,9 @@ Outputs stacked_forward(PreparedCall& c) {
     if (!rows.by_action) step.actions = rows.index;
   } else {
     const auto projected = project_actions(c, rows.vectors.view({batch * M, c.n_actions}));
-    step.change = (projected.view({batch, M, -1}) - reference_proj.unsqueeze(1))
-                      .view({batch * M, -1});
+    const int64_t width = projected.size(1);
+    step.change = (projected.view({batch, M, width}) - reference_proj.unsqueeze(1))
+                      .view({batch * M, width});
   }
   auto change = row_change(step);
   for (size_t l = 0; l < c.tail_wt.size(); ++l) {
@@ -329,9 +331,10 @@ KernelGrads stacked_backward(const PreparedCall& c, const IncomingGrads& incomin
     grad_row_proj = grad_row_proj.sum(0);
   } else if (one_hot) {
     grad_row_proj = at::zeros({A, width}, options)
-                        .index_add_(0, rows.index.flatten(), grad_row_proj.reshape({-1, width}));
+                        .index_add_(0, rows.index.flatten(),
+                                    grad_row_proj.reshape({batch * M, width}));
   } else {
-    grad_row_proj = grad_row_proj.reshape({-1, width});
+    grad_row_proj = grad_row_proj.reshape({batch * M, width});
   }
   project_actions_backward(c, input_layers, grad_row_proj, grads);
   project_actions_backward(c, mean_layers, grad_first.select(1, 0), grads);
