@@ -49,6 +49,9 @@ print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torc
   echo
 } >"$summary" 2>&1
 
+# A full build: object files left in build/ by an earlier one are not trusted (ninja goes by file
+# times, which can be off when a tree moves between machines).
+rm -rf build
 step build 180 build.log env TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 \
   pip install --no-build-isolation --no-deps -v .
 # From outside the repository, so that `import cmfq` finds the installed package, not src/.
