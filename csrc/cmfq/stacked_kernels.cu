@@ -40,10 +40,11 @@ __global__ void __launch_bounds__(kWarpSize* kRowsPerBlock)
     const T* reference = p.reference + agent * p.width;
     const R* change = p.change ? p.change + row * p.width : nullptr;
     const T* table = nullptr;
-    const T* reference_proj = p.reference_proj + agent * p.width;
+    const T* reference_proj = nullptr;
     if (!change) {
       const int64_t action = p.actions ? p.actions[row] : row - agent * p.rows_per_agent;
       table = p.action_table + action * p.width;
+      reference_proj = p.reference_proj + agent * p.width;
     }
     R* out = p.out + row * p.width;
     for (int j = threadIdx.x; j < p.width; j += kWarpSize) {
