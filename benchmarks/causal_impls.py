@@ -1,4 +1,4 @@
-"""The five implementations of causal weights that the benchmark compares.
+"""The implementations of causal weights that the benchmark compares.
 
 Each ``make_*`` takes the head and returns ``f(state, actions) -> (weights, effects, mean_action,
 causal_mean_action, q_causal)``. The hand-written ones reuse ``kl_from_logits`` and
@@ -8,6 +8,7 @@ they evaluate the head.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import torch
@@ -30,6 +31,24 @@ def make_fused(head: cmfq.MeanFieldHead) -> CausalFn:
         return tuple(cmfq.causal_weights(head, state, actions, temperature=TEMPERATURE))
 
     return fused
+
+
+def make_stacked(head: cmfq.MeanFieldHead) -> CausalFn:
+    """The fused op in its stacked formulation (``CMFQ_STACKED=1`` during the call): every
+    agent's intervention rows through each trunk layer as one GEMM; its backward follows."""
+
+    def stacked(state: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        before = os.environ.get("CMFQ_STACKED")
+        os.environ["CMFQ_STACKED"] = "1"
+        try:
+            return tuple(cmfq.causal_weights(head, state, actions, temperature=TEMPERATURE))
+        finally:
+            if before is None:
+                del os.environ["CMFQ_STACKED"]
+            else:
+                os.environ["CMFQ_STACKED"] = before
+
+    return stacked
 
 
 def make_generic(head: cmfq.MeanFieldHead) -> CausalFn:
@@ -124,6 +143,7 @@ def make_factored(head: cmfq.MeanFieldHead) -> CausalFn:
 
 IMPLEMENTATIONS: dict[str, Callable[[cmfq.MeanFieldHead], CausalFn]] = {
     "fused": make_fused,
+    "stacked": make_stacked,
     "generic": make_generic,
     "compiled": make_compiled,
     "factored": make_factored,

@@ -15,6 +15,12 @@ BATCHES = {"cpu": (64, 1024, 8192), "cuda": (1024, 16384, 131072)}
 SLOTS = {"cpu": (8, 32), "cuda": (8, 32, 128)}
 DTYPES = {"cpu": ("float32",), "cuda": ("float32", "bfloat16")}
 MODES = ("forward", "forward+backward")
+# The implementations compared (benchmarks/causal_impls.py); "stacked" is the fused op in its
+# stacked formulation, which is opt-in and measured on GPUs only.
+IMPLS = {
+    "cpu": ("fused", "generic", "compiled", "factored", "naive"),
+    "cuda": ("fused", "stacked", "generic", "compiled", "factored", "naive"),
+}
 
 
 def expected_distinct_actions(slots: int, n_actions: int = N_ACTIONS) -> float:

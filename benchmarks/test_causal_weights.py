@@ -1,4 +1,5 @@
-"""Causal weights: fused op against the generic, compiled, factored and naive implementations.
+"""Causal weights: fused op (and, on GPUs, its stacked formulation) against the generic, compiled,
+factored and naive implementations.
 
 Each case first runs the implementation, checks its outputs (and, for forward+backward, its
 gradients with respect to the state and every head parameter) against the generic path's on the
@@ -14,7 +15,7 @@ from collections.abc import Callable
 import pytest
 import torch
 from causal_impls import IMPLEMENTATIONS, CausalFn
-from shapes import BATCHES, DTYPES, MODES, SLOTS
+from shapes import BATCHES, DTYPES, IMPLS, MODES, SLOTS
 from workload import Workload, make_workload
 
 OUTPUTS = ("weights", "effects", "mean_action", "causal_mean_action", "q_causal")
@@ -29,7 +30,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         for mode in MODES:
             for batch in BATCHES[device]:
                 for slots in SLOTS[device]:
-                    for impl in IMPLEMENTATIONS:
+                    for impl in IMPLS[device]:
                         cases.append((dtype, mode, batch, slots, impl))
                         ids.append(f"{device}-{dtype_name}-{mode}-B{batch}-K{slots}-{impl}")
     metafunc.parametrize(("dtype", "mode", "batch", "slots", "impl"), cases, ids=ids)

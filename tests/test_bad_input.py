@@ -9,7 +9,8 @@ from helpers import generic, make_head, make_inputs
 
 import cmfq
 
-PATHS = ["fused", "generic"]
+# "stacked": the fused op in its stacked formulation (CMFQ_STACKED=1).
+PATHS = ["fused", "stacked", "generic"]
 
 
 @pytest.fixture
@@ -18,12 +19,13 @@ def head():
 
 
 def call(path, head, state, actions, mask=None, **kwargs):
-    q = head if path == "fused" else generic(head)
+    q = generic(head) if path == "generic" else head
     return cmfq.causal_weights(q, state, actions, mask, n_actions=head.n_actions, **kwargs)
 
 
 @pytest.fixture(params=PATHS)
-def path(request):
+def path(request, monkeypatch):
+    monkeypatch.setenv("CMFQ_STACKED", "1" if request.param == "stacked" else "0")
     return request.param
 
 
@@ -89,6 +91,7 @@ def test_out_of_range_action_where_mask_is_false_is_ignored(path, head):
     not (torch.cuda.is_available() and cmfq.cuda_built()), reason="needs the CUDA kernel"
 )
 @pytest.mark.parametrize("bad_action", [-1, 5])
+@pytest.mark.usefixtures("formulation")
 def test_out_of_range_action_on_cuda_gives_that_agent_nan(head, bad_action):
     # Checking on the host would wait for the GPU on every call: the kernel refuses the agent.
     head = head.to("cuda")

@@ -1,4 +1,5 @@
-"""The fused op against the generic PyTorch path, and against hand-computed values."""
+"""The fused op, in both formulations (per-agent kernels, stacked rows), against the generic PyTorch
+path and against hand-computed values."""
 
 import math
 
@@ -21,6 +22,7 @@ def assert_outputs_close(actual, expected, **tolerances):
         torch.testing.assert_close(a, e, msg=lambda m, name=name: f"{name}: {m}", **tolerances)
 
 
+@pytest.mark.usefixtures("formulation")
 @pytest.mark.parametrize("sizes", HEAD_SIZES, ids=lambda s: f"S{s['state_dim']}A{s['n_actions']}")
 @pytest.mark.parametrize("batch,slots", [(1, 1), (7, 5), (64, 33)])
 @pytest.mark.parametrize("weighting", ["proportional", "softmax"])
@@ -35,6 +37,7 @@ def test_fused_matches_generic_float64(device, sizes, batch, slots, weighting):
     assert_outputs_close(fused, reference, rtol=1e-5, atol=1e-12)
 
 
+@pytest.mark.usefixtures("formulation")
 @pytest.mark.parametrize("actions_as", ["indices", "distributions"])
 def test_head_too_wide_for_shared_memory(device, actions_as):
     # On CUDA a 4096-wide float64 layer needs more shared memory per block than any GPU has
@@ -50,6 +53,7 @@ def test_head_too_wide_for_shared_memory(device, actions_as):
     assert_outputs_close(fused, reference, rtol=1e-5, atol=1e-12)
 
 
+@pytest.mark.usefixtures("formulation")
 @pytest.mark.parametrize("weighting", ["proportional", "softmax"])
 def test_fused_matches_generic_on_distributions(device, weighting):
     head = make_head(device=device)
@@ -63,6 +67,7 @@ def test_fused_matches_generic_on_distributions(device, weighting):
     assert_outputs_close(fused, reference, rtol=1e-5, atol=1e-12)
 
 
+@pytest.mark.usefixtures("formulation")
 @pytest.mark.parametrize("path", ["fused", "generic"])
 def test_float32_agrees_with_float64_reference(device, path):
     head64 = make_head(state_dim=288, n_actions=21, action_hidden=(64, 32), hidden=(128, 64))
@@ -77,6 +82,7 @@ def test_float32_agrees_with_float64_reference(device, path):
         torch.testing.assert_close(a.cpu().double(), e, rtol=2e-3, atol=2e-5, msg=name)
 
 
+@pytest.mark.usefixtures("formulation")
 def test_fresh_head_float32_effects_are_accurate():
     """With a freshly initialised head the action branch barely moves Q, so the effects are small
     (here ~1e-5 nats) and a float32 difference of two evaluations of Q loses digits. The fused
@@ -120,6 +126,7 @@ def _hand_computed_case():
     return head, s, tau, effects, weights, causal, q(s, *causal)
 
 
+@pytest.mark.usefixtures("formulation")
 def test_hand_computed_two_neighbours(device):
     head, s, tau, effects, weights, causal, q_causal = _hand_computed_case()
     head = head.to(device)
@@ -138,6 +145,7 @@ def test_hand_computed_two_neighbours(device):
             )
 
 
+@pytest.mark.usefixtures("formulation")
 def test_weights_are_a_distribution_over_valid_neighbours(device):
     head = make_head(device=device)
     state, actions = make_inputs(32, 7, head, masked=0.5, device=device)
@@ -152,6 +160,7 @@ def test_weights_are_a_distribution_over_valid_neighbours(device):
         assert sums[0] == 0
 
 
+@pytest.mark.usefixtures("formulation")
 def test_repeated_actions_share_one_effect(device):
     """Neighbours with the same action are the same intervention."""
     head = make_head(device=device)
@@ -169,3 +178,27 @@ def test_quickstart_default_head():
     out = cmfq.causal_weights(head, state, actions, temperature=0.1)
     torch.testing.assert_close(out.weights.sum(1), torch.ones(4))
     assert out.q_causal.shape == (4, 21) and out.causal_mean_action.shape == (4, 21)
+
+
+@pytest.mark.skipif(
+    not (torch.cuda.is_available() and cmfq.cuda_built()), reason="needs the CUDA kernel"
+)
+@pytest.mark.usefixtures("formulation")
+def test_cuda_graph_captures_and_replays():
+    """Nothing in the CUDA op waits for the GPU, so a CUDA graph can capture it."""
+    head = make_head(dtype=torch.float32, device="cuda")
+    state, actions = make_inputs(32, 8, head, device="cuda")
+    static_state = state.clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.no_grad(), torch.cuda.stream(side):
+        cmfq.causal_weights(head, static_state, actions)  # warm-up, as capture wants
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(graph):
+        captured = cmfq.causal_weights(head, static_state, actions)
+    static_state.copy_(2 * state)
+    graph.replay()
+    with torch.no_grad():
+        expected = cmfq.causal_weights(head, 2 * state, actions)
+    assert_outputs_close(captured, expected, rtol=1e-6, atol=1e-7)

@@ -1,4 +1,5 @@
-"""torch.ops.cmfq.causal_weights as a custom op: schema, fake, autograd, compile."""
+"""torch.ops.cmfq.causal_weights as a custom op: schema, fake, autograd, compile; on each device,
+in both formulations (per-agent kernels, stacked rows)."""
 
 import warnings
 
@@ -22,26 +23,28 @@ def op_args(head, state, actions, weighting="proportional"):
     )
 
 
+@pytest.mark.usefixtures("formulation")
 @pytest.mark.parametrize("weighting", ["proportional", "softmax"])
-def test_opcheck(weighting):
-    head = make_head(dtype=torch.float32)
-    state, actions = make_inputs(6, 4, head)
+def test_opcheck(device, weighting):
+    head = make_head(dtype=torch.float32, device=device)
+    state, actions = make_inputs(6, 4, head, device=device)
     state.requires_grad_()
     torch.library.opcheck(
         torch.ops.cmfq.causal_weights.default, op_args(head, state, actions, weighting)
     )
 
 
+@pytest.mark.usefixtures("formulation")
 @pytest.mark.parametrize("weighting", ["proportional", "softmax"])
 @pytest.mark.parametrize("distributions", [False, True])
-def test_opcheck_backward(weighting, distributions):
-    head = make_head(dtype=torch.float32)
-    state, actions = make_inputs(6, 4, head)
+def test_opcheck_backward(device, weighting, distributions):
+    head = make_head(dtype=torch.float32, device=device)
+    state, actions = make_inputs(6, 4, head, device=device)
     state, *layers, tau, weighting, tau_w = op_args(head, state, actions, weighting)
     mask = layers.pop(1)
     actions = layers.pop(0)
     if distributions:
-        actions = torch.softmax(torch.randn(6, 4, head.n_actions), -1)
+        actions = torch.softmax(torch.randn(6, 4, head.n_actions), -1).to(device)
     layers = [[p.detach() for p in group] for group in layers]
     inputs = (state, actions, mask, *layers, tau, weighting, tau_w)
     weights, effects, _, causal_mean_action, q_causal = torch.ops.cmfq.causal_weights(*inputs)
@@ -63,16 +66,18 @@ GRADCHECK_CASES = {
 }
 
 
+@pytest.mark.usefixtures("formulation")
 @pytest.mark.parametrize("case", GRADCHECK_CASES)
 @pytest.mark.parametrize("weighting", ["proportional", "softmax"])
-def test_gradcheck_float64(weighting, case):
+def test_gradcheck_float64(device, weighting, case):
     sizes = dict(GRADCHECK_CASES[case])
     distributions = sizes.pop("distributions")
-    head = make_head(state_dim=4, **sizes)
-    state, actions = make_inputs(3, 4, head, masked=0.25)
+    head = make_head(state_dim=4, **sizes, device=device)
+    state, actions = make_inputs(3, 4, head, masked=0.25, device=device)
     mask = actions >= 0
     if distributions:
         actions = torch.softmax(2 * torch.randn(3, 4, head.n_actions, dtype=torch.float64), -1)
+        actions = actions.to(device)
     groups = [[p.detach().clone() for p in g] for g in head.linear_layers()]
     sizes = [len(g) for g in groups]
     inputs = [state.requires_grad_()] + [p.requires_grad_() for g in groups for p in g]
@@ -88,10 +93,14 @@ def test_gradcheck_float64(weighting, case):
     assert torch.autograd.gradcheck(causal_weights, inputs, eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
-def test_gradients_match_generic_path():
-    head = make_head(state_dim=288, n_actions=21, action_hidden=(64, 32), hidden=(128, 64))
-    state, actions = make_inputs(16, 8, head)
-    weights = torch.randn(16, 8, dtype=torch.float64)
+@pytest.mark.usefixtures("formulation")
+@pytest.mark.parametrize("slots", [8, 32])  # rows by slot, by action
+def test_gradients_match_generic_path(device, slots):
+    head = make_head(
+        state_dim=288, n_actions=21, action_hidden=(64, 32), hidden=(128, 64), device=device
+    )
+    state, actions = make_inputs(16, slots, head, device=device)
+    weights = torch.randn(16, slots, dtype=torch.float64).to(device)
 
     def grads(q):
         head.zero_grad()
@@ -118,10 +127,11 @@ def test_double_backward_matches_generic_path():
     torch.testing.assert_close(second_order(head), second_order(lambda s, x: head(s, x)))
 
 
-def test_torch_compile_fullgraph_forward_and_backward():
+@pytest.mark.usefixtures("formulation")
+def test_torch_compile_fullgraph_forward_and_backward(device):
     torch._dynamo.reset()
-    head = make_head(dtype=torch.float32)
-    state, actions = make_inputs(8, 5, head)
+    head = make_head(dtype=torch.float32, device=device)
+    state, actions = make_inputs(8, 5, head, device=device)
 
     def loss(state, actions):
         out = cmfq.causal_weights(head, state, actions, temperature=0.2)

@@ -1,12 +1,17 @@
-// CUDA glue of cmfq::causal_weights: checks and preparation (prepare.cpp) on the current device,
-// the launch plan (kernel_plan.h), then the kernel on the current stream. Nothing here waits for
-// the GPU: out-of-range actions are handled in the kernel.
+// CUDA glue of cmfq::causal_weights and its backward: checks and preparation (prepare.cpp) on the
+// current device, then on the current stream either the per-agent kernel (its launch plan in
+// kernel_plan.h) or, where CMFQ_STACKED=1, the stacked formulation (stacked.h), whose two fused
+// steps are launched from here too. The backward is the stacked formulation's. Nothing here
+// waits for the GPU: out-of-range actions are handled on the device.
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <type_traits>
+
 #include "causal_weights_cuda.h"
 #include "prepare.h"
+#include "stacked.h"
 
 namespace cmfq {
 namespace {
@@ -17,9 +22,10 @@ Outputs causal_weights_cuda(const at::Tensor& state, const at::Tensor& neighbor_
                             at::TensorList trunk_biases, double temperature,
                             c10::string_view weighting, double weight_temperature) {
   const c10::cuda::OptionalCUDAGuard guard(state.device());
-  const auto call = prepare_call(state, neighbor_actions, neighbor_mask, encoder_weights,
-                                 encoder_biases, trunk_weights, trunk_biases, temperature,
-                                 std::string(weighting), weight_temperature, /*allow_half=*/true);
+  auto call = prepare_call(state, neighbor_actions, neighbor_mask, encoder_weights,
+                           encoder_biases, trunk_weights, trunk_biases, temperature,
+                           std::string(weighting), weight_temperature);
+  if (stacked_selected()) return stacked_forward(call);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(call.compute_dtype, "cmfq_causal_weights_cuda", [&] {
     const auto params = call.params<scalar_t>();
@@ -38,8 +44,105 @@ Outputs causal_weights_cuda(const at::Tensor& state, const at::Tensor& neighbor_
   return call.outputs();
 }
 
+GradOutputs causal_weights_backward_cuda(
+    const at::Tensor& grad_weights, const at::Tensor& grad_effects,
+    const at::Tensor& grad_causal_mean_action, const at::Tensor& grad_q_causal,
+    const at::Tensor& state, const at::Tensor& neighbor_actions, const at::Tensor& neighbor_mask,
+    at::TensorList encoder_weights, at::TensorList encoder_biases, at::TensorList trunk_weights,
+    at::TensorList trunk_biases, double temperature, c10::string_view weighting,
+    double weight_temperature, const at::Tensor& weights, const at::Tensor& effects,
+    const at::Tensor& causal_mean_action) {
+  const c10::cuda::OptionalCUDAGuard guard(state.device());
+  auto call = prepare_call(state, neighbor_actions, neighbor_mask, encoder_weights,
+                           encoder_biases, trunk_weights, trunk_biases, temperature,
+                           std::string(weighting), weight_temperature);
+  const auto incoming = prepare_backward(call, grad_weights, grad_effects, grad_causal_mean_action,
+                                         grad_q_causal, weights, effects, causal_mean_action);
+  return finish_backward(stacked_backward(call, incoming), state, encoder_weights,
+                         encoder_biases, trunk_weights, trunk_biases);
+}
+
+// Calls f with a value of the C++ type that holds the rows: that of T, or a CUDA half type.
+template <typename T, typename F>
+void with_row_type(at::ScalarType row_dtype, F&& f) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (row_dtype == at::kHalf) return f(__half{});
+    if (row_dtype == at::kBFloat16) return f(__nv_bfloat16{});
+  }
+  TORCH_CHECK(row_dtype == c10::CppTypeToScalarType<T>::value, "rows of dtype ", row_dtype,
+              " with a ", c10::CppTypeToScalarType<T>::value, " reference are not supported");
+  f(T{});
+}
+
+template <typename R>
+const R* rows_of(const at::Tensor& t) {
+  return t.defined() ? reinterpret_cast<const R*>(t.data_ptr()) : nullptr;
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(cmfq, CUDA, m) { m.impl("causal_weights", &causal_weights_cuda); }
+at::Tensor row_change_cuda(const RowChange& step) {
+  const auto reference = step.reference.contiguous();
+  // In the rows' dtype: a distribution's first change comes in the compute dtype.
+  const auto change =
+      step.change.defined() ? step.change.to(step.row_dtype).contiguous() : at::Tensor();
+  // The first layer's change of one-hot actions is gathered from these instead.
+  const auto contiguous = [](const at::Tensor& t) { return t.defined() ? t.contiguous() : t; };
+  const auto table = contiguous(step.action_table);
+  const auto reference_proj = contiguous(step.reference_proj);
+  const auto actions = contiguous(step.actions);
+  const int64_t batch = reference.size(0), width = reference.size(1);
+  auto out = at::empty({batch * step.rows_per_agent, width},
+                       reference.options().dtype(step.row_dtype));
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(reference.scalar_type(), "cmfq_row_change", [&] {
+    with_row_type<scalar_t>(step.row_dtype, [&](auto row) {
+      using R = decltype(row);
+      RowChangeParams<scalar_t, R> p{};
+      p.batch = batch;
+      p.rows_per_agent = static_cast<int>(step.rows_per_agent);
+      p.width = static_cast<int>(width);
+      p.reference = reference.data_ptr<scalar_t>();
+      p.change = rows_of<R>(change);
+      if (!change.defined()) {
+        p.action_table = table.data_ptr<scalar_t>();
+        p.reference_proj = reference_proj.data_ptr<scalar_t>();
+        p.actions = actions.defined() ? actions.data_ptr<int64_t>() : nullptr;
+      }
+      p.relu = step.relu;
+      p.out = reinterpret_cast<R*>(out.data_ptr());
+      C10_CUDA_CHECK(launch_row_change(p, stream));
+    });
+  });
+  return out;
+}
+
+at::Tensor row_effects_cuda(const at::Tensor& probs, const at::Tensor& q_change,
+                            int64_t rows_per_agent, double inv_tau) {
+  const auto probs_c = probs.contiguous();
+  const auto change = q_change.contiguous();
+  auto effects = at::empty({probs.size(0), rows_per_agent}, probs.options());
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(probs.scalar_type(), "cmfq_row_effects", [&] {
+    with_row_type<scalar_t>(change.scalar_type(), [&](auto row) {
+      using R = decltype(row);
+      RowEffectsParams<scalar_t, R> p{};
+      p.batch = probs.size(0);
+      p.rows_per_agent = static_cast<int>(rows_per_agent);
+      p.n_actions = static_cast<int>(probs.size(1));
+      p.probs = probs_c.data_ptr<scalar_t>();
+      p.q_change = rows_of<R>(change);
+      p.inv_tau = static_cast<scalar_t>(inv_tau);
+      p.effects = effects.data_ptr<scalar_t>();
+      C10_CUDA_CHECK(launch_row_effects(p, stream));
+    });
+  });
+  return effects;
+}
+
+TORCH_LIBRARY_IMPL(cmfq, CUDA, m) {
+  m.impl("causal_weights", &causal_weights_cuda);
+  m.impl("causal_weights_backward", &causal_weights_backward_cuda);
+}
 
 }  // namespace cmfq

@@ -1,6 +1,8 @@
-// The CUDA kernel's entry points: a params struct and a stream, no torch types.
+// The CUDA kernels' entry points: a params struct and a stream, no torch types.
 #pragma once
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include "kernel_plan.h"
@@ -18,5 +20,13 @@ cudaError_t plan_causal_weights(const CausalWeightsParams<T>& params, int device
 template <typename T>
 cudaError_t launch_causal_weights(const CausalWeightsParams<T>& params, const KernelPlan& plan,
                                   unsigned char* global_workspace, cudaStream_t stream);
+
+// The stacked formulation's steps (stacked_kernels.cu), for (T, R) = (float, float), (double,
+// double), (float, __half) and (float, __nv_bfloat16).
+template <typename T, typename R>
+cudaError_t launch_row_change(const RowChangeParams<T, R>& params, cudaStream_t stream);
+
+template <typename T, typename R>
+cudaError_t launch_row_effects(const RowEffectsParams<T, R>& params, cudaStream_t stream);
 
 }  // namespace cmfq

@@ -16,7 +16,6 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
-#include <tuple>
 #include <vector>
 
 #include "agent_math.h"
@@ -33,10 +32,6 @@ namespace cmfq {
 // environment variable CMFQ_CPU_CAPABILITY names another.
 std::vector<std::string> cpu_capabilities();
 std::string cpu_capability();
-
-// The backward's outputs: the gradient of state and of each of the four layer lists.
-using GradOutputs = std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>,
-                               std::vector<at::Tensor>, std::vector<at::Tensor>>;
 
 // What the backward reads and writes on top of the forward's description: `forward` points at
 // the saved inputs, and its weights, effects and causal_mean_action at the forward's outputs.

@@ -8,6 +8,7 @@
 #include "cpu_kernel.h"
 #include "kernel_plan.h"
 #include "prepare.h"
+#include "stacked.h"
 
 TORCH_LIBRARY(cmfq, m) {
   m.def(
@@ -96,6 +97,9 @@ PYBIND11_MODULE(_C, module) {
       "Whether this build of cmfq has the CUDA kernel.");
   module.def("_cuda_kernel_plan", &cuda_kernel_plan,
              "The CUDA kernel's launch plan for a head's widths on a device (for tests).");
+  module.def("stacked_selected", &cmfq::stacked_selected,
+             "Whether the op runs in the stacked formulation: the environment variable "
+             "CMFQ_STACKED=1 (read at every call); 0 or unset: the per-agent kernels.");
   module.def("cpu_capability", &cmfq::cpu_capability,
              "The CPU kernel variant that runs now: the widest this CPU supports (default, "
              "avx2, avx512), unless the environment variable CMFQ_CPU_CAPABILITY names another.");

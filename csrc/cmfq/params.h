@@ -70,4 +70,37 @@ struct CausalWeightsParams {
   }
 };
 
+// The stacked formulation's two fused CUDA steps (stacked.h). Rows are agent-major, M per agent;
+// R is the rows' storage type: T, or a half type for half-precision inputs (T is then float).
+
+// Each row's change of one layer's pre-activation, through the layer's ReLU (relu_change).
+template <typename T, typename R>
+struct RowChangeParams {
+  int64_t batch;
+  int rows_per_agent;  // M
+  int width;           // H
+  const T* reference;  // [B, H] the pre-activation under each agent's mean action
+  // [B * M, H] the rows' change; or null for the first layer with one-hot actions, whose change
+  // is action_table[a] - reference_proj[b] for row m of agent b, a = actions[b * M + m], or m
+  // where actions is null.
+  const R* change;
+  const T* action_table;    // [A, H]
+  const T* reference_proj;  // [B, H]
+  const int64_t* actions;   // [B, M] in [0, A), or null
+  bool relu;                // false: the change itself
+  R* out;                   // [B * M, H]
+};
+
+// Each row's KL from its change of the action values (kl_from_sums, agent_math.h).
+template <typename T, typename R>
+struct RowEffectsParams {
+  int64_t batch;
+  int rows_per_agent;  // M
+  int n_actions;       // A
+  const T* probs;      // [B, A] each agent's reference policy
+  const R* q_change;   // [B * M, A]
+  T inv_tau;
+  T* effects;  // [B * M]
+};
+
 }  // namespace cmfq

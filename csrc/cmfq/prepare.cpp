@@ -51,13 +51,11 @@ PreparedCall prepare_call(const at::Tensor& state, const at::Tensor& neighbor_ac
                           const at::Tensor& neighbor_mask, at::TensorList encoder_weights,
                           at::TensorList encoder_biases, at::TensorList trunk_weights,
                           at::TensorList trunk_biases, double temperature,
-                          const std::string& weighting, double weight_temperature,
-                          bool allow_half) {
+                          const std::string& weighting, double weight_temperature) {
   const auto dtype = state.scalar_type();
-  const bool half = dtype == at::kHalf || dtype == at::kBFloat16;
-  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kDouble || (half && allow_half),
-                   "state must be float32 or float64", allow_half ? ", float16 or bfloat16" : "",
-                   " on ", state.device(), ", got ", dtype);
+  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf ||
+                       dtype == at::kBFloat16,
+                   "state must be float16, bfloat16, float32 or float64, got ", dtype);
   TORCH_CHECK_VALUE(state.dim() == 2, "state must have shape [B, S], got ", state.sizes());
   TORCH_CHECK_VALUE(trunk_weights.size() >= 1 && trunk_weights.size() <= kMaxLayers + 1,
                     "the trunk must have 1 to ", kMaxLayers + 1, " Linear layers, got ",
@@ -151,6 +149,66 @@ PreparedCall prepare_call(const at::Tensor& state, const at::Tensor& neighbor_ac
   call.causal_mean_action = at::empty({batch, n_actions}, compute);
   call.q_causal = at::empty({batch, n_actions}, compute);
   return call;
+}
+
+namespace {
+
+// `tensor` in the compute dtype, contiguous, after checking its shape and device.
+at::Tensor saved(const at::Tensor& tensor, const char* name, at::IntArrayRef shape,
+                 at::ScalarType dtype, const at::Tensor& state) {
+  TORCH_CHECK_VALUE(tensor.sizes() == shape, name, " must have shape ", shape, ", got ",
+                    tensor.sizes());
+  check_device(tensor, name, state);
+  return tensor.to(dtype).contiguous();
+}
+
+// The kernels' gradients, [in, out] for weights, in the layout and dtype of the parameters.
+std::vector<at::Tensor> transposed_like(const std::vector<at::Tensor>& grads,
+                                        at::TensorList like) {
+  std::vector<at::Tensor> out;
+  for (size_t l = 0; l < grads.size(); ++l) {
+    const auto grad = grads[l].dim() == 2 ? grads[l].t() : grads[l];
+    out.push_back(grad.to(like[l].scalar_type()).contiguous());
+  }
+  return out;
+}
+
+}  // namespace
+
+IncomingGrads prepare_backward(PreparedCall& call, const at::Tensor& grad_weights,
+                               const at::Tensor& grad_effects,
+                               const at::Tensor& grad_causal_mean_action,
+                               const at::Tensor& grad_q_causal, const at::Tensor& weights,
+                               const at::Tensor& effects, const at::Tensor& causal_mean_action) {
+  const auto dtype = call.compute_dtype;
+  const auto& state = call.state_proj;  // on the device of the op's state
+  const int64_t B = call.batch, K = call.slots, A = call.n_actions;
+  call.weights = saved(weights, "weights", {B, K}, dtype, state);
+  call.effects = saved(effects, "effects", {B, K}, dtype, state);
+  call.causal_mean_action =
+      saved(causal_mean_action, "causal_mean_action", {B, A}, dtype, state);
+  return {saved(grad_weights, "grad_weights", {B, K}, dtype, state),
+          saved(grad_effects, "grad_effects", {B, K}, dtype, state),
+          saved(grad_causal_mean_action, "grad_causal_mean_action", {B, A}, dtype, state),
+          saved(grad_q_causal, "grad_q_causal", {B, A}, dtype, state)};
+}
+
+GradOutputs finish_backward(const KernelGrads& grads, const at::Tensor& state,
+                            at::TensorList encoder_weights, at::TensorList encoder_biases,
+                            at::TensorList trunk_weights, at::TensorList trunk_biases) {
+  const auto dtype = grads.state_proj.scalar_type();
+  const int64_t state_dim = state.size(1);
+  const auto first = trunk_weights[0].to(dtype);
+  const auto grad_state = grads.state_proj.mm(first.narrow(1, 0, state_dim));
+  const auto grad_first =
+      at::cat({grads.state_proj.t().mm(state.to(dtype)), grads.action_proj_wt.t()}, 1);
+  std::vector<at::Tensor> grad_trunk_w{grad_first.t()}, grad_trunk_b{grads.state_proj.sum(0)};
+  grad_trunk_w.insert(grad_trunk_w.end(), grads.tail_wt.begin(), grads.tail_wt.end());
+  grad_trunk_b.insert(grad_trunk_b.end(), grads.tail_b.begin(), grads.tail_b.end());
+  return {grad_state.to(state.scalar_type()), transposed_like(grads.encoder_wt, encoder_weights),
+          transposed_like(grads.encoder_b, encoder_biases),
+          transposed_like(grad_trunk_w, trunk_weights),
+          transposed_like(grad_trunk_b, trunk_biases)};
 }
 
 Outputs PreparedCall::outputs() const {

@@ -15,6 +15,9 @@
 namespace cmfq {
 
 using Outputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+// The backward's outputs: the gradient of state and of each of the four layer lists.
+using GradOutputs = std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>,
+                               std::vector<at::Tensor>, std::vector<at::Tensor>>;
 
 struct PreparedCall {
   at::ScalarType out_dtype;      // that of state
@@ -42,13 +45,39 @@ struct PreparedCall {
 };
 
 // Checks the op's arguments (TORCH_CHECK_VALUE / TORCH_CHECK_TYPE, which Python sees as
-// ValueError / TypeError) and prepares the call. `allow_half` admits float16 and bfloat16 states.
+// ValueError / TypeError) and prepares the call. float16 and bfloat16 inputs are computed in float32.
 PreparedCall prepare_call(const at::Tensor& state, const at::Tensor& neighbor_actions,
                           const at::Tensor& neighbor_mask, at::TensorList encoder_weights,
                           at::TensorList encoder_biases, at::TensorList trunk_weights,
                           at::TensorList trunk_biases, double temperature,
-                          const std::string& weighting, double weight_temperature,
-                          bool allow_half);
+                          const std::string& weighting, double weight_temperature);
+
+// The backward's incoming gradients, checked, contiguous and in the compute dtype.
+struct IncomingGrads {
+  at::Tensor weights, effects, causal_mean_action, q_causal;
+};
+
+// Checks the forward's saved outputs and the incoming gradients of a backward call, and puts the
+// former into `call` (its weights, effects and causal_mean_action) in the compute dtype.
+IncomingGrads prepare_backward(PreparedCall& call, const at::Tensor& grad_weights,
+                               const at::Tensor& grad_effects,
+                               const at::Tensor& grad_causal_mean_action,
+                               const at::Tensor& grad_q_causal, const at::Tensor& weights,
+                               const at::Tensor& effects, const at::Tensor& causal_mean_action);
+
+// A backward's gradients in the kernels' layout ([in, out] weights) and compute dtype.
+struct KernelGrads {
+  at::Tensor state_proj;  // [B, H1]: gradient of s W1s^T + b1
+  std::vector<at::Tensor> encoder_wt, encoder_b;
+  at::Tensor action_proj_wt;
+  std::vector<at::Tensor> tail_wt, tail_b;
+};
+
+// The gradients of the op's inputs from the kernels' ones: through the state half of the first
+// trunk layer for all agents at once, in the layout and dtype of each input.
+GradOutputs finish_backward(const KernelGrads& grads, const at::Tensor& state,
+                            at::TensorList encoder_weights, at::TensorList encoder_biases,
+                            at::TensorList trunk_weights, at::TensorList trunk_biases);
 
 template <typename T>
 CausalWeightsParams<T> PreparedCall::params() const {

@@ -14,10 +14,8 @@ from cmfq.reference import QFunction, causal_weights_reference
 
 WEIGHTINGS = ("proportional", "softmax")
 _CUDA_BUILT = _C.cuda_built()
-_FUSED_DTYPES = {
-    "cpu": (torch.float32, torch.float64),
-    "cuda": (torch.float16, torch.bfloat16, torch.float32, torch.float64) if _CUDA_BUILT else (),
-}
+_HALF_AND_FULL = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_FUSED_DTYPES = {"cpu": _HALF_AND_FULL, "cuda": _HALF_AND_FULL if _CUDA_BUILT else ()}
 _CPU_ONLY_BUILD_WARNING = (
     "cmfq was built without CUDA, so CUDA tensors take the generic PyTorch path (same numbers, "
     "slower). For the fused kernel, reinstall cmfq with a CUDA build of torch and a matching nvcc "

@@ -53,7 +53,9 @@ def combine_weights(
     if weighting == "proportional":
         total = effects.sum(-1, keepdim=True)
         measurable = total > EFFECT_THRESHOLD
-        uniform = mask / count.clamp_min(1)
+        # In the effects' dtype: a bool mask over an integer count would give float32, which
+        # would promote half-precision weights.
+        uniform = mask.to(effects.dtype) / count.clamp_min(1)
         return torch.where(measurable, effects / total.clamp_min(EFFECT_THRESHOLD), uniform)
     logits = (effects / weight_temperature).masked_fill(~mask, float("-inf"))
     # A row with no valid neighbour is all -inf: softmax gives NaN there, docs/spec.md wants 0.

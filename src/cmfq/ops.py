@@ -2,17 +2,19 @@
 
 The forward is the C++/CUDA kernel. The backward re-evaluates the head under the interventions
 from the saved inputs, as activation checkpointing does, and reuses the forward's weights, effects
-and causal mean action. On the CPU it is the kernel ``torch.ops.cmfq.causal_weights_backward``;
-on other devices (there is no CUDA twin yet), and wherever the backward itself is differentiated
-(``create_graph=True``), the same chain rule in PyTorch ops (``cmfq.gradient``). Both trace under
-``torch.compile``.
+and causal mean action. It is the op ``torch.ops.cmfq.causal_weights_backward`` on the CPU (a
+kernel, or the stacked formulation where ``CMFQ_STACKED=1``) and, after a forward in the stacked
+formulation, on CUDA (``csrc/cmfq/stacked.h``); after the per-agent CUDA kernel, and wherever the
+backward itself is differentiated (``create_graph=True``), it is the same chain rule in PyTorch
+ops (``cmfq.gradient``). All trace under ``torch.compile``. Half-precision inputs take the
+backward in float32, after the forward runs again in float32.
 """
 
 from __future__ import annotations
 
 import torch
 
-from cmfq import _C  # noqa: F401  (loads the C++ library that defines the op)
+from cmfq import _C  # loads the C++ library that defines the op
 from cmfq.gradient import causal_weights_grad
 
 
@@ -89,6 +91,8 @@ def _setup_context(ctx, inputs, output):
     )
     ctx.sizes = (len(enc_w), len(enc_b), len(trunk_w))
     ctx.scalars = (tau, weighting, tau_w)
+    # The backward follows the forward's formulation, whatever CMFQ_STACKED says by then.
+    ctx.stacked = _C.stacked_selected()
 
 
 def _backward(ctx, grad_weights, grad_effects, grad_mean_action, grad_causal_mean_action, grad_q):
@@ -96,37 +100,39 @@ def _backward(ctx, grad_weights, grad_effects, grad_mean_action, grad_causal_mea
     n_enc_w, n_enc_b, n_trunk_w = ctx.sizes
     cuts = [0, n_enc_w, n_enc_w + n_enc_b, n_enc_w + n_enc_b + n_trunk_w, len(params)]
     layers = tuple(params[a:b] for a, b in zip(cuts, cuts[1:]))
-    if state.device.type == "cpu" and not torch.is_grad_enabled():
-        grad_state, *grad_layers = torch.ops.cmfq.causal_weights_backward(
-            grad_weights,
-            grad_effects,
-            grad_causal_mean_action,
-            grad_q,
-            state,
-            actions,
-            mask,
-            *layers,
-            *ctx.scalars,
-            weights,
-            effects,
-            causal_mean_action,
-        )
+    incoming = (grad_weights, grad_effects, grad_causal_mean_action, grad_q)
+    if state.dtype not in (torch.float16, torch.bfloat16):
+        outputs = (weights, effects, causal_mean_action)
+        grad_state, grad_layers = _gradients(ctx, incoming, state, actions, mask, layers, outputs)
         return (grad_state, None, None, *grad_layers, None, None, None)
-    grad_state, grad_layers = causal_weights_grad(
-        grad_weights,
-        grad_effects,
-        grad_causal_mean_action,
-        grad_q,
-        state,
-        actions,
-        mask,
-        layers,
-        *ctx.scalars,
-        weights,
-        effects,
-        causal_mean_action,
+    # The forward computed in float32 and rounded its outputs to the half type. The chain rule
+    # needs the float32 values: the head is evaluated again at the causal mean action, and where
+    # Q is steep in it, its rounding alone moved the gradients by a few percent. So the forward
+    # runs again in float32, and the backward with it.
+    wide_state = state.float()
+    wide_layers = tuple([p.float() for p in group] for group in layers)
+    wide = torch.ops.cmfq.causal_weights(wide_state, actions, mask, *wide_layers, *ctx.scalars)
+    outputs = (wide[0], wide[1], wide[3])
+    incoming = tuple(g.float() for g in incoming)
+    grad_state, grad_layers = _gradients(
+        ctx, incoming, wide_state, actions, mask, wide_layers, outputs
     )
-    return (grad_state, None, None, *grad_layers, None, None, None)
+    grad_layers = [
+        [g.to(p.dtype) for g, p in zip(grads, group)] for grads, group in zip(grad_layers, layers)
+    ]
+    return (grad_state.to(state.dtype), None, None, *grad_layers, None, None, None)
+
+
+def _gradients(ctx, incoming, state, actions, mask, layers, outputs):
+    """(grad of state, grads of the four layer lists): the backward op, or the PyTorch chain rule
+    (after the per-agent CUDA kernel, or when the backward is itself differentiated)."""
+    backward_op = state.device.type == "cpu" or ctx.stacked
+    if backward_op and not torch.is_grad_enabled():
+        grad_state, *grad_layers = torch.ops.cmfq.causal_weights_backward(
+            *incoming, state, actions, mask, *layers, *ctx.scalars, *outputs
+        )
+        return grad_state, grad_layers
+    return causal_weights_grad(*incoming, state, actions, mask, layers, *ctx.scalars, *outputs)
 
 
 torch.library.register_autograd("cmfq::causal_weights", _backward, setup_context=_setup_context)

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# The GPU check: builds cmfq with its CUDA kernels, then runs the CUDA tests, compute-sanitizer
+# (memcheck, racecheck) on small cases, the CUDA op benchmarks (per-agent kernel, stacked rows,
+# factored, compiled and generic in one run) and one Nsight Compute profile, all written flat to
+# OUTDIR (8 files). Each step has a time limit and a failed step does not stop the others;
+# summary.txt lists every step's exit status and time. The whole check stops after
+# GPU_CHECK_SECONDS (default 360): about 6 minutes on an H100 with 16 cores.
+#
+# Usage: benchmarks/gpu_check.sh OUTDIR
+# Needs: a CUDA build of torch, nvcc of the same major CUDA version, and cmfq's dependencies and
+# test extra installed (pip install --no-deps is used for cmfq itself).
+set -uo pipefail
+out=$(realpath -m "${1:?usage: benchmarks/gpu_check.sh OUTDIR}")
+mkdir -p "$out"
+cd "$(dirname "$0")/.."
+summary="$out/summary.txt"
+deadline=$((SECONDS + ${GPU_CHECK_SECONDS:-360}))
+
+# step NAME SECONDS LOG COMMAND...: runs COMMAND with its output appended to OUTDIR/LOG, for at
+# most SECONDS (less if the whole check's time runs out; skipped when under 10 s are left). An
+# interrupt first (SIGINT), so that pytest still writes its reports, then a kill 15 s later.
+step() {
+  local name=$1 limit=$2 log="$out/$3"
+  shift 3
+  local left=$((deadline - SECONDS))
+  ((limit > left)) && limit=$left
+  if ((limit < 10)); then
+    printf '%-24s skipped: the check ran out of time\n' "$name" >>"$summary"
+    return
+  fi
+  local start=$SECONDS
+  echo "== $name ($(date -u +%T), limit ${limit}s): $*" >>"$log"
+  timeout -s INT -k 15 "$limit" "$@" >>"$log" 2>&1
+  local status=$?
+  local note=""
+  ((status == 124)) && note=", timed out"
+  printf '%-24s exit %3d%s  %4d s  -> %s\n' "$name" "$status" "$note" $((SECONDS - start)) \
+    "$(basename "$log")" >>"$summary"
+}
+
+{
+  commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+  echo "cmfq GPU check, $(date -u +%FT%TZ), commit $commit"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+  python -c 'import sys, torch
+print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)'
+  nvcc --version | tail -n 2
+  echo "cpus $(nproc)"
+  echo
+} >"$summary" 2>&1
+
+# A full build: object files left in build/ by an earlier one are not trusted (ninja goes by file
+# times, which can be off when a tree moves between machines).
+rm -rf build
+step build 180 build.log env TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 \
+  pip install --no-build-isolation --no-deps -v .
+# From outside the repository, so that `import cmfq` finds the installed package, not src/.
+step cuda-built 30 build.log bash -c 'cd / && python -c "
+import cmfq, sys
+print(cmfq.__file__, \"cuda_built:\", cmfq.cuda_built())
+sys.exit(0 if cmfq.cuda_built() else 1)"'
+
+# The CUDA tests, with compute-sanitizer's small cases alongside (both are correctness checks).
+step cuda-tests 150 tests.log python -m pytest -p no:cacheprovider -q -rfEs --durations=8 -k cuda \
+  tests/test_causal_weights.py tests/test_op_registration.py tests/test_bad_input.py \
+  tests/test_half_precision.py tests/test_kernel_plan.py &
+tests=$!
+# Without the caching allocator, memcheck sees each tensor's own bounds.
+step memcheck 60 sanitizer.log env PYTORCH_NO_CUDA_MEMORY_CACHING=1 \
+  compute-sanitizer --tool memcheck --error-exitcode 1 \
+  python benchmarks/gpu_case.py --batch 64 --slots 8 --distributions --backward
+step racecheck 45 sanitizer.log compute-sanitizer --tool racecheck --error-exitcode 1 \
+  python benchmarks/gpu_case.py --batch 16 --slots 8 --formulations kernel --dtypes float32
+wait "$tests"
+
+# The benchmarks, one JSON per mode (training: forward+backward), so that a timeout loses at most
+# one. torch.compile is timed in float32 at B=16384 only: its compilations would take most of the
+# time budget.
+shapes="(B16384-K32 or B131072-K32) and not naive and not (compiled and (bfloat16 or B131072))"
+for mode in forward training; do
+  selected="forward-"
+  [[ $mode == training ]] && selected="forward+backward-"
+  step "bench-$mode" 110 bench.log python -m pytest -p no:cacheprovider -q \
+    benchmarks/test_causal_weights.py --benchmark-only --device cuda --bench-seconds 0.2 \
+    --benchmark-json "$out/bench-$mode.json" \
+    -k "$selected and $shapes"
+done
+
+# Where the stacked formulation's time goes, then Nsight Compute on one launch of each kernel.
+step profile 45 profile.txt python benchmarks/gpu_case.py --batch 16384 --slots 32 \
+  --formulations kernel,stacked --dtypes float32,bfloat16 --profile --accuracy
+if command -v ncu >/dev/null; then
+  step ncu 60 profile.txt ncu --kernel-name regex:'causal_weights_kernel|row_change|row_effects' \
+    --launch-count 4 --section SpeedOfLight --section LaunchStats --section Occupancy \
+    python benchmarks/gpu_case.py --batch 16384 --slots 32 --dtypes float32
+else
+  echo "ncu                      skipped: not on the PATH" >>"$summary"
+fi
+
+# Whether TF32 GEMMs would do for float32 (the default is IEEE float32): speed and accuracy.
+step profile-tf32 30 profile.txt python benchmarks/gpu_case.py --batch 16384 --slots 32 \
+  --formulations stacked --dtypes float32 --profile --accuracy --tf32
+
+echo >>"$summary"
+grep -hE "^(FAILED|ERROR)|[0-9]+ (passed|failed)|ERROR SUMMARY|RACECHECK SUMMARY" \
+  "$out/tests.log" "$out/sanitizer.log" >>"$summary" 2>/dev/null
+cat "$summary"

@@ -1,0 +1,55 @@
+// The op in the stacked-rows formulation: the intervention rows of all agents stacked into one
+// matrix, so that each trunk layer after the first is one GEMM over every row (BLAS on the CPU,
+// cuBLAS on CUDA, where half-precision rows use the tensor cores). As in the per-agent kernels, a
+// row carries the *change* of each layer's pre-activation relative to its agent's reference (the
+// mean action), so that small effects keep their digits.
+//
+// Rows: an agent has M = min(K, A) of them for one-hot actions (all A actions when K >= A, else
+// one per neighbour slot) and M = K for distributions, masked or repeated ones included: a fixed
+// count, so that nothing waits for the GPU to size a buffer (and CUDA graphs can capture it).
+//
+// Written once with ATen ops for every device; on CUDA the two elementwise steps between the GEMMs
+// (the change through a ReLU, the KL of each row) are fused kernels (stacked_kernels.cu).
+// Opt-in until measured on a GPU: the environment variable CMFQ_STACKED=1, read at every call.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include "prepare.h"
+
+namespace cmfq {
+
+// Whether CMFQ_STACKED=1 asks for the stacked formulation (0 or unset: the per-agent kernels).
+bool stacked_selected();
+
+// The op's outputs for a prepared call.
+Outputs stacked_forward(PreparedCall& call);
+
+// The backward's gradients for a prepared call whose weights, effects and causal_mean_action are
+// the forward's (prepare_backward): the chain rule of src/cmfq/gradient.py on stacked rows.
+KernelGrads stacked_backward(const PreparedCall& call, const IncomingGrads& incoming);
+
+// One step between two GEMMs: each row's change of a layer's pre-activation, through its ReLU.
+struct RowChange {
+  at::Tensor reference;  // [B, H] the layer's pre-activation under each agent's mean action
+  // [B * M, H] the rows' change; undefined for the first layer with one-hot actions, whose change
+  // is action_table[a] - reference_proj[b] for row m of agent b, a = actions[b, m], or a = m where
+  // `actions` is undefined.
+  at::Tensor change;
+  at::Tensor action_table;    // [A, H]
+  at::Tensor reference_proj;  // [B, H] the mean action's projection
+  at::Tensor actions;         // [B, M] int64 in [0, A)
+  int64_t rows_per_agent = 0;
+  bool relu = true;  // false: the change itself (the only trunk layer is the output layer)
+  at::ScalarType row_dtype = at::kFloat;
+};
+
+#ifdef CMFQ_WITH_CUDA
+// The CUDA kernels of the two steps (causal_weights_cuda.cpp): the change through a ReLU, and
+// each row's KL from its change of the action values, [B, M] in the dtype of `probs`.
+at::Tensor row_change_cuda(const RowChange& step);
+at::Tensor row_effects_cuda(const at::Tensor& probs, const at::Tensor& q_change,
+                            int64_t rows_per_agent, double inv_tau);
+#endif
+
+}  // namespace cmfq
