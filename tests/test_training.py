@@ -192,6 +192,13 @@ def test_a_wiped_out_side_ends_the_round_with_terminal_transitions():
     assert (replay.sample(16, np.random.default_rng(0)).done == 1).all()
 
 
+def test_config_rejects_a_bad_weighting():
+    with pytest.raises(ValueError, match="weighting must be one of"):
+        TrainConfig(weighting="max")
+    with pytest.raises(ValueError, match="weight_temperature must be > 0"):
+        TrainConfig(weighting="softmax", weight_temperature=0.0)
+
+
 def test_config_toml_round_trip(tmp_path):
     config = TrainConfig(algo="amfq", radius=2.5, minimap_mode=False, out='runs/"quoted"',
                          td_target="double", dead_penalty=-0.25)

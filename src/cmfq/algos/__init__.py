@@ -21,7 +21,7 @@ def make_algorithm(name: str, spec, **options) -> Algorithm:
     """An algorithm by name for a group with ``spec`` (a ``cmfq.envs.GroupSpec``).
 
     ``options``: ``gamma``, ``td_target`` (one of ``TD_TARGETS``); cmfq also
-    ``causal_temperature``, ``weighting``; amfq also ``attention_dim``.
+    ``causal_temperature``, ``weighting``, ``weight_temperature``; amfq also ``attention_dim``.
     """
     if name not in ALGOS:
         raise ValueError(f"unknown algorithm {name!r}; choose one of {sorted(ALGOS)}")

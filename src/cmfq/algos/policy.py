@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from cmfq.algos.common import Algorithm, TeamInput
+from cmfq.algos.diagnostics import WeightDiagnostics
 from cmfq.envs import Observation, neighbor_actions, neighborhoods, pad_neighbors
 
 
@@ -33,7 +34,8 @@ class Policy:
     number of agents. Actions are sampled from softmax(Q / ``temperature``); ``temperature=0``
     acts greedily. ``seed`` fixes the sampling. The network runs on the device of ``algo``'s
     parameters (cmfq's acting step then runs the fused op there); the decisions come back as
-    numpy arrays.
+    numpy arrays. ``diagnostics`` sums up how the neighbours were weighted over all decisions
+    (training logs its means each round).
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class Policy:
         self.radius = radius
         self.k_max = k_max
         self.generator = torch.Generator(device=algo.device).manual_seed(seed)
+        self.diagnostics = WeightDiagnostics()
 
     def decide(self, obs: Observation, prev_actions: np.ndarray | None) -> Decision:
         """Actions for the live agents in ``obs``; ``prev_actions`` are theirs at the last step."""
@@ -83,7 +86,9 @@ class Policy:
                 [pad_neighbors(a, width) for a in their_actions],
             )
         ))
-        q, mean = self.algo.q_values(team)
+        values = self.algo.q_values(team)
+        self.diagnostics.add(values, team.neighbor_actions)
+        q, mean = values.q, values.mean_action
         if self.temperature == 0:
             actions = q.argmax(-1)
         elif q.shape[0]:

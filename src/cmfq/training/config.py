@@ -17,6 +17,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 from cmfq.algos import ALGOS, TD_TARGETS
+from cmfq.algos.cmfq import WEIGHTINGS
 from cmfq.envs import ENVS
 from cmfq.training.device import check_device_name
 
@@ -102,7 +103,12 @@ class TrainConfig:
     causal_temperature: float = 0.1
     """cmfq: temperature of the policies whose divergence is the causal effect."""
     weighting: str = "proportional"
-    """cmfq: how causal effects become weights, proportional or softmax."""
+    """cmfq: how causal effects become weights: proportional (w = c / Σ c), softmax (of
+    c / weight_temperature), or uniform (the control: MFQ's plain mean action, effects still
+    measured for the diagnostics)."""
+    weight_temperature: float = 1.0
+    """cmfq, softmax weighting: the temperature of the softmax over the effects, in nats; far
+    above the effects the weights are near uniform, far below them near the largest effect's."""
     attention_dim: int = 64
     """amfq: width of the attention's queries and keys."""
     opponent: str = "self"
@@ -143,6 +149,7 @@ class TrainConfig:
             "save_every": self.save_every, "threads": self.threads,
             "opponent_sync": self.opponent_sync,
             "causal_temperature": self.causal_temperature, "attention_dim": self.attention_dim,
+            "weight_temperature": self.weight_temperature,
         }
         for name, value in positive.items():
             if not value > 0:
@@ -156,8 +163,8 @@ class TrainConfig:
         for name in ("temperature_start", "temperature_end", "eval_temperature"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.weighting not in ("proportional", "softmax"):
-            raise ValueError(f"weighting must be proportional or softmax, got {self.weighting!r}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
         if self.td_target not in TD_TARGETS:
             raise ValueError(f"td_target must be one of {TD_TARGETS}, got {self.td_target!r}")
         check_device_name(self.device)
@@ -197,7 +204,10 @@ class TrainConfig:
         """The options of ``cmfq.algos.make_algorithm`` that this config sets."""
         options = {"gamma": self.gamma, "td_target": self.td_target}
         if self.algo == "cmfq":
-            options |= {"causal_temperature": self.causal_temperature, "weighting": self.weighting}
+            options |= {
+                "causal_temperature": self.causal_temperature, "weighting": self.weighting,
+                "weight_temperature": self.weight_temperature,
+            }
         if self.algo == "amfq":
             options["attention_dim"] = self.attention_dim
         return options

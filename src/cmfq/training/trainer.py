@@ -166,7 +166,8 @@ def _run(
                     p_target.lerp_(p, config.tau_target)
             losses.append(loss.item())
 
-        # 3. Log: env steps summed over the games, the outcomes averaged over them.
+        # 3. Log: env steps summed over the games, the outcomes averaged over them, the weight
+        #    diagnostics over the learner's decisions in all of them.
         outcomes = [_outcome(env, result, side) for result, side in zip(results, sides)]
         steps = sum(result.steps for result in results)
         row = {
@@ -178,6 +179,7 @@ def _run(
             "updates": n_updates,
             "buffer": len(replay),
             "steps_per_s": steps / (time.perf_counter() - began),
+            **learner_policy.diagnostics.means(),
         }
         log.log(row)
         bar.update(1)
