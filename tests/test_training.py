@@ -44,13 +44,8 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, envs):
     straight = train(TrainConfig(out=str(tmp_path / "a"), **cfg), progress=False)
     cut = train(TrainConfig(out=str(tmp_path / "b"), **dict(cfg, rounds=2)), progress=False)
     resume(cut, rounds=3, progress=False)
-    a, b = read_metrics(straight / "metrics.csv"), read_metrics(cut / "metrics.csv")
-    assert len(a) == len(b) == 3
-    for row_a, row_b in zip(a, b, strict=True):
-        row_a.pop("steps_per_s"), row_b.pop("steps_per_s")
-        assert row_a == row_b
-    wa, wb = load_checkpoint(straight / "last.pt").model, load_checkpoint(cut / "last.pt").model
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert len(read_metrics(cut / "metrics.csv")) == 3
+    assert_same_run(straight, cut)
 
 
 def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_it_again(tmp_path):
