@@ -44,21 +44,21 @@ class WeightDiagnostics:
         ``neighbor_actions`` (int [n, K], -1 = masked)."""
         if values.weights is None:
             return
-        valid = neighbor_actions >= 0
-        counted = valid.sum(1) >= 2
-        weights = values.weights[counted].double()
-        entropy = -torch.special.xlogy(weights, weights).sum(1)
-        plain = mean_action(neighbor_actions[counted], values.mean_action.shape[1])
-        shift = (values.mean_action[counted].double() - plain.double()).abs().sum(1)
-        if values.effects is None:
+        # Masks rather than boolean indexing, which would make a GPU wait every step.
+        count = (neighbor_actions >= 0).sum(1)
+        counted = count >= 2
+        weights = values.weights.double()
+        entropy = -torch.special.xlogy(weights, weights).sum(1) / count.clamp(min=2).double().log()
+        plain = mean_action(neighbor_actions, values.mean_action.shape[1])
+        shift = (values.mean_action.double() - plain.double()).abs().sum(1)
+        if values.effects is None:  # NaN, which every sum with a counted agent keeps
             effect_sum = fallback = torch.full_like(shift, math.nan)
         else:
-            effect_sum = values.effects[counted].double().sum(1)
+            effect_sum = values.effects.double().sum(1)
             fallback = (effect_sum <= EFFECT_THRESHOLD).double()
-        per_agent = torch.stack([
-            effect_sum, entropy / valid[counted].sum(1).double().log(), shift, fallback,
-        ])
-        sums, agents = per_agent.sum(1), counted.sum()
+        per_agent = torch.stack([effect_sum, entropy, shift, fallback])
+        sums = torch.where(counted, per_agent, 0.0).sum(1)
+        agents = counted.sum()
         if self._sums is None:
             self._sums, self._agents = sums, agents
         else:
