@@ -113,11 +113,12 @@ def main() -> None:
     values = {name: torch.cat(parts) for name, parts in rows.items()}
     n = values["effect_sum"].numel()
     print(f"{args.checkpoint}: round {ckpt.round}, causal_temperature {tau}, "
-          f"{n} agent-steps with >= 2 neighbours over {len(teams)} decisions")
+          f"{n} agent-steps with >= 2 neighbours over {len(teams)} decisions\n")
     print("| quantity | median | 25% | 75% | mean |\n|---|---:|---:|---:|---:|")
     for name, v in values.items():
         q = torch.nanquantile(v, torch.tensor([0.5, 0.25, 0.75], dtype=v.dtype)).tolist()
         print(f"| {name} | {q[0]:.3g} | {q[1]:.3g} | {q[2]:.3g} | {v.nanmean().item():.3g} |")
+    print()
     for name in ("effect_sum", "effect_sum_tau1"):
         share = (values[name] <= 1e-6).double().mean().item()
         print(f"share of {name} <= 1e-6 nats (proportional falls back to uniform): {share:.3f}")
