@@ -50,25 +50,46 @@ def test_td_loss_is_zero_at_the_target_and_ignores_next_value_when_done():
     assert not loss.requires_grad
 
 
-def test_cmfq_acts_on_the_causal_mean_action():
+@pytest.mark.parametrize(("weighting", "weight_temperature"),
+                         [("proportional", 1.0), ("softmax", 1e-3)])
+def test_cmfq_acts_on_the_causal_mean_action(weighting, weight_temperature):
     torch.manual_seed(0)
-    algo = make_algorithm("cmfq", SPEC, causal_temperature=0.2)
+    algo = make_algorithm("cmfq", SPEC, causal_temperature=0.2, weighting=weighting,
+                          weight_temperature=weight_temperature)
     inp = team()
-    q, mean = algo.q_values(inp)
+    q, mean, weights, effects = algo.q_values(inp)
     emb = algo.net.embed(inp.view, inp.features)
     ref = causal_weights_reference(
         algo.net.head, emb, inp.neighbor_actions, inp.neighbor_actions >= 0, SPEC.n_actions,
-        0.2, "proportional", 1.0,
+        0.2, weighting, weight_temperature,
     )
+    torch.testing.assert_close(weights, ref[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(effects, ref[1], atol=1e-7, rtol=1e-4)
     torch.testing.assert_close(mean, ref[3], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(q, algo.net.head(emb, mean), atol=1e-5, rtol=1e-5)
+
+
+def test_cmfq_with_uniform_weights_acts_as_mfq():
+    torch.manual_seed(0)
+    control = make_algorithm("cmfq", SPEC, weighting="uniform")
+    mfq = make_algorithm("mfq", SPEC)
+    mfq.load_state_dict(control.state_dict())
+    inp = team()
+    got, want = control.q_values(inp), mfq.q_values(inp)
+    assert torch.equal(got.q, want.q) and torch.equal(got.mean_action, want.mean_action)
+    valid = inp.neighbor_actions >= 0
+    has = valid.any(1)
+    torch.testing.assert_close(got.weights[has].sum(1), torch.ones(int(has.sum())))
+    assert (got.weights[~valid] == 0).all() and (got.effects >= 0).all()
+    with pytest.raises(ValueError, match="weighting must be one of"):
+        make_algorithm("cmfq", SPEC, weighting="max")
 
 
 def test_amfq_attention_weights_only_valid_neighbours():
     torch.manual_seed(0)
     algo = make_algorithm("amfq", SPEC)
     inp = team()
-    _, mean = algo.q_values(inp)
+    _, mean, _, _ = algo.q_values(inp)
     has = (inp.neighbor_actions >= 0).any(1)
     torch.testing.assert_close(mean.sum(1)[has], torch.ones(int(has.sum())))
     assert (mean[~has] == 0).all()

@@ -157,7 +157,8 @@ def test_cli_help_documents_every_field(capsys, monkeypatch):
 def test_each_env_and_algorithm_brings_its_options():
     config = TrainConfig(algo="cmfq", env="tiger-deer", n_deer=7, weighting="softmax")
     assert config.algo_options() == {"gamma": 0.95, "td_target": "boltzmann",
-                                     "causal_temperature": 0.1, "weighting": "softmax"}
+                                     "causal_temperature": 0.1, "weighting": "softmax",
+                                     "weight_temperature": 1.0}
     assert "n_deer" in config.env_options() and "agents_per_side" not in config.env_options()
     assert TrainConfig(algo="mfq").algo_options() == {"gamma": 0.95, "td_target": "boltzmann"}
     with pytest.raises(ValueError, match="weighting must be one of"):
@@ -262,6 +263,13 @@ def test_a_wiped_out_side_ends_the_round_with_terminal_transitions():
     [result] = play_games([env], [{}], seeds=[0], record=[{"tiger": replay}])
     assert result.steps == 1 and len(replay) == 2
     assert (replay.sample(16, np.random.default_rng(0)).done == 1).all()
+
+
+def test_config_rejects_a_bad_weighting():
+    with pytest.raises(ValueError, match="weighting must be one of"):
+        TrainConfig(weighting="max")
+    with pytest.raises(ValueError, match="weight_temperature must be > 0"):
+        TrainConfig(weighting="softmax", weight_temperature=0.0)
 
 
 def test_config_toml_round_trip(tmp_path):

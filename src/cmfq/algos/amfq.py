@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmfq.algos.common import Algorithm, Batch, TeamInput, td_loss
+from cmfq.algos.common import Algorithm, Batch, QValues, TeamInput, td_loss
 from cmfq.envs import GroupSpec
 from cmfq.options import option
 
@@ -49,11 +49,12 @@ class AMFQ(Algorithm):
         self.query = nn.Linear(state_dim, attention_dim)
         self.key = nn.Linear(state_dim, attention_dim)
 
-    def attention_mean_action(
+    def attention(
         self, emb: torch.Tensor, agents: torch.Tensor, neighbors: torch.Tensor,
         neighbor_actions: torch.Tensor,
-    ) -> torch.Tensor:
-        """ā [n, A] for the agents at rows ``agents`` of ``emb``, attending over ``neighbors``."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(α [n, K], ā [n, A]) for the agents at rows ``agents`` of ``emb``, attending over
+        ``neighbors``."""
         valid = (neighbors >= 0) & (neighbor_actions >= 0)
         query = self.query(emb[agents])
         keys = self.key(emb[neighbors.clamp(min=0)])
@@ -62,13 +63,20 @@ class AMFQ(Algorithm):
         # Agents without a valid neighbour get all -inf logits: their weights (NaN) become 0.
         alpha = torch.softmax(logits, -1).nan_to_num(0.0)
         one_hot = F.one_hot(neighbor_actions.clamp(min=0), self.net.n_actions).to(emb.dtype)
-        return (alpha.unsqueeze(-1) * one_hot).sum(1)
+        return alpha, (alpha.unsqueeze(-1) * one_hot).sum(1)
 
-    def q_values(self, team: TeamInput) -> tuple[torch.Tensor, torch.Tensor]:
+    def attention_mean_action(
+        self, emb: torch.Tensor, agents: torch.Tensor, neighbors: torch.Tensor,
+        neighbor_actions: torch.Tensor,
+    ) -> torch.Tensor:
+        """ā [n, A] of ``attention``."""
+        return self.attention(emb, agents, neighbors, neighbor_actions)[1]
+
+    def q_values(self, team: TeamInput) -> QValues:
         emb = self.net.embed(team.view, team.features)
         agents = torch.arange(emb.shape[0], device=emb.device)
-        mean = self.attention_mean_action(emb, agents, team.neighbors, team.neighbor_actions)
-        return self.net.head(emb, mean), mean
+        alpha, mean = self.attention(emb, agents, team.neighbors, team.neighbor_actions)
+        return QValues(self.net.head(emb, mean), mean, alpha)
 
     def loss(
         self, batch: Batch, target: Algorithm, temperature: float | torch.Tensor

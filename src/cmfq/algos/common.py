@@ -27,6 +27,20 @@ class TeamInput(NamedTuple):
     """int64 [n, K] the neighbours' previous actions, -1 = masked (none, or first step)."""
 
 
+class QValues(NamedTuple):
+    """What an algorithm acts on for one team, and how it weighted the neighbours."""
+
+    q: torch.Tensor
+    """float [n, A] the action values the agents act on."""
+    mean_action: torch.Tensor
+    """float [n, A] the neighbour input they act with (mean, causal or attention)."""
+    weights: torch.Tensor | None = None
+    """float [n, K] the weight of each neighbour slot in ``mean_action`` (0 where masked); None
+    for the algorithms that do not weight neighbours (il, mfq)."""
+    effects: torch.Tensor | None = None
+    """float [n, K] cmfq: the causal effects c_ik in nats (0 where masked); None otherwise."""
+
+
 class Batch(NamedTuple):
     """Transitions sampled from the replay buffer.
 
@@ -107,7 +121,8 @@ class Algorithm(nn.Module, ABC):
     """A Q-learner for one team: ``q_values`` to act, ``loss`` to learn.
 
     ``net`` is the shared ``QNetwork``. ``q_values`` returns the action values the agents act on
-    and the neighbour input they used (stored in the replay buffer for the target); ``loss`` is the
+    and the neighbour input they used (stored in the replay buffer for the target), with the
+    neighbour weights behind that input where it has any; ``loss`` is the
     TD loss of a batch against a ``target`` copy of the same algorithm, at Boltzmann temperature
     ``temperature`` (the current exploration temperature). ``td_target`` (one of ``TD_TARGETS``)
     is the bootstrap value of every algorithm alike, so that they differ only in the neighbour
@@ -149,8 +164,8 @@ class Algorithm(nn.Module, ABC):
         return boltzmann_value(q_next, temperature)
 
     @abstractmethod
-    def q_values(self, team: TeamInput) -> tuple[torch.Tensor, torch.Tensor]:
-        """(action values [n, A], neighbour input [n, A]) for one team."""
+    def q_values(self, team: TeamInput) -> QValues:
+        """The action values, the neighbour input (and its weights) of one team."""
 
     @abstractmethod
     def loss(

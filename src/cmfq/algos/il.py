@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import torch
 
-from cmfq.algos.common import Algorithm, Batch, TeamInput, td_loss
+from cmfq.algos.common import Algorithm, Batch, QValues, TeamInput, td_loss
 
 
 class IL(Algorithm):
     name = "il"
 
-    def q_values(self, team: TeamInput) -> tuple[torch.Tensor, torch.Tensor]:
+    def q_values(self, team: TeamInput) -> QValues:
         none = team.view.new_zeros(team.view.shape[0], self.net.n_actions)
-        return self.net(team.view, team.features, none), none
+        return QValues(self.net(team.view, team.features, none), none)
 
     def loss(
         self, batch: Batch, target: Algorithm, temperature: float | torch.Tensor

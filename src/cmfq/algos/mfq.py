@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import torch
 
-from cmfq.algos.common import Algorithm, Batch, TeamInput, mean_action, td_loss
+from cmfq.algos.common import Algorithm, Batch, QValues, TeamInput, mean_action, td_loss
 
 
 class MFQ(Algorithm):
     name = "mfq"
 
-    def q_values(self, team: TeamInput) -> tuple[torch.Tensor, torch.Tensor]:
+    def q_values(self, team: TeamInput) -> QValues:
         mean = mean_action(team.neighbor_actions, self.net.n_actions)
-        return self.net(team.view, team.features, mean), mean
+        return QValues(self.net(team.view, team.features, mean), mean)
 
     def loss(
         self, batch: Batch, target: Algorithm, temperature: float | torch.Tensor

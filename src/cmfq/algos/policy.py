@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from cmfq.algos.common import Algorithm, TeamInput
+from cmfq.algos.diagnostics import WeightDiagnostics
 from cmfq.envs import Observation, neighbor_actions, neighborhoods, pad_neighbors
 
 MIN_ROWS = 16
@@ -38,7 +39,8 @@ class Policy:
     number of agents. Actions are sampled from softmax(Q / ``temperature``); ``temperature=0``
     acts greedily. ``seed`` fixes the sampling. The network runs on the device of ``algo``'s
     parameters (cmfq's acting step then runs the fused op there); the decisions come back as
-    numpy arrays.
+    numpy arrays. ``diagnostics`` sums up how the neighbours were weighted over all decisions
+    (training logs its means each round).
     """
 
     def __init__(
@@ -53,6 +55,8 @@ class Policy:
         self.radius = radius
         self.k_max = k_max
         self.generator = torch.Generator(device=algo.device).manual_seed(seed)
+        self.diagnostics = WeightDiagnostics()
+        """The neighbour-weight statistics of this policy's decisions (``algos.diagnostics``)."""
         self._min_rows = 0
         """A forward's rows at least (padded): set on forks."""
         self._min_width = 0
@@ -124,7 +128,9 @@ class Policy:
                 ([pad_neighbors(a, width) for a in their_actions], -1),
             )
         ))
-        q, mean = (x[:rows] for x in self.algo.q_values(team))
+        values = self.algo.q_values(team)
+        self.diagnostics.add(values, team.neighbor_actions)  # padded rows have no neighbours
+        q, mean = values.q[:rows], values.mean_action[:rows]
         teams_of: dict[torch.Generator, list[int]] = {}
         for j, generator in enumerate(generators):
             teams_of.setdefault(generator, []).append(j)

@@ -144,12 +144,12 @@ def _run(
         if isinstance(training.opponent, Algorithm) and r % config.opponent_sync == 0:
             training.opponent.load_state_dict(learner.state_dict())
 
-        sides, results, new = collect(config, envs, training, seeds, temperature)
+        sides, results, new, diagnostics = collect(config, envs, training, seeds, temperature)
         n_updates = math.ceil(config.replay_ratio * new / config.batch_size)
         loss = training.learning.learn(
             training.replay, n_updates, np.random.default_rng(seeds[0].replay), temperature)
         row = _metrics_row(env, r, results, sides, loss, temperature, n_updates,
-                           buffer=len(training.replay), began=began)
+                           buffer=len(training.replay), began=began) | diagnostics
         log.log(row)
         bar.update(1)
         bar.set_postfix(
@@ -171,9 +171,10 @@ def _run(
 def collect(
     config: TrainConfig, envs: list[GridEnv], training: TrainingState, seeds: list[GameSeeds],
     temperature: float,
-) -> tuple[list[int], list[GameResult], int]:
+) -> tuple[list[int], list[GameResult], int, dict[str, float]]:
     """Play the round's games in lockstep and record them into the replay buffer; returns the
-    side the learner played in each game, the games' results and the transitions added.
+    side the learner played in each game, the games' results, the transitions added and the
+    means of the learner's neighbour-weight diagnostics over its decisions (``algos.diagnostics``).
 
     Each game draws the learner's side from its seed where the env's sides are alike (battle);
     the other side is the opponent, or random. The learner's team is recorded, and the
@@ -201,7 +202,8 @@ def collect(
                       else {group: training.replay})
     added_before = training.replay.added
     results = play_games(envs, policies, seeds=[game.env for game in seeds], record=record)
-    return sides, results, training.replay.added - added_before
+    added = training.replay.added - added_before
+    return sides, results, added, learner_policy.diagnostics.means()
 
 
 def _metrics_row(
