@@ -22,6 +22,8 @@ from cmfq.training.device import check_device_name
 
 REWARD_FIELDS = ("step_reward", "dead_penalty", "attack_penalty", "attack_opponent_reward")
 """battle's reward terms (magent2's battle defaults)."""
+TIGER_FIELDS = ("tiger_density", "deer_density", "tiger_step_recover", "tiger_attack_reward")
+"""tiger-deer's settings: how crowded the map is, what tigers live on and what they earn."""
 
 
 @dataclass
@@ -39,9 +41,20 @@ class TrainConfig:
     agents_per_side: int | None = None
     """battle only: agents a side (None: 0.04 * map_size^2)."""
     n_tigers: int | None = None
-    """tiger-deer only: number of tigers (None: 0.01 * map_size^2, at least 2)."""
+    """tiger-deer only: number of tigers (None: tiger_density * map_size^2, at least 2).
+    Evaluation rebuilds the densities, not the counts."""
     n_deer: int | None = None
-    """tiger-deer only: number of deer (None: 0.05 * map_size^2)."""
+    """tiger-deer only: number of deer (None: deer_density * map_size^2)."""
+    tiger_density: float = 0.01
+    """tiger-deer only: tigers per cell when n_tigers is None (magent2's 0.01)."""
+    deer_density: float = 0.05
+    """tiger-deer only: deer per cell when n_deer is None (magent2's 0.05)."""
+    tiger_step_recover: float = -0.1
+    """tiger-deer only: HP a tiger gains each step. magent2's -0.1 starves a tiger (10 HP) that
+    eats no deer in 100 steps; 0: tigers never starve."""
+    tiger_attack_reward: float = 0.0
+    """tiger-deer only: reward of a tiger for each attack on a deer, alone or not (shaping). 0:
+    magent2's game, which pays a tiger only when two attack the same deer in the same step."""
     minimap_mode: bool = True
     """magent2's minimap: each team's density over the whole map as two view channels and the
     agent's position in the features, so agents find enemies beyond their view (the original MFQ
@@ -183,7 +196,8 @@ class TrainConfig:
     def env_settings(self) -> dict:
         """The env options that shape what agents see and earn: an evaluation of this run's
         networks must build its env with them (map size and agent counts may change)."""
-        names = ("minimap_mode", "id_embedding") + (REWARD_FIELDS if self.env == "battle" else ())
+        env_fields = {"battle": REWARD_FIELDS, "tiger-deer": TIGER_FIELDS}[self.env]
+        names = ("minimap_mode", "id_embedding") + env_fields
         return {n: getattr(self, n) for n in names}
 
     def env_options(self) -> dict:
