@@ -112,24 +112,61 @@ def test_tiger_deer_counts():
     assert obs["tiger"].view.shape[0] == 6 and obs["deer"].view.shape[0] == 9
 
 
-def test_tigers_are_paid_only_for_attacking_a_deer_together():
-    # The engine's reward rule, checked directly: a deer between two tigers, every pair of
-    # tiger actions for one step. Only both attacking it pays (0.5, fired for both orders).
-    env = make_env("tiger-deer", 12, seed=0, n_tigers=2, n_deer=1, wall_density=0.0)
+def tiger_rewards(env, actions: tuple[int, int]) -> list[float]:
+    """The tigers' rewards for one step of a deer between two tigers, the deer staying."""
     engine, deer, tigers = env._engine, env._handles["deer"], env._handles["tiger"]
+    engine.reset()
+    engine.add_agents(deer, method="custom", pos=[(5, 5, 0)])
+    engine.add_agents(tigers, method="custom", pos=[(4, 5, 0), (6, 5, 0)])
+    engine.set_action(deer, np.zeros(1, dtype=np.int32))
+    engine.set_action(tigers, np.array(actions, dtype=np.int32))
+    engine.step()
+    return engine.get_reward(tigers).tolist()
+
+
+def test_tigers_are_paid_only_for_attacking_a_deer_together():
+    # The engine's reward rule, checked directly for every pair of tiger actions. Only both
+    # attacking the deer pays (0.5, fired for both orders).
+    env = make_env("tiger-deer", 12, seed=0, n_tigers=2, n_deer=1, wall_density=0.0)
     n = env.specs["tiger"].n_actions
-    paid = {}
-    for a in range(n):
-        for b in range(n):
-            engine.reset()
-            engine.add_agents(deer, method="custom", pos=[(5, 5, 0)])
-            engine.add_agents(tigers, method="custom", pos=[(4, 5, 0), (6, 5, 0)])
-            engine.set_action(deer, np.zeros(1, dtype=np.int32))
-            engine.set_action(tigers, np.array([a, b], dtype=np.int32))
-            engine.step()
-            if engine.get_reward(tigers).any():
-                paid[a, b] = engine.get_reward(tigers).tolist()
+    paid = {(a, b): r for a in range(n) for b in range(n) if any(r := tiger_rewards(env, (a, b)))}
     assert len(paid) == 1 and list(paid.values()) == [[1.0, 1.0]]
+
+
+def test_the_attack_reward_pays_a_tiger_for_each_attack_on_a_deer():
+    # Tiger 0 attacks the deer alone, then both do (the pair's +1 each on top). The attack
+    # actions are the one pair the plain game pays for (test above).
+    plain, shaped = (make_env("tiger-deer", 12, seed=0, n_tigers=2, n_deer=1, wall_density=0.0,
+                              tiger_attack_reward=reward) for reward in (0.0, 0.25))
+    n = plain.specs["tiger"].n_actions
+    pair = next((a, b) for a in range(n) for b in range(n) if any(tiger_rewards(plain, (a, b))))
+    alone = (pair[0], 2)  # 2: stay
+    assert tiger_rewards(plain, alone) == [0.0, 0.0]
+    assert tiger_rewards(shaped, alone) == [0.25, 0.0]
+    assert tiger_rewards(shaped, pair) == [1.25, 1.25]
+
+
+def test_tiger_deer_densities_set_the_counts():
+    assert make_env("tiger-deer", 20, seed=0).n_tigers == 4  # magent2's 0.01 a cell
+    env = make_env("tiger-deer", 20, seed=0, tiger_density=0.05, deer_density=0.1)
+    obs = env.reset()
+    assert obs["tiger"].view.shape[0] == 20 and obs["deer"].view.shape[0] == 40
+    assert make_env("tiger-deer", 20, seed=0, tiger_density=0.05, n_tigers=3).n_tigers == 3
+
+
+def test_tigers_that_recover_do_not_starve():
+    # 10 HP at -0.1 a step: without deer, plain tigers are all dead after 100 steps.
+    def steps(recover: float) -> int:
+        env = make_env("tiger-deer", 12, seed=0, n_tigers=2, n_deer=1, max_steps=150,
+                       tiger_step_recover=recover)
+        env.reset()
+        stay = {"tiger": np.zeros(2, dtype=np.int32), "deer": np.zeros(1, dtype=np.int32)}
+        done = False
+        while not done:
+            done = env.step(stay).done
+        return env.step_count
+
+    assert steps(-0.1) == 100 and steps(0.0) == 150
 
 
 @pytest.mark.parametrize(
@@ -139,6 +176,7 @@ def test_tigers_are_paid_only_for_attacking_a_deer_together():
         ("battle", 12, {"agents_per_side": 40}, "too small"),
         ("tiger-deer", 10, {"n_deer": 500}, "too small"),
         ("tiger-deer", 20, {"n_tigers": 1}, "n_tigers"),
+        ("tiger-deer", 20, {"deer_density": 0.0}, "deer_density"),
         ("battle", 20, {"colour": "red"}, "bad option"),
     ],
 )

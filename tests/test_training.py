@@ -318,6 +318,22 @@ def test_a_checkpoint_refuses_an_env_of_other_shapes_and_evaluation_takes_its_se
     assert arena.play([Game((0, 0), 0, 0)])[0].steps == 2
 
 
+def test_tiger_deer_settings_reach_the_run_folder_and_the_evaluation(tmp_path):
+    settings = dict(tiger_density=0.03, deer_density=0.08, tiger_step_recover=0.0,
+                    tiger_attack_reward=0.1)
+    run = train(TrainConfig(algo="mfq", env="tiger-deer", out=str(tmp_path / "run"),
+                            **settings, **TINY), progress=False)
+    assert TrainConfig.from_toml(run / "config.toml").env_settings() == {
+        "minimap_mode": True, "id_embedding": False, **settings}
+    assert load_checkpoint(run / "last.pt").env_settings() == {
+        "minimap_mode": True, "id_embedding": False, **settings}
+    # The random team shares the arena, so it hunts under the same rules, at any map size.
+    arena = Arena([run / "last.pt", "random"], "tiger-deer", 20, max_steps=2)
+    env = arena.env
+    assert (env.n_tigers, env.n_deer) == (12, 32)
+    assert (env.tiger_step_recover, env.tiger_attack_reward) == (0.0, 0.1)
+
+
 @pytest.mark.parametrize("name", ["battle", "tiger-deer"])
 def test_shipped_configs_load(name):
     from pathlib import Path

@@ -17,7 +17,8 @@ def make_env(name: str, map_size: int, *, seed: int, **options) -> GridEnv:
     """A batched env by name: ``"battle"`` or ``"tiger-deer"``.
 
     ``options`` go to the env's constructor (battle: ``max_steps``, ``agents_per_side``, reward
-    terms; tiger-deer: ``max_steps``, ``n_tigers``, ``n_deer``, ``wall_density``...). The env has
+    terms; tiger-deer: ``max_steps``, ``n_tigers``, ``n_deer`` or their densities,
+    ``tiger_step_recover``, ``tiger_attack_reward``...). The env has
     ``groups`` (names; the first is the side a learner controls), ``specs``, ``map_size``,
     ``reset(seed)``, ``observe(g)``, ``step({g: actions})``, and after each step ``positions(g)``
     (int32 [n, 2] of the live agents) and ``alive(g)`` (mask over the agents that acted).

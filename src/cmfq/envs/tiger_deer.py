@@ -15,25 +15,41 @@ from cmfq.options import option
 class TigerDeerOptions:
     """tiger-deer's options: its fields of a run's config, its keyword arguments here."""
 
-    SETTINGS: ClassVar[tuple[str, ...]] = ()
-    """The options that shape what agents earn: an evaluation keeps them (the size may change)."""
+    SETTINGS: ClassVar[tuple[str, ...]] = (
+        "tiger_density", "deer_density", "tiger_step_recover", "tiger_attack_reward")
+    """The options that shape the game: how crowded the map is, what tigers live on and what they
+    earn; an evaluation keeps them (the map size may change)."""
 
     n_tigers: int | None = option(
-        None, "tiger-deer only: number of tigers (None: 0.01 * map_size^2, at least 2).")
-    n_deer: int | None = option(None, "tiger-deer only: number of deer (None: 0.05 * map_size^2).")
+        None, "tiger-deer only: number of tigers (None: tiger_density * map_size^2, at least 2). "
+        "Evaluation rebuilds the densities, not the counts.")
+    n_deer: int | None = option(
+        None, "tiger-deer only: number of deer (None: deer_density * map_size^2).")
+    tiger_density: float = option(
+        0.01, "tiger-deer only: tigers per cell when n_tigers is None (magent2's 0.01).")
+    deer_density: float = option(
+        0.05, "tiger-deer only: deer per cell when n_deer is None (magent2's 0.05).")
+    tiger_step_recover: float = option(
+        -0.1, "tiger-deer only: HP a tiger gains each step. magent2's -0.1 starves a tiger (10 HP) "
+        "that eats no deer in 100 steps; 0: tigers never starve.")
+    tiger_attack_reward: float = option(
+        0.0, "tiger-deer only: reward of a tiger for each attack on a deer, alone or not "
+        "(shaping). 0: magent2's game, which pays a tiger only when two attack the same deer in "
+        "the same step.")
 
 
 class TigerDeerEnv(GridEnv):
     """magent2's tiger-deer game with configurable counts.
 
-    Tigers (10 HP, lose ``tiger_step_recover`` HP a step, view radius 4) get +1 each when two of
+    Tigers (10 HP, gain ``tiger_step_recover`` HP a step, view radius 4) get +1 each when two of
     them attack the same deer in the same step (the engine fires the +0.5 rule for both orders of
-    the pair), nothing otherwise; a deer eaten restores 8 HP.
+    the pair), and ``tiger_attack_reward`` for every attack on a deer, alone or not (0: magent2's
+    game, which pays only the pair); a deer eaten restores 8 HP.
     Deer (5 HP) are meant to act at random (the rollout gives them a random policy). Walls cover
     ``wall_density`` of the map. A round ends after ``max_steps``, or when all tigers or all deer
     are dead (the deer gone is terminal). ``minimap_mode`` and ``id_embedding`` as in ``GridEnv``
-    (minimap on, ids off). Defaults: ``0.01 * map_size**2`` tigers (at least 2),
-    ``0.05 * map_size**2`` deer.
+    (minimap on, ids off). ``n_tigers`` and ``n_deer`` default to ``tiger_density * map_size**2``
+    (at least 2) and ``deer_density * map_size**2``: magent2's 0.01 and 0.05 a cell.
     """
 
     name = "tiger-deer"
@@ -49,16 +65,22 @@ class TigerDeerEnv(GridEnv):
         max_steps: int = 300,
         n_tigers: int | None = None,
         n_deer: int | None = None,
+        tiger_density: float = 0.01,
+        deer_density: float = 0.05,
         wall_density: float = 0.04,
         minimap_mode: bool = True,
         id_embedding: bool = False,
         tiger_step_recover: float = -0.1,
         deer_attacked: float = -0.1,
+        tiger_attack_reward: float = 0.0,
     ) -> None:
         if map_size < 10:
             raise ValueError(f"tiger-deer needs map_size >= 10, got {map_size}")
-        self.n_tigers = max(2, int(0.01 * map_size**2)) if n_tigers is None else n_tigers
-        self.n_deer = int(0.05 * map_size**2) if n_deer is None else n_deer
+        for name, density in (("tiger_density", tiger_density), ("deer_density", deer_density)):
+            if not 0 < density < 1:
+                raise ValueError(f"{name} must be in (0, 1), got {density}")
+        self.n_tigers = max(2, int(tiger_density * map_size**2)) if n_tigers is None else n_tigers
+        self.n_deer = int(deer_density * map_size**2) if n_deer is None else n_deer
         if self.n_tigers < 2:
             raise ValueError(f"tiger-deer needs n_tigers >= 2 (they hunt in pairs), got {n_tigers}")
         if self.n_deer < 1:
@@ -72,8 +94,9 @@ class TigerDeerEnv(GridEnv):
                 f"map_size {map_size} is too small for {self.n_tigers} tigers, {self.n_deer} deer "
                 f"and {self.n_walls} walls (they may fill at most half of the {inner} free cells)"
             )
-        self._tiger_step_recover = tiger_step_recover
+        self.tiger_step_recover = tiger_step_recover
         self._deer_attacked = deer_attacked
+        self.tiger_attack_reward = tiger_attack_reward
         super().__init__(map_size, seed=seed, max_steps=max_steps, minimap_mode=minimap_mode,
                          id_embedding=id_embedding)
 
@@ -96,7 +119,7 @@ class TigerDeerEnv(GridEnv):
             {
                 "width": 1, "length": 1, "hp": 10, "speed": 1,
                 "view_range": gw.CircleRange(4), "attack_range": gw.CircleRange(1),
-                "damage": 1, "step_recover": self._tiger_step_recover,
+                "damage": 1, "step_recover": self.tiger_step_recover,
             },
         )
         deer_group, tiger_group = cfg.add_group(deer), cfg.add_group(tiger)
@@ -107,6 +130,8 @@ class TigerDeerEnv(GridEnv):
         # The pair event fires for both orders of (a, b), so each receives half twice.
         cfg.add_reward_rule(attack_a & attack_b, receiver=[a, b], value=[0.5, 0.5])
         cfg.add_reward_rule(attack_a, receiver=[c], value=[self._deer_attacked])
+        if self.tiger_attack_reward:  # no rule at 0: the engine then runs magent2's own game
+            cfg.add_reward_rule(attack_a, receiver=[a], value=[self.tiger_attack_reward])
         return cfg
 
     def _populate(self) -> None:
