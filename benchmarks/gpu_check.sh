@@ -53,7 +53,7 @@ print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torc
 # times, which can be off when a tree moves between machines).
 rm -rf build
 step build 180 build.log env TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 \
-  pip install --no-build-isolation --no-deps -v .
+  python -m pip install --no-build-isolation --no-deps -v .
 # From outside the repository, so that `import cmfq` finds the installed package, not src/.
 step cuda-built 30 build.log bash -c 'cd / && python -c "
 import cmfq, sys
