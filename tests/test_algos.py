@@ -76,7 +76,7 @@ def test_cmfq_with_uniform_weights_acts_as_mfq():
     mfq.load_state_dict(control.state_dict())
     inp = team()
     got, want = control.q_values(inp), mfq.q_values(inp)
-    assert torch.equal(got.q, want.q) and torch.equal(got.mean_action, want.mean_action)
+    assert torch.equal(got.q, want.q) and torch.equal(got.neighbor_input, want.neighbor_input)
     valid = inp.neighbor_actions >= 0
     has = valid.any(1)
     torch.testing.assert_close(got.weights[has].sum(1), torch.ones(int(has.sum())))
@@ -117,8 +117,8 @@ def test_each_algorithm_fits_a_fixed_batch(name, td_target):
         obs=torch.arange(b), next_obs=torch.arange(b, 2 * b) % u,
         action=torch.randint(0, a, (b,), generator=g), reward=torch.randn(b, generator=g),
         done=(torch.rand(b, generator=g) < 0.3).float(),
-        mean_action=torch.softmax(torch.randn(b, a, generator=g), -1),
-        next_mean_action=torch.softmax(torch.randn(b, a, generator=g), -1),
+        neighbor_input=torch.softmax(torch.randn(b, a, generator=g), -1),
+        next_neighbor_input=torch.softmax(torch.randn(b, a, generator=g), -1),
         neighbors=nbrs, neighbor_actions=acts, next_neighbors=nbrs, next_neighbor_actions=acts,
     )
     opt = torch.optim.Adam(algo.parameters(), lr=1e-3)
@@ -153,7 +153,8 @@ def test_every_algorithm_bootstraps_from_the_same_target(name):
         view=torch.rand(u, 7, 7, 3, generator=g), features=torch.rand(u, 6, generator=g),
         obs=torch.arange(b), next_obs=torch.arange(b, 2 * b) % u,
         action=torch.randint(0, a, (b,), generator=g), reward=torch.randn(b, generator=g),
-        done=torch.zeros(b), mean_action=torch.zeros(b, a), next_mean_action=torch.zeros(b, a),
+        done=torch.zeros(b), neighbor_input=torch.zeros(b, a),
+        next_neighbor_input=torch.zeros(b, a),
         neighbors=none, neighbor_actions=none, next_neighbors=none, next_neighbor_actions=none,
     )
     for td_target in TD_TARGETS:

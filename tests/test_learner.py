@@ -56,7 +56,7 @@ def resolved(batch, with_neighbors):
 
     fields = {
         name: getattr(batch, name) for name in (
-            "action", "reward", "done", "mean_action", "next_mean_action", "neighbor_actions",
+            "action", "reward", "done", "neighbor_input", "next_neighbor_input", "neighbor_actions",
             "next_neighbor_actions",
         )
     }

@@ -80,7 +80,7 @@ def test_one_batched_decision_for_several_teams_equals_deciding_each_alone(algo,
     for decision, obs, before in zip(batched, teams, prev, strict=True):
         single = policy.decide(obs, before)
         np.testing.assert_array_equal(decision.actions, single.actions)
-        np.testing.assert_allclose(decision.mean_action, single.mean_action, atol=1e-6)
+        np.testing.assert_allclose(decision.neighbor_input, single.neighbor_input, atol=1e-6)
         np.testing.assert_array_equal(decision.neighbors, single.neighbors)
         np.testing.assert_array_equal(decision.neighbor_actions, single.neighbor_actions)
 

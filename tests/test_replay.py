@@ -19,7 +19,7 @@ def team(step, n, k=2):
     )
     decision = Decision(
         actions=(np.arange(n) + step) % A,
-        mean_action=np.tile(code[:, None], (1, A)),
+        neighbor_input=np.tile(code[:, None], (1, A)),
         neighbors=neighbors,
         neighbor_actions=np.where(neighbors >= 0, step % A, -1),
     )
@@ -49,7 +49,7 @@ def test_sampled_transitions_link_s_and_next_s():
     step, row = s // 100, s % 100
     assert torch.equal(batch.reward, s + 0.5)
     assert torch.equal(batch.action, ((row + step) % A).long())
-    assert torch.equal(batch.mean_action[:, 0], s)
+    assert torch.equal(batch.neighbor_input[:, 0], s)
     survived = batch.done == 0
     # Survivors keep their order: step-0 rows 1, 3 become step-1 rows 0, 1; step-1 row 0 stays 0.
     expected_next_row = {(0, 1): 0, (0, 3): 1, (1, 0): 0}
@@ -58,7 +58,7 @@ def test_sampled_transitions_link_s_and_next_s():
         assert ok == ((st, r) in expected_next_row)
         if ok:
             assert nxt == (st + 1) * 100 + expected_next_row[(st, r)]
-    assert torch.equal(batch.next_mean_action[survived, 0], s_next[survived])
+    assert torch.equal(batch.next_neighbor_input[survived, 0], s_next[survived])
     # Neighbour rows point at the teammates' observations of the same step.
     valid = batch.neighbors >= 0
     nbr_code = code[batch.neighbors.clamp(min=0)]
@@ -79,6 +79,19 @@ def test_state_dict_round_trip_gives_the_same_samples():
     fill(buffer, [[0, 2], [1]], n0=3)
     copy = ReplayBuffer(1, 1)
     copy.load_state_dict(buffer.state_dict())
+    a = buffer.sample(32, np.random.default_rng(7), with_neighbors=True)
+    b = copy.sample(32, np.random.default_rng(7), with_neighbors=True)
+    for x, y in zip(a, b, strict=True):
+        assert torch.equal(x, y)
+
+
+def test_a_buffer_saved_under_the_former_name_of_the_neighbour_input_loads():
+    buffer = ReplayBuffer(100, A)
+    fill(buffer, [[0, 2], [1]], n0=3)
+    state = buffer.state_dict()
+    state["mean_action"] = state.pop("neighbor_input")  # how resume.pt files before it hold it
+    copy = ReplayBuffer(1, 1)
+    copy.load_state_dict(state)
     a = buffer.sample(32, np.random.default_rng(7), with_neighbors=True)
     b = copy.sample(32, np.random.default_rng(7), with_neighbors=True)
     for x, y in zip(a, b, strict=True):

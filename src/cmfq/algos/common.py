@@ -32,10 +32,11 @@ class QValues(NamedTuple):
 
     q: torch.Tensor
     """float [n, A] the action values the agents act on."""
-    mean_action: torch.Tensor
-    """float [n, A] the neighbour input they act with (mean, causal or attention)."""
+    neighbor_input: torch.Tensor
+    """float [n, A] the neighbour input they act with: the mean action (mfq), the causal mean
+    action (cmfq) or the attention-weighted one (amfq)."""
     weights: torch.Tensor | None = None
-    """float [n, K] the weight of each neighbour slot in ``mean_action`` (0 where masked); None
+    """float [n, K] the weight of each neighbour slot in ``neighbor_input`` (0 where masked); None
     for the algorithms that do not weight neighbours (il, mfq)."""
     effects: torch.Tensor | None = None
     """float [n, K] cmfq: the causal effects c_ik in nats (0 where masked); None otherwise."""
@@ -62,9 +63,9 @@ class Batch(NamedTuple):
     """float [B]."""
     done: torch.Tensor
     """float [B]: 1 where the agent died in this step (no bootstrap)."""
-    mean_action: torch.Tensor
+    neighbor_input: torch.Tensor
     """float [B, A] the neighbour input the agent acted with (mean, causal or attention)."""
-    next_mean_action: torch.Tensor
+    next_neighbor_input: torch.Tensor
     """float [B, A] the same at s'."""
     neighbors: torch.Tensor
     """int64 [B, K] rows of the neighbours' observations at s, -1 = none."""

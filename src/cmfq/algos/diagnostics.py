@@ -49,8 +49,8 @@ class WeightDiagnostics:
         counted = count >= 2
         weights = values.weights.double()
         entropy = -torch.special.xlogy(weights, weights).sum(1) / count.clamp(min=2).double().log()
-        plain = mean_action(neighbor_actions, values.mean_action.shape[1])
-        shift = (values.mean_action.double() - plain.double()).abs().sum(1)
+        plain = mean_action(neighbor_actions, values.neighbor_input.shape[1])
+        shift = (values.neighbor_input.double() - plain.double()).abs().sum(1)
         if values.effects is None:  # NaN, which every sum with a counted agent keeps
             effect_sum = fallback = torch.full_like(shift, math.nan)
         else:

@@ -24,7 +24,7 @@ class IL(Algorithm):
     def loss(
         self, batch: Batch, target: Algorithm, temperature: float | torch.Tensor
     ) -> torch.Tensor:
-        none = batch.mean_action.new_zeros(batch.mean_action.shape)
+        none = batch.neighbor_input.new_zeros(batch.neighbor_input.shape)
         q = self.net(batch.view[batch.obs], batch.features[batch.obs], none)
         q = q.gather(1, batch.action[:, None]).squeeze(1)
         with torch.no_grad():

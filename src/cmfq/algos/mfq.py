@@ -25,12 +25,12 @@ class MFQ(Algorithm):
     def loss(
         self, batch: Batch, target: Algorithm, temperature: float | torch.Tensor
     ) -> torch.Tensor:
-        q = self.net(batch.view[batch.obs], batch.features[batch.obs], batch.mean_action)
+        q = self.net(batch.view[batch.obs], batch.features[batch.obs], batch.neighbor_input)
         q = q.gather(1, batch.action[:, None]).squeeze(1)
         with torch.no_grad():
             s_next = (batch.view[batch.next_obs], batch.features[batch.next_obs])
-            q_next = target.net(*s_next, batch.next_mean_action)
+            q_next = target.net(*s_next, batch.next_neighbor_input)
             next_value = self.next_value(
-                q_next, lambda: self.net(*s_next, batch.next_mean_action), temperature
+                q_next, lambda: self.net(*s_next, batch.next_neighbor_input), temperature
             )
         return td_loss(q, batch.reward, batch.done, next_value, self.gamma)

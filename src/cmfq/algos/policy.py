@@ -23,7 +23,7 @@ class Decision(NamedTuple):
 
     actions: np.ndarray
     """int64 [n]."""
-    mean_action: np.ndarray
+    neighbor_input: np.ndarray
     """float32 [n, A] the neighbour input the agents acted with (zeros for random or IL)."""
     neighbors: np.ndarray
     """int64 [n, K] neighbour rows, -1 = none."""
@@ -130,7 +130,7 @@ class Policy:
         ))
         values = self.algo.q_values(team)
         self.diagnostics.add(values, team.neighbor_actions)  # padded rows have no neighbours
-        q, mean = values.q[:rows], values.mean_action[:rows]
+        q, mean = values.q[:rows], values.neighbor_input[:rows]
         teams_of: dict[torch.Generator, list[int]] = {}
         for j, generator in enumerate(generators):
             teams_of.setdefault(generator, []).append(j)

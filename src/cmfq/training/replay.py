@@ -9,7 +9,7 @@ from cmfq.algos.common import Batch
 from cmfq.algos.policy import Decision
 from cmfq.envs import Observation, pad_neighbors
 
-_ROW_FIELDS = ("view", "features", "mean_action", "neighbors", "neighbor_actions", "action",
+_ROW_FIELDS = ("view", "features", "neighbor_input", "neighbors", "neighbor_actions", "action",
                "reward", "done", "next", "transition")
 """The per-row arrays (``neighbors`` and ``next`` hold row ids, see ``ReplayBuffer``)."""
 
@@ -102,7 +102,7 @@ class ReplayBuffer:
         # torch converts to float16 with the CPU's vector instructions, 30x numpy's speed.
         r["view"][rows] = torch.from_numpy(np.ascontiguousarray(obs.view)).half().numpy()
         r["features"][rows] = obs.features
-        r["mean_action"][rows] = decision.mean_action
+        r["neighbor_input"][rows] = decision.neighbor_input
         width = r["neighbors"].shape[1]
         neighbors = pad_neighbors(decision.neighbors, width)
         their_actions = pad_neighbors(decision.neighbor_actions, width)
@@ -126,7 +126,7 @@ class ReplayBuffer:
         self._rows = {
             "view": np.zeros((c, *obs.view.shape[1:]), np.float16),
             "features": np.zeros((c, obs.features.shape[1]), np.float32),
-            "mean_action": np.zeros((c, self.n_actions), np.float32),
+            "neighbor_input": np.zeros((c, self.n_actions), np.float32),
             "neighbors": np.full((c, width), -1, np.int64),
             "neighbor_actions": np.full((c, width), -1, np.int64),
             "action": np.zeros(c, np.int64),
@@ -194,8 +194,8 @@ class ReplayBuffer:
             action=torch.from_numpy(r["action"][rows]),
             reward=torch.from_numpy(r["reward"][rows]),
             done=torch.from_numpy(done.astype(np.float32)),
-            mean_action=torch.from_numpy(r["mean_action"][rows]),
-            next_mean_action=torch.from_numpy(r["mean_action"][next_rows]),
+            neighbor_input=torch.from_numpy(r["neighbor_input"][rows]),
+            next_neighbor_input=torch.from_numpy(r["neighbor_input"][next_rows]),
             neighbors=torch.from_numpy(nbr),
             neighbor_actions=torch.from_numpy(r["neighbor_actions"][rows]),
             next_neighbors=torch.from_numpy(nbr_next),
@@ -221,6 +221,8 @@ class ReplayBuffer:
         self._pending, self._eligible, self._rows = {}, None, {}
         if "view" not in state:
             return
+        if "mean_action" in state:  # saved when the neighbour input was called the mean action
+            state = {**state, "neighbor_input": state["mean_action"]}
         saved = {name: state[name].numpy() for name in _ROW_FIELDS}
         first = saved["view"].shape[0]
         rows = np.arange(self._written - first, self._written) % self.capacity
