@@ -47,6 +47,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
+from cmfq.algos.diagnostics import DIAGNOSTICS
 from cmfq.evaluation.report import read_report as load_report
 from cmfq.evaluation.stats import t_quantile_975
 from cmfq.training.checkpoint import load_checkpoint
@@ -278,15 +279,22 @@ def tiger_table(report: dict) -> list[str]:
     return lines
 
 
+def run_logs(plan: Plan, env: str) -> list[tuple[str, list[dict[str, str]]]]:
+    """(algorithm, rows of ``metrics.csv``) of every finished run of ``env``."""
+    logs = []
+    for last in finished_runs(plan, env):
+        with open(RunFolder(last.parent).metrics_file, newline="") as f:
+            logs.append((load_checkpoint(last).config.algo, list(csv.DictReader(f))))
+    return logs
+
+
 def plateau_table(plan: Plan, env: str) -> list[str]:
     """Whether the curves have flattened: per algorithm, the change of each metric from the
     second-last tenth of the rounds to the last tenth, mean over the runs ± the 95% t interval."""
     changes: dict[str, dict[str, list[float]]] = {}
-    for last in finished_runs(plan, env):
-        with open(RunFolder(last.parent).metrics_file, newline="") as f:
-            rows = list(csv.DictReader(f))
+    for algo, rows in run_logs(plan, env):
         tenth = max(1, len(rows) // 10)
-        mine = changes.setdefault(load_checkpoint(last).config.algo, {})
+        mine = changes.setdefault(algo, {})
         for metric in PLATEAU_METRICS:
             values = [float(row[metric]) for row in rows]
             before, after = values[-2 * tenth:-tenth], values[-tenth:]
@@ -301,13 +309,34 @@ def plateau_table(plan: Plan, env: str) -> list[str]:
     return lines
 
 
-def seed_mean(values: list[float]) -> str:
+def diagnostics_table(plan: Plan) -> list[str]:
+    """The neighbour-weight diagnostics of the battle runs that weight their neighbours (cmfq,
+    amfq): per run the mean over its last tenth of rounds, then the mean over the runs ± the 95%
+    t interval. Runs that log none (il, mfq, or runs older than the diagnostics) are left out."""
+    values: dict[str, dict[str, list[float]]] = {}
+    for algo, rows in run_logs(plan, "battle"):
+        last = rows[-max(1, len(rows) // 10):]
+        for name in DIAGNOSTICS:
+            logged = [float(row[name]) for row in last if row.get(name) not in (None, "")]
+            logged = [v for v in logged if math.isfinite(v)]
+            if logged:
+                values.setdefault(algo, {}).setdefault(name, []).append(sum(logged) / len(logged))
+    lines = ["| algorithm | runs | " + " | ".join(DIAGNOSTICS) + " |",
+             "|---|---:|" + "---|" * len(DIAGNOSTICS)]
+    for algo, columns in sorted(values.items()):
+        runs = max(len(v) for v in columns.values())
+        cells = [seed_mean(columns[n], ".3g") if n in columns else "–" for n in DIAGNOSTICS]
+        lines.append(f"| {algo} | {runs} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def seed_mean(values: list[float], fmt: str = ".2f") -> str:
     n = len(values)
     mean = sum(values) / n
     if n == 1:
-        return f"{mean:.2f}"
+        return f"{mean:{fmt}}"
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return f"{mean:.2f} ± {t_quantile_975(n - 1) * std / math.sqrt(n):.2f}"
+    return f"{mean:{fmt}} ± {t_quantile_975(n - 1) * std / math.sqrt(n):{fmt}}"
 
 
 def results_page(plan: Plan) -> None:
@@ -357,6 +386,15 @@ def results_page(plan: Plan) -> None:
                   "of the rounds to the last tenth (per run, then the mean over runs ± the 95% t "
                   "interval): an interval around 0 says the run had stopped improving.", ""]
         lines += plateau_table(plan, env) + [""]
+    lines += ["## Inside the weighting", "",
+              "What the neighbour weights of the battle runs were at the end of training "
+              "(`metrics.csv`: per run the mean over its last tenth of rounds, then the mean over "
+              "the runs ± the 95% t interval; docs/training.md explains each): `effect_sum`, the "
+              "summed causal effect in nats (cmfq); `weight_entropy`, the weights' normalised "
+              "entropy (1: uniform); `mean_shift`, the L1 distance between the weighted and the "
+              "plain mean action; `uniform_fallback`, the share of agents whose effects were too "
+              "small to weight (cmfq). Agents with fewer than two neighbours are left out.", ""]
+    lines += diagnostics_table(plan) + [""]
     picks = json.loads((plan.reports / "picks.json").read_text())
     lines += ["", "## A replay", "", "The picked cmfq (red) against the picked mfq (blue), "
               f"map {plan.maps[0]}:", "",

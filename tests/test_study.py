@@ -179,3 +179,15 @@ def test_plateau_table_and_results_page(study, finished_study):
                                       "first._", "CMFQ wins."))
     study.results_page(plan)
     assert plan.page.read_text().endswith("CMFQ wins.\n")
+
+
+def test_diagnostics_table_averages_the_last_tenth_of_the_weighting_runs(study, finished_study):
+    plan, _ = finished_study
+    for seed, (effect, shift) in enumerate(((1e-4, "0.5"), (3e-4, "nan"))):
+        rows = [f"{r},0,0,{effect},0.9,{shift},0\n" for r in range(20)]
+        (plan.runs / "battle" / f"cmfq-seed{seed}" / "metrics.csv").write_text(
+            "round,reward,kills,effect_sum,weight_entropy,mean_shift,uniform_fallback\n"
+            + "".join(rows))
+    # mfq's runs log no diagnostics (their metrics have none of the columns): left out.
+    assert study.diagnostics_table(plan)[2:] == [
+        "| cmfq | 2 | 0.0002 ± 0.00127 | 0.9 ± 0 | 0.5 | 0 ± 0 |"]
