@@ -3,11 +3,11 @@
 - ``random``: every tiger acts uniformly at random (what an untrained learner does);
 - ``hunter``: a tiger next to a deer attacks it, otherwise it steps towards the nearest deer.
 
-Both play against random deer on the same seeded rounds. If the hunter catches deer and a random
+Both play against random deer on the same seeded games. If the hunter catches deer and a random
 team does not, the setting can be learned and a learner has room to show it.
 
     python experiments/tiger_deer_baselines.py --map-size 20 --tiger-density 0.05 \
-        --deer-density 0.1 --tiger-step-recover 0 --tiger-attack-reward 0.1 --rounds 50
+        --deer-density 0.1 --tiger-step-recover 0 --tiger-attack-reward 0.1 --games 50
 """
 
 from __future__ import annotations
@@ -64,17 +64,17 @@ def main() -> None:
     parser.add_argument("--tiger-step-recover", type=float, default=-0.1)
     parser.add_argument("--tiger-attack-reward", type=float, default=0.0)
     parser.add_argument("--max-steps", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=50)
+    parser.add_argument("--games", type=int, default=50)
     args = parser.parse_args()
     env = make_env("tiger-deer", args.map_size, seed=0, max_steps=args.max_steps,
                    tiger_density=args.tiger_density, deer_density=args.deer_density,
                    tiger_step_recover=args.tiger_step_recover,
                    tiger_attack_reward=args.tiger_attack_reward)
-    print(f"{env.n_tigers} tigers, {env.n_deer} deer, map {args.map_size}, {args.rounds} rounds\n")
-    print("| team | deer caught per round (sd) | tiger reward per tiger per round |")
+    print(f"{env.n_tigers} tigers, {env.n_deer} deer, map {args.map_size}, {args.games} games\n")
+    print("| team | deer caught per game (sd) | tiger reward per tiger per game |")
     print("|---|---|---|")
     for team in ("random", "hunter"):
-        caught, reward = zip(*(play(env, team, seed) for seed in range(args.rounds)), strict=True)
+        caught, reward = zip(*(play(env, team, seed) for seed in range(args.games)), strict=True)
         print(f"| {team} | {statistics.mean(caught):.2f} ({statistics.pstdev(caught):.2f}) "
               f"| {statistics.mean(reward):.2f} |")
 
