@@ -186,7 +186,7 @@ def collect(
         config.radius or env.specs[env.groups[0]].view_radius)
     feed_opponent = isinstance(training.opponent, Algorithm) and config.learn_from_opponent
     learner_policy = Policy(training.learner, temperature=temperature, radius=radius,
-                            k_max=config.k_max, seed=seeds[0].act)
+                            k_max=config.k_max, seed=seeds[0].act, measure_weights=True)
     opponent_policy = _opponent_policy(config, training.opponent, temperature, radius,
                                        seed=seeds[0].opponent)
     sides = [game.side % 2 if env.symmetric else 0 for game in seeds]
