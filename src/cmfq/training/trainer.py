@@ -9,7 +9,8 @@ block) the learner plays, so it never learns a one-sided prior; the opponent pla
 rounds, whose transitions also feed the replay (``learn_from_opponent``); ``"random"`` plays a
 uniformly random team; a checkpoint path plays that fixed network. In tiger-deer the learner plays
 the tigers and the deer act randomly. Networks, batches and the causal weights run on
-``device``; the env and the replay buffer stay on the CPU.
+``device``; the env and the replay buffer stay on the CPU (on CUDA the ``Learner`` keeps a copy of
+the replay on the device and samples it there).
 
 Every source of randomness of round r is seeded from (seed, r) (game j's from words 5j..5j+4 of
 that seed sequence, see ``round_seeds``), so a run is reproducible on the same machine and a
