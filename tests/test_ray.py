@@ -61,6 +61,16 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
+def test_a_relative_out_is_kept_relative_in_the_runs_configs(local_ray, tmp_path, monkeypatch):
+    # The study commits its run folders: their configs must not name the machine's folders.
+    monkeypatch.chdir(tmp_path)
+    spec = SweepSpec(dict(TINY, rounds=1), {"algo": ["il"]}, Resources())
+    assert run_sweep(spec, Path("runs"), progress=False).failed == {}
+    saved = TrainConfig.from_toml(Path("runs/algo=il/config.toml"), written_by_cmfq=True)
+    assert saved.out == "runs/algo=il"
+    assert load_checkpoint("runs/algo=il/last.pt").config.out == "runs/algo=il"
+
+
 def test_a_grid_trains_every_run_as_cmfq_train_would(reference, tmp_path):
     assert sorted(p.name for p in reference.iterdir() if p.is_dir()) == NAMES
     summary = read_csv(reference / "summary.csv")

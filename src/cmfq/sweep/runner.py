@@ -45,8 +45,7 @@ def run_sweep(
 ) -> SweepResult:
     """Train every run of ``spec`` under ``out`` on Ray (see ``cmfq.cluster.connect``
     for ``address``) and write the summary; runs already finished are skipped."""
-    out = Path(out).resolve()  # the workers' working folder is not the driver's
-    runs = spec.runs(out)
+    runs = spec.runs(Path(out))
     for run in runs:
         RunFolder(run.config.out).check_config(run.config)
     todo = [run for run in runs if not is_finished(run)]
@@ -79,7 +78,10 @@ def _train_on_ray(
     )
     exit_at = os.environ.get(EXIT_AT_ROUND_VAR)
     exit_at = int(exit_at) if exit_at else None
-    pending = {task.remote(run.config.to_dict(), exit_at): run for run in todo}
+    # The workers start in a folder of Ray's: a task with a relative run folder moves to the
+    # driver's, so that the folder (and the ``out`` saved in its config) stays as it was given.
+    here = os.getcwd()
+    pending = {task.remote(run.config.to_dict(), here, exit_at): run for run in todo}
     runs_bar = tqdm(total=len(runs), initial=len(runs) - len(todo), unit="run", desc="runs",
                     disable=not progress)
     rounds_bar = tqdm(total=sum(run.config.rounds for run in runs), unit="round",
@@ -102,9 +104,12 @@ def _train_on_ray(
     return failed
 
 
-def train_run(config: dict, exit_at_round: int | None = None) -> None:
-    """Ray task: train the run in ``config["out"]`` to its last round, resuming what is there."""
+def train_run(config: dict, working_dir: str, exit_at_round: int | None = None) -> None:
+    """Ray task: train the run in ``config["out"]`` (relative to ``working_dir``) to its last
+    round, resuming what is there."""
     config = TrainConfig.from_dict(config)
+    if not Path(config.out).is_absolute():
+        os.chdir(working_dir)
     folder = RunFolder(config.out)
 
     def exit_if_asked(rounds_done: int) -> None:
