@@ -1,6 +1,7 @@
 """Env steps per second of ``cmfq train`` against the PyTorch port of the original MFQ code.
 
-    python benchmarks/compare_mfq_port.py PATH/TO/mfrl_pytorch [--rounds 1] [--repeat 2]
+    python benchmarks/compare_mfq_port.py PATH/TO/mfrl_pytorch [--rounds 1] [--repeat 2] \
+        [--setting "" --setting "--step-dtype bfloat16 --compile-step"]
 
 PATH is a checkout of github.com/deligentfool/mfrl_pytorch, left as it is: the script copies it
 to a temporary folder and makes there the two edits a user of today's magent2 makes (the env
@@ -11,7 +12,13 @@ in its own process on one thread (``OMP_NUM_THREADS=1``, torch threads 1), with 
 per env step: the port makes 2 x (new transitions) / 64 gradient steps of 64 at the end of a round;
 cmfq with ``replay_ratio = 1`` and both sides' transitions in the replay (its default) makes
 1 x (2 x the learner's transitions) / 64. Seconds count from the first reset to the end of the
-last round's updates. Prints the figures and their ratio; cmfq's CMFQ is measured too.
+last round's updates. On a shared machine wall seconds depend on what else runs, so each trainer
+also reports the CPU seconds its process spent in that span (the port: from the first reset;
+cmfq: in its rounds' play and updates), and env steps per CPU-second are printed beside env steps
+per second. Prints the figures and their ratio; cmfq's CMFQ is measured too. Each ``--setting``
+(``cmfq train`` flags added to the above; default: one run with none) runs both algorithms. With
+more than one round, cmfq's rates over the rounds after the first are printed too: they leave out
+what the first round alone pays (``compile_step``'s compilation).
 """
 
 from __future__ import annotations
@@ -40,8 +47,8 @@ EDITS = {
     ],
 }
 
-# Runs in the port's process: one thread, steps counted on magent2's engine, time from the first
-# reset; moviepy (only for GIF replays, off here) is stubbed if it is not installed.
+# Runs in the port's process: one thread, steps counted on magent2's engine, wall and CPU time
+# from the first reset; moviepy (only for GIF replays, off here) is stubbed if it is not installed.
 PORT_RUNNER = """
 import json, runpy, sys, time, types
 import torch
@@ -52,21 +59,46 @@ except ImportError:
     stub = types.ModuleType("moviepy.editor"); stub.ImageSequenceClip = None
     sys.modules["moviepy"] = types.ModuleType("moviepy"); sys.modules["moviepy.editor"] = stub
 import magent2.gridworld as gw
-counts = {"steps": 0, "start": None}
+counts = {"steps": 0, "start": None, "cpu": None}
 step, reset = gw.GridWorld.step, gw.GridWorld.reset
 def counted_step(self):
     counts["steps"] += 1
     return step(self)
 def timed_reset(self):
     if counts["start"] is None:
-        counts["start"] = time.perf_counter()
+        counts["start"], counts["cpu"] = time.perf_counter(), time.process_time()
     return reset(self)
 gw.GridWorld.step, gw.GridWorld.reset = counted_step, timed_reset
 sys.argv = ["train_battle.py", "--algo", "mfq", "--map_size", "40", "--max_steps", "400",
             "--n_round", sys.argv[1], "--save_every", "1000000", "--cuda", ""]
 runpy.run_path("train_battle.py", run_name="__main__")
 seconds = time.perf_counter() - counts["start"]
-print(json.dumps({"steps": counts["steps"], "seconds": seconds}), file=sys.stderr)
+cpu_seconds = time.process_time() - counts["cpu"]
+print(json.dumps({"steps": counts["steps"], "seconds": seconds, "cpu_seconds": cpu_seconds}),
+      file=sys.stderr)
+"""
+
+# Runs ``cmfq train`` in-process and adds up the CPU time of its rounds' play and updates.
+CMFQ_RUNNER = """
+import json, sys, time
+import cmfq.training.trainer as trainer
+from cmfq.cli import main
+from cmfq.training.learner import Learner
+spent = []  # per round: a round collects, then learns
+def timed(function, starts_round):
+    def timed_call(*args, **kwargs):
+        began = time.process_time()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            if starts_round:
+                spent.append(0.0)
+            spent[-1] += time.process_time() - began
+    return timed_call
+trainer.collect = timed(trainer.collect, True)
+Learner.learn = timed(Learner.learn, False)
+main(sys.argv[1:])
+print(json.dumps({"cpu_seconds": spent}), file=sys.stderr)
 """
 
 
@@ -99,12 +131,13 @@ def run_port(port: Path, rounds: int) -> dict:
     return json.loads(done.stderr.strip().splitlines()[-1])
 
 
-def run_cmfq(algo: str, rounds: int, out: Path) -> dict:
+def run_cmfq(algo: str, rounds: int, out: Path, setting: str) -> dict:
+    """cmfq's figures over all rounds, and (``later``) over the rounds after the first."""
     command = [
-        sys.executable, "-m", "cmfq.cli", "train", "--algo", algo, "--map-size", "40",
+        sys.executable, "-c", CMFQ_RUNNER, "train", "--algo", algo, "--map-size", "40",
         "--max-steps", "400", "--rounds", str(rounds), "--replay-ratio", "1",
         "--learn-from-opponent", "--threads", "1", "--device", "cpu", "--quiet",
-        "--out", str(out),
+        "--out", str(out), *setting.split(),
     ]
     done = subprocess.run(command, env=one_thread_env(), capture_output=True, text=True)
     if done.returncode:
@@ -113,10 +146,16 @@ def run_cmfq(algo: str, rounds: int, out: Path) -> dict:
     from cmfq.training.run_folder import RunFolder
 
     rows = read_metrics(RunFolder(out).metrics_file)
-    return {
-        "steps": int(sum(r["steps"] for r in rows)),
-        "seconds": sum(r["steps"] / r["steps_per_s"] for r in rows),
-    }
+    cpu = json.loads(done.stderr.strip().splitlines()[-1])["cpu_seconds"]
+
+    def figures(first: int) -> dict:
+        return {
+            "steps": int(sum(r["steps"] for r in rows[first:])),
+            "seconds": sum(r["steps"] / r["steps_per_s"] for r in rows[first:]),
+            "cpu_seconds": sum(cpu[first:]),
+        }
+
+    return {**figures(0), "later": figures(1) if rounds > 1 else None}
 
 
 def cpu_model() -> str:
@@ -134,22 +173,49 @@ def main() -> None:
     parser.add_argument("port", type=Path, help="checkout of deligentfool/mfrl_pytorch")
     parser.add_argument("--rounds", type=int, default=1, help="rounds of 400 steps per run")
     parser.add_argument("--repeat", type=int, default=2, help="back-to-back repetitions")
+    parser.add_argument("--setting", action="append", default=None,
+                        help='cmfq train flags of one setting, e.g. "--step-dtype bfloat16" '
+                        '(repeat for several; default: the defaults alone)')
     args = parser.parse_args()
+    settings = args.setting or [""]
     print(f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs; one thread per trainer",
           flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         port = prepare_port(args.port, Path(tmp))
         for repeat in range(args.repeat):
             figures = {"port mfq": run_port(port, args.rounds)}
-            for algo in ("mfq", "cmfq"):
-                figures[f"cmfq {algo}"] = run_cmfq(algo, args.rounds, Path(tmp) / f"{algo}{repeat}")
-            rate = {name: f["steps"] / f["seconds"] for name, f in figures.items()}
-            print(f"run {repeat + 1}: " + ", ".join(
-                f"{name} {rate[name]:.1f} env steps/s ({f['steps']} steps)"
-                for name, f in figures.items()
-            ), flush=True)
-            print(f"  cmfq mfq / port mfq = {rate['cmfq mfq'] / rate['port mfq']:.2f}x; time per "
-                  f"step cmfq / mfq = {rate['cmfq mfq'] / rate['cmfq cmfq']:.2f}x", flush=True)
+            for number, setting in enumerate(settings):
+                for algo in ("mfq", "cmfq"):
+                    figures[f"cmfq {algo} [{setting or 'defaults'}]"] = run_cmfq(
+                        algo, args.rounds, Path(tmp) / f"{algo}-{number}-{repeat}", setting)
+            print(f"run {repeat + 1}:", flush=True)
+            for name, f in figures.items():
+                print(f"  {name}: {describe(f)}", flush=True)
+                if f.get("later"):
+                    print(f"    after the first round: {describe(f['later'])}", flush=True)
+            port_rates = rates(figures["port mfq"])
+            for setting in settings:
+                mfq = figures[f"cmfq mfq [{setting or 'defaults'}]"]
+                cmfq = figures[f"cmfq cmfq [{setting or 'defaults'}]"]
+                ratio = [a / b for a, b in zip(rates(mfq), port_rates)]
+                print(f"  [{setting or 'defaults'}] cmfq mfq / port mfq = {ratio[0]:.2f}x (per "
+                      f"CPU-second {ratio[1]:.2f}x); time per step cmfq / mfq = "
+                      f"{rates(mfq)[0] / rates(cmfq)[0]:.2f}x", flush=True)
+                if mfq["later"]:
+                    later = [a / b for a, b in zip(rates(mfq["later"]), port_rates)]
+                    print(f"    cmfq mfq after its first round / port mfq = {later[0]:.2f}x (per "
+                          f"CPU-second {later[1]:.2f}x)", flush=True)
+
+
+def rates(figures: dict) -> tuple[float, float]:
+    """Env steps per second and per CPU-second."""
+    return figures["steps"] / figures["seconds"], figures["steps"] / figures["cpu_seconds"]
+
+
+def describe(figures: dict) -> str:
+    per_second, per_cpu_second = rates(figures)
+    return (f"{per_second:.1f} env steps/s, {per_cpu_second:.1f} per CPU-second "
+            f"({figures['steps']} steps)")
 
 
 if __name__ == "__main__":

@@ -43,9 +43,15 @@ def test_two_rounds_write_logs_and_a_loadable_checkpoint(tmp_path, algo, env):
     assert result.steps == 5 and result.groups[big.groups[0]].initial > ckpt.config.map_size // 3
 
 
-@pytest.mark.parametrize("algo,games", [("mfq", 1), ("mfq", 2), ("cmfq", 1), ("amfq", 1)])
-def test_resume_reproduces_the_uninterrupted_run(tmp_path, algo, games):
-    cfg = dict(TINY, algo=algo, rounds=3, temperature_decay_rounds=3, games=games)
+BFLOAT16 = {"step_dtype": "bfloat16"}
+
+
+@pytest.mark.parametrize("algo,games,options", [
+    ("mfq", 1, {}), ("mfq", 2, {}), ("cmfq", 1, {}), ("amfq", 1, {}), ("mfq", 1, BFLOAT16),
+    pytest.param("mfq", 1, dict(BFLOAT16, compile_step=True), marks=pytest.mark.slow),
+])
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, algo, games, options):
+    cfg = dict(TINY, algo=algo, rounds=3, temperature_decay_rounds=3, games=games, **options)
     straight = train(TrainConfig(out=str(tmp_path / "a"), **cfg), progress=False)
     cut = train(TrainConfig(out=str(tmp_path / "b"), **dict(cfg, rounds=2)), progress=False)
     resume(cut, rounds=3, progress=False)

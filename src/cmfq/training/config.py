@@ -112,6 +112,19 @@ class RunOptions:
         "update) once as a CUDA graph and replay it for each update (None: on for CUDA, off for "
         "the CPU, which has no graphs). On CUDA the replay is copied to the device and sampled "
         "there either way; see docs/performance.md.")
+    step_dtype: str = option(
+        "float32", "Arithmetic of the gradient step's convolutions and matrix products: "
+        "float32, or bfloat16 under autocast (the weights, their gradients, Adam and the target "
+        "network stay float32). On a CPU with AMX (Intel Xeon of the 4th generation on) a "
+        "bfloat16 step is about 1.4x faster; it rounds differently, so a run is not bit-identical "
+        "to a float32 one (docs/training.md, Device). Acting is float32 either way.",
+        choices=("float32", "bfloat16"))
+    compile_step: bool = option(
+        False, "CPU only: make the gradient step (sampling, loss and gradient, clip, Adam, target "
+        "update) one torch.compile graph, with batches drawn as on CUDA (so other draws than the "
+        "default CPU sampler's). Faster per step, not bit-identical to the eager step; the first "
+        "round pays the compilation (about a minute, a few seconds with inductor's cache warm). "
+        "Needs a C++ compiler; see docs/training.md, Device.")
     threads: int = option(
         1, "CPU threads of torch (the networks and batches are small: more threads mostly "
         "contend).", positive=True)
@@ -146,6 +159,8 @@ class TrainConfig(AMFQOptions, CMFQOptions, TigerDeerOptions, BattleOptions, Run
         check_device_name(self.device)
         if self.graph_step and self.device == "cpu":
             raise ValueError("graph_step needs a CUDA device; the CPU has no CUDA graphs")
+        if self.compile_step and self.device.startswith("cuda"):
+            raise ValueError("compile_step is for the CPU; on CUDA graph_step does its work")
 
     def resolved(self) -> TrainConfig:
         """A copy with the run-dependent defaults fixed, as it is saved beside the run."""
@@ -161,6 +176,12 @@ class TrainConfig(AMFQOptions, CMFQOptions, TigerDeerOptions, BattleOptions, Run
         if self.graph_step and device.type != "cuda":
             raise ValueError(f"graph_step needs a CUDA device; this run trains on {device}")
         return device.type == "cuda" if self.graph_step is None else self.graph_step
+
+    def compile_step_on(self, device: torch.device) -> bool:
+        """Whether the run's gradient step is compiled on ``device`` (the resolved device)."""
+        if self.compile_step and device.type != "cpu":
+            raise ValueError(f"compile_step is for the CPU; this run trains on {device}")
+        return self.compile_step
 
     def _default_decay(self) -> int:
         return max(1, math.ceil(0.8 * self.rounds))

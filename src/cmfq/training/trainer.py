@@ -9,8 +9,8 @@ block) the learner plays, so it never learns a one-sided prior; the opponent pla
 rounds, whose transitions also feed the replay (``learn_from_opponent``); ``"random"`` plays a
 uniformly random team; a checkpoint path plays that fixed network. In tiger-deer the learner plays
 the tigers and the deer act randomly. Networks, batches and the causal weights run on
-``device``; the env and the replay buffer stay on the CPU (on CUDA the ``Learner`` keeps a copy of
-the replay on the device and samples it there).
+``device``; the env and the replay buffer stay on the CPU (on CUDA, and with ``compile_step`` on
+the CPU, the ``Learner`` keeps a copy of the replay on the device and samples it there).
 
 Every source of randomness of round r is seeded from (seed, r) (game j's from words 5j..5j+4 of
 that seed sequence, see ``round_seeds``), so a run is reproducible on the same machine and a
@@ -128,8 +128,10 @@ def _run(
     training = TrainingState(
         learning=Learner(
             learner, lr=config.lr, grad_clip=config.grad_clip, tau_target=config.tau_target,
-            batch_size=config.batch_size, device_sampling=device.type == "cuda",
-            graph_step=config.graph_step_on(device),
+            batch_size=config.batch_size,
+            device_sampling=device.type == "cuda" or config.compile_step_on(device),
+            graph_step=config.graph_step_on(device), step_dtype=getattr(torch, config.step_dtype),
+            compile_step=config.compile_step_on(device),
         ),
         replay=ReplayBuffer(config.replay_rows, spec.n_actions),
         opponent=_opponent(config, env, learner),
