@@ -12,8 +12,10 @@ train      ``cmfq sweep`` of experiments/battle.toml and experiments/tiger-deer.
            run's ``config.toml``, ``metrics.csv`` and weights-only ``last.pt`` are committed
            (the rest of its folder is git-ignored), so a fresh clone trains only what is missing.
 crossplay  ``cmfq tournament --pairs between-groups`` of every battle run and ``random`` at
-           each map of ``Plan.maps`` (runs of one algorithm do not play each other).
-tigerdeer  ``cmfq tournament --env tiger-deer`` of every tiger-deer run and ``random``.
+           each map of ``Plan.maps`` (runs of one algorithm do not play each other). The
+           tournament keeps the games its report already holds, so new runs cost only their games.
+tigerdeer  ``cmfq tournament --env tiger-deer`` of every tiger-deer run and ``random`` (kept
+           as is while its players and settings are the same).
 curves     ``cmfq plot`` of each env's runs (mean over seeds, 95% t interval).
 pick       the pretrained models, one per algorithm and env, copied into ``Plan.models``:
            battle: among the runs that kill at least ``KILL_SHARE`` of a random team on
@@ -140,15 +142,13 @@ def up_to_date(report: Path, players: list[str], settings: dict) -> bool:
 
 def tournament(plan: Plan, env: str, players: list[str], size: int, games: int, out: Path,
                workers: int) -> None:
-    """Play (or keep, if up to date) one tournament. In battle the runs of one algorithm do not
-    play each other: those pairs cost as much as any and say nothing about the algorithms."""
-    if env == "battle":
-        settings = {"games_per_pair": games, "pairs": "between-groups"}
-        options = ("--pairs", "between-groups")
-    else:
-        settings, options = {"games_per_model": games}, ()
-    settings |= {"map_size": size, "max_steps": plan.max_steps}
-    if up_to_date(out / "report.json", players, settings):
+    """Play one tournament, or what is missing from it. In battle the runs of one algorithm do
+    not play each other: those pairs cost as much as any and say nothing about the algorithms;
+    ``cmfq tournament`` keeps the games of the report in ``out`` that are still valid and plays
+    the others. A tiger-deer report is kept when it is up to date, else played again."""
+    options = ("--pairs", "between-groups") if env == "battle" else ()
+    if env == "tiger-deer" and up_to_date(out / "report.json", players, {
+            "games_per_model": games, "map_size": size, "max_steps": plan.max_steps}):
         print(f"{out}: up to date")
         return
     steps = () if plan.max_steps is None else ("--max-steps", str(plan.max_steps))

@@ -58,6 +58,26 @@ def test_reports_are_redone_when_players_or_settings_change(study, tmp_path):
     assert study.up_to_date(report, ["random", "a.pt"], settings)
 
 
+def test_battle_tournaments_are_always_handed_to_cmfq_which_plays_what_is_missing(
+        study, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(study, "cmfq", lambda *args: calls.append(args))
+    plan = study.QUICK
+    players = ["a.pt", "random"]
+    for env, key in (("battle", "games_per_pair"), ("tiger-deer", "games_per_model")):
+        out = tmp_path / env
+        out.mkdir()
+        protocol = {key: 2, "map_size": 12, "max_steps": plan.max_steps,
+                    "checkpoints": {"a": "a.pt", "random": "random"}}
+        (out / "report.json").write_text(json.dumps({"protocol": protocol}))
+        study.tournament(plan, env, players, 12, 2, out, workers=1)
+    # The battle report is up to date too, but only cmfq tournament knows which of its games
+    # still hold (the checkpoints' digests); an up-to-date tiger-deer report is kept.
+    (battle,) = calls
+    assert battle[:3] == ("tournament", "a.pt", "random")
+    assert battle[battle.index("--pairs") + 1] == "between-groups"
+
+
 def test_seed_mean(study):
     assert study.seed_mean([2.0]) == "2.00"
     # Three runs: mean ± t(2)·s/√3 with s = 1.
