@@ -24,12 +24,16 @@ class QNetwork(nn.Module):
         height, width, channels = spec.view_shape
         if height < 5 or width < 5:
             raise ValueError(f"the view of group {spec.name!r} is {height}x{width}; need >= 5x5")
+        # The second convolution's ReLU comes after the flatten, which copies the channels-last
+        # output into the dense layer's (C, H, W) order: the same numbers, but the ReLU's backward
+        # then sees one layout, where after the convolution it would mix two (about 10x slower
+        # on the CPU). The modules' indices, and so the state dict, are as before.
         self.view_encoder = nn.Sequential(
             nn.Conv2d(channels, 32, 3),
             nn.ReLU(),
             nn.Conv2d(32, 32, 3),
-            nn.ReLU(),
             nn.Flatten(),
+            nn.ReLU(),
             nn.Linear(32 * (height - 4) * (width - 4), 256),
             nn.ReLU(),
         )
