@@ -1,7 +1,7 @@
 """Small causal-weights workloads on CUDA for benchmarks/gpu_check.sh: each formulation (the
 per-agent kernel, stacked rows), dtype and kind of actions once, for compute-sanitizer and Nsight
-Compute; with --profile, the time of every CUDA kernel of a few calls (torch.profiler); with
---accuracy, each output's largest error against float64 on the same inputs.
+Compute; with --profile, the time of every CUDA kernel of a few calls and their number per call
+(torch.profiler); with --accuracy, each output's largest error against float64 on the same inputs.
 
     python benchmarks/gpu_case.py --batch 64 --slots 8 --distributions --backward
     python benchmarks/gpu_case.py --batch 16384 --slots 32 --formulations stacked --profile --tf32
@@ -19,6 +19,7 @@ from workload import TEMPERATURE, make_workload
 import cmfq
 
 FORMULATIONS = {"kernel": "0", "stacked": "1"}  # the value of CMFQ_STACKED
+CALLS = 5  # profiled calls
 
 
 def run_once(head, state, actions, backward: bool) -> bool:
@@ -64,7 +65,7 @@ def main() -> None:
     )
     parser.add_argument("--backward", action="store_true", help="also the backward")
     parser.add_argument(
-        "--profile", action="store_true", help="print the CUDA kernels' times of 5 calls"
+        "--profile", action="store_true", help="print the CUDA kernels' times and count of 5 calls"
     )
     parser.add_argument(
         "--accuracy", action="store_true", help="print each output's error against float64"
@@ -94,8 +95,11 @@ def main() -> None:
                     continue
                 activities = [torch.profiler.ProfilerActivity.CUDA]
                 with torch.profiler.profile(activities=activities) as profile:
-                    for _ in range(5):
+                    for _ in range(CALLS):
                         run_once(work.head, work.state, actions, args.backward)
+                device = torch.autograd.DeviceType.CUDA
+                launches = sum(e.device_type == device for e in profile.events()) / CALLS
+                print(f"  GPU activities (kernels, copies, fills) per call: {launches:.0f}")
                 print(profile.key_averages().table(sort_by="cuda_time_total", row_limit=25))
 
 

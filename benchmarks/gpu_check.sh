@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The GPU check: builds cmfq with its CUDA kernels, then runs the CUDA tests, compute-sanitizer
 # (memcheck, racecheck) on small cases, the CUDA op benchmarks (per-agent kernel, stacked rows,
-# factored, compiled and generic in one run) and one Nsight Compute profile, all written flat to
-# OUTDIR (8 files). Each step has a time limit and a failed step does not stop the others;
-# summary.txt lists every step's exit status and time. The whole check stops after
-# GPU_CHECK_SECONDS (default 360): about 6 minutes on an H100 with 16 cores.
+# factored, compiled and generic in one run) and one Nsight Compute profile; then builds the
+# stacked formulation as it was before its steps were fused (the commit STACKED_BASELINE, where
+# this checkout's git history has it) and times it and counts its launches in the same run. All
+# is written flat to OUTDIR (10 files). Each step has a time limit and a failed step does not
+# stop the others; summary.txt lists every step's exit status and time. The whole check stops
+# after GPU_CHECK_SECONDS (default 480): about 8 minutes on an H100 with 16 cores.
 #
 # Usage: benchmarks/gpu_check.sh OUTDIR
 # Needs: a CUDA build of torch, nvcc of the same major CUDA version, and cmfq's dependencies and
@@ -14,7 +16,7 @@ out=$(realpath -m "${1:?usage: benchmarks/gpu_check.sh OUTDIR}")
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
 summary="$out/summary.txt"
-deadline=$((SECONDS + ${GPU_CHECK_SECONDS:-360}))
+deadline=$((SECONDS + ${GPU_CHECK_SECONDS:-480}))
 
 # step NAME SECONDS LOG COMMAND...: runs COMMAND with its output appended to OUTDIR/LOG, for at
 # most SECONDS (less if the whole check's time runs out; skipped when under 10 s are left). An
@@ -66,9 +68,13 @@ step cuda-tests 150 tests.log python -m pytest -p no:cacheprovider -q -rfEs --du
   tests/test_half_precision.py tests/test_kernel_plan.py &
 tests=$!
 # Without the caching allocator, memcheck sees each tensor's own bounds.
+# K = 8 < A: a stacked row per neighbour slot; K = 32: a row per action.
 step memcheck 60 sanitizer.log env PYTORCH_NO_CUDA_MEMORY_CACHING=1 \
   compute-sanitizer --tool memcheck --error-exitcode 1 \
   python benchmarks/gpu_case.py --batch 64 --slots 8 --distributions --backward
+step memcheck-by-action 40 sanitizer.log env PYTORCH_NO_CUDA_MEMORY_CACHING=1 \
+  compute-sanitizer --tool memcheck --error-exitcode 1 \
+  python benchmarks/gpu_case.py --batch 64 --slots 32 --formulations stacked --backward
 step racecheck 45 sanitizer.log compute-sanitizer --tool racecheck --error-exitcode 1 \
   python benchmarks/gpu_case.py --batch 16 --slots 8 --formulations kernel --dtypes float32
 wait "$tests"
@@ -86,11 +92,14 @@ for mode in forward training; do
     -k "$selected and $shapes"
 done
 
-# Where the stacked formulation's time goes, then Nsight Compute on one launch of each kernel.
+# Where the stacked formulation's time goes (forward, then forward and backward), then Nsight
+# Compute on one launch of each kernel.
 step profile 45 profile.txt python benchmarks/gpu_case.py --batch 16384 --slots 32 \
   --formulations kernel,stacked --dtypes float32,bfloat16 --profile --accuracy
+step profile-backward 30 profile.txt python benchmarks/gpu_case.py --batch 16384 --slots 32 \
+  --formulations stacked --dtypes float32 --profile --backward
 if command -v ncu >/dev/null; then
-  step ncu 60 profile.txt ncu --kernel-name regex:'causal_weights_kernel|row_change|row_effects' \
+  step ncu 60 profile.txt ncu --kernel-name regex:'causal_weights_kernel|row_change|stacked_' \
     --launch-count 4 --section SpeedOfLight --section LaunchStats --section Occupancy \
     python benchmarks/gpu_case.py --batch 16384 --slots 32 --dtypes float32
 else
@@ -100,6 +109,32 @@ fi
 # Whether TF32 GEMMs would do for float32 (the default is IEEE float32): speed and accuracy.
 step profile-tf32 30 profile.txt python benchmarks/gpu_case.py --batch 16384 --slots 32 \
   --formulations stacked --dtypes float32 --profile --accuracy --tf32
+
+# The stacked formulation before its steps were fused, built beside this one from git and timed
+# on the same machine: its forward and forward+backward at the benchmark's shapes, and its
+# launches per call.
+baseline=${STACKED_BASELINE:-0ce98b7}
+if git cat-file -e "$baseline^{commit}" 2>/dev/null; then
+  base_dir=$(mktemp -d)
+  git archive "$baseline" | tar -x -C "$base_dir"
+  step baseline-build 120 build.log bash -c "cd '$base_dir' && TORCH_CUDA_ARCH_LIST=9.0 \
+    MAX_JOBS=16 python setup.py build_ext --inplace"
+  for mode in forward training; do
+    selected="forward-"
+    [[ $mode == training ]] && selected="forward+backward-"
+    step "baseline-bench-$mode" 60 bench.log env PYTHONPATH="$base_dir/src" python -m pytest \
+      -p no:cacheprovider -q benchmarks/test_causal_weights.py --benchmark-only --device cuda \
+      --bench-seconds 0.2 --benchmark-json "$out/bench-baseline-$mode.json" \
+      -k "$selected and stacked and (B16384-K32 or B131072-K32)"
+  done
+  for backward in "" --backward; do
+    step "baseline-profile${backward:+-backward}" 30 profile.txt env PYTHONPATH="$base_dir/src" \
+      python benchmarks/gpu_case.py --batch 16384 --slots 32 --formulations stacked \
+      --dtypes float32 --profile ${backward:+"$backward"}
+  done
+else
+  printf '%-24s skipped: commit %s is not in this checkout\n' baseline "$baseline" >>"$summary"
+fi
 
 echo >>"$summary"
 grep -hE "^(FAILED|ERROR)|[0-9]+ (passed|failed)|ERROR SUMMARY|RACECHECK SUMMARY" \

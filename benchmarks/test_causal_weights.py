@@ -2,9 +2,9 @@
 factored and naive implementations.
 
 Each case first runs the implementation, checks its outputs (and, for forward+backward, its
-gradients with respect to the state and every head parameter) against the generic path's on the
-same inputs, and only then times it. The number of rounds adapts to the cost of one call, so the
-whole CPU run takes a few minutes.
+gradients with respect to the state and every head parameter) against the generic path in float64
+on the same inputs (benchmarks/accuracy.py), and only then times it. The number of rounds adapts to
+the cost of one call, so the whole CPU run takes a few minutes.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from accuracy import Anchor, float64_anchor, summed_terms, tolerance
 from causal_impls import IMPLEMENTATIONS, CausalFn
 from shapes import BATCHES, DTYPES, IMPLS, MODES, SLOTS
 from workload import Workload, make_workload
@@ -37,16 +38,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 class _ShapeCache:
-    """The workload and the reference results of the current shape only (memory stays small)."""
+    """The workload, its float64 anchor and the cotangent of the current shape only (memory stays
+    small)."""
 
     def __init__(self) -> None:
         self.key: tuple | None = None
         self.workload: Workload | None = None
-        self.expected: dict[str, tuple] = {}
+        self.anchor: Anchor | None = None
+        self.cotangent: torch.Tensor | None = None
 
     def get(self, key: tuple, make: Callable[[], Workload]) -> Workload:
         if key != self.key:
-            self.key, self.workload, self.expected = key, None, {}
+            self.key, self.workload, self.anchor, self.cotangent = key, None, None, None
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             self.workload = make()
@@ -71,14 +74,20 @@ def _forward_step(fn: CausalFn, workload: Workload, device: str) -> Callable[[],
     return step
 
 
-def _training_step(fn: CausalFn, workload: Workload, device: str) -> Callable[[], tuple]:
-    """Forward, then the gradient of a fixed linear function of q_causal (what a TD loss sends
-    back) with respect to the state and every parameter of the head."""
-    state = workload.state.detach().requires_grad_()
-    leaves = [state, *workload.head.parameters()]
+def _cotangent(workload: Workload) -> torch.Tensor:
+    """The fixed linear function of q_causal whose gradient is taken (what a TD loss sends back)."""
     generator = torch.Generator().manual_seed(7)
     cotangent = torch.randn(workload.state.shape[0], workload.n_actions, generator=generator)
-    cotangent = cotangent.to(device=workload.state.device, dtype=workload.state.dtype)
+    return cotangent.to(device=workload.state.device, dtype=workload.state.dtype)
+
+
+def _training_step(
+    fn: CausalFn, workload: Workload, device: str, cotangent: torch.Tensor
+) -> Callable[[], tuple]:
+    """Forward, then the gradient of (q_causal * cotangent).sum() with respect to the state and
+    every parameter of the head."""
+    state = workload.state.detach().requires_grad_()
+    leaves = [state, *workload.head.parameters()]
 
     def step() -> tuple:
         outputs = fn(state, workload.actions)
@@ -89,33 +98,32 @@ def _training_step(fn: CausalFn, workload: Workload, device: str) -> Callable[[]
     return step
 
 
-def _check_close(name: str, actual: torch.Tensor, expected: torch.Tensor, loose: bool) -> None:
-    actual, expected = actual.double(), expected.double()
+def _check_close(name: str, actual: torch.Tensor, expected: torch.Tensor, limit: float) -> None:
+    """Elementwise, within `limit` of the value or of the output's largest magnitude."""
     scale = max(float(expected.abs().max()), 1e-12) if expected.numel() else 1.0
-    rtol, atol = (0.1, 0.1 * scale) if loose else (2e-4, 2e-5 * scale)
-    torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
+    torch.testing.assert_close(
+        actual.double(), expected, rtol=limit, atol=limit * scale, msg=lambda m: f"{name}: {m}"
+    )
 
 
-def _check_gradient(name: str, actual: torch.Tensor, expected: torch.Tensor, loose: bool) -> None:
-    """Relative L2 error: summing the first layer in another order can flip a ReLU whose input
-    is within rounding of 0, which changes a few entries of a gradient by that unit's share;
-    those flips are not errors, and they move the whole gradient by far less than a real one."""
-    error = float((actual.double() - expected.double()).norm())
-    size = float(expected.double().norm())
-    limit = 0.1 if loose else 1e-3
-    assert error <= limit * max(size, 1e-12), f"{name}: relative L2 error {error / size:.2e}"
+def _check_gradient(name: str, actual: torch.Tensor, expected: torch.Tensor, limit: float) -> None:
+    error = float((actual.double() - expected).norm())
+    size = max(float(expected.norm()), 1e-300)
+    assert error <= limit * size, f"{name}: relative L2 error {error / size:.2e} > {limit:.1e}"
 
 
-def _check_same(result: tuple, expected: tuple, loose: bool) -> None:
+def _check_same(
+    result: tuple, anchor: Anchor, impl: str, dtype: torch.dtype, workload: Workload
+) -> None:
+    """Against float64, within benchmarks/accuracy.py's tolerances."""
     outputs, grads = result
-    expected_outputs, expected_grads = expected
-    for name, actual, reference in zip(OUTPUTS, outputs, expected_outputs, strict=True):
-        if loose and name == "effects":
-            continue  # bfloat16 KL of nearly equal policies is rounding noise; the weights tell
-        _check_close(name, actual, reference, loose)
-    for i, (actual, reference) in enumerate(zip(grads, expected_grads, strict=True)):
+    terms = summed_terms(workload)
+    for name, actual, reference in zip(OUTPUTS, outputs, anchor.outputs, strict=True):
+        _check_close(name, actual, reference, tolerance(impl, dtype, terms["outputs"]))
+    for i, (actual, reference) in enumerate(zip(grads, anchor.grads, strict=True)):
+        kind = "state" if i == 0 else "parameter"
         name = "grad of state" if i == 0 else f"grad of parameter {i - 1}"
-        _check_gradient(name, actual, reference, loose)
+        _check_gradient(name, actual, reference, tolerance(impl, dtype, terms[kind]))
 
 
 def _run_timed(step: Callable[[], tuple]) -> tuple[tuple, float]:
@@ -134,25 +142,22 @@ def test_causal_weights(
     slots: int,
     impl: str,
 ) -> None:
-    make_step = _forward_step if mode == "forward" else _training_step
     workload = _cache.get(
         (dtype, mode, batch, slots), lambda: make_workload(batch, slots, device, dtype)
     )
-    # bfloat16 results are checked against float32 ones: a sanity check, not equality.
-    loose = dtype != torch.float32
-    # The generic path is the reference (docs/spec.md, and the tests'): every implementation is
-    # checked against it, so a failing one loses only its own row; generic itself against naive.
-    anchor = "naive" if impl == "generic" else "generic"
+    # Every implementation, generic included, is checked against the generic path (the
+    # reference of docs/spec.md) in float64, so a failing one loses only its own row.
     try:
-        if anchor not in _cache.expected:
-            anchor_workload = workload
-            if loose:
-                anchor_workload = make_workload(batch, slots, device, torch.float32)
-            anchor_fn = IMPLEMENTATIONS[anchor](anchor_workload.head)
-            _cache.expected[anchor] = make_step(anchor_fn, anchor_workload, device)()
-        step = make_step(IMPLEMENTATIONS[impl](workload.head), workload, device)
+        if _cache.anchor is None:
+            cotangent = None if mode == "forward" else _cotangent(workload)
+            _cache.anchor, _cache.cotangent = float64_anchor(workload, cotangent)
+        fn = IMPLEMENTATIONS[impl](workload.head)
+        if mode == "forward":
+            step = _forward_step(fn, workload, device)
+        else:
+            step = _training_step(fn, workload, device, _cache.cotangent)
         result, _ = _run_timed(step)  # also compiles, for the compiled implementation
-        _check_same(result, _cache.expected[anchor], loose)
+        _check_same(result, _cache.anchor, impl, dtype, workload)
         del result
         _, seconds = _run_timed(step)
     except torch.OutOfMemoryError:

@@ -12,13 +12,17 @@ train      ``cmfq sweep`` of experiments/battle.toml and experiments/tiger-deer.
            run's ``config.toml``, ``metrics.csv`` and weights-only ``last.pt`` are committed
            (the rest of its folder is git-ignored), so a fresh clone trains only what is missing.
 crossplay  ``cmfq tournament --pairs between-groups`` of every battle run and ``random`` at
-           each map of ``Plan.maps`` (runs of one algorithm do not play each other).
-tigerdeer  ``cmfq tournament --env tiger-deer`` of every tiger-deer run and ``random``.
+           each map of ``Plan.maps`` (runs of one algorithm do not play each other). The
+           tournament keeps the games its report already holds, so new runs cost only their games.
+tigerdeer  ``cmfq tournament --env tiger-deer`` of every tiger-deer run and ``random`` (kept
+           as is while its players and settings are the same).
 curves     ``cmfq plot`` of each env's runs (mean over seeds, 95% t interval).
 pick       the pretrained models, one per algorithm and env, copied into ``Plan.models``:
-           battle: the run with the highest win rate (games won / games played) against the
-           runs of the other algorithms at the training map (``random`` left out); ties go to
-           the higher such rate over the larger maps, then to the lower seed.
+           battle: among the runs that kill at least ``KILL_SHARE`` of a random team on
+           either side at every map (all runs if none does), the run with the highest win rate
+           (games won / games played) against the runs of the other algorithms at the training
+           map (``random`` left out); ties go to the higher such rate over the larger maps, then
+           to the lower seed.
            tiger-deer: the run with the most deer caught per game, then the higher reward.
 replay     ``cmfq render`` of the picked cmfq against the picked mfq, and one frame as a PNG.
 results    the results page from the reports, with a marked place for the conclusion, which a
@@ -50,6 +54,7 @@ except ModuleNotFoundError:  # Python 3.10
 from cmfq.algos.diagnostics import DIAGNOSTICS
 from cmfq.evaluation.report import read_report as load_report
 from cmfq.evaluation.stats import t_quantile_975
+from cmfq.sweep.spec import SweepSpec
 from cmfq.training.checkpoint import load_checkpoint
 from cmfq.training.run_folder import LAST_FILE, RunFolder
 
@@ -62,6 +67,9 @@ ENVS = ("battle", "tiger-deer")
 # Training-log columns whose last rounds tell whether a run has stopped improving (kills are the
 # enemies killed in battle, the deer eaten in tiger-deer).
 PLATEAU_METRICS = ("reward", "kills")
+KILL_SHARE = 0.9
+"""What a picked battle model kills of a random team per game, at least, on either side at every
+map (when any run of its algorithm does)."""
 CONCLUSION_MARK = "<!-- conclusion: written by a person after reading the tables above -->"
 
 
@@ -134,15 +142,13 @@ def up_to_date(report: Path, players: list[str], settings: dict) -> bool:
 
 def tournament(plan: Plan, env: str, players: list[str], size: int, games: int, out: Path,
                workers: int) -> None:
-    """Play (or keep, if up to date) one tournament. In battle the runs of one algorithm do not
-    play each other: those pairs cost as much as any and say nothing about the algorithms."""
-    if env == "battle":
-        settings = {"games_per_pair": games, "pairs": "between-groups"}
-        options = ("--pairs", "between-groups")
-    else:
-        settings, options = {"games_per_model": games}, ()
-    settings |= {"map_size": size, "max_steps": plan.max_steps}
-    if up_to_date(out / "report.json", players, settings):
+    """Play one tournament, or what is missing from it. In battle the runs of one algorithm do
+    not play each other: those pairs cost as much as any and say nothing about the algorithms;
+    ``cmfq tournament`` keeps the games of the report in ``out`` that are still valid and plays
+    the others. A tiger-deer report is kept when it is up to date, else played again."""
+    options = ("--pairs", "between-groups") if env == "battle" else ()
+    if env == "tiger-deer" and up_to_date(out / "report.json", players, {
+            "games_per_model": games, "map_size": size, "max_steps": plan.max_steps}):
         print(f"{out}: up to date")
         return
     steps = () if plan.max_steps is None else ("--max-steps", str(plan.max_steps))
@@ -202,11 +208,29 @@ def score_against_others(report: dict) -> dict[str, float]:
     return {label: won[label] / played[label] for label in won}
 
 
+def kills_against_random(report: dict) -> dict[str, dict[int, float]]:
+    """Label -> side (0 or 1) -> the mean share of the random team it killed per game there."""
+    random = {label for label, path in report["protocol"]["checkpoints"].items()
+              if path == "random"}
+    shares: dict[str, dict[int, list[float]]] = {}
+    for g in report["games"]:
+        for me, other, side, kills, left in (
+                (g["a"], g["b"], g["a_side"], g["a_kills"], g["b_survivors"]),
+                (g["b"], g["a"], 1 - g["a_side"], g["b_kills"], g["a_survivors"])):
+            # Kills count the opponent's deaths, so kills + survivors is its team at the start.
+            if other in random and me not in random:
+                shares.setdefault(me, {}).setdefault(side, []).append(kills / (kills + left))
+    return {me: {side: sum(v) / len(v) for side, v in sorted(sides.items())}
+            for me, sides in shares.items()}
+
+
 def pick(plan: Plan) -> dict:
     """Choose and copy the pretrained models (the rule is in the module's docstring)."""
     battle = [read_report(plan, f"battle-map{size}") for size in plan.maps]
     at_home = score_against_others(battle[0])
     away = [score_against_others(r) for r in battle[1:]]
+    # map size -> label -> side -> share of a random team killed
+    kills = {r["protocol"]["map_size"]: kills_against_random(r) for r in battle}
     tiger = read_report(plan, "tiger-deer")
     picks = {}
     for env, report in (("battle", battle[0]), ("tiger-deer", tiger)):
@@ -217,7 +241,9 @@ def pick(plan: Plan) -> dict:
                 continue
             config = load_checkpoint(path).config
             if env == "battle":
-                key = (at_home[label], sum(s[label] for s in away), -config.seed)
+                shares = [sides.get(label, {}) for sides in kills.values()]
+                strong = all(len(s) == 2 and min(s.values()) >= KILL_SHARE for s in shares)
+                key = (strong, at_home[label], sum(s[label] for s in away), -config.seed)
             else:
                 summary = next(m for m in report["models"] if m["model"] == label)
                 key = (summary["deer_caught"]["value"], summary["reward"]["value"], -config.seed)
@@ -227,8 +253,13 @@ def pick(plan: Plan) -> dict:
             name = f"{algo}-{env}"
             plan.models.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, plan.models / f"{name}.pt")
-            picks[name] = {"run": label, "checkpoint": path,
-                           "score": key[0], "seeds": len(ranked)}
+            picks[name] = {"run": label, "checkpoint": path, "seeds": len(ranked)}
+            if env == "battle":
+                picks[name] |= {"score": key[1], "kills_vs_random": {
+                    str(size): [sides.get(label, {}).get(side) for side in (0, 1)]
+                    for size, sides in kills.items()}}
+            else:
+                picks[name]["score"] = key[0]
     (plan.reports / "picks.json").write_text(json.dumps(picks, indent=2) + "\n")
     return picks
 
@@ -339,6 +370,43 @@ def seed_mean(values: list[float], fmt: str = ".2f") -> str:
     return f"{mean:{fmt}} ± {t_quantile_975(n - 1) * std / math.sqrt(n):{fmt}}"
 
 
+def progress_lines(plan: Plan) -> list[str]:
+    """How many runs of each algorithm have finished, of those the sweeps plan; a warning when
+    the study is not complete yet."""
+    lines, missing = [], False
+    for env, config in plan.sweeps.items():
+        planned: dict[str, int] = {}
+        for run in SweepSpec.from_toml(config).runs(plan.runs / env):
+            planned[run.config.algo] = planned.get(run.config.algo, 0) + 1
+        finished: dict[str, int] = {}
+        for last in finished_runs(plan, env):
+            algo = load_checkpoint(last).config.algo
+            finished[algo] = finished.get(algo, 0) + 1
+        missing |= any(finished.get(a, 0) < n for a, n in planned.items())
+        counts = ", ".join(f"{a} {finished.get(a, 0)} of {planned.get(a, 0)}"
+                           for a in sorted(planned.keys() | finished.keys()))
+        lines.append(f"- {env}: {counts}")
+    head = ["Runs finished, of those planned:", ""]
+    tail = ["", "**Not complete yet**: the tables cover the finished runs only; "
+            "`python experiments/study.py` trains the missing runs and plays only the missing "
+            "games." if missing else "", ""]
+    return head + lines + tail
+
+
+def kill_cell(kills: dict[str, list] | None) -> str:
+    """``map 20: 1.00, 0.98; map 40: ...``, marked where a side falls short of ``KILL_SHARE``."""
+    if kills is None:
+        return "–"
+
+    def share(value: float | None) -> str:
+        if value is None:
+            return "not played"
+        return f"{value:.2f}" + (" (short)" if value < KILL_SHARE else "")
+
+    return "; ".join(f"map {size}: " + ", ".join(map(share, sides))
+                     for size, sides in kills.items())
+
+
 def results_page(plan: Plan) -> None:
     def link(path: Path) -> str:
         return os.path.relpath(path, plan.page.parent)
@@ -352,6 +420,7 @@ def results_page(plan: Plan) -> None:
     for env, config in plan.sweeps.items():
         lines += [f"{env} runs (`cmfq sweep {config}`):", "", "```toml",
                   config.read_text().strip(), "```", ""]
+    lines += progress_lines(plan)
     lines += [
         f"Cross-play: every battle run and a uniformly random team, {plan.games} games per "
         f"pair (sides swapped every game), on maps {', '.join(map(str, plan.maps))} "
@@ -400,14 +469,18 @@ def results_page(plan: Plan) -> None:
               f"map {plan.maps[0]}:", "",
               f"![a frame of the replay]({link(plan.reports / 'figures' / 'replay-frame.png')})",
               "", "## Pretrained models", "",
-              "Battle: per algorithm, the run with the highest win rate against the runs of the "
-              "other algorithms at the training map (random left out; ties: the larger maps, "
-              "then the lower seed). Tiger-deer: the run with the most deer caught per game. "
-              "Their scores are picked for being high: the tables above, over all seeds, are the "
-              "fair comparison.", "",
-              "| name | run | score | runs of its algorithm |", "|---|---|---:|---:|"]
-    lines += [f"| `pretrained:{name}` | {p['run']} | {p['score']:.2f} | {p['seeds']} |"
-              for name, p in picks.items()]
+              "Battle: per algorithm, among the runs that kill at least "
+              f"{KILL_SHARE:.0%} of a random team on either side at every map, the run with the "
+              "highest win rate against the runs of the other algorithms at the training map "
+              "(random left out; ties: the larger maps, then the lower seed); the last column "
+              "gives the share of the random team it killed per game, on the first side and "
+              "on the second. Tiger-deer: the run with the most deer caught per game. Their "
+              "scores are picked for being high: the tables above, over all seeds, are the fair "
+              "comparison.", "",
+              "| name | run | score | runs of its algorithm | random team killed |",
+              "|---|---|---:|---:|---|"]
+    lines += [f"| `pretrained:{name}` | {p['run']} | {p['score']:.2f} | {p['seeds']} | "
+              f"{kill_cell(p.get('kills_vs_random'))} |" for name, p in picks.items()]
     lines += ["", "## Conclusion", "", CONCLUSION_MARK, "",
               "_Not written yet: read the tables and curves above first._", ""]
     text = "\n".join(lines)

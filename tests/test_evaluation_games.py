@@ -4,6 +4,7 @@ through the training package's own ``save_checkpoint``."""
 import csv
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -320,3 +321,94 @@ def test_a_tournament_between_groups_plays_no_pair_of_one_group(battle_checkpoin
     mfq = report["algorithms"]["members"]["mfq"]
     assert len(mfq) == 2 and frozenset(mfq) not in played
     assert len(played) == 2  # each mfq run against the cmfq run
+
+
+@pytest.fixture
+def tournament(monkeypatch):
+    """``run_tournament``, returning the number of games it played."""
+    played = []
+
+    def spy(spec, games, **kwargs):
+        played.append(len(games))
+        return play_batches(spec, games, **kwargs)
+
+    monkeypatch.setattr("cmfq.evaluation.tournament.play_batches", spy)
+
+    def run(*args, **kwargs) -> int:
+        played.clear()
+        run_tournament(*args, **kwargs)
+        return sum(played)
+
+    return run
+
+
+def same_reports(first, second):
+    for name in ("report.json", "games.csv", "pairs.csv", "report.md", "algorithms.csv",
+                 "algorithm_pairs.csv"):
+        assert (first / name).read_text() == (second / name).read_text(), name
+
+
+def test_a_tournament_extended_plays_only_the_new_games(battle_checkpoints, tmp_path, tournament,
+                                                       capsys):
+    mfq, cmfq = battle_checkpoints
+    # Another mfq run in a folder of the same name: every label becomes the whole path.
+    other = make_checkpoint(tmp_path / "elsewhere" / "mfq-battle" / "last.pt", "mfq", "battle", 3)
+    settings = Settings(map_size=MAP, games=3, seed=4, env_options={"max_steps": 8})
+    out = tmp_path / "t"
+    assert tournament([mfq, cmfq], settings, out) == 3
+    # cmfq now comes first, so the pair (mfq, cmfq) is seen from cmfq, and the new run sits in
+    # the middle. Game 2 of that pair had mfq on the first side; now it has cmfq there: a game
+    # never played. The other two are the mirrored pair 0 and are kept.
+    players = [cmfq, other, mfq]
+    assert tournament(players, settings, out) == 2 * 3 + 1
+    assert "2 games reused" in capsys.readouterr().out
+    run_tournament(players, settings, tmp_path / "fresh", reuse=False)
+    same_reports(out, tmp_path / "fresh")
+    report = json.loads((out / "report.json").read_text())
+    assert report["protocol"]["checkpoints"] == dict(zip(
+        [str(p).removesuffix(".pt") for p in players], players, strict=True))
+    assert len(report["algorithms"]["members"]["mfq"]) == 2
+    # Again: nothing to play. Dropping a player drops its games, and its group's files.
+    assert tournament(players, settings, out) == 0
+    assert tournament([other, mfq], settings, out) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [(p["a"], p["b"], p["games"]) for p in report["pairs"]] == [
+        (str(other).removesuffix(".pt"), str(mfq).removesuffix(".pt"), 3)]
+    assert not (out / "algorithms.csv").exists()
+
+
+def test_a_changed_checkpoint_or_protocol_plays_its_games_again(battle_checkpoints, tmp_path,
+                                                               tournament, capsys):
+    mine = tmp_path / "runs" / "mine" / "last.pt"
+    mine.parent.mkdir(parents=True)
+    shutil.copyfile(battle_checkpoints[0], mine)
+    players = [str(mine), battle_checkpoints[1], "random"]
+    settings = Settings(map_size=MAP, games=2, seed=5, env_options={"max_steps": 8})
+    out = tmp_path / "t"
+    assert tournament(players, settings, out) == 6
+    # The same file written again: a new network under the old name.
+    make_checkpoint(mine, "mfq", "battle", seed=7)
+    assert tournament(players, settings, out) == 4  # its games against the two others
+    assert f"played again: {mine}" in capsys.readouterr().out
+    run_tournament(players, settings, tmp_path / "fresh", reuse=False)
+    same_reports(out, tmp_path / "fresh")
+    # More games per pair: only the new ones. Fewer, and another choice of pairs: none.
+    assert tournament(players, replace(settings, games=4), out) == 6
+    assert tournament(players, replace(settings, pairs="between-groups"), out) == 0
+    # Another game setting, or --fresh: every game.
+    capsys.readouterr()
+    nine = replace(settings, env_options={"max_steps": 9})
+    assert tournament(players, nine, out) == 6
+    assert "max_steps 8, now 9" in capsys.readouterr().out
+    assert main(["tournament", *players, "--map-size", str(MAP), "--games", "2", "--seed", "5",
+                 "--max-steps", "9", "--workers", "1", "--out", str(out), "--fresh"]) == 0
+    assert "0 games reused" in capsys.readouterr().out
+    # A report that recorded no digests, or cannot be read, gives no game.
+    report = json.loads((out / "report.json").read_text())
+    del report["protocol"]["sha256"]
+    (out / "report.json").write_text(json.dumps(report))
+    assert tournament(players, nine, out) == 6
+    assert "records no checkpoint digests" in capsys.readouterr().out
+    (out / "report.json").write_text("{")
+    assert tournament(players, nine, out) == 6
+    assert "cannot be read" in capsys.readouterr().out

@@ -1,8 +1,10 @@
-"""The pretrained-model loader, pointed at temporary folders (no model ships with the tests)."""
+"""The pretrained-model loader, pointed at temporary folders, and the models the package ships."""
 
 import pytest
 
 from cmfq import pretrained
+from cmfq.envs import make_env
+from cmfq.training.checkpoint import load_checkpoint
 
 
 def test_names_and_paths(tmp_path):
@@ -30,3 +32,11 @@ def test_resolve_only_touches_pretrained_references(tmp_path, monkeypatch):
     assert pretrained.resolve("random") == "random"
     with pytest.raises(ValueError, match="available: mfq-battle"):
         pretrained.resolve("pretrained:nope")
+
+
+@pytest.mark.parametrize("name", pretrained.names())
+def test_every_shipped_model_is_what_its_name_says_and_fits_its_game(name):
+    checkpoint = load_checkpoint(f"{pretrained.PREFIX}{name}")
+    algo, env = name.split("-", 1)
+    assert (checkpoint.config.algo, checkpoint.config.env) == (algo, env)
+    checkpoint.check_fits(make_env(env, checkpoint.config.map_size, seed=0))

@@ -58,6 +58,26 @@ def test_reports_are_redone_when_players_or_settings_change(study, tmp_path):
     assert study.up_to_date(report, ["random", "a.pt"], settings)
 
 
+def test_battle_tournaments_are_always_handed_to_cmfq_which_plays_what_is_missing(
+        study, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(study, "cmfq", lambda *args: calls.append(args))
+    plan = study.QUICK
+    players = ["a.pt", "random"]
+    for env, key in (("battle", "games_per_pair"), ("tiger-deer", "games_per_model")):
+        out = tmp_path / env
+        out.mkdir()
+        protocol = {key: 2, "map_size": 12, "max_steps": plan.max_steps,
+                    "checkpoints": {"a": "a.pt", "random": "random"}}
+        (out / "report.json").write_text(json.dumps({"protocol": protocol}))
+        study.tournament(plan, env, players, 12, 2, out, workers=1)
+    # The battle report is up to date too, but only cmfq tournament knows which of its games
+    # still hold (the checkpoints' digests); an up-to-date tiger-deer report is kept.
+    (battle,) = calls
+    assert battle[:3] == ("tournament", "a.pt", "random")
+    assert battle[battle.index("--pairs") + 1] == "between-groups"
+
+
 def test_seed_mean(study):
     assert study.seed_mean([2.0]) == "2.00"
     # Three runs: mean ± t(2)·s/√3 with s = 1.
@@ -107,7 +127,8 @@ def finished_study(study, tmp_path, monkeypatch):
         models=tmp_path / "models", maps=(12, 16), games=2, tiger_games=2)
     checkpoints = {}
     for env, size in (("battle", 12), ("tiger-deer", 10)):
-        plan.sweeps[env].write_text(f'[base]\nenv = "{env}"\n')
+        plan.sweeps[env].write_text(f'[base]\nenv = "{env}"\n[grid]\n'
+                                    'algo = ["il", "mfq", "cmfq"]\nseed = [0, 1]\n')
         spec = make_env(env, size, seed=0).specs[make_env(env, size, seed=0).groups[0]]
         for algo in ("cmfq", "mfq"):
             for seed in (0, 1):
@@ -125,9 +146,13 @@ def finished_study(study, tmp_path, monkeypatch):
     members = {"cmfq": ["cmfq-seed0", "cmfq-seed1"], "mfq": ["mfq-seed0", "mfq-seed1"],
                "random": ["random"]}
     for size, (c0_vs_m0, c1_vs_m0) in ((12, (5, 5)), (16, (3, 9))):
+        players = {label: path for (env, label), path in checkpoints.items() if env == "battle"}
+        # Every run wipes out the random team of 4 on either side.
+        games = [{"a": label, "b": "random", "a_side": side, "a_kills": 4, "b_kills": 1,
+                  "a_survivors": 3, "b_survivors": 0} for label in players for side in (0, 1)]
         report = {
-            "protocol": {"checkpoints": {label: path for (env, label), path in
-                                         checkpoints.items() if env == "battle"}},
+            "protocol": {"map_size": size, "checkpoints": players | {"random": "random"}},
+            "games": games,
             "algorithms": {"members": members, "pairs": [], "standings": [
                 {"algorithm": a, "win_rate": estimate(0.5, 0.4, 0.6)} for a in members]},
             "pairs": [pair("cmfq-seed0", "mfq-seed0", c0_vs_m0, 10 - c0_vs_m0),
@@ -153,8 +178,9 @@ def test_pick_takes_the_best_run_of_each_algorithm(study, finished_study):
     plan, checkpoints = finished_study
     picks = study.pick(plan)
     # Battle, cmfq: both runs win half at the training map; the larger map breaks the tie.
-    assert picks["cmfq-battle"] == {"run": "cmfq-seed1", "checkpoint":
-                                    checkpoints["battle", "cmfq-seed1"], "score": 0.5, "seeds": 2}
+    assert picks["cmfq-battle"] == {
+        "run": "cmfq-seed1", "checkpoint": checkpoints["battle", "cmfq-seed1"], "score": 0.5,
+        "seeds": 2, "kills_vs_random": {"12": [1.0, 1.0], "16": [1.0, 1.0]}}
     # mfq: both win half at home; seed 1 wins more away (0.5 to 0.4).
     assert picks["mfq-battle"]["run"] == "mfq-seed1"
     assert picks["cmfq-tiger-deer"]["run"] == "cmfq-seed1"
@@ -162,6 +188,23 @@ def test_pick_takes_the_best_run_of_each_algorithm(study, finished_study):
     assert (plan.models / "cmfq-battle.pt").read_bytes() == Path(
         checkpoints["battle", "cmfq-seed1"]).read_bytes()
     assert json.loads((plan.reports / "picks.json").read_text()) == picks
+
+
+def test_pick_prefers_runs_that_beat_a_random_team(study, finished_study):
+    plan, _ = finished_study
+    # mfq-seed1 wins more away, but on the larger map it kills only 2 of the 4 random agents
+    # when it plays the second side: mfq-seed0 is picked.
+    path = plan.reports / "battle-map16" / "report.json"
+    report = json.loads(path.read_text())
+    for game in report["games"]:
+        if game["a"] == "mfq-seed1" and game["a_side"] == 1:
+            game["a_kills"], game["b_survivors"] = 2, 2
+    path.write_text(json.dumps(report))
+    assert study.kills_against_random(report)["mfq-seed1"] == {0: 1.0, 1: 0.5}
+    picks = study.pick(plan)
+    assert picks["mfq-battle"]["run"] == "mfq-seed0"
+    assert study.kill_cell({"12": [1.0, 0.95], "16": [0.5, None]}) == (
+        "map 12: 1.00, 0.95; map 16: 0.50 (short), not played")
 
 
 def test_plateau_table_and_results_page(study, finished_study):
@@ -174,6 +217,8 @@ def test_plateau_table_and_results_page(study, finished_study):
     study.results_page(plan)
     page = plan.page.read_text()
     assert "## Battle, map 16" in page and "| `pretrained:cmfq-battle` | cmfq-seed1 |" in page
+    # Each sweep plans two runs of il, mfq and cmfq; il's have not finished.
+    assert "- battle: cmfq 2 of 2, il 0 of 2, mfq 2 of 2" in page and "Not complete yet" in page
     # What a person wrote under the mark survives a regeneration.
     plan.page.write_text(page.replace("_Not written yet: read the tables and curves above "
                                       "first._", "CMFQ wins."))

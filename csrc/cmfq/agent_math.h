@@ -17,6 +17,8 @@ CMFQ_HD float exp_(float x) { return expf(x); }
 CMFQ_HD double exp_(double x) { return exp(x); }
 CMFQ_HD float expm1_(float x) { return expm1f(x); }
 CMFQ_HD double expm1_(double x) { return expm1(x); }
+CMFQ_HD float log_(float x) { return logf(x); }
+CMFQ_HD double log_(double x) { return log(x); }
 CMFQ_HD float log1p_(float x) { return log1pf(x); }
 CMFQ_HD double log1p_(double x) { return log1p(x); }
 

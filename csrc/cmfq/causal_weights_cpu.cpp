@@ -91,10 +91,11 @@ Outputs causal_weights_cpu(const at::Tensor& state, const at::Tensor& neighbor_a
                            at::TensorList encoder_biases, at::TensorList trunk_weights,
                            at::TensorList trunk_biases, double temperature,
                            c10::string_view weighting, double weight_temperature) {
+  const bool stacked = stacked_selected();
   auto call = prepare_call(state, neighbor_actions, neighbor_mask, encoder_weights,
                            encoder_biases, trunk_weights, trunk_biases, temperature,
-                           std::string(weighting), weight_temperature);
-  if (stacked_selected()) return stacked_forward(call);
+                           std::string(weighting), weight_temperature, !stacked);
+  if (stacked) return stacked_forward(call);
   AT_DISPATCH_FLOATING_TYPES(call.compute_dtype, "cmfq_causal_weights_cpu",
                              [&] { run_kernel(call.params<scalar_t>()); });
   return call.outputs();
@@ -140,13 +141,13 @@ GradOutputs causal_weights_backward_cpu(
     at::TensorList trunk_biases, double temperature, c10::string_view weighting,
     double weight_temperature, const at::Tensor& weights, const at::Tensor& effects,
     const at::Tensor& causal_mean_action) {
+  const bool stacked = stacked_selected();
   auto call = prepare_call(state, neighbor_actions, neighbor_mask, encoder_weights,
                            encoder_biases, trunk_weights, trunk_biases, temperature,
-                           std::string(weighting), weight_temperature);
+                           std::string(weighting), weight_temperature, !stacked);
   const auto incoming = prepare_backward(call, grad_weights, grad_effects, grad_causal_mean_action,
                                          grad_q_causal, weights, effects, causal_mean_action);
-  const auto grads =
-      stacked_selected() ? stacked_backward(call, incoming) : kernel_backward(call, incoming);
+  const auto grads = stacked ? stacked_backward(call, incoming) : kernel_backward(call, incoming);
   return finish_backward(grads, state, encoder_weights, encoder_biases, trunk_weights,
                          trunk_biases);
 }

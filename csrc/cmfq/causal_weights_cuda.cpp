@@ -1,8 +1,8 @@
 // CUDA glue of cmfq::causal_weights and its backward: checks and preparation (prepare.cpp) on the
 // current device, then on the current stream either the per-agent kernel (its launch plan in
-// kernel_plan.h) or, where CMFQ_STACKED=1, the stacked formulation (stacked.h), whose two fused
-// steps are launched from here too. The backward is the stacked formulation's. Nothing here
-// waits for the GPU: out-of-range actions are handled on the device.
+// kernel_plan.h) or, where CMFQ_STACKED=1, the stacked formulation (stacked.h), whose steps
+// between its GEMMs are launched from here too. The backward is the stacked formulation's.
+// Nothing here waits for the GPU: out-of-range actions are handled on the device.
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
@@ -22,10 +22,11 @@ Outputs causal_weights_cuda(const at::Tensor& state, const at::Tensor& neighbor_
                             at::TensorList trunk_biases, double temperature,
                             c10::string_view weighting, double weight_temperature) {
   const c10::cuda::OptionalCUDAGuard guard(state.device());
+  const bool stacked = stacked_selected();
   auto call = prepare_call(state, neighbor_actions, neighbor_mask, encoder_weights,
                            encoder_biases, trunk_weights, trunk_biases, temperature,
-                           std::string(weighting), weight_temperature);
-  if (stacked_selected()) return stacked_forward(call);
+                           std::string(weighting), weight_temperature, !stacked);
+  if (stacked) return stacked_forward(call);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(call.compute_dtype, "cmfq_causal_weights_cuda", [&] {
     const auto params = call.params<scalar_t>();
@@ -55,7 +56,7 @@ GradOutputs causal_weights_backward_cuda(
   const c10::cuda::OptionalCUDAGuard guard(state.device());
   auto call = prepare_call(state, neighbor_actions, neighbor_mask, encoder_weights,
                            encoder_biases, trunk_weights, trunk_biases, temperature,
-                           std::string(weighting), weight_temperature);
+                           std::string(weighting), weight_temperature, /*kernel_layout=*/false);
   const auto incoming = prepare_backward(call, grad_weights, grad_effects, grad_causal_mean_action,
                                          grad_q_causal, weights, effects, causal_mean_action);
   return finish_backward(stacked_backward(call, incoming), state, encoder_weights,
@@ -117,28 +118,38 @@ at::Tensor row_change_cuda(const RowChange& step) {
   return out;
 }
 
-at::Tensor row_effects_cuda(const at::Tensor& probs, const at::Tensor& q_change,
-                            int64_t rows_per_agent, double inv_tau) {
-  const auto probs_c = probs.contiguous();
-  const auto change = q_change.contiguous();
-  auto effects = at::empty({probs.size(0), rows_per_agent}, probs.options());
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES(probs.scalar_type(), "cmfq_row_effects", [&] {
-    with_row_type<scalar_t>(change.scalar_type(), [&](auto row) {
-      using R = decltype(row);
-      RowEffectsParams<scalar_t, R> p{};
-      p.batch = probs.size(0);
-      p.rows_per_agent = static_cast<int>(rows_per_agent);
-      p.n_actions = static_cast<int>(probs.size(1));
-      p.probs = probs_c.data_ptr<scalar_t>();
-      p.q_change = rows_of<R>(change);
-      p.inv_tau = static_cast<scalar_t>(inv_tau);
-      p.effects = effects.data_ptr<scalar_t>();
-      C10_CUDA_CHECK(launch_row_effects(p, stream));
-    });
-  });
-  return effects;
+template <typename T>
+void stacked_rows_cuda(const StackedRowsParams<T>& params) {
+  C10_CUDA_CHECK(launch_stacked_rows(params, at::cuda::getCurrentCUDAStream()));
 }
+
+template <typename T>
+void stacked_weights_cuda(const StackedWeightsParams<T>& params, at::ScalarType row_dtype) {
+  with_row_type<T>(row_dtype, [&](auto row) {
+    using R = decltype(row);
+    const auto status = launch_stacked_weights<T, R>(params, at::cuda::getCurrentCUDAStream());
+    C10_CUDA_CHECK(status);
+  });
+}
+
+template <typename T>
+void stacked_first_cuda(const StackedFirstParams<T>& params) {
+  C10_CUDA_CHECK(launch_stacked_first(params, at::cuda::getCurrentCUDAStream()));
+}
+
+template <typename T>
+void stacked_kl_grad_cuda(const StackedKlGradParams<T>& params) {
+  C10_CUDA_CHECK(launch_stacked_kl_grad(params, at::cuda::getCurrentCUDAStream()));
+}
+
+#define CMFQ_INSTANTIATE(T)                                                                 \
+  template void stacked_rows_cuda<T>(const StackedRowsParams<T>&);                          \
+  template void stacked_weights_cuda<T>(const StackedWeightsParams<T>&, at::ScalarType);    \
+  template void stacked_first_cuda<T>(const StackedFirstParams<T>&);                        \
+  template void stacked_kl_grad_cuda<T>(const StackedKlGradParams<T>&);
+CMFQ_INSTANTIATE(float)
+CMFQ_INSTANTIATE(double)
+#undef CMFQ_INSTANTIATE
 
 TORCH_LIBRARY_IMPL(cmfq, CUDA, m) {
   m.impl("causal_weights", &causal_weights_cuda);

@@ -21,12 +21,21 @@ template <typename T>
 cudaError_t launch_causal_weights(const CausalWeightsParams<T>& params, const KernelPlan& plan,
                                   unsigned char* global_workspace, cudaStream_t stream);
 
-// The stacked formulation's steps (stacked_kernels.cu), for (T, R) = (float, float), (double,
-// double), (float, __half) and (float, __nv_bfloat16).
+// The stacked formulation's steps (stacked_kernels.cu). Rows of type R: (T, R) = (float, float),
+// (double, double), (float, __half) and (float, __nv_bfloat16); the others for float and double.
 template <typename T, typename R>
 cudaError_t launch_row_change(const RowChangeParams<T, R>& params, cudaStream_t stream);
 
 template <typename T, typename R>
-cudaError_t launch_row_effects(const RowEffectsParams<T, R>& params, cudaStream_t stream);
+cudaError_t launch_stacked_weights(const StackedWeightsParams<T>& params, cudaStream_t stream);
+
+template <typename T>
+cudaError_t launch_stacked_rows(const StackedRowsParams<T>& params, cudaStream_t stream);
+
+template <typename T>
+cudaError_t launch_stacked_first(const StackedFirstParams<T>& params, cudaStream_t stream);
+
+template <typename T>
+cudaError_t launch_stacked_kl_grad(const StackedKlGradParams<T>& params, cudaStream_t stream);
 
 }  // namespace cmfq

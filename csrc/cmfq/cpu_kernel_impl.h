@@ -20,8 +20,9 @@
 // rows are evaluated again as one stack (the saved weights, effects and causal mean action spare
 // the KL and the weights); q_causal's gradient goes back through the causal rows to the causal
 // mean action, from there through the weights to the effects, through the KLs to the values of
-// the reference and intervention rows, and back through the trunk and the encoder. Parameter
-// gradients are summed per thread, then over threads in a fixed order.
+// the reference and intervention rows, and back through the trunk and the encoder. Each chunk's
+// parameter gradients are a sum of their own; a thread adds its chunks' sums pairwise, then the
+// threads' totals are added in a fixed order.
 #ifndef CMFQ_CPU_VARIANT
 #error "define CMFQ_CPU_VARIANT before including cpu_kernel_impl.h"
 #endif
@@ -527,6 +528,52 @@ struct GradLayout {
   }
 };
 
+// The sum of a stream of equal-length vectors (a thread's chunk gradients), added pairwise as a
+// binary counter does: level l holds the sum of 2^l of them. A float32 running sum of the
+// chunks of 131072 agents would carry an error growing like the number of chunks; pairwise, it
+// grows like its logarithm.
+template <typename T>
+class PairwiseSum {
+ public:
+  void reset(int64_t size) {
+    size_ = size;
+    filled_.clear();
+  }
+
+  // Adds `term` (size() values); `term` is left as scratch.
+  void add(std::vector<T>& term) {
+    for (size_t level = 0;; ++level) {
+      if (level == filled_.size()) {
+        filled_.push_back(false);
+        if (levels_.size() <= level) levels_.emplace_back();
+      }
+      if (!filled_[level]) {
+        std::swap(levels_[level], term);
+        filled_[level] = true;
+        return;
+      }
+      const T* __restrict held = levels_[level].data();
+      T* __restrict sum = term.data();
+      for (int64_t j = 0; j < size_; ++j) sum[j] += held[j];
+      filled_[level] = false;
+    }
+  }
+
+  // total += the sum of every term added since reset(), lowest levels first.
+  void add_to(T* __restrict total) const {
+    for (size_t level = 0; level < filled_.size(); ++level) {
+      if (!filled_[level]) continue;
+      const T* __restrict held = levels_[level].data();
+      for (int64_t j = 0; j < size_; ++j) total[j] += held[j];
+    }
+  }
+
+ private:
+  int64_t size_ = 0;
+  std::vector<std::vector<T>> levels_;  // kept between calls, as the runners' buffers
+  std::vector<bool> filled_;
+};
+
 // One stack of rows per chunk: the agents' causal rows, then their reference rows, then the
 // intervention rows. The action vectors that go through the encoder (causal and mean action,
 // and for distributions each neighbour's) come first, in the same order.
@@ -535,12 +582,10 @@ class BackwardRunner {
  public:
   BackwardRunner() : p_(g_.forward) {}
 
-  // Binds the runner to a call and to the buffer of parameter gradients it adds to, and sizes
-  // its buffers (kept between calls, as the forward's).
-  void prepare(const CausalWeightsGradParams<T>& g, T* grads) {
+  // Binds the runner to a call and sizes its buffers (kept between calls, as the forward's).
+  void prepare(const CausalWeightsGradParams<T>& g) {
     g_ = g;
     layout_ = GradLayout<T>(g.forward);
-    grads_ = grads;
     const int64_t rows = 2 * kChunk + max_rows_per_chunk(p_);
     const int64_t stack = std::max<int64_t>(rows, p_.n_actions);
     const int64_t width = p_.max_width();
@@ -564,7 +609,9 @@ class BackwardRunner {
     rows_.resize(p_, rows);
   }
 
-  void run(int64_t first, int64_t count) {
+  // Agents [first, first + count); adds their parameter gradients to `grads` (layout_).
+  void run(int64_t first, int64_t count, T* grads) {
+    grads_ = grads;
     first_ = first;
     count_ = count;
     const int A = p_.n_actions;
@@ -611,9 +658,11 @@ class BackwardRunner {
     encoder_backward(count, n_encoded - count, grad_first, /*input_grad=*/false);
   }
 
-  // The action table's rows (the one-hot actions) back through the encoder, given the gradient
-  // of the table summed over all agents.
-  void table_backward(const T* grad_table) {
+  // The action table's rows (the one-hot actions) back through the encoder, from the table's
+  // gradient summed over all agents (in `grads`, at layout_.table); adds to `grads`.
+  void table_backward(T* grads) {
+    grads_ = grads;
+    const T* grad_table = grads + layout_.table;
     const int A = p_.n_actions;
     std::fill(inputs_.begin(), inputs_.begin() + int64_t{A} * A, T(0));
     for (int a = 0; a < A; ++a) inputs_[a * A + a] = T(1);
@@ -824,30 +873,32 @@ template <typename T>
 void run_backward(const CausalWeightsGradParams<T>& g) {
   const CausalWeightsParams<T>& p = g.forward;
   const GradLayout<T> layout(p);
-  std::vector<const std::vector<T>*> partial(at::get_num_threads(), nullptr);
+  std::vector<const PairwiseSum<T>*> partial(at::get_num_threads(), nullptr);
   at::parallel_for(0, p.batch, kChunk, [&](int64_t begin, int64_t end) {
-    static thread_local std::vector<T> grads;
+    static thread_local PairwiseSum<T> sum;
+    static thread_local std::vector<T> chunk;
     static thread_local BackwardRunner<T> runner;
-    const std::vector<T>*& mine = partial[at::get_thread_num()];
-    if (mine != &grads) {  // this thread's first range of the call
-      grads.assign(layout.size, T(0));
-      mine = &grads;
+    const PairwiseSum<T>*& mine = partial[at::get_thread_num()];
+    if (mine != &sum) {  // this thread's first range of the call
+      sum.reset(layout.size);
+      mine = &sum;
     }
-    runner.prepare(g, grads.data());
+    runner.prepare(g);
     for (int64_t first = begin; first < end; first += kChunk) {
-      runner.run(first, std::min(kChunk, end - first));
+      chunk.assign(layout.size, T(0));  // the sum may have swapped its storage with the chunk's
+      runner.run(first, std::min(kChunk, end - first), chunk.data());
+      sum.add(chunk);
     }
   });
-  // Threads' partial sums in thread order, so that the result does not depend on timing.
+  // Threads' totals in thread order, so that the result does not depend on timing.
   std::vector<T> total(layout.size, T(0));
-  for (const auto* grads : partial) {
-    if (!grads) continue;
-    for (int64_t j = 0; j < layout.size; ++j) total[j] += (*grads)[j];
+  for (const auto* sum : partial) {
+    if (sum) sum->add_to(total.data());
   }
   if (p.one_hot) {
     BackwardRunner<T> runner;
-    runner.prepare(g, total.data());
-    runner.table_backward(total.data() + layout.table);
+    runner.prepare(g);
+    runner.table_backward(total.data());
   }
   auto copy = [&](int64_t offset, int64_t n, T* out) {
     std::copy(total.begin() + offset, total.begin() + offset + n, out);

@@ -70,8 +70,9 @@ struct CausalWeightsParams {
   }
 };
 
-// The stacked formulation's two fused CUDA steps (stacked.h). Rows are agent-major, M per agent;
-// R is the rows' storage type: T, or a half type for half-precision inputs (T is then float).
+// The stacked formulation's steps between its GEMMs (stacked.h, stacked_steps.h). Rows are
+// agent-major, M per agent; R is the rows' storage type: T, or a half type for half-precision
+// inputs (T is then float).
 
 // Each row's change of one layer's pre-activation, through the layer's ReLU (relu_change).
 template <typename T, typename R>
@@ -91,16 +92,94 @@ struct RowChangeParams {
   R* out;                   // [B * M, H]
 };
 
-// Each row's KL from its change of the action values (kl_from_sums, agent_math.h).
-template <typename T, typename R>
-struct RowEffectsParams {
+// Before the rows: each agent's mean action and what its rows are made of.
+template <typename T>
+struct StackedRowsParams {
   int64_t batch;
-  int rows_per_agent;  // M
+  int slots;      // K
+  int n_actions;  // A
+  bool one_hot;
+  const int64_t* actions;  // [B, K] when one_hot
+  const T* action_dists;   // [B, K, A] otherwise
+  const bool* mask;        // [B, K]
+  T* mean_action;          // [B, A]
+  int64_t* index;          // one-hot: [B, K] the action clamped into [0, A), 0 where masked
+  bool* bad;               // one-hot: [B] whether a valid neighbour's action is outside [0, A)
+  T* vectors;              // distributions: [B, K, A], 0 where masked
+};
+
+// After the rows' last GEMM: each row's KL, each neighbour's effect and weight, the causal mean
+// action. Agents marked bad get NaN in all four outputs (and in mean_action).
+template <typename T>
+struct StackedWeightsParams {
+  int64_t batch;
+  int slots;           // K
   int n_actions;       // A
-  const T* probs;      // [B, A] each agent's reference policy
-  const R* q_change;   // [B * M, A]
+  int rows_per_agent;  // M
+  bool by_action;      // one-hot with K >= A: row m of an agent is action m, else neighbour m
+  const T* reference_values;  // [B, A] Q under each agent's mean action
+  const void* q_change;       // [B * M, A] each row's change of Q, in the rows' type R
+  const int64_t* index;       // one-hot: [B, K]
+  const T* vectors;           // distributions: [B, K, A]
+  const bool* mask;           // [B, K]
+  const bool* bad;            // [B], or null
   T inv_tau;
-  T* effects;  // [B * M]
+  Weighting weighting;
+  T weight_temperature;
+  T* probs;   // [B, A] scratch: each agent's reference policy
+  T* row_kl;  // [B * M] scratch: each row's KL
+  T* effects;             // [B, K]
+  T* weights;             // [B, K]
+  T* causal_mean_action;  // [B, A]
+  T* mean_action;         // [B, A], written only for bad agents
+};
+
+// The backward's rows: each agent's reference row, its M rows and its causal row (M + 2), whose
+// first-layer pre-activation is state_proj + the projection of its action vector.
+template <typename T>
+struct StackedFirstParams {
+  int64_t batch;
+  int slots;           // K
+  int rows_per_agent;  // M
+  int width;           // H
+  bool by_action;
+  bool one_hot;
+  const T* state_proj;   // [B, H]
+  const T* input_proj;   // [A, H] the one-hot actions' projections, or [B * K, H] distributions'
+  const T* mean_proj;    // [B, H]
+  const T* causal_proj;  // [B, H]
+  const int64_t* index;  // one-hot: [B, K]
+  T* first;              // [B, M + 2, H]
+};
+
+// The backward from the gradient of the causal mean action to the values of each agent's rows
+// (the chain rule of src/cmfq/gradient.py): through the weights to the effects, through the KLs
+// to the reference and intervention rows; the causal row takes grad_q_causal.
+template <typename T>
+struct StackedKlGradParams {
+  int64_t batch;
+  int slots;           // K
+  int n_actions;       // A
+  int rows_per_agent;  // M
+  bool by_action;
+  const T* values;               // [B, M + 2, A] the rows' action values
+  const T* grad_causal_head;     // [B, A] of the causal mean action, back through the head
+  const T* grad_causal_mean_action;  // [B, A] incoming
+  const T* grad_weights;         // [B, K] incoming
+  const T* grad_effects;         // [B, K] incoming
+  const T* grad_q_causal;        // [B, A] incoming
+  const T* weights;              // [B, K] the forward's
+  const T* effects;              // [B, K] the forward's
+  const int64_t* index;          // one-hot: [B, K]
+  const T* vectors;              // distributions: [B, K, A]
+  const bool* mask;              // [B, K]
+  T inv_tau;
+  Weighting weighting;
+  T weight_temperature;
+  // [B, 1 + 3 M] per agent: its reference row's log-normaliser, then each row's gradient of its
+  // effect, its effect and its log-normaliser (stacked_kl_grad_row's, for the reference row's).
+  T* scratch;
+  T* grad_values;  // [B, M + 2, A]
 };
 
 }  // namespace cmfq

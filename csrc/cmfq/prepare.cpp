@@ -51,7 +51,8 @@ PreparedCall prepare_call(const at::Tensor& state, const at::Tensor& neighbor_ac
                           const at::Tensor& neighbor_mask, at::TensorList encoder_weights,
                           at::TensorList encoder_biases, at::TensorList trunk_weights,
                           at::TensorList trunk_biases, double temperature,
-                          const std::string& weighting, double weight_temperature) {
+                          const std::string& weighting, double weight_temperature,
+                          bool kernel_layout) {
   const auto dtype = state.scalar_type();
   TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf ||
                        dtype == at::kBFloat16,
@@ -123,15 +124,18 @@ PreparedCall prepare_call(const at::Tensor& state, const at::Tensor& neighbor_ac
   call.weight_temperature = weight_temperature;
 
   auto cast = [&](const at::Tensor& t) { return t.to(compute); };
+  auto transposed = [&](const at::Tensor& t) {
+    return kernel_layout ? t.t().contiguous() : t.t();
+  };
   for (size_t l = 0; l < encoder_weights.size(); ++l) {
-    call.encoder_wt.push_back(cast(encoder_weights[l]).t().contiguous());
+    call.encoder_wt.push_back(transposed(cast(encoder_weights[l])));
     call.encoder_b.push_back(cast(encoder_biases[l]).contiguous());
   }
   const auto first = cast(trunk_weights[0]);
   call.state_proj = at::addmm(cast(trunk_biases[0]), cast(state), first.narrow(1, 0, state_dim).t());
-  call.action_proj_wt = first.narrow(1, state_dim, encoded).t().contiguous();
+  call.action_proj_wt = transposed(first.narrow(1, state_dim, encoded));
   for (size_t l = 1; l < trunk_weights.size(); ++l) {
-    call.tail_wt.push_back(cast(trunk_weights[l]).t().contiguous());
+    call.tail_wt.push_back(transposed(cast(trunk_weights[l])));
     call.tail_b.push_back(cast(trunk_biases[l]).contiguous());
   }
   if (call.actions.defined()) {

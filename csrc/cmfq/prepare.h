@@ -46,11 +46,15 @@ struct PreparedCall {
 
 // Checks the op's arguments (TORCH_CHECK_VALUE / TORCH_CHECK_TYPE, which Python sees as
 // ValueError / TypeError) and prepares the call. float16 and bfloat16 inputs are computed in float32.
+// kernel_layout: the transposed weights ([in, out]) as contiguous copies, which the per-agent
+// kernels read (params()); otherwise as views, which the stacked formulation's GEMMs take as they
+// are.
 PreparedCall prepare_call(const at::Tensor& state, const at::Tensor& neighbor_actions,
                           const at::Tensor& neighbor_mask, at::TensorList encoder_weights,
                           at::TensorList encoder_biases, at::TensorList trunk_weights,
                           at::TensorList trunk_biases, double temperature,
-                          const std::string& weighting, double weight_temperature);
+                          const std::string& weighting, double weight_temperature,
+                          bool kernel_layout);
 
 // The backward's incoming gradients, checked, contiguous and in the compute dtype.
 struct IncomingGrads {

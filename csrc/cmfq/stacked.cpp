@@ -1,12 +1,13 @@
 #include "stacked.h"
 
-#include <cmath>
+#include <ATen/Parallel.h>
+
 #include <cstdlib>
 #include <limits>
 #include <string>
 #include <vector>
 
-#include "agent_math.h"
+#include "stacked_steps.h"
 
 namespace cmfq {
 
@@ -19,53 +20,99 @@ bool stacked_selected() {
 
 namespace {
 
-// The neighbours' actions as the rows evaluated for them.
+// step(i) for i in [0, n), in parallel: a step of stacked_steps.h on the CPU.
+template <typename Step>
+void for_each_on_cpu(int64_t n, const Step& step) {
+  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) step(i);
+  });
+}
+
+template <typename T>
+T* data_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
+// The neighbours' actions as the rows evaluated for them (stacked_rows).
 struct Rows {
-  int64_t per_agent = 0;  // M
+  int64_t per_agent = 0;   // M
   bool by_action = false;  // one-hot with K >= A: row m of an agent is action m
   at::Tensor index;        // one-hot: [B, K] actions clamped into [0, A), 0 where masked
+  at::Tensor bad;          // one-hot: [B] whether a valid neighbour's action is outside [0, A)
   at::Tensor vectors;      // distributions: [B, K, A], 0 where masked
   at::Tensor mean_action;  // [B, A]
 };
 
-Rows make_rows(const PreparedCall& c) {
+// The rows of a call, with the mean action written into `mean_action` ([B, A], contiguous).
+Rows make_rows(const PreparedCall& c, const at::Tensor& mean_action) {
   Rows rows;
   const auto options = c.state_proj.options();
-  const auto mask = c.mask.to(c.compute_dtype);
-  const auto valid = mask.sum(1, /*keepdim=*/true).clamp_min(1);
-  if (c.actions.defined()) {
-    rows.index = c.actions.clamp(0, c.n_actions - 1).masked_fill(c.mask.logical_not(), 0);
-    rows.by_action = c.slots >= c.n_actions;
-    rows.per_agent = rows.by_action ? c.n_actions : c.slots;
-    rows.mean_action =
-        at::zeros({c.batch, c.n_actions}, options).scatter_add_(1, rows.index, mask) / valid;
+  const bool one_hot = c.actions.defined();
+  rows.by_action = one_hot && c.slots >= c.n_actions;
+  rows.per_agent = rows.by_action ? c.n_actions : c.slots;
+  rows.mean_action = mean_action;
+  if (one_hot) {
+    rows.index = at::empty({c.batch, c.slots}, options.dtype(at::kLong));
+    rows.bad = at::empty({c.batch}, options.dtype(at::kBool));
   } else {
-    rows.vectors = c.action_dists * mask.unsqueeze(-1);
-    rows.per_agent = c.slots;
-    rows.mean_action = rows.vectors.sum(1) / valid;
+    rows.vectors = at::empty({c.batch, c.slots, c.n_actions}, options);
   }
+  AT_DISPATCH_FLOATING_TYPES(c.compute_dtype, "cmfq_stacked_rows", [&] {
+    StackedRowsParams<scalar_t> p{};
+    p.batch = c.batch;
+    p.slots = c.slots;
+    p.n_actions = c.n_actions;
+    p.one_hot = one_hot;
+    p.actions = data_or_null<int64_t>(c.actions);
+    p.action_dists = data_or_null<scalar_t>(c.action_dists);
+    p.mask = c.mask.data_ptr<bool>();
+    p.mean_action = rows.mean_action.data_ptr<scalar_t>();
+    p.index = data_or_null<int64_t>(rows.index);
+    p.bad = data_or_null<bool>(rows.bad);
+    p.vectors = data_or_null<scalar_t>(rows.vectors);
+#ifdef CMFQ_WITH_CUDA
+    if (c.state_proj.is_cuda()) return stacked_rows_cuda(p);
+#endif
+    for_each_on_cpu(c.batch, [&](int64_t b) { stacked_rows(p, b); });
+  });
   return rows;
 }
 
-// action_proj(enc(x)) for the rows of x; `inputs`, if given, receives each encoder layer's input
-// and then the projection's.
-at::Tensor project_actions(const PreparedCall& c, at::Tensor x,
-                           std::vector<at::Tensor>* inputs = nullptr) {
+// action_proj(enc(x)) for the rows of x; `activations`, if given, receives x and each encoder
+// layer's output (each ReLU's, the next layer's input).
+at::Tensor project_actions(const PreparedCall& c, const at::Tensor& x,
+                           std::vector<at::Tensor>* activations = nullptr) {
+  at::Tensor h = x;
+  if (activations) activations->push_back(h);
   for (size_t l = 0; l < c.encoder_wt.size(); ++l) {
-    if (inputs) inputs->push_back(x);
-    x = at::relu(at::addmm(c.encoder_b[l], x, c.encoder_wt[l]));
+    h = at::_addmm_activation(c.encoder_b[l], h, c.encoder_wt[l]);  // relu(addmm), one GEMM
+    if (activations) activations->push_back(h);
   }
-  if (inputs) inputs->push_back(x);
-  return at::mm(x, c.action_proj_wt);
+  return at::mm(h, c.action_proj_wt);
 }
 
-// The pre-activation of every trunk layer from the first one's, the action values last.
-std::vector<at::Tensor> run_trunk(const PreparedCall& c, const at::Tensor& first) {
+// Every trunk layer's pre-activation from the first one's, the action values last.
+std::vector<at::Tensor> pre_activations(const PreparedCall& c, const at::Tensor& first) {
   std::vector<at::Tensor> layers{first};
   for (size_t l = 0; l < c.tail_wt.size(); ++l) {
     layers.push_back(at::addmm(c.tail_b[l], at::relu(layers.back()), c.tail_wt[l]));
   }
   return layers;
+}
+
+// The action values from the first trunk layer's pre-activation; `inputs`, if given, receives
+// each later layer's input (a ReLU's output).
+at::Tensor trunk_values(const PreparedCall& c, const at::Tensor& first,
+                        std::vector<at::Tensor>* inputs = nullptr) {
+  const size_t tail = c.tail_wt.size();
+  if (tail == 0) return first;
+  at::Tensor h = at::relu(first);
+  for (size_t l = 0; l < tail; ++l) {
+    if (inputs) inputs->push_back(h);
+    h = l + 1 < tail ? at::_addmm_activation(c.tail_b[l], h, c.tail_wt[l])
+                     : at::addmm(c.tail_b[l], h, c.tail_wt[l]);
+  }
+  return h;
 }
 
 at::Tensor row_change(const RowChange& step) {
@@ -94,73 +141,18 @@ at::Tensor row_change(const RowChange& step) {
   return change.reshape({batch * rows, width}).to(step.row_dtype);
 }
 
-// e^d - 1 - d and m - log1p(m) without cancellation near 0 (src/cmfq/divergence.py).
-at::Tensor phi(const at::Tensor& d) {
-  auto series = at::ones_like(d);
-  for (int n = 17; n > 2; --n) series = series * d / n + 1;
-  series = d * d * series / 2;
-  return at::where(d.abs() < kPhiSeriesBound, series, at::expm1(d) - d);
-}
-
-at::Tensor psi(const at::Tensor& m) {
-  auto series = at::zeros_like(m);
-  for (int n = 9; n > 1; --n) series = 1.0 / n - m * series;
-  return at::where(m.abs() < 0.01, m * m * series, m - at::log1p(m));
-}
-
-// KL(p_b || softmax(log p_b + q_change_r / tau)) of every row r of agent b: [B, M].
-at::Tensor row_effects(const at::Tensor& probs, const at::Tensor& q_change,
-                       int64_t rows_per_agent, double inv_tau) {
-#ifdef CMFQ_WITH_CUDA
-  if (probs.is_cuda()) return row_effects_cuda(probs, q_change, rows_per_agent, inv_tau);
-#endif
-  const auto p = probs.unsqueeze(1);
-  const int64_t batch = probs.size(0), n_actions = probs.size(1);
-  auto d = q_change.to(probs.scalar_type()).view({batch, rows_per_agent, n_actions}) * inv_tau;
-  d = d - (p * d).sum(-1, /*keepdim=*/true);
-  const auto f = (p * phi(d)).sum(-1);
-  const auto r = (p * d).sum(-1);
-  return (f - psi(f + r)).clamp_min(0);
-}
-
-// The weights from the effects (0 where masked), as src/cmfq/divergence.py's combine_weights.
-at::Tensor combine_weights(const at::Tensor& effects, const at::Tensor& mask,
-                           Weighting weighting, double weight_temperature) {
-  const auto count = mask.sum(-1, /*keepdim=*/true);
-  if (weighting == Weighting::kProportional) {
-    const auto total = effects.sum(-1, /*keepdim=*/true);
-    const auto uniform = mask.to(effects.scalar_type()) / count.clamp_min(1);
-    return at::where(total > kEffectThreshold, effects / total.clamp_min(kEffectThreshold),
-                     uniform);
-  }
-  const auto logits = (effects / weight_temperature)
-                          .masked_fill(mask.logical_not(), -std::numeric_limits<double>::infinity());
-  // A row without a valid neighbour is all -inf: its softmax is NaN, docs/spec.md wants 0.
-  return at::softmax(logits, -1).masked_fill(count.eq(0), 0);
-}
-
-// The causal mean action sum_k w_k e(a_k).
-at::Tensor causal_mean(const PreparedCall& c, const Rows& rows, const at::Tensor& weights) {
-  if (rows.index.defined()) {
-    return at::zeros({c.batch, c.n_actions}, weights.options()).scatter_add_(1, rows.index, weights);
-  }
-  return (weights.unsqueeze(-1) * rows.vectors).sum(1);
-}
-
 }  // namespace
 
 Outputs stacked_forward(PreparedCall& c) {
-  const auto rows = make_rows(c);
+  const auto rows = make_rows(c, c.mean_action);
   const int64_t batch = c.batch, M = rows.per_agent;
-  const double inv_tau = 1.0 / c.temperature;
   const bool half = c.out_dtype == at::kHalf || c.out_dtype == at::kBFloat16;
   // Half-precision inputs keep the rows, and the GEMMs over them, in their dtype (tensor cores,
   // float32 accumulation); the reference and everything per agent stay in float32.
   const auto row_dtype = half ? c.out_dtype : c.compute_dtype;
 
   const auto reference_proj = project_actions(c, rows.mean_action);
-  const auto reference = run_trunk(c, c.state_proj + reference_proj);
-  const auto probs = at::softmax(reference.back() * inv_tau, -1);
+  const auto reference = pre_activations(c, c.state_proj + reference_proj);
 
   RowChange step;
   step.reference = reference[0];
@@ -186,159 +178,187 @@ Outputs stacked_forward(PreparedCall& c) {
       change = row_change(step);
     }
   }
-  const auto row_kl = row_effects(probs, change, M, inv_tau);
 
-  const auto effects = (rows.by_action ? row_kl.gather(1, rows.index) : row_kl)
-                           .masked_fill(c.mask.logical_not(), 0);
-  const auto weights = combine_weights(effects, c.mask, c.weighting, c.weight_temperature);
-  const auto causal = causal_mean(c, rows, weights);
-  const auto q_causal = run_trunk(c, c.state_proj + project_actions(c, causal)).back();
-  c.weights = weights;
-  c.effects = effects;
-  c.mean_action = rows.mean_action;
-  c.causal_mean_action = causal;
-  c.q_causal = q_causal;
-  if (c.actions.defined()) {
+  // Each row's KL, each neighbour's effect and weight, the causal mean action: one step.
+  const bool cuda = c.state_proj.is_cuda();
+  const auto options = c.state_proj.options();
+  const auto probs = at::empty({batch, c.n_actions}, options);
+  const auto row_kl = at::empty({batch * M}, options);
+  // The CPU loop reads its rows in the compute dtype; a CUDA thread widens them as it reads.
+  const auto q_change = cuda ? change : change.to(c.compute_dtype);
+  AT_DISPATCH_FLOATING_TYPES(c.compute_dtype, "cmfq_stacked_weights", [&] {
+    StackedWeightsParams<scalar_t> p{};
+    p.batch = batch;
+    p.slots = c.slots;
+    p.n_actions = c.n_actions;
+    p.rows_per_agent = static_cast<int>(M);
+    p.by_action = rows.by_action;
+    p.reference_values = reference.back().data_ptr<scalar_t>();
+    p.q_change = q_change.data_ptr();
+    p.index = data_or_null<int64_t>(rows.index);
+    p.vectors = data_or_null<scalar_t>(rows.vectors);
+    p.mask = c.mask.data_ptr<bool>();
+    p.bad = data_or_null<bool>(rows.bad);
+    p.inv_tau = static_cast<scalar_t>(1.0 / c.temperature);
+    p.weighting = c.weighting;
+    p.weight_temperature = static_cast<scalar_t>(c.weight_temperature);
+    p.probs = probs.data_ptr<scalar_t>();
+    p.row_kl = row_kl.data_ptr<scalar_t>();
+    p.effects = c.effects.data_ptr<scalar_t>();
+    p.weights = c.weights.data_ptr<scalar_t>();
+    p.causal_mean_action = c.causal_mean_action.data_ptr<scalar_t>();
+    p.mean_action = c.mean_action.data_ptr<scalar_t>();
+#ifdef CMFQ_WITH_CUDA
+    if (cuda) return stacked_weights_cuda(p, q_change.scalar_type());
+#endif
+    for_each_on_cpu(batch, [&](int64_t b) { stacked_weights<scalar_t, scalar_t>(p, b); });
+  });
+
+  c.q_causal = trunk_values(c, c.state_proj + project_actions(c, c.causal_mean_action));
+  if (rows.bad.defined()) {
     // CUDA inputs are not range-checked on the host (prepare.cpp): as the per-agent kernel does,
-    // an agent with a valid neighbour whose action is outside [0, A) gets NaN in all outputs.
-    const auto bad = c.mask.logical_and(c.actions.lt(0).logical_or(c.actions.ge(c.n_actions)))
-                         .any(1, /*keepdim=*/true);
-    const double nan = std::numeric_limits<double>::quiet_NaN();
-    for (auto* output : {&c.weights, &c.effects, &c.mean_action, &c.causal_mean_action,
-                         &c.q_causal}) {
-      *output = output->masked_fill(bad, nan);
-    }
+    // an agent with a valid neighbour whose action is outside [0, A) gets NaN in all outputs
+    // (the other four from the weights step).
+    c.q_causal.masked_fill_(rows.bad.unsqueeze(1), std::numeric_limits<double>::quiet_NaN());
   }
   return c.outputs();
 }
 
 namespace {
 
-void accumulate(at::Tensor& total, const at::Tensor& term) {
-  total = total.defined() ? total + term : term;
-}
-
-// Back through the trunk after its first layer, given every layer's pre-activation (run_trunk):
-// adds the later layers' gradients to `grads`; returns the gradient of the first pre-activation.
-at::Tensor trunk_backward(const PreparedCall& c, const std::vector<at::Tensor>& layers,
-                          at::Tensor grad, KernelGrads& grads) {
-  for (int64_t l = static_cast<int64_t>(c.tail_wt.size()) - 1; l >= 0; --l) {
-    const auto input = at::relu(layers[l]);
-    accumulate(grads.tail_wt[l], input.t().mm(grad));
-    accumulate(grads.tail_b[l], grad.sum(0));
-    grad = at::threshold_backward(grad.mm(c.tail_wt[l].t()), input, 0);
-  }
-  return grad;
-}
-
-// Back through action_proj(enc(x)), given each layer's input (project_actions): adds the
-// encoder's and the projection's gradients to `grads`; returns the gradient of x.
-at::Tensor project_actions_backward(const PreparedCall& c, const std::vector<at::Tensor>& inputs,
-                                    at::Tensor grad, KernelGrads& grads) {
-  accumulate(grads.action_proj_wt, inputs.back().t().mm(grad));
-  grad = grad.mm(c.action_proj_wt.t());
-  for (int64_t l = static_cast<int64_t>(c.encoder_wt.size()) - 1; l >= 0; --l) {
-    grad = at::threshold_backward(grad, inputs[l + 1], 0);
-    accumulate(grads.encoder_wt[l], inputs[l].t().mm(grad));
-    accumulate(grads.encoder_b[l], grad.sum(0));
-    grad = grad.mm(c.encoder_wt[l].t());
-  }
-  return grad;
+// x^T grad in the kernels' [in, out] layout, as a view of the contiguous [out, in] product: the
+// layer's own layout, which finish_backward (prepare.h) then returns without a copy.
+at::Tensor weight_gradient(const at::Tensor& x, const at::Tensor& grad) {
+  return grad.t().mm(x).t();
 }
 
 }  // namespace
 
 KernelGrads stacked_backward(const PreparedCall& c, const IncomingGrads& incoming) {
-  const auto rows = make_rows(c);
-  const int64_t batch = c.batch, slots = c.slots, A = c.n_actions, M = rows.per_agent;
-  const int64_t width = c.state_proj.size(1);
-  const double inv_tau = 1.0 / c.temperature;
-  const bool one_hot = rows.index.defined();
   const auto options = c.state_proj.options();
-  const auto not_mask = c.mask.logical_not();
+  const auto rows = make_rows(c, at::empty({c.batch, c.n_actions}, options));
+  const int64_t batch = c.batch, A = c.n_actions, M = rows.per_agent, per_agent = M + 2;
+  const int64_t width = c.state_proj.size(1);
+  const int64_t n_encoder = static_cast<int64_t>(c.encoder_wt.size());
+  const int64_t n_tail = static_cast<int64_t>(c.tail_wt.size());
+  const bool one_hot = rows.index.defined();
   KernelGrads grads;
-  grads.encoder_wt.resize(c.encoder_wt.size());
-  grads.encoder_b.resize(c.encoder_b.size());
-  grads.tail_wt.resize(c.tail_wt.size());
-  grads.tail_b.resize(c.tail_b.size());
+  grads.encoder_wt.resize(n_encoder);
+  grads.encoder_b.resize(n_encoder);
+  grads.tail_wt.resize(n_tail);
+  grads.tail_b.resize(n_tail);
 
-  // The forward again, keeping every layer: each agent's reference row, then its M rows (the
-  // rows' own values here, not their change: the chain rule needs each ReLU's side).
-  std::vector<at::Tensor> input_layers, mean_layers, causal_layers;
-  const auto inputs = one_hot ? at::eye(A, options) : rows.vectors.view({batch * slots, A});
-  const auto input_proj = project_actions(c, inputs, &input_layers);
-  const auto mean_proj = project_actions(c, rows.mean_action, &mean_layers);
-  at::Tensor row_proj;
+  // The forward again, keeping every layer (the rows' own values here, not their change: the
+  // chain rule needs each ReLU's side). The action vectors go through the encoder at once: the
+  // rows' (the A one-hot actions, or each neighbour's distribution), then every agent's mean and
+  // causal mean action.
+  const auto inputs = one_hot ? at::eye(A, options) : rows.vectors.view({batch * c.slots, A});
+  const int64_t n_inputs = inputs.size(0);
+  std::vector<at::Tensor> encoded;
+  const auto projected =
+      project_actions(c, at::cat({inputs, rows.mean_action, c.causal_mean_action}), &encoded);
+  // Each agent's rows, reference first and causal last, through the trunk.
+  const auto first = at::empty({batch, per_agent, width}, options);
+  AT_DISPATCH_FLOATING_TYPES(c.compute_dtype, "cmfq_stacked_first", [&] {
+    StackedFirstParams<scalar_t> p{};
+    p.batch = batch;
+    p.slots = c.slots;
+    p.rows_per_agent = static_cast<int>(M);
+    p.width = static_cast<int>(width);
+    p.by_action = rows.by_action;
+    p.one_hot = one_hot;
+    p.state_proj = c.state_proj.data_ptr<scalar_t>();
+    p.input_proj = projected.data_ptr<scalar_t>();
+    p.mean_proj = p.input_proj + n_inputs * width;
+    p.causal_proj = p.mean_proj + batch * width;
+    p.index = data_or_null<int64_t>(rows.index);
+    p.first = first.data_ptr<scalar_t>();
+#ifdef CMFQ_WITH_CUDA
+    if (c.state_proj.is_cuda()) return stacked_first_cuda(p);
+#endif
+    for_each_on_cpu(batch * per_agent, [&](int64_t row) { stacked_first(p, row, 0, 1); });
+  });
+  std::vector<at::Tensor> trunk_inputs;
+  const auto values = trunk_values(c, first.view({batch * per_agent, width}), &trunk_inputs);
+
+  // q_causal's gradient back to the causal mean action. The parameters' share of the causal rows
+  // comes below, with every other row's.
+  const auto causal_rows = [&](const at::Tensor& t) {
+    return t.view({batch, per_agent, t.size(1)}).select(1, per_agent - 1);
+  };
+  at::Tensor grad = incoming.q_causal;
+  for (int64_t l = n_tail - 1; l >= 0; --l) {
+    grad = at::threshold_backward(grad.mm(c.tail_wt[l].t()), causal_rows(trunk_inputs[l]), 0);
+  }
+  grad = grad.mm(c.action_proj_wt.t());
+  for (int64_t l = n_encoder - 1; l >= 0; --l) {
+    grad = at::threshold_backward(grad, encoded[l + 1].narrow(0, n_inputs + batch, batch), 0);
+    grad = grad.mm(c.encoder_wt[l].t());
+  }
+  const auto grad_causal_head = grad.contiguous();
+
+  // From there through the weights and the KLs to every row's values: one step.
+  const auto grad_values = at::empty({batch, per_agent, A}, options);
+  const auto scratch = at::empty({batch, 1 + 3 * M}, options);
+  AT_DISPATCH_FLOATING_TYPES(c.compute_dtype, "cmfq_stacked_kl_grad", [&] {
+    StackedKlGradParams<scalar_t> p{};
+    p.batch = batch;
+    p.slots = c.slots;
+    p.n_actions = c.n_actions;
+    p.rows_per_agent = static_cast<int>(M);
+    p.by_action = rows.by_action;
+    p.values = values.data_ptr<scalar_t>();
+    p.grad_causal_head = grad_causal_head.data_ptr<scalar_t>();
+    p.grad_causal_mean_action = incoming.causal_mean_action.data_ptr<scalar_t>();
+    p.grad_weights = incoming.weights.data_ptr<scalar_t>();
+    p.grad_effects = incoming.effects.data_ptr<scalar_t>();
+    p.grad_q_causal = incoming.q_causal.data_ptr<scalar_t>();
+    p.weights = c.weights.data_ptr<scalar_t>();
+    p.effects = c.effects.data_ptr<scalar_t>();
+    p.index = data_or_null<int64_t>(rows.index);
+    p.vectors = data_or_null<scalar_t>(rows.vectors);
+    p.mask = c.mask.data_ptr<bool>();
+    p.inv_tau = static_cast<scalar_t>(1.0 / c.temperature);
+    p.weighting = c.weighting;
+    p.weight_temperature = static_cast<scalar_t>(c.weight_temperature);
+    p.scratch = scratch.data_ptr<scalar_t>();
+    p.grad_values = grad_values.data_ptr<scalar_t>();
+#ifdef CMFQ_WITH_CUDA
+    if (c.state_proj.is_cuda()) return stacked_kl_grad_cuda(p);
+#endif
+    for_each_on_cpu(batch, [&](int64_t b) { stacked_kl_grad(p, b); });
+  });
+
+  // Every row back through the trunk: the trunk's parameter gradients, and the first layer's.
+  grad = grad_values.view({batch * per_agent, A});
+  for (int64_t l = n_tail - 1; l >= 0; --l) {
+    grads.tail_wt[l] = weight_gradient(trunk_inputs[l], grad);
+    grads.tail_b[l] = grad.sum(0);
+    grad = at::threshold_backward(grad.mm(c.tail_wt[l].t()), trunk_inputs[l], 0);
+  }
+  const auto grad_first = grad.view({batch, per_agent, width});
+  grads.state_proj = grad_first.sum(1);
+
+  // And the action vectors' projections back through the encoder.
+  const auto grad_rows = grad_first.narrow(1, 1, M);
+  at::Tensor grad_inputs;
   if (rows.by_action) {
-    row_proj = input_proj.unsqueeze(0);
+    grad_inputs = grad_rows.sum(0);
   } else if (one_hot) {
-    row_proj = input_proj.index_select(0, rows.index.flatten()).view({batch, M, width});
+    grad_inputs = at::zeros({A, width}, options)
+                      .index_add_(0, rows.index.flatten(), grad_rows.reshape({batch * M, width}));
   } else {
-    row_proj = input_proj.view({batch, M, width});
+    grad_inputs = grad_rows.reshape({batch * M, width});
   }
-  const auto first = at::cat(
-      {(c.state_proj + mean_proj).unsqueeze(1), c.state_proj.unsqueeze(1) + row_proj}, 1);
-  const auto row_layers = run_trunk(c, first.view({batch * (M + 1), width}));
-  const auto logits = row_layers.back().view({batch, M + 1, A}) * inv_tau;
-  // A row's effect is that of every valid neighbour that took its action (masked slots hold
-  // 0 <= any effect); rows of actions no valid neighbour took get no gradient.
-  const auto row_effect =
-      rows.by_action
-          ? at::zeros({batch, A}, options).scatter_reduce_(1, rows.index, c.effects, "amax")
-          : c.effects;
-  const auto causal_proj = project_actions(c, c.causal_mean_action, &causal_layers);
-  const auto causal_trunk = run_trunk(c, c.state_proj + causal_proj);
-
-  // Through q_causal = Q(s, ǎ), then ǎ = sum_k w_k e(a_k), to the weights and the effects.
-  const auto grad_causal_first = trunk_backward(c, causal_trunk, incoming.q_causal, grads);
-  auto grad_state_proj = grad_causal_first;
-  const auto grad_causal = project_actions_backward(c, causal_layers, grad_causal_first, grads) +
-                           incoming.causal_mean_action;
-  const auto grad_through_causal =
-      one_hot ? grad_causal.gather(1, rows.index).masked_fill(not_mask, 0)
-              : (rows.vectors * grad_causal.unsqueeze(1)).sum(-1);
-  const auto grad_w = incoming.weights + grad_through_causal;
-  const auto centred = grad_w - (c.weights * grad_w).sum(-1, /*keepdim=*/true);
-  at::Tensor through_weights;
-  if (c.weighting == Weighting::kProportional) {
-    const auto total = c.effects.sum(-1, /*keepdim=*/true);
-    through_weights = at::where(total > kEffectThreshold,
-                                centred / total.clamp_min(kEffectThreshold), 0);
-  } else {
-    through_weights = c.weights * centred / c.weight_temperature;
+  grad = at::cat({grad_inputs, grad_first.select(1, 0), grad_first.select(1, per_agent - 1)});
+  grads.action_proj_wt = weight_gradient(encoded.back(), grad);
+  if (n_encoder > 0) grad = grad.mm(c.action_proj_wt.t());
+  for (int64_t l = n_encoder - 1; l >= 0; --l) {
+    grad = at::threshold_backward(grad, encoded[l + 1], 0);
+    grads.encoder_wt[l] = weight_gradient(encoded[l], grad);
+    grads.encoder_b[l] = grad.sum(0);
+    if (l > 0) grad = grad.mm(c.encoder_wt[l].t());
   }
-  auto grad_effect = (incoming.effects + through_weights).masked_fill(not_mask, 0);
-  if (rows.by_action) {
-    grad_effect = at::zeros({batch, A}, options).scatter_add_(1, rows.index, grad_effect);
-  }
-
-  // Through the KLs to the values of every row, and back through the trunk:
-  // dc/du_k = softmax(u_k) - p, dc/du_0 = p (log p - log softmax(u_k) - c).
-  grad_effect = grad_effect.unsqueeze(-1);
-  const auto log_p = at::log_softmax(logits.narrow(1, 0, 1), -1);
-  const auto log_q = at::log_softmax(logits.narrow(1, 1, M), -1);
-  const auto p = log_p.exp();
-  const auto grad_reference =
-      (grad_effect * p * (log_p - log_q - row_effect.unsqueeze(-1))).sum(1, /*keepdim=*/true);
-  const auto grad_rows = grad_effect * (log_q.exp() - p);
-  const auto grad_values = at::cat({grad_reference, grad_rows}, 1) * inv_tau;
-  const auto grad_first =
-      trunk_backward(c, row_layers, grad_values.view({batch * (M + 1), A}), grads)
-          .view({batch, M + 1, width});
-  grad_state_proj = grad_state_proj + grad_first.sum(1);
-  auto grad_row_proj = grad_first.narrow(1, 1, M);
-  if (rows.by_action) {
-    grad_row_proj = grad_row_proj.sum(0);
-  } else if (one_hot) {
-    grad_row_proj = at::zeros({A, width}, options)
-                        .index_add_(0, rows.index.flatten(),
-                                    grad_row_proj.reshape({batch * M, width}));
-  } else {
-    grad_row_proj = grad_row_proj.reshape({batch * M, width});
-  }
-  project_actions_backward(c, input_layers, grad_row_proj, grads);
-  project_actions_backward(c, mean_layers, grad_first.select(1, 0), grads);
-  grads.state_proj = grad_state_proj;
   return grads;
 }
 

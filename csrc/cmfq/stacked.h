@@ -8,13 +8,15 @@
 // one per neighbour slot) and M = K for distributions, masked or repeated ones included: a fixed
 // count, so that nothing waits for the GPU to size a buffer (and CUDA graphs can capture it).
 //
-// Written once with ATen ops for every device; on CUDA the two elementwise steps between the GEMMs
-// (the change through a ReLU, the KL of each row) are fused kernels (stacked_kernels.cu).
+// Written once with ATen ops for every device. Between the GEMMs, each step is one function per
+// agent or row (stacked_steps.h): a parallel loop on the CPU, one CUDA kernel launch on CUDA
+// (stacked_kernels.cu), in place of a chain of small ATen ops (a launch each).
 // Opt-in until measured on a GPU: the environment variable CMFQ_STACKED=1, read at every call.
 #pragma once
 
 #include <ATen/ATen.h>
 
+#include "params.h"
 #include "prepare.h"
 
 namespace cmfq {
@@ -22,7 +24,7 @@ namespace cmfq {
 // Whether CMFQ_STACKED=1 asks for the stacked formulation (0 or unset: the per-agent kernels).
 bool stacked_selected();
 
-// The op's outputs for a prepared call.
+// The op's outputs for a prepared call (prepare_call with kernel_layout = false).
 Outputs stacked_forward(PreparedCall& call);
 
 // The backward's gradients for a prepared call whose weights, effects and causal_mean_action are
@@ -45,11 +47,17 @@ struct RowChange {
 };
 
 #ifdef CMFQ_WITH_CUDA
-// The CUDA kernels of the two steps (causal_weights_cuda.cpp): the change through a ReLU, and
-// each row's KL from its change of the action values, [B, M] in the dtype of `probs`.
+// The CUDA launches of the steps (causal_weights_cuda.cpp), on the current stream: the change
+// through a ReLU, and the steps of stacked_steps.h; the weights step's rows are of `row_dtype`.
 at::Tensor row_change_cuda(const RowChange& step);
-at::Tensor row_effects_cuda(const at::Tensor& probs, const at::Tensor& q_change,
-                            int64_t rows_per_agent, double inv_tau);
+template <typename T>
+void stacked_rows_cuda(const StackedRowsParams<T>& params);
+template <typename T>
+void stacked_weights_cuda(const StackedWeightsParams<T>& params, at::ScalarType row_dtype);
+template <typename T>
+void stacked_first_cuda(const StackedFirstParams<T>& params);
+template <typename T>
+void stacked_kl_grad_cuda(const StackedKlGradParams<T>& params);
 #endif
 
 }  // namespace cmfq

@@ -72,6 +72,12 @@ def _tournament_parser(subparsers) -> None:
                         "'local' for a new local instance; see docs/sweeps.md)")
     parser.add_argument("--out", default="results/tournament",
                         help="report folder (default: results/tournament)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="battle: play every game. By default the games that the report "
+                        "already in --out holds between the same checkpoint files (same path, "
+                        "same SHA-256) under the same env, map size, seed and env options are "
+                        "kept and only the others are played, which gives the report a fresh "
+                        "tournament would: adding players or games costs only the new games")
     parser.set_defaults(func=run_tournament_command)
 
 
@@ -154,7 +160,7 @@ def run_tournament_command(args: argparse.Namespace) -> int:
                                 pairs=args.pairs)
             run_tournament(checkpoints, settings, args.out, workers=args.workers,
                            group_by=args.group_by, address=args.address,
-                           at_once=args.games_at_once)
+                           at_once=args.games_at_once, reuse=not args.fresh)
     except (ValueError, FileNotFoundError, ImportError) as err:
         return _fail("tournament", err)
     print(f"report written to {args.out}/report.md")

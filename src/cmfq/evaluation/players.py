@@ -4,10 +4,12 @@ labels and the groups (algorithms) they belong to."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
 from cmfq.pretrained import PREFIX as PRETRAINED_PREFIX
+from cmfq.pretrained import resolve
 from cmfq.training.run_folder import LAST_FILE
 
 RANDOM = "random"
@@ -46,6 +48,15 @@ def unique_labels(references: Sequence[str | Path]) -> list[str]:
     if len(set(labels)) < len(labels):
         raise ValueError("a checkpoint is given twice; give each one once")
     return labels
+
+
+def digest(reference: str | Path) -> str | None:
+    """The SHA-256 of a player's checkpoint file (of the shipped model for ``pretrained:NAME``),
+    which tells whether a file changed under the same name (a few ms for a 3 MB checkpoint);
+    None for ``random``, which has no file."""
+    if reference == RANDOM:
+        return None
+    return hashlib.sha256(Path(resolve(reference)).read_bytes()).hexdigest()
 
 
 def checkpoint_groups(

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cmfq.evaluation.stats import Estimate, mean_interval, wilson_interval
@@ -42,6 +42,14 @@ class GameRecord:
         if self.a_survivors < self.b_survivors:
             return "loss"
         return "tie"
+
+    def flipped(self) -> GameRecord:
+        """The same game seen from ``b``."""
+        return replace(
+            self, a=self.b, b=self.a, a_side=1 - self.a_side, a_survivors=self.b_survivors,
+            b_survivors=self.a_survivors, a_kills=self.b_kills, b_kills=self.a_kills,
+            a_reward=self.b_reward, b_reward=self.a_reward,
+        )
 
 
 @dataclass(frozen=True)
@@ -188,7 +196,7 @@ def write_json(path: Path, report: Mapping) -> None:
 # Reports in the old words, which called a game a round, use these keys.
 _OLD_KEYS = {"rounds_per_pair": "games_per_pair", "rounds_per_model": "games_per_model",
              "rounds": "games", "round": "game"}
-_BY_LABEL = ("checkpoints", "members")
+_BY_LABEL = ("checkpoints", "sha256", "members")
 
 
 def read_report(path: str | Path) -> dict:
@@ -197,7 +205,7 @@ def read_report(path: str | Path) -> dict:
     ``rounds`` is ``games``, a record's ``round`` is ``game``."""
     def renamed(value):
         if isinstance(value, dict):
-            # Keyed by label (checkpoints, group members): the keys are names, not fields.
+            # Keyed by label (checkpoints, digests, group members): names, not fields.
             return {_OLD_KEYS.get(k, k): v if k in _BY_LABEL else renamed(v)
                     for k, v in value.items()}
         if isinstance(value, list):

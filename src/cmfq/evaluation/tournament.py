@@ -7,6 +7,9 @@ at the end (after ``max_steps`` or when a side is wiped out); equal survivors ar
 
 The checkpoints are also grouped (by default by algorithm, read from each checkpoint's own config)
 and the groups compared with intervals that count the variation between seeds (``groups``).
+
+A tournament takes the games it can from the report already in its folder and plays only the
+others (``reuse``), so adding players costs only their games.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from cmfq.evaluation.groups import (
     compare_algorithms,
     markdown_section,
 )
-from cmfq.evaluation.players import checkpoint_groups, unique_labels
+from cmfq.evaluation.players import checkpoint_groups, digest, unique_labels
 from cmfq.evaluation.report import (
     GameRecord,
     markdown_report,
@@ -35,6 +38,7 @@ from cmfq.evaluation.report import (
     write_csv,
     write_json,
 )
+from cmfq.evaluation.reuse import as_played_now, earlier_games, game_key
 
 REPORT_FILES = ("report.json", "pairs.csv", "games.csv", "report.md", "win_rate.png")
 ALGORITHM_FILES = ("algorithms.csv", "algorithm_pairs.csv", "algorithm_win_rate.png")
@@ -98,37 +102,47 @@ def to_record(game: Game, result, labels: Sequence[str]) -> GameRecord:
 def run_tournament(
     paths: Sequence[str | Path], settings: Settings, out: str | Path, workers: int = 1,
     group_by: str = "algo", address: str | None = None, at_once: int = GAMES_AT_ONCE,
+    reuse: bool = True,
 ) -> dict:
     """Play the tournament and write its report files (``REPORT_FILES``, and ``ALGORITHM_FILES``
     where the checkpoints form several groups by ``group_by``) into ``out``; the games run in
     ``workers`` processes, or on the Ray cluster at ``address``, each playing ``at_once`` games at
-    a time (see ``play_batches``)."""
+    a time (see ``play_batches``).
+
+    With ``reuse``, the games that the report already in ``out`` holds between the same checkpoint
+    files under the same game settings are taken from it (``reuse.earlier_games``), and only the
+    others are played: the report is the one a fresh tournament would write. How many games are
+    reused and played is printed."""
     if settings.env != "battle":
         raise ValueError(f"tournaments are played in battle, not {settings.env!r}")
     if settings.pairs not in PAIRS:
         raise ValueError(f"pairs must be one of {PAIRS}, got {settings.pairs!r}")
     labels = unique_labels(paths)
     groups = checkpoint_groups(paths, labels, group_by)
+    protocol = tournament_protocol(settings, labels, paths)
     spec = ArenaSpec(tuple(map(str, paths)), settings.env, settings.map_size,
                      dict(settings.env_options))
     between = settings.pairs == "between-groups"
     games = schedule(len(paths), settings.games, settings.seed,
                      [groups[label] for label in labels] if between else None)
-    results = play_batches(spec, games, workers=workers, at_once=at_once, desc="tournament",
-                           address=address)
-    records = [to_record(g, r, labels) for g, r in zip(games, results, strict=True)]
-    return write_tournament_report(out, labels, paths, settings, records, groups, group_by)
+    earlier = earlier_games(Path(out) / "report.json", protocol) if reuse else {}
+    keys = [game_key(g, paths) for g in games]
+    to_play = [g for g, key in zip(games, keys, strict=True) if key not in earlier]
+    print(f"{len(games) - len(to_play)} games reused from {Path(out) / 'report.json'}, "
+          f"{len(to_play)} to play", flush=True)
+    played = iter(play_batches(spec, to_play, workers=workers, at_once=at_once,
+                               desc="tournament", address=address) if to_play else ())
+    records = [as_played_now(g, earlier[key], paths, labels) if key in earlier
+               else to_record(g, next(played), labels) for g, key in zip(games, keys, strict=True)]
+    return write_tournament_report(out, labels, settings, protocol, records, groups, group_by)
 
 
-def write_tournament_report(
-    out: str | Path, labels: Sequence[str], paths: Sequence[str | Path], settings: Settings,
-    records: Sequence[GameRecord], groups: dict[str, str] | None = None, group_by: str = "algo",
+def tournament_protocol(
+    settings: Settings, labels: Sequence[str], paths: Sequence[str | Path],
 ) -> dict:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    pairs = summarise_pairs(records)
-    table = standings(pairs)
-    protocol = {
+    """What a report says about how its games were played: the settings, and each checkpoint's
+    path and SHA-256 (``players.digest``) by label."""
+    return {
         "env": settings.env,
         "map_size": settings.map_size,
         "games_per_pair": settings.games,
@@ -136,7 +150,19 @@ def write_tournament_report(
         "seed": settings.seed,
         **settings.env_options,
         "checkpoints": {label: str(path) for label, path in zip(labels, paths, strict=True)},
+        "sha256": {label: digest(path) for label, path in zip(labels, paths, strict=True)},
     }
+
+
+def write_tournament_report(
+    out: str | Path, labels: Sequence[str], settings: Settings, protocol: dict,
+    records: Sequence[GameRecord], groups: dict[str, str] | None = None, group_by: str = "algo",
+) -> dict:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pairs = summarise_pairs(records)
+    table = standings(pairs)
+    protocol = dict(protocol)
     report = {"protocol": protocol, "standings": table, "pairs": pairs}
     several = groups is not None and len(set(groups.values())) > 1
     if several:
@@ -151,6 +177,9 @@ def write_tournament_report(
         plot_win_rates(names, wins, out / "algorithm_win_rate.png", ties=ties,
                        title=f"{settings.env}, {settings.map_size}² map: win rate of row vs "
                        "column, mean over seeds")
+    else:  # those of an earlier report in ``out`` would contradict this one
+        for name in ALGORITHM_FILES:
+            (out / name).unlink(missing_ok=True)
     report["games"] = list(records)
     write_json(out / "report.json", report)
     write_csv(out / "pairs.csv", pairs)
@@ -158,7 +187,7 @@ def write_tournament_report(
     plot_win_rates(labels, win_rate_matrix(labels, pairs), out / "win_rate.png",
                    title=f"{settings.env}, {settings.map_size}² map: win rate of row vs column",
                    ties=tie_matrix(labels, pairs))
-    shown = {k: v for k, v in protocol.items() if k != "checkpoints"}
+    shown = {k: v for k, v in protocol.items() if k not in ("checkpoints", "sha256")}
     text = markdown_report("Tournament", shown, table, pairs, heatmap="win_rate.png")
     if several:
         text += "\n" + markdown_section(algorithms, group_by, heatmap="algorithm_win_rate.png")

@@ -4,7 +4,7 @@ Wherever a checkpoint path is accepted (``load_checkpoint``, ``cmfq tournament``
 ``cmfq train --opponent``), ``pretrained:NAME`` names one of these models::
 
     from cmfq import pretrained
-    pretrained.names()                  # ['amfq-battle', 'cmfq-battle', ...]
+    pretrained.names()                  # ['amfq-tiger-deer', 'cmfq-battle', ...]
     pretrained.path("cmfq-battle")      # .../cmfq/pretrained/models/cmfq-battle.pt
 
 How the models were trained and picked is told in docs/results.md. This module uses only the
