@@ -1,7 +1,7 @@
 """Env steps per second of ``cmfq train`` against the PyTorch port of the original MFQ code.
 
     python benchmarks/compare_mfq_port.py PATH/TO/mfrl_pytorch [--rounds 1] [--repeat 2] \
-        [--setting "" --setting "--step-dtype bfloat16 --compile-step"]
+        [--setting "" --setting "--train-dtype bfloat16 --compile-step"]
 
 PATH is a checkout of github.com/deligentfool/mfrl_pytorch, left as it is: the script copies it
 to a temporary folder and makes there the two edits a user of today's magent2 makes (the env
@@ -11,14 +11,15 @@ each trainer plays ``--rounds`` self-play rounds of the map-40 battle (64 agents
 in its own process on one thread (``OMP_NUM_THREADS=1``, torch threads 1), with the same updates
 per env step: the port makes 2 x (new transitions) / 64 gradient steps of 64 at the end of a round;
 cmfq with ``replay_ratio = 1`` and both sides' transitions in the replay (its default) makes
-1 x (2 x the learner's transitions) / 64. Seconds count from the first reset to the end of the
-last round's updates. On a shared machine wall seconds depend on what else runs, so each trainer
-also reports the CPU seconds its process spent in that span (the port: from the first reset;
-cmfq: in its rounds' play and updates), and env steps per CPU-second are printed beside env steps
-per second. Prints the figures and their ratio; cmfq's CMFQ is measured too. Each ``--setting``
-(``cmfq train`` flags added to the above; default: one run with none) runs both algorithms. With
-more than one round, cmfq's rates over the rounds after the first are printed too: they leave out
-what the first round alone pays (``compile_step``'s compilation).
+1 x (2 x the learner's transitions) / 64. Seconds count from the first round's reset to the end
+of the last round's updates. On a shared machine wall seconds depend on what else runs, so each
+trainer also reports the CPU seconds its process spent in that span (the port: from the first
+round's reset; cmfq: in its rounds' play and updates), and env steps per CPU-second are printed
+beside env steps per second. Prints the figures and their ratio; cmfq's CMFQ is measured too.
+Each ``--setting`` (``cmfq train`` flags added to the above; default: one run with none) runs both
+algorithms. With more than one round, both trainers' rates over the rounds after the first, and
+their ratio, are printed too: the steady state, without what the first round alone pays
+(``compile_step``'s compilation, the port's warm-up).
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ EDITS = {
 }
 
 # Runs in the port's process: one thread, steps counted on magent2's engine, wall and CPU time
-# from the first reset; moviepy (only for GIF replays, off here) is stubbed if it is not installed.
+# from its first round's reset (and from its second's); moviepy (only for GIF replays, off here)
+# is stubbed if it is not installed.
 PORT_RUNNER = """
 import json, runpy, sys, time, types
 import torch
@@ -59,23 +61,27 @@ except ImportError:
     stub = types.ModuleType("moviepy.editor"); stub.ImageSequenceClip = None
     sys.modules["moviepy"] = types.ModuleType("moviepy"); sys.modules["moviepy.editor"] = stub
 import magent2.gridworld as gw
-counts = {"steps": 0, "start": None, "cpu": None}
+counts = {"steps": 0}
+marks = []  # (steps, wall, CPU seconds) at each reset, and at the end
 step, reset = gw.GridWorld.step, gw.GridWorld.reset
 def counted_step(self):
     counts["steps"] += 1
     return step(self)
 def timed_reset(self):
-    if counts["start"] is None:
-        counts["start"], counts["cpu"] = time.perf_counter(), time.process_time()
+    marks.append((counts["steps"], time.perf_counter(), time.process_time()))
     return reset(self)
 gw.GridWorld.step, gw.GridWorld.reset = counted_step, timed_reset
+rounds = int(sys.argv[1])
 sys.argv = ["train_battle.py", "--algo", "mfq", "--map_size", "40", "--max_steps", "400",
-            "--n_round", sys.argv[1], "--save_every", "1000000", "--cuda", ""]
+            "--n_round", str(rounds), "--save_every", "1000000", "--cuda", ""]
 runpy.run_path("train_battle.py", run_name="__main__")
-seconds = time.perf_counter() - counts["start"]
-cpu_seconds = time.process_time() - counts["cpu"]
-print(json.dumps({"steps": counts["steps"], "seconds": seconds, "cpu_seconds": cpu_seconds}),
-      file=sys.stderr)
+marks.append((counts["steps"], time.perf_counter(), time.process_time()))
+def span(first, last):
+    return {"steps": last[0] - first[0], "seconds": last[1] - first[1],
+            "cpu_seconds": last[2] - first[2]}
+starts = marks[-rounds - 1:-1]  # a round starts at its reset; an earlier reset is set-up
+print(json.dumps({**span(starts[0], marks[-1]),
+                  "later": span(starts[1], marks[-1]) if rounds > 1 else None}), file=sys.stderr)
 """
 
 # Runs ``cmfq train`` in-process and adds up the CPU time of its rounds' play and updates.
@@ -174,7 +180,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="rounds of 400 steps per run")
     parser.add_argument("--repeat", type=int, default=2, help="back-to-back repetitions")
     parser.add_argument("--setting", action="append", default=None,
-                        help='cmfq train flags of one setting, e.g. "--step-dtype bfloat16" '
+                        help='cmfq train flags of one setting, e.g. "--train-dtype bfloat16" '
                         '(repeat for several; default: the defaults alone)')
     args = parser.parse_args()
     settings = args.setting or [""]
@@ -202,8 +208,9 @@ def main() -> None:
                       f"CPU-second {ratio[1]:.2f}x); time per step cmfq / mfq = "
                       f"{rates(mfq)[0] / rates(cmfq)[0]:.2f}x", flush=True)
                 if mfq["later"]:
-                    later = [a / b for a, b in zip(rates(mfq["later"]), port_rates)]
-                    print(f"    cmfq mfq after its first round / port mfq = {later[0]:.2f}x (per "
+                    port_later = rates(figures["port mfq"]["later"])
+                    later = [a / b for a, b in zip(rates(mfq["later"]), port_later)]
+                    print(f"    after the first round, cmfq mfq / port mfq = {later[0]:.2f}x (per "
                           f"CPU-second {later[1]:.2f}x)", flush=True)
 
 

@@ -69,6 +69,27 @@ def test_cmfq_acts_on_the_causal_mean_action(weighting, weight_temperature):
     torch.testing.assert_close(q, algo.net.head(emb, mean), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("algo_name", sorted(ALGOS))
+def test_a_bfloat16_embedding_leaves_the_head_and_the_weights_float32(algo_name):
+    """``embed_dtype`` bfloat16 (``train_dtype``, when acting): the embedding computes in
+    bfloat16 and comes back float32, so the action values and CMFQ's causal weights are the
+    float32 head's on the rounded embedding; inside the gradient step's autocast the default
+    embedding follows that autocast."""
+    torch.manual_seed(0)
+    algo = make_algorithm(algo_name, SPEC)
+    inp = team()
+    full = algo.net.embed(inp.view, inp.features)
+    algo.net.embed_dtype = torch.bfloat16
+    values = algo.q_values(inp)
+    emb = algo.net.embed(inp.view, inp.features)
+    assert emb.dtype == values.q.dtype == torch.float32
+    torch.testing.assert_close(emb, full, rtol=0.05, atol=0.02)
+    torch.testing.assert_close(values.q, algo.net.head(emb, values.neighbor_input))
+    algo.net.embed_dtype = torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert algo.net.embed(inp.view, inp.features).dtype == torch.bfloat16
+
+
 def test_cmfq_with_uniform_weights_acts_as_mfq():
     torch.manual_seed(0)
     control = make_algorithm("cmfq", SPEC, weighting="uniform")

@@ -43,11 +43,12 @@ def test_two_rounds_write_logs_and_a_loadable_checkpoint(tmp_path, algo, env):
     assert result.steps == 5 and result.groups[big.groups[0]].initial > ckpt.config.map_size // 3
 
 
-BFLOAT16 = {"step_dtype": "bfloat16"}
+BFLOAT16 = {"train_dtype": "bfloat16"}
 
 
 @pytest.mark.parametrize("algo,games,options", [
     ("mfq", 1, {}), ("mfq", 2, {}), ("cmfq", 1, {}), ("amfq", 1, {}), ("mfq", 1, BFLOAT16),
+    ("cmfq", 1, BFLOAT16), ("amfq", 1, BFLOAT16),
     pytest.param("mfq", 1, dict(BFLOAT16, compile_step=True), marks=pytest.mark.slow),
 ])
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, algo, games, options):

@@ -41,8 +41,20 @@ class QNetwork(nn.Module):
         self.head = MeanFieldHead(256 + 32, spec.n_actions)
         self.n_actions = spec.n_actions
 
+    embed_dtype: torch.dtype = torch.float32
+    """The arithmetic of ``embed`` outside autocast: bfloat16 runs it (the convolutions and the
+    dense layers, nearly all of a forward's work) under autocast and returns float32, so that the
+    head, the action values and the causal weights stay float32 (``train_dtype``). Not saved: a
+    loaded network embeds in float32."""
+
     def embed(self, view: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """State embeddings ``[n, 288]`` of views ``[n, H, W, C]`` and features ``[n, F]``."""
+        if self.embed_dtype == torch.float32:
+            return self._embed(view, features)
+        with torch.autocast(view.device.type, dtype=self.embed_dtype, cache_enabled=False):
+            return self._embed(view, features).float()
+
+    def _embed(self, view: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         return torch.cat(
             [self.view_encoder(view.permute(0, 3, 1, 2)), self.feature_encoder(features)], dim=-1
         )

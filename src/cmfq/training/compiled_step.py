@@ -13,11 +13,16 @@ to store), the rest as ``torch.autocast`` does it; the master weights, Adam's mo
 target stay float32.
 
 The update is Adam's (``torch.optim.Adam``'s formula, no weight decay, no amsgrad) on the
-optimizer's own state tensors, so a checkpoint is the same whichever step wrote it.
+optimizer's own state tensors, so a checkpoint is the same whichever step wrote it. Its scalars
+(the step size lr / (1 - beta1^t) and 1 / sqrt(1 - beta2^t)) come from the host, filled in before
+each step: computed in the graph, inductor fuses their ``pow`` and divisions into the loop over
+the parameters, once per vector of it (the loop cannot hoist what its stores might alias), where
+they cost about a quarter of the step.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -56,6 +61,9 @@ class CompiledStep:
         self._networks = _OnlineAndTarget(online, target)
         self._names = [name for name, _ in online.named_parameters()]
         self._tensors: dict[str, list[torch.Tensor]] = {}
+        self._updates = 0  # Adam's step count, as its state holds it
+        # Adam's step size and 1 / sqrt(1 - beta2^t) for the coming update.
+        self._scalars = torch.zeros(2, dtype=torch.float32, device=online.device)
         # fullgraph: a graph break would split the step and lose the point of compiling it.
         self._compiled = torch.compile(self._step, fullgraph=True)
 
@@ -72,6 +80,10 @@ class CompiledStep:
                 state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        counts = {float(self.optimizer.state[p]["step"]) for p in params}
+        if len(counts) != 1:
+            raise ValueError(f"Adam's step counts differ between parameters: {sorted(counts)}")
+        self._updates = int(counts.pop())
         masters = [p.detach() for p in params]
         targets = [p.detach() for p in self.target.parameters()]
         low = self.dtype != torch.float32
@@ -91,13 +103,17 @@ class CompiledStep:
     ) -> None:
         """One update from a batch of ``replay``, its loss added to ``loss_sum``."""
         group = self.optimizer.param_groups[0]
+        beta1, beta2 = group["betas"]
+        self._updates += 1
+        self._scalars.copy_(torch.tensor([group["lr"] / (1 - beta1**self._updates),
+                                          1 / math.sqrt(1 - beta2**self._updates)]))
         # As a 1-element view: inductor (torch 2.13) drops in-place updates of a 0-d float64
         # input, while the 0-d float32 step counts are updated.
         with warnings.catch_warnings():
             # Said when compiling, of the replay's float16 views cast on to bfloat16: harmless.
             warnings.filterwarnings("ignore", "bf16 and fp16 are mixed in the scheduler node")
-            self._compiled(replay, temperature, loss_sum.view(1), group["lr"], *group["betas"],
-                           group["eps"], **self._tensors)
+            self._compiled(replay, temperature, loss_sum.view(1), beta1, beta2, group["eps"],
+                           self._scalars, **self._tensors)
 
     def _loss(self, online_weights, target_weights, batch, temperature):
         weights = {f"online.{name}": w for name, w in zip(self._names, online_weights)}
@@ -108,8 +124,8 @@ class CompiledStep:
 
     @torch.no_grad()
     def _step(
-        self, replay, temperature, loss_sum, lr, beta1, beta2, eps, *, masters, targets, exp_avgs,
-        exp_avg_sqs, steps, online_weights, target_weights,
+        self, replay, temperature, loss_sum, beta1, beta2, eps, scalars, *, masters, targets,
+        exp_avgs, exp_avg_sqs, steps, online_weights, target_weights,
     ) -> None:
         batch = replay.sample()
         with torch.enable_grad():
@@ -120,15 +136,14 @@ class CompiledStep:
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
         clip = (self.grad_clip / (norm + 1e-6)).clamp(max=1.0)
         low = self.dtype != torch.float32
+        step_size, inverse_correction2 = scalars[0], scalars[1]
         for i, p in enumerate(masters):
             g = grads[i] * clip
             steps[i] += 1
             exp_avgs[i].lerp_(g, 1 - beta1)
             exp_avg_sqs[i].mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            bias_correction1 = 1 - beta1 ** steps[i]
-            bias_correction2 = 1 - beta2 ** steps[i]
-            denom = exp_avg_sqs[i].sqrt() / bias_correction2.sqrt() + eps
-            p.sub_(lr / bias_correction1 * exp_avgs[i] / denom)
+            denom = exp_avg_sqs[i].sqrt() * inverse_correction2 + eps
+            p.sub_(step_size * exp_avgs[i] / denom)
             targets[i].lerp_(p, self.tau_target)
             if low:
                 online_weights[i].copy_(p)

@@ -112,12 +112,13 @@ class RunOptions:
         "update) once as a CUDA graph and replay it for each update (None: on for CUDA, off for "
         "the CPU, which has no graphs). On CUDA the replay is copied to the device and sampled "
         "there either way; see docs/performance.md.")
-    step_dtype: str = option(
-        "float32", "Arithmetic of the gradient step's convolutions and matrix products: "
-        "float32, or bfloat16 under autocast (the weights, their gradients, Adam and the target "
-        "network stay float32). On a CPU with AMX (Intel Xeon of the 4th generation on) a "
-        "bfloat16 step is about 1.4x faster; it rounds differently, so a run is not bit-identical "
-        "to a float32 one (docs/training.md, Device). Acting is float32 either way.",
+    train_dtype: str = option(
+        "float32", "Arithmetic of training's convolutions and matrix products: float32, or "
+        "bfloat16 under autocast, for the gradient step and for the state embedding when acting "
+        "(the weights, their gradients, Adam, the target network, and when acting the head, the "
+        "action values and the causal weights stay float32). On a CPU with AMX (Intel Xeon of "
+        "the 4th generation on) a round is about 1.3x faster; it rounds differently, so a run is "
+        "not bit-identical to a float32 one (docs/training.md, Device). Evaluation is float32.",
         choices=("float32", "bfloat16"))
     compile_step: bool = option(
         False, "CPU only: make the gradient step (sampling, loss and gradient, clip, Adam, target "
