@@ -5,6 +5,7 @@ import contextlib
 import csv
 import glob
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -213,6 +214,15 @@ def test_sweep_file_errors_name_the_key(tmp_path):
     with pytest.warns(FutureWarning, match="'envs' is now 'games'"):
         run, = spec("[grid]\nenvs = [2]\n").runs(tmp_path)
     assert (run.name, run.config.games) == ("envs=2", 2)
+
+
+def test_the_cli_on_a_finished_sweep_writes_its_summary(reference, tmp_path):
+    (tmp_path / "sweep.toml").write_text(SWEEP_FILE)
+    out = tmp_path / "runs"
+    shutil.copytree(reference, out)
+    (out / "summary.csv").unlink()
+    assert main(["sweep", str(tmp_path / "sweep.toml"), "--out", str(out), "--quiet"]) == 0
+    assert read_csv(out / "summary.csv") == read_csv(reference / "summary.csv")
 
 
 def test_cmfq_without_ray_says_how_to_install_it(tmp_path, monkeypatch, capsys):

@@ -45,7 +45,8 @@ def run_sweep(
 ) -> SweepResult:
     """Train every run of ``spec`` under ``out`` on Ray (see ``cmfq.cluster.connect``
     for ``address``) and write the summary; runs already finished are skipped."""
-    runs = spec.runs(Path(out))
+    out = Path(out)
+    runs = spec.runs(out)
     for run in runs:
         RunFolder(run.config.out).check_config(run.config)
     todo = [run for run in runs if not is_finished(run)]
