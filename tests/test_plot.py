@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cmfq.evaluation.curves import group_curve, load_runs, plot_curves, smooth
+from cmfq.evaluation.curves import band_edges, group_curve, load_runs, plot_curves, smooth
 from cmfq.evaluation.figures import plot_win_rates
 
 
@@ -113,3 +113,15 @@ def test_band_is_the_t_interval_of_the_mean_or_the_deviation(tmp_path):
         group_curve(runs, "reward", window=1, band="iqr")
     plot_curves(runs, tmp_path / "std.png", band="std")
     assert is_png_with_content(tmp_path / "std.png")
+
+
+def test_a_band_stays_within_the_values_the_runs_logged(tmp_path):
+    # Two seeds' 0/1 wins: the t interval (t(1) = 12.7) reaches far below 0 and above 1.
+    paths = [write_run(tmp_path, "mfq-s0", "mfq", [0, 1, 0, 1]),
+             write_run(tmp_path, "mfq-s1", "mfq", [1, 1, 1, 0])]
+    runs = load_runs(paths)
+    _, mean, half = group_curve(runs, "win", window=2)
+    assert (mean - half < 0).any() and (mean + half > 1).any()
+    low, high = band_edges(runs, "win", mean, half)
+    assert low.min() == 0 and high.max() == 1
+    np.testing.assert_array_equal(low, np.clip(mean - half, 0, 1))

@@ -136,6 +136,17 @@ def group_curve(runs: Sequence[Run], metric: str, window: int, band: str = "ci")
     return runs[0].x[:length], mean, spread
 
 
+def band_edges(
+    runs: Sequence[Run], metric: str, mean: np.ndarray, spread: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The band mean ± spread, kept within the range of the values the runs logged: their mean
+    never leaves it, and where an interval does (the t interval of two runs' 0/1 wins) it
+    claims values that cannot occur."""
+    values = np.concatenate([run.columns[metric] for run in runs])
+    low, high = np.nanmin(values), np.nanmax(values)
+    return np.clip(mean - spread, low, high), np.clip(mean + spread, low, high)
+
+
 def plot_curves(
     runs: Sequence[Run], path: Path, metrics: Sequence[str] = DEFAULT_METRICS, window: int = 10,
     band: str = "ci",
@@ -164,7 +175,8 @@ def plot_curves(
             label = group if len(logged) == 1 else f"{group} (n={len(logged)})"
             ax.plot(x, mean, color=colour, label=label)
             if len(logged) > 1:
-                ax.fill_between(x, mean - spread, mean + spread, color=colour, alpha=0.2)
+                ax.fill_between(x, *band_edges(logged, metric, mean, spread), color=colour,
+                                alpha=0.2)
         ax.set_xlabel(runs[0].x_name)
         ax.set_title(TITLES.get(metric, metric.replace("_", " ")))
         ax.grid(alpha=0.3)
