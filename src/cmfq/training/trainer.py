@@ -127,13 +127,13 @@ def _run(
     learner = make_algorithm(config.algo, spec, **config.algo_options()).to(device)
     dtype = getattr(torch, config.train_dtype)
     learner.net.embed_dtype = dtype  # acting; the self-play opponent and the target are copies
+    compiled = config.compile_step_on(device)
     training = TrainingState(
         learning=Learner(
             learner, lr=config.lr, grad_clip=config.grad_clip, tau_target=config.tau_target,
             batch_size=config.batch_size,
-            device_sampling=device.type == "cuda" or config.compile_step_on(device),
-            graph_step=config.graph_step_on(device), step_dtype=dtype,
-            compile_step=config.compile_step_on(device),
+            device_sampling=device.type == "cuda" or compiled,
+            graph_step=config.graph_step_on(device), step_dtype=dtype, compile_step=compiled,
         ),
         replay=ReplayBuffer(config.replay_rows, spec.n_actions),
         opponent=_opponent(config, env, learner),
