@@ -9,7 +9,8 @@ they evaluate the head.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -24,29 +25,38 @@ WEIGHTING = "proportional"
 WEIGHT_TEMPERATURE = 1.0
 
 
+@contextmanager
+def _formulation(stacked: bool) -> Iterator[None]:
+    """The fused op's formulation for the calls inside: ``CMFQ_STACKED`` set, then restored."""
+    before = os.environ.get("CMFQ_STACKED")
+    os.environ["CMFQ_STACKED"] = "1" if stacked else "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["CMFQ_STACKED"]
+        else:
+            os.environ["CMFQ_STACKED"] = before
+
+
 def make_fused(head: cmfq.MeanFieldHead) -> CausalFn:
-    """The fused op: ``cmfq.causal_weights`` given the ``MeanFieldHead`` itself."""
+    """The fused op given the ``MeanFieldHead`` itself, in its per-agent kernel
+    (``CMFQ_STACKED=0``, the CPU's default); its backward follows."""
 
     def fused(state: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(cmfq.causal_weights(head, state, actions, temperature=TEMPERATURE))
+        with _formulation(stacked=False):
+            return tuple(cmfq.causal_weights(head, state, actions, temperature=TEMPERATURE))
 
     return fused
 
 
 def make_stacked(head: cmfq.MeanFieldHead) -> CausalFn:
-    """The fused op in its stacked formulation (``CMFQ_STACKED=1`` during the call): every
+    """The fused op in its stacked formulation (``CMFQ_STACKED=1``, CUDA's default): every
     agent's intervention rows through each trunk layer as one GEMM; its backward follows."""
 
     def stacked(state: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        before = os.environ.get("CMFQ_STACKED")
-        os.environ["CMFQ_STACKED"] = "1"
-        try:
+        with _formulation(stacked=True):
             return tuple(cmfq.causal_weights(head, state, actions, temperature=TEMPERATURE))
-        finally:
-            if before is None:
-                del os.environ["CMFQ_STACKED"]
-            else:
-                os.environ["CMFQ_STACKED"] = before
 
     return stacked
 

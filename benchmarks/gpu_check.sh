@@ -2,8 +2,9 @@
 # The GPU check: builds cmfq with its CUDA kernels, then runs the CUDA tests, compute-sanitizer
 # (memcheck, racecheck) on small cases, the CUDA op benchmarks (per-agent kernel, stacked rows,
 # factored, compiled and generic in one run) and one Nsight Compute profile; then builds the
-# stacked formulation as it was before its steps were fused (the commit STACKED_BASELINE, where
-# this checkout's git history has it) and times it and counts its launches in the same run. All
+# stacked formulation as it was before its kernels last changed (STACKED_BASELINE: a commit that
+# this checkout's git history has, or a folder holding that commit's source tree) and times it
+# and counts its launches in the same run. All
 # is written flat to OUTDIR (10 files). Each step has a time limit and a failed step does not
 # stop the others; summary.txt lists every step's exit status and time. The whole check stops
 # after GPU_CHECK_SECONDS (default 480): about 8 minutes on an H100 with 16 cores.
@@ -100,7 +101,7 @@ step profile-backward 30 profile.txt python benchmarks/gpu_case.py --batch 16384
   --formulations stacked --dtypes float32 --profile --backward
 if command -v ncu >/dev/null; then
   step ncu 60 profile.txt ncu --kernel-name regex:'causal_weights_kernel|row_change|stacked_' \
-    --launch-count 4 --section SpeedOfLight --section LaunchStats --section Occupancy \
+    --launch-count 5 --section SpeedOfLight --section LaunchStats --section Occupancy \
     python benchmarks/gpu_case.py --batch 16384 --slots 32 --dtypes float32
 else
   echo "ncu                      skipped: not on the PATH" >>"$summary"
@@ -110,30 +111,39 @@ fi
 step profile-tf32 30 profile.txt python benchmarks/gpu_case.py --batch 16384 --slots 32 \
   --formulations stacked --dtypes float32 --profile --accuracy --tf32
 
-# The stacked formulation before its steps were fused, built beside this one from git and timed
-# on the same machine: its forward and forward+backward at the benchmark's shapes, and its
-# launches per call.
-baseline=${STACKED_BASELINE:-0ce98b7}
-if git cat-file -e "$baseline^{commit}" 2>/dev/null; then
+# The stacked formulation before its kernels last changed, built beside this one and timed on
+# the same machine: its forward and forward+backward at the benchmark's shapes, and its launches
+# per call.
+baseline=${STACKED_BASELINE:-3cee9da}
+base_dir=""
+if [[ -d $baseline ]]; then
+  base_dir=$(mktemp -d)
+  cp -r "$baseline"/. "$base_dir"
+elif git cat-file -e "$baseline^{commit}" 2>/dev/null; then
   base_dir=$(mktemp -d)
   git archive "$baseline" | tar -x -C "$base_dir"
+fi
+if [[ -n $base_dir ]]; then
   step baseline-build 120 build.log bash -c "cd '$base_dir' && TORCH_CUDA_ARCH_LIST=9.0 \
     MAX_JOBS=16 python setup.py build_ext --inplace"
   for mode in forward training; do
     selected="forward-"
     [[ $mode == training ]] && selected="forward+backward-"
-    step "baseline-bench-$mode" 60 bench.log env PYTHONPATH="$base_dir/src" python -m pytest \
+    step "baseline-bench-$mode" 60 bench.log env PYTHONPATH="$base_dir/src:${PYTHONPATH:-}" \
+      python -m pytest \
       -p no:cacheprovider -q benchmarks/test_causal_weights.py --benchmark-only --device cuda \
       --bench-seconds 0.2 --benchmark-json "$out/bench-baseline-$mode.json" \
       -k "$selected and stacked and (B16384-K32 or B131072-K32)"
   done
   for backward in "" --backward; do
-    step "baseline-profile${backward:+-backward}" 30 profile.txt env PYTHONPATH="$base_dir/src" \
+    step "baseline-profile${backward:+-backward}" 30 profile.txt \
+      env PYTHONPATH="$base_dir/src:${PYTHONPATH:-}" \
       python benchmarks/gpu_case.py --batch 16384 --slots 32 --formulations stacked \
       --dtypes float32 --profile ${backward:+"$backward"}
   done
 else
-  printf '%-24s skipped: commit %s is not in this checkout\n' baseline "$baseline" >>"$summary"
+  printf '%-24s skipped: %s is neither a folder nor a commit of this checkout\n' baseline \
+    "$baseline" >>"$summary"
 fi
 
 echo >>"$summary"

@@ -15,8 +15,9 @@ BATCHES = {"cpu": (64, 1024, 8192), "cuda": (1024, 16384, 131072)}
 SLOTS = {"cpu": (8, 32), "cuda": (8, 32, 128)}
 DTYPES = {"cpu": ("float32",), "cuda": ("float32", "bfloat16")}
 MODES = ("forward", "forward+backward")
-# The implementations compared (benchmarks/causal_impls.py); "stacked" is the fused op in its
-# stacked formulation, which is opt-in and measured on GPUs only.
+# The implementations compared (benchmarks/causal_impls.py): "fused" is the fused op's per-agent
+# kernel and "stacked" its stacked formulation (CUDA's default), measured on GPUs only (on the
+# CPU, the per-agent kernel is the default and the faster).
 IMPLS = {
     "cpu": ("fused", "generic", "compiled", "factored", "naive"),
     "cuda": ("fused", "stacked", "generic", "compiled", "factored", "naive"),

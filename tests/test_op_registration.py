@@ -173,3 +173,16 @@ def test_cuda_tensors_on_cpu_only_build_give_the_cpu_numbers():
     expected = cmfq.causal_weights(head.cpu(), state.cpu(), actions.cpu())
     for name, a, b in zip(out._fields, out, expected):
         torch.testing.assert_close(a.cpu(), b, msg=name)
+
+
+def test_formulation_is_stacked_on_cuda_and_the_kernel_on_the_cpu_unless_chosen(monkeypatch):
+    monkeypatch.delenv("CMFQ_STACKED", raising=False)
+    assert cmfq._C.stacked_selected(cuda=True)
+    assert not cmfq._C.stacked_selected(cuda=False)
+    for value, stacked in (("0", False), ("1", True)):
+        monkeypatch.setenv("CMFQ_STACKED", value)
+        assert cmfq._C.stacked_selected(cuda=True) == stacked
+        assert cmfq._C.stacked_selected(cuda=False) == stacked
+    monkeypatch.setenv("CMFQ_STACKED", "yes")
+    with pytest.raises(ValueError, match="CMFQ_STACKED must be 0 or 1"):
+        cmfq._C.stacked_selected(cuda=False)

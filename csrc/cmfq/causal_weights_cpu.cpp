@@ -91,7 +91,7 @@ Outputs causal_weights_cpu(const at::Tensor& state, const at::Tensor& neighbor_a
                            at::TensorList encoder_biases, at::TensorList trunk_weights,
                            at::TensorList trunk_biases, double temperature,
                            c10::string_view weighting, double weight_temperature) {
-  const bool stacked = stacked_selected();
+  const bool stacked = stacked_selected(/*cuda=*/false);
   auto call = prepare_call(state, neighbor_actions, neighbor_mask, encoder_weights,
                            encoder_biases, trunk_weights, trunk_biases, temperature,
                            std::string(weighting), weight_temperature, !stacked);
@@ -141,7 +141,7 @@ GradOutputs causal_weights_backward_cpu(
     at::TensorList trunk_biases, double temperature, c10::string_view weighting,
     double weight_temperature, const at::Tensor& weights, const at::Tensor& effects,
     const at::Tensor& causal_mean_action) {
-  const bool stacked = stacked_selected();
+  const bool stacked = stacked_selected(/*cuda=*/false);
   auto call = prepare_call(state, neighbor_actions, neighbor_mask, encoder_weights,
                            encoder_biases, trunk_weights, trunk_biases, temperature,
                            std::string(weighting), weight_temperature, !stacked);

@@ -1,7 +1,7 @@
 // CUDA glue of cmfq::causal_weights and its backward: checks and preparation (prepare.cpp) on the
-// current device, then on the current stream either the per-agent kernel (its launch plan in
-// kernel_plan.h) or, where CMFQ_STACKED=1, the stacked formulation (stacked.h), whose steps
-// between its GEMMs are launched from here too. The backward is the stacked formulation's.
+// current device, then on the current stream the stacked formulation (stacked.h), whose steps
+// between its GEMMs are launched from here too, or, where CMFQ_STACKED=0, the per-agent kernel
+// (its launch plan in kernel_plan.h). The backward is the stacked formulation's.
 // Nothing here waits for the GPU: out-of-range actions are handled on the device.
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -22,7 +22,7 @@ Outputs causal_weights_cuda(const at::Tensor& state, const at::Tensor& neighbor_
                             at::TensorList trunk_biases, double temperature,
                             c10::string_view weighting, double weight_temperature) {
   const c10::cuda::OptionalCUDAGuard guard(state.device());
-  const bool stacked = stacked_selected();
+  const bool stacked = stacked_selected(/*cuda=*/true);
   auto call = prepare_call(state, neighbor_actions, neighbor_mask, encoder_weights,
                            encoder_biases, trunk_weights, trunk_biases, temperature,
                            std::string(weighting), weight_temperature, !stacked);

@@ -97,9 +97,10 @@ PYBIND11_MODULE(_C, module) {
       "Whether this build of cmfq has the CUDA kernel.");
   module.def("_cuda_kernel_plan", &cuda_kernel_plan,
              "The CUDA kernel's launch plan for a head's widths on a device (for tests).");
-  module.def("stacked_selected", &cmfq::stacked_selected,
-             "Whether the op runs in the stacked formulation: the environment variable "
-             "CMFQ_STACKED=1 (read at every call); 0 or unset: the per-agent kernels.");
+  module.def("stacked_selected", &cmfq::stacked_selected, pybind11::arg("cuda"),
+             "Whether a call on CUDA (cuda=True) or the CPU runs in the stacked formulation: "
+             "the environment variable CMFQ_STACKED=1 or 0 (read at every call), else the "
+             "device's default, stacked on CUDA and the per-agent kernel on the CPU.");
   module.def("cpu_capability", &cmfq::cpu_capability,
              "The CPU kernel variant that runs now: the widest this CPU supports (default, "
              "avx2, avx512), unless the environment variable CMFQ_CPU_CAPABILITY names another.");

@@ -126,8 +126,9 @@ struct StackedWeightsParams {
   T inv_tau;
   Weighting weighting;
   T weight_temperature;
-  T* probs;   // [B, A] scratch: each agent's reference policy
-  T* row_kl;  // [B * M] scratch: each row's KL
+  // The CPU's scratch (the CUDA kernel keeps an agent's in shared memory), or null.
+  T* probs;   // [B, A] each agent's reference policy
+  T* row_kl;  // [B * M] each row's KL
   T* effects;             // [B, K]
   T* weights;             // [B, K]
   T* causal_mean_action;  // [B, A]

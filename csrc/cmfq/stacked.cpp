@@ -11,11 +11,12 @@
 
 namespace cmfq {
 
-bool stacked_selected() {
+bool stacked_selected(bool cuda) {
   const char* value = std::getenv("CMFQ_STACKED");
-  if (value == nullptr || std::string(value).empty() || std::string(value) == "0") return false;
-  TORCH_CHECK_VALUE(std::string(value) == "1", "CMFQ_STACKED must be 0 or 1, got ", value);
-  return true;
+  if (value == nullptr || std::string(value).empty()) return cuda;
+  TORCH_CHECK_VALUE(std::string(value) == "0" || std::string(value) == "1",
+                    "CMFQ_STACKED must be 0 or 1, got ", value);
+  return std::string(value) == "1";
 }
 
 namespace {
@@ -182,8 +183,8 @@ Outputs stacked_forward(PreparedCall& c) {
   // Each row's KL, each neighbour's effect and weight, the causal mean action: one step.
   const bool cuda = c.state_proj.is_cuda();
   const auto options = c.state_proj.options();
-  const auto probs = at::empty({batch, c.n_actions}, options);
-  const auto row_kl = at::empty({batch * M}, options);
+  const auto probs = cuda ? at::Tensor() : at::empty({batch, c.n_actions}, options);
+  const auto row_kl = cuda ? at::Tensor() : at::empty({batch * M}, options);
   // The CPU loop reads its rows in the compute dtype; a CUDA thread widens them as it reads.
   const auto q_change = cuda ? change : change.to(c.compute_dtype);
   AT_DISPATCH_FLOATING_TYPES(c.compute_dtype, "cmfq_stacked_weights", [&] {
@@ -202,8 +203,8 @@ Outputs stacked_forward(PreparedCall& c) {
     p.inv_tau = static_cast<scalar_t>(1.0 / c.temperature);
     p.weighting = c.weighting;
     p.weight_temperature = static_cast<scalar_t>(c.weight_temperature);
-    p.probs = probs.data_ptr<scalar_t>();
-    p.row_kl = row_kl.data_ptr<scalar_t>();
+    p.probs = data_or_null<scalar_t>(probs);
+    p.row_kl = data_or_null<scalar_t>(row_kl);
     p.effects = c.effects.data_ptr<scalar_t>();
     p.weights = c.weights.data_ptr<scalar_t>();
     p.causal_mean_action = c.causal_mean_action.data_ptr<scalar_t>();
@@ -276,7 +277,9 @@ KernelGrads stacked_backward(const PreparedCall& c, const IncomingGrads& incomin
 #ifdef CMFQ_WITH_CUDA
     if (c.state_proj.is_cuda()) return stacked_first_cuda(p);
 #endif
-    for_each_on_cpu(batch * per_agent, [&](int64_t row) { stacked_first(p, row, 0, 1); });
+    for_each_on_cpu(batch, [&](int64_t b) {
+      for (int m = 0; m < per_agent; ++m) stacked_first(p, b, m, 0, 1);
+    });
   });
   std::vector<at::Tensor> trunk_inputs;
   const auto values = trunk_values(c, first.view({batch * per_agent, width}), &trunk_inputs);

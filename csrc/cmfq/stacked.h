@@ -11,7 +11,9 @@
 // Written once with ATen ops for every device. Between the GEMMs, each step is one function per
 // agent or row (stacked_steps.h): a parallel loop on the CPU, one CUDA kernel launch on CUDA
 // (stacked_kernels.cu), in place of a chain of small ATen ops (a launch each).
-// Opt-in until measured on a GPU: the environment variable CMFQ_STACKED=1, read at every call.
+// The default on CUDA, where it is faster than the per-agent kernel at every size measured; on the
+// CPU the per-agent kernel is (benchmarks/results/notes.md). The environment variable
+// CMFQ_STACKED=1 or 0, read at every call, chooses on either device.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -21,8 +23,9 @@
 
 namespace cmfq {
 
-// Whether CMFQ_STACKED=1 asks for the stacked formulation (0 or unset: the per-agent kernels).
-bool stacked_selected();
+// Whether a call on CUDA (cuda) or the CPU runs in the stacked formulation: CMFQ_STACKED=1 or 0
+// where set, else the device's default (stacked on CUDA, the per-agent kernel on the CPU).
+bool stacked_selected(bool cuda);
 
 // The op's outputs for a prepared call (prepare_call with kernel_layout = false).
 Outputs stacked_forward(PreparedCall& call);

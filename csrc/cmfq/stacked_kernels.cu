@@ -23,73 +23,126 @@ __device__ __forceinline__ void store(__nv_bfloat16* out, float x) { *out = __fl
 __device__ __forceinline__ void store(float* out, float x) { *out = x; }
 __device__ __forceinline__ void store(double* out, double x) { *out = x; }
 
-// Row-wise kernels: a block is kRowsPerBlock rows, a warp per row, lanes along the row
-// (coalesced).
-constexpr int kRowsPerBlock = 8;
-constexpr int64_t kMaxBlocks = 1 << 20;  // then each block strides over the rows or agents
+// Row-wise kernels: a block is an agent's rows (blocks stride over the agents), a warp per row,
+// lanes along the row (coalesced). By agent, so that no row's agent takes a 64-bit division.
+constexpr int kRowWarps = 4;
 
 template <typename T, typename R>
-__global__ void __launch_bounds__(kWarpSize* kRowsPerBlock)
+__global__ void __launch_bounds__(kWarpSize* kRowWarps)
     row_change_kernel(const RowChangeParams<T, R> p) {
-  const int64_t rows = p.batch * p.rows_per_agent;
-  for (int64_t row = blockIdx.x * int64_t{kRowsPerBlock} + threadIdx.y; row < rows;
-       row += int64_t{gridDim.x} * kRowsPerBlock) {
-    const int64_t agent = row / p.rows_per_agent;
+  for (int64_t agent = blockIdx.x; agent < p.batch; agent += gridDim.x) {
     const T* reference = p.reference + agent * p.width;
-    const R* change = p.change ? p.change + row * p.width : nullptr;
-    const T* table = nullptr;
-    const T* reference_proj = nullptr;
-    if (!change) {
-      const int64_t action = p.actions ? p.actions[row] : row - agent * p.rows_per_agent;
-      table = p.action_table + action * p.width;
-      reference_proj = p.reference_proj + agent * p.width;
-    }
-    R* out = p.out + row * p.width;
-    for (int j = threadIdx.x; j < p.width; j += kWarpSize) {
-      const T dz = change ? T(widen(change[j])) : table[j] - reference_proj[j];
-      store(out + j, p.relu ? relu_change(reference[j], dz) : dz);
+    for (int m = threadIdx.y; m < p.rows_per_agent; m += kRowWarps) {
+      const int64_t row = agent * p.rows_per_agent + m;
+      const R* change = p.change ? p.change + row * p.width : nullptr;
+      const T* table = nullptr;
+      const T* reference_proj = nullptr;
+      if (!change) {
+        table = p.action_table + (p.actions ? p.actions[row] : m) * p.width;
+        reference_proj = p.reference_proj + agent * p.width;
+      }
+      R* out = p.out + row * p.width;
+      for (int j = threadIdx.x; j < p.width; j += kWarpSize) {
+        const T dz = change ? T(widen(change[j])) : table[j] - reference_proj[j];
+        store(out + j, p.relu ? relu_change(reference[j], dz) : dz);
+      }
     }
   }
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kWarpSize* kRowsPerBlock)
+__global__ void __launch_bounds__(kWarpSize* kRowWarps)
     stacked_first_kernel(const StackedFirstParams<T> p) {
-  const int64_t rows = p.batch * (p.rows_per_agent + 2);
-  for (int64_t row = blockIdx.x * int64_t{kRowsPerBlock} + threadIdx.y; row < rows;
-       row += int64_t{gridDim.x} * kRowsPerBlock) {
-    stacked_first(p, row, threadIdx.x, kWarpSize);
+  for (int64_t b = blockIdx.x; b < p.batch; b += gridDim.x) {
+    for (int m = threadIdx.y; m < p.rows_per_agent + 2; m += kRowWarps) {
+      stacked_first(p, b, m, threadIdx.x, kWarpSize);
+    }
   }
 }
 
-// The rows' actions and mean action: a thread per agent. At least one block per multiprocessor,
-// so that ptxas may keep more registers: with its default budget, the registers live across the
-// IEEE division's slow path (a call) spilled.
-constexpr int kAgentThreads = 128;
+// Per-agent kernels: a warp per agent, its lanes over the agent's slots, rows or entries, and
+// the first lane on what the agent has once; a block is kAgentsPerBlock agents.
+constexpr int kAgentsPerBlock = 4;
 
 template <typename T>
-__global__ void __launch_bounds__(kAgentThreads, 1)
+__global__ void __launch_bounds__(kWarpSize* kAgentsPerBlock)
     stacked_rows_kernel(const StackedRowsParams<T> p) {
-  for (int64_t b = blockIdx.x * int64_t{kAgentThreads} + threadIdx.x; b < p.batch;
-       b += int64_t{gridDim.x} * kAgentThreads) {
-    stacked_rows(p, b);
+  const int lane = threadIdx.x;
+  for (int64_t b = blockIdx.x * int64_t{kAgentsPerBlock} + threadIdx.y; b < p.batch;
+       b += int64_t{gridDim.x} * kAgentsPerBlock) {
+    bool bad = false;
+    for (int k = lane; k < p.slots; k += kWarpSize) bad = stacked_slot(p, b, k) || bad;
+    bad = __any_sync(0xffffffffu, bad);
+    __syncwarp();  // the slots' rows, written by other lanes, make the mean action
+    const int valid = count_valid(p.mask + b * p.slots, p.slots);
+    for (int a = lane; a < p.n_actions; a += kWarpSize) {
+      p.mean_action[b * p.n_actions + a] = mean_entry(p, b, a, valid);
+    }
+    if (p.one_hot && lane == 0) p.bad[b] = bad;
   }
 }
 
-// The weights and the backward's KL step: a warp per agent, its lanes over the agent's rows (and
-// actions), its first lane on what the agent has once; a block is kAgentsPerBlock agents.
-constexpr int kAgentsPerBlock = 4;
+// The weights step keeps each agent's reference values and policy, rows' KLs and slots' effects,
+// weights and mask in shared memory: the first lane's passes over them (the softmax, the effects
+// and weights) are chains of dependent reads, each a round trip to global memory otherwise.
+template <typename T>
+struct AgentScratch {
+  T* values;   // [A]
+  T* probs;    // [A]
+  T* kls;      // [M]
+  T* effects;  // [K]
+  T* weights;  // [K]
+  bool* mask;  // [K]
+};
+
+template <typename T>
+__host__ __device__ size_t agent_scratch_bytes(const StackedWeightsParams<T>& p) {
+  const size_t bytes = sizeof(T) * (2 * p.n_actions + p.rows_per_agent + 2 * p.slots) + p.slots;
+  return (bytes + 15) / 16 * 16;
+}
+
+template <typename T>
+__device__ AgentScratch<T> agent_scratch(unsigned char* base, const StackedWeightsParams<T>& p) {
+  AgentScratch<T> s;
+  s.values = reinterpret_cast<T*>(base);
+  s.probs = s.values + p.n_actions;
+  s.kls = s.probs + p.n_actions;
+  s.effects = s.kls + p.rows_per_agent;
+  s.weights = s.effects + p.slots;
+  s.mask = reinterpret_cast<bool*>(s.weights + p.slots);
+  return s;
+}
 
 template <typename T, typename R>
 __global__ void __launch_bounds__(kWarpSize* kAgentsPerBlock, 1)
     stacked_weights_kernel(const StackedWeightsParams<T> p) {
+  extern __shared__ __align__(16) unsigned char shared[];
+  const AgentScratch<T> s = agent_scratch(shared + threadIdx.y * agent_scratch_bytes(p), p);
+  const int lane = threadIdx.x, K = p.slots, A = p.n_actions;
   for (int64_t b = blockIdx.x * int64_t{kAgentsPerBlock} + threadIdx.y; b < p.batch;
        b += int64_t{gridDim.x} * kAgentsPerBlock) {
-    if (threadIdx.x == 0) stacked_probs(p, b);
+    for (int a = lane; a < A; a += kWarpSize) s.values[a] = p.reference_values[b * A + a];
+    for (int k = lane; k < K; k += kWarpSize) s.mask[k] = p.mask[b * K + k];
     __syncwarp();
-    for (int m = threadIdx.x; m < p.rows_per_agent; m += kWarpSize) stacked_row_kl<T, R>(p, b, m);
+    if (lane == 0) boltzmann(s.values, A, p.inv_tau, s.probs);
     __syncwarp();
-    if (threadIdx.x == 0) stacked_agent_weights(p, b);
+    for (int m = lane; m < p.rows_per_agent; m += kWarpSize) {
+      s.kls[m] = row_kl(s.probs, q_change_row<T, R>(p, b, m), A, p.inv_tau);
+    }
+    __syncwarp();
+    if (lane == 0) agent_weights(p, b, s.kls, s.mask, s.effects, s.weights);
+    __syncwarp();
+    // As stacked_weights: an agent with a valid neighbour's action outside [0, A) gets NaN.
+    const bool bad = agent_is_bad(p, b);
+    for (int k = lane; k < K; k += kWarpSize) {
+      p.effects[b * K + k] = bad ? T(NAN) : s.effects[k];
+      p.weights[b * K + k] = bad ? T(NAN) : s.weights[k];
+    }
+    for (int a = lane; a < A; a += kWarpSize) {
+      p.causal_mean_action[b * A + a] = bad ? T(NAN) : causal_entry(p, b, s.weights, a);
+      if (bad) p.mean_action[b * A + a] = T(NAN);
+    }
+    __syncwarp();  // the scratch is the next agent's
   }
 }
 
@@ -109,40 +162,46 @@ unsigned grid_for(int64_t items, int64_t per_block) {
   return static_cast<unsigned>(blocks < kMaxBlocks ? blocks : kMaxBlocks);
 }
 
-const dim3 kRowBlock(kWarpSize, kRowsPerBlock);
+const dim3 kRowBlock(kWarpSize, kRowWarps);
 const dim3 kAgentBlock(kWarpSize, kAgentsPerBlock);
 
 }  // namespace
 
 template <typename T, typename R>
 cudaError_t launch_row_change(const RowChangeParams<T, R>& params, cudaStream_t stream) {
-  const int64_t rows = params.batch * params.rows_per_agent;
-  if (rows == 0 || params.width == 0) return cudaSuccess;
-  row_change_kernel<T, R><<<grid_for(rows, kRowsPerBlock), kRowBlock, 0, stream>>>(params);
+  if (params.batch * params.rows_per_agent == 0 || params.width == 0) return cudaSuccess;
+  row_change_kernel<T, R><<<grid_for(params.batch, 1), kRowBlock, 0, stream>>>(params);
   return cudaGetLastError();
 }
 
 template <typename T>
 cudaError_t launch_stacked_rows(const StackedRowsParams<T>& params, cudaStream_t stream) {
   if (params.batch == 0) return cudaSuccess;
-  stacked_rows_kernel<T><<<grid_for(params.batch, kAgentThreads), kAgentThreads, 0, stream>>>(
-      params);
+  stacked_rows_kernel<T>
+      <<<grid_for(params.batch, kAgentsPerBlock), kAgentBlock, 0, stream>>>(params);
   return cudaGetLastError();
 }
 
 template <typename T, typename R>
 cudaError_t launch_stacked_weights(const StackedWeightsParams<T>& params, cudaStream_t stream) {
   if (params.batch == 0) return cudaSuccess;
+  const size_t bytes = kAgentsPerBlock * agent_scratch_bytes(params);
+  if (bytes > kDefaultSharedBytes) {
+    // Beyond the default, up to the device's limit (heads with thousands of actions or slots).
+    const cudaError_t status = cudaFuncSetAttribute(
+        stacked_weights_kernel<T, R>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        static_cast<int>(bytes));
+    if (status != cudaSuccess) return status;
+  }
   stacked_weights_kernel<T, R>
-      <<<grid_for(params.batch, kAgentsPerBlock), kAgentBlock, 0, stream>>>(params);
+      <<<grid_for(params.batch, kAgentsPerBlock), kAgentBlock, bytes, stream>>>(params);
   return cudaGetLastError();
 }
 
 template <typename T>
 cudaError_t launch_stacked_first(const StackedFirstParams<T>& params, cudaStream_t stream) {
-  const int64_t rows = params.batch * (params.rows_per_agent + 2);
-  if (rows == 0 || params.width == 0) return cudaSuccess;
-  stacked_first_kernel<T><<<grid_for(rows, kRowsPerBlock), kRowBlock, 0, stream>>>(params);
+  if (params.batch == 0 || params.width == 0) return cudaSuccess;
+  stacked_first_kernel<T><<<grid_for(params.batch, 1), kRowBlock, 0, stream>>>(params);
   return cudaGetLastError();
 }
 

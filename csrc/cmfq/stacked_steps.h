@@ -27,33 +27,47 @@ __device__ __forceinline__ float widen(__nv_bfloat16 x) { return __bfloat162floa
 
 // Agent b's mean action, and what its rows are made of: its neighbours' actions clamped into
 // [0, A) (0 where masked) and whether a valid one was outside, or their masked distributions.
+// stacked_slot does slot k, then mean_entry entry a of the mean action; stacked_rows runs them in
+// turn (the CUDA kernel: a lane for each slot, then for each entry).
 template <typename T>
-CMFQ_HD void stacked_rows(const StackedRowsParams<T>& p, int64_t b) {
+CMFQ_HD bool stacked_slot(const StackedRowsParams<T>& p, int64_t b, int k) {
   const int K = p.slots, A = p.n_actions;
-  const bool* mask = p.mask + b * K;
-  T* mean = p.mean_action + b * A;
-  for (int a = 0; a < A; ++a) mean[a] = T(0);
-  int valid = 0;
-  bool bad = false;
+  const bool valid = p.mask[b * K + k];
+  if (!p.one_hot) {
+    const T* dist = p.action_dists + (b * K + k) * A;
+    T* vector = p.vectors + (b * K + k) * A;
+    for (int a = 0; a < A; ++a) vector[a] = valid ? dist[a] : T(0);
+    return false;
+  }
+  const int64_t action = p.actions[b * K + k];
+  const int64_t clamped = action < 0 ? 0 : action >= A ? A - 1 : action;
+  p.index[b * K + k] = valid ? clamped : 0;
+  return valid && (action < 0 || action >= A);
+}
+
+// Entry a of agent b's mean action over its `valid` slots, in slot order.
+template <typename T>
+CMFQ_HD T mean_entry(const StackedRowsParams<T>& p, int64_t b, int a, int valid) {
+  const int K = p.slots;
+  T sum = T(0);
   for (int k = 0; k < K; ++k) {
-    valid += mask[k] ? 1 : 0;
-    if (p.one_hot) {
-      const int64_t action = p.actions[b * K + k];
-      bad = bad || (mask[k] && (action < 0 || action >= A));
-      const int64_t clamped = action < 0 ? 0 : action >= A ? A - 1 : action;
-      p.index[b * K + k] = mask[k] ? clamped : 0;
-      if (mask[k]) mean[clamped] += T(1);
-    } else {
-      const T* dist = p.action_dists + (b * K + k) * A;
-      T* vector = p.vectors + (b * K + k) * A;
-      for (int a = 0; a < A; ++a) {
-        vector[a] = mask[k] ? dist[a] : T(0);
-        mean[a] += vector[a];
-      }
+    if (!p.one_hot) {
+      sum += p.vectors[(b * K + k) * p.n_actions + a];
+    } else if (p.mask[b * K + k] && p.index[b * K + k] == a) {
+      sum += T(1);
     }
   }
-  const T count = T(valid > 0 ? valid : 1);
-  for (int a = 0; a < A; ++a) mean[a] /= count;
+  return sum / T(valid > 0 ? valid : 1);
+}
+
+template <typename T>
+CMFQ_HD void stacked_rows(const StackedRowsParams<T>& p, int64_t b) {
+  bool bad = false;
+  for (int k = 0; k < p.slots; ++k) bad = stacked_slot(p, b, k) || bad;
+  const int valid = count_valid(p.mask + b * p.slots, p.slots);
+  for (int a = 0; a < p.n_actions; ++a) {
+    p.mean_action[b * p.n_actions + a] = mean_entry(p, b, a, valid);
+  }
   if (p.one_hot) p.bad[b] = bad;
 }
 
@@ -63,73 +77,88 @@ CMFQ_HD int row_of_slot(const Params& p, int64_t b, int k) {
   return p.by_action ? static_cast<int>(p.index[b * p.slots + k]) : k;
 }
 
-// After the rows' last GEMM, for agent b: its reference policy (stacked_probs), then each row's
-// KL(p || softmax(log p + q_change / tau)) (stacked_row_kl, kl_from_sums), then its neighbours'
-// effects and weights (combine_weights) and its causal mean action sum_k w_k e(a_k)
-// (stacked_agent_weights); stacked_weights runs the three in turn.
-template <typename T>
-CMFQ_HD void stacked_probs(const StackedWeightsParams<T>& p, int64_t b) {
-  const int A = p.n_actions;
-  boltzmann(p.reference_values + b * A, A, p.inv_tau, p.probs + b * A);
-}
+// After the rows' last GEMM, for agent b: its reference policy (boltzmann) and each row's KL
+// (row_kl), then its neighbours' effects and weights (agent_weights) and its causal mean action,
+// entry by entry (causal_entry); stacked_weights runs them in turn. The CUDA kernel runs the same
+// functions on an agent's copy in shared memory, its rows and entries a lane each.
 
+// KL(p || softmax(log p + change / tau)) of one row from its change of Q (kl_from_sums).
 template <typename T, typename R>
-CMFQ_HD void stacked_row_kl(const StackedWeightsParams<T>& p, int64_t b, int m) {
-  const int A = p.n_actions;
-  const T* probs = p.probs + b * A;
-  const R* change = static_cast<const R*>(p.q_change) + (b * p.rows_per_agent + m) * A;
+CMFQ_HD T row_kl(const T* probs, const R* change, int n_actions, T inv_tau) {
   T shift = T(0);
-  for (int a = 0; a < A; ++a) shift += probs[a] * (T(widen(change[a])) * p.inv_tau);
+  for (int a = 0; a < n_actions; ++a) shift += probs[a] * (T(widen(change[a])) * inv_tau);
   T f = T(0);
   T r = T(0);
-  for (int a = 0; a < A; ++a) {
-    const T d = T(widen(change[a])) * p.inv_tau - shift;
+  for (int a = 0; a < n_actions; ++a) {
+    const T d = T(widen(change[a])) * inv_tau - shift;
     f += probs[a] * phi(d);
     r += probs[a] * d;
   }
-  p.row_kl[b * p.rows_per_agent + m] = kl_from_sums(f, r);
+  return kl_from_sums(f, r);
+}
+
+// Row m's change of Q: [A] in the rows' type R.
+template <typename T, typename R>
+CMFQ_HD const R* q_change_row(const StackedWeightsParams<T>& p, int64_t b, int m) {
+  return static_cast<const R*>(p.q_change) + (b * p.rows_per_agent + m) * p.n_actions;
+}
+
+// Agent b's effects (its rows' KLs, row_kl [M]) and weights [K] of its neighbour slots.
+template <typename T>
+CMFQ_HD void agent_weights(const StackedWeightsParams<T>& p, int64_t b, const T* row_kl,
+                           const bool* mask, T* effects, T* weights) {
+  for (int k = 0; k < p.slots; ++k) effects[k] = mask[k] ? row_kl[row_of_slot(p, b, k)] : T(0);
+  combine_weights(effects, mask, p.slots, p.weighting, p.weight_temperature, weights);
+}
+
+// Entry a of agent b's causal mean action, sum_k w_k e(a_k)_a in slot order, from its weights
+// [K] (masked slots have weight 0 and index 0).
+template <typename T>
+CMFQ_HD T causal_entry(const StackedWeightsParams<T>& p, int64_t b, const T* weights, int a) {
+  const int K = p.slots;
+  T sum = T(0);
+  for (int k = 0; k < K; ++k) {
+    if (p.index) {
+      if (p.index[b * K + k] == a) sum += weights[k];
+    } else {
+      sum += weights[k] * p.vectors[(b * K + k) * p.n_actions + a];
+    }
+  }
+  return sum;
 }
 
 template <typename T>
-CMFQ_HD void stacked_agent_weights(const StackedWeightsParams<T>& p, int64_t b) {
+CMFQ_HD bool agent_is_bad(const StackedWeightsParams<T>& p, int64_t b) {
+  return p.bad && p.bad[b];
+}
+
+template <typename T, typename R>
+CMFQ_HD void stacked_weights(const StackedWeightsParams<T>& p, int64_t b) {
   const int K = p.slots, A = p.n_actions;
-  const T* row_kl = p.row_kl + b * p.rows_per_agent;
-  const bool* mask = p.mask + b * K;
+  T* probs = p.probs + b * A;
+  boltzmann(p.reference_values + b * A, A, p.inv_tau, probs);
+  T* kls = p.row_kl + b * p.rows_per_agent;
+  for (int m = 0; m < p.rows_per_agent; ++m) {
+    kls[m] = row_kl(probs, q_change_row<T, R>(p, b, m), A, p.inv_tau);
+  }
   T* effects = p.effects + b * K;
   T* weights = p.weights + b * K;
-  for (int k = 0; k < K; ++k) effects[k] = mask[k] ? row_kl[row_of_slot(p, b, k)] : T(0);
-  combine_weights(effects, mask, K, p.weighting, p.weight_temperature, weights);
+  agent_weights(p, b, kls, p.mask + b * K, effects, weights);
   T* causal = p.causal_mean_action + b * A;
-  for (int a = 0; a < A; ++a) causal[a] = T(0);
-  for (int k = 0; k < K; ++k) {
-    if (p.index) {
-      causal[p.index[b * K + k]] += weights[k];  // masked: weight 0 at index 0
-    } else {
-      const T* vector = p.vectors + (b * K + k) * A;
-      for (int a = 0; a < A; ++a) causal[a] += weights[k] * vector[a];
-    }
-  }
-  if (p.bad && p.bad[b]) {
+  for (int a = 0; a < A; ++a) causal[a] = causal_entry(p, b, weights, a);
+  if (agent_is_bad(p, b)) {
     // As the per-agent kernel: an agent with a valid neighbour's action outside [0, A) gets NaN.
     for (int k = 0; k < K; ++k) effects[k] = weights[k] = T(NAN);
     for (int a = 0; a < A; ++a) causal[a] = p.mean_action[b * A + a] = T(NAN);
   }
 }
 
-template <typename T, typename R>
-CMFQ_HD void stacked_weights(const StackedWeightsParams<T>& p, int64_t b) {
-  stacked_probs(p, b);
-  for (int m = 0; m < p.rows_per_agent; ++m) stacked_row_kl<T, R>(p, b, m);
-  stacked_agent_weights(p, b);
-}
-
-// Row `row` of the backward's B (M + 2) rows, entries lane, lane + lanes, ...: its first-layer
-// pre-activation, state_proj of its agent plus the projection of its action vector.
+// Row m of agent b's M + 2 rows in the backward, entries lane, lane + lanes, ...: its first-layer
+// pre-activation, state_proj of the agent plus the projection of the row's action vector (the
+// reference row first, the causal row last).
 template <typename T>
-CMFQ_HD void stacked_first(const StackedFirstParams<T>& p, int64_t row, int lane, int lanes) {
+CMFQ_HD void stacked_first(const StackedFirstParams<T>& p, int64_t b, int m, int lane, int lanes) {
   const int per_agent = p.rows_per_agent + 2, H = p.width;
-  const int64_t b = row / per_agent;
-  const int m = static_cast<int>(row - b * per_agent);
   const T* source;
   if (m == 0) {
     source = p.mean_proj + b * H;
@@ -142,7 +171,7 @@ CMFQ_HD void stacked_first(const StackedFirstParams<T>& p, int64_t row, int lane
     source = p.input_proj + action * H;
   }
   const T* state = p.state_proj + b * H;
-  T* out = p.first + row * H;
+  T* out = p.first + (b * per_agent + m) * H;
   for (int j = lane; j < H; j += lanes) out[j] = state[j] + source[j];
 }
 

@@ -4,10 +4,11 @@ The forward is the C++/CUDA kernel. The backward re-evaluates the head under the
 from the saved inputs, as activation checkpointing does, and reuses the forward's weights, effects
 and causal mean action. It is the op ``torch.ops.cmfq.causal_weights_backward`` on the CPU (a
 kernel, or the stacked formulation where ``CMFQ_STACKED=1``) and, after a forward in the stacked
-formulation, on CUDA (``csrc/cmfq/stacked.h``); after the per-agent CUDA kernel, and wherever the
-backward itself is differentiated (``create_graph=True``), it is the same chain rule in PyTorch
-ops (``cmfq.gradient``). All trace under ``torch.compile``. Half-precision inputs take the
-backward in float32, after the forward runs again in float32.
+formulation (CUDA's default), on CUDA (``csrc/cmfq/stacked.h``); after the per-agent CUDA kernel
+(``CMFQ_STACKED=0``), and wherever the backward itself is differentiated
+(``create_graph=True``), it is the same chain rule in PyTorch ops (``cmfq.gradient``). All trace
+under ``torch.compile``. Half-precision inputs take the backward in float32, after the forward
+runs again in float32.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def _setup_context(ctx, inputs, output):
     ctx.sizes = (len(enc_w), len(enc_b), len(trunk_w))
     ctx.scalars = (tau, weighting, tau_w)
     # The backward follows the forward's formulation, whatever CMFQ_STACKED says by then.
-    ctx.stacked = _C.stacked_selected()
+    ctx.stacked = _C.stacked_selected(cuda=state.device.type == "cuda")
 
 
 def _backward(ctx, grad_weights, grad_effects, grad_mean_action, grad_causal_mean_action, grad_q):
