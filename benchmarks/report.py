@@ -627,7 +627,9 @@ def render(runs: list[Run], out: Path, notes: Path | None) -> str:
         "before it is timed. Forward runs under "
         "`torch.no_grad()`; forward+backward differentiates a fixed linear function of "
         "`q_causal`. Implementations: `fused` = `cmfq.causal_weights` with the "
-        "`MeanFieldHead`; `generic` = the same call with a plain callable (every intervention a "
+        "`MeanFieldHead`, its per-agent kernel (`CMFQ_STACKED=0`, the CPU's default); "
+        "`stacked` = the same in its stacked formulation (`CMFQ_STACKED=1`, CUDA's default); "
+        "`generic` = the same call with a plain callable (every intervention a "
         "row of one batch); `compiled` = `torch.compile` of `generic`; `factored` = hand-written "
         "PyTorch (state half once, the A one-hot interventions batched, KL gathered); `naive` = "
         "a Python loop over the neighbour slots.",
