@@ -61,11 +61,13 @@ __global__ void __launch_bounds__(kWarpSize* kRowWarps)
 }
 
 // Per-agent kernels: a warp per agent, its lanes over the agent's slots, rows or entries, and
-// the first lane on what the agent has once; a block is kAgentsPerBlock agents.
+// the first lane on what the agent has once; a block is kAgentsPerBlock agents. At least one
+// block per multiprocessor, so that ptxas may keep more registers: with its default budget, the
+// registers live across the IEEE division's slow path (a call) spill.
 constexpr int kAgentsPerBlock = 4;
 
 template <typename T>
-__global__ void __launch_bounds__(kWarpSize* kAgentsPerBlock)
+__global__ void __launch_bounds__(kWarpSize* kAgentsPerBlock, 1)
     stacked_rows_kernel(const StackedRowsParams<T> p) {
   const int lane = threadIdx.x;
   for (int64_t b = blockIdx.x * int64_t{kAgentsPerBlock} + threadIdx.y; b < p.batch;
