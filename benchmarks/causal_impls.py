@@ -26,39 +26,40 @@ WEIGHT_TEMPERATURE = 1.0
 
 
 @contextmanager
-def _formulation(stacked: bool) -> Iterator[None]:
-    """The fused op's formulation for the calls inside: ``CMFQ_STACKED`` set, then restored."""
-    before = os.environ.get("CMFQ_STACKED")
-    os.environ["CMFQ_STACKED"] = "1" if stacked else "0"
+def _environment(variables: dict[str, str]) -> Iterator[None]:
+    """The environment variables set for the calls inside, then restored."""
+    before = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
     try:
         yield
     finally:
-        if before is None:
-            del os.environ["CMFQ_STACKED"]
-        else:
-            os.environ["CMFQ_STACKED"] = before
+        for name, value in before.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
 
 
-def make_fused(head: cmfq.MeanFieldHead) -> CausalFn:
-    """The fused op given the ``MeanFieldHead`` itself, in its per-agent kernel
-    (``CMFQ_STACKED=0``, the CPU's default); its backward follows."""
+def _formulation(variables: dict[str, str]) -> Callable[[cmfq.MeanFieldHead], CausalFn]:
+    """The fused op given the ``MeanFieldHead`` itself, in the formulation that ``variables``
+    select during the call; its backward follows the forward's."""
 
-    def fused(state: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        with _formulation(stacked=False):
-            return tuple(cmfq.causal_weights(head, state, actions, temperature=TEMPERATURE))
+    def make(head: cmfq.MeanFieldHead) -> CausalFn:
+        def call(state: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            with _environment(variables):
+                return tuple(cmfq.causal_weights(head, state, actions, temperature=TEMPERATURE))
 
-    return fused
+        return call
+
+    return make
 
 
-def make_stacked(head: cmfq.MeanFieldHead) -> CausalFn:
-    """The fused op in its stacked formulation (``CMFQ_STACKED=1``, CUDA's default): every
-    agent's intervention rows through each trunk layer as one GEMM; its backward follows."""
-
-    def stacked(state: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        with _formulation(stacked=True):
-            return tuple(cmfq.causal_weights(head, state, actions, temperature=TEMPERATURE))
-
-    return stacked
+# The per-agent kernel (the CPU's default); the stacked formulation, every agent's intervention
+# rows through each trunk layer as one GEMM (CUDA's default); the same with the trunk in one CUDA
+# launch (opt-in).
+make_fused = _formulation({"CMFQ_STACKED": "0"})
+make_stacked = _formulation({"CMFQ_STACKED": "1", "CMFQ_FUSED_TRUNK": "0"})
+make_trunk = _formulation({"CMFQ_STACKED": "1", "CMFQ_FUSED_TRUNK": "1"})
 
 
 def make_generic(head: cmfq.MeanFieldHead) -> CausalFn:
@@ -154,6 +155,7 @@ def make_factored(head: cmfq.MeanFieldHead) -> CausalFn:
 IMPLEMENTATIONS: dict[str, Callable[[cmfq.MeanFieldHead], CausalFn]] = {
     "fused": make_fused,
     "stacked": make_stacked,
+    "trunk": make_trunk,
     "generic": make_generic,
     "compiled": make_compiled,
     "factored": make_factored,

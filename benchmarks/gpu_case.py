@@ -1,7 +1,8 @@
 """Small causal-weights workloads on CUDA for benchmarks/gpu_check.sh: each formulation (the
-per-agent kernel, stacked rows), dtype and kind of actions once, for compute-sanitizer and Nsight
-Compute; with --profile, the time of every CUDA kernel of a few calls and their number per call
-(torch.profiler); with --accuracy, each output's largest error against float64 on the same inputs.
+per-agent kernel, stacked rows, the fused trunk), dtype and kind of actions once, for
+compute-sanitizer and Nsight Compute; with --profile, the time of every CUDA kernel of a few
+calls and their number per call (torch.profiler); with --accuracy, each output's largest error
+against float64 on the same inputs.
 
     python benchmarks/gpu_case.py --batch 64 --slots 8 --distributions --backward
     python benchmarks/gpu_case.py --batch 16384 --slots 32 --formulations stacked --profile --tf32
@@ -18,7 +19,12 @@ from workload import TEMPERATURE, make_workload
 
 import cmfq
 
-FORMULATIONS = {"kernel": "0", "stacked": "1"}  # the value of CMFQ_STACKED
+# The environment that selects each formulation of the fused op.
+FORMULATIONS = {
+    "kernel": {"CMFQ_STACKED": "0", "CMFQ_FUSED_TRUNK": "0"},
+    "stacked": {"CMFQ_STACKED": "1", "CMFQ_FUSED_TRUNK": "0"},
+    "trunk": {"CMFQ_STACKED": "1", "CMFQ_FUSED_TRUNK": "1"},
+}
 CALLS = 5  # profiled calls
 
 
@@ -57,7 +63,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64, help="agents B (default: 64)")
     parser.add_argument("--slots", type=int, default=8, help="neighbour slots K (default: 8)")
     parser.add_argument(
-        "--formulations", default="kernel,stacked", help="comma-separated: kernel, stacked"
+        "--formulations",
+        default="kernel,stacked,trunk",
+        help="comma-separated: kernel, stacked, trunk (the fused trunk)",
     )
     parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated dtypes")
     parser.add_argument(
@@ -77,7 +85,7 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
 
     for formulation in args.formulations.split(","):
-        os.environ["CMFQ_STACKED"] = FORMULATIONS[formulation]
+        os.environ.update(FORMULATIONS[formulation])
         for dtype_name in args.dtypes.split(","):
             work = make_workload(args.batch, args.slots, "cuda", getattr(torch, dtype_name))
             cases = {"indices": work.actions}

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The GPU check: builds cmfq with its CUDA kernels, then runs the CUDA tests, compute-sanitizer
 # (memcheck, racecheck) on small cases, the CUDA op benchmarks (per-agent kernel, stacked rows,
-# factored, compiled and generic in one run) and one Nsight Compute profile; then builds the
-# stacked formulation as it was before its kernels last changed (STACKED_BASELINE: a commit that
-# this checkout's git history has, or a folder holding that commit's source tree) and times it
-# and counts its launches in the same run. All
-# is written flat to OUTDIR (10 files). Each step has a time limit and a failed step does not
+# the fused trunk, factored, compiled and generic in one run) and one Nsight Compute profile;
+# then builds the stacked formulation as it was before its kernels last changed
+# (STACKED_BASELINE: a commit that this checkout's git history has, or a folder holding that
+# commit's source tree) and times it and counts its launches in the same run. All is written flat
+# to OUTDIR (10 files). Each step has a time limit and a failed step does not
 # stop the others; summary.txt lists every step's exit status and time. The whole check stops
 # after GPU_CHECK_SECONDS (default 480): about 8 minutes on an H100 with 16 cores.
 #
@@ -75,16 +75,16 @@ step memcheck 60 sanitizer.log env PYTORCH_NO_CUDA_MEMORY_CACHING=1 \
   python benchmarks/gpu_case.py --batch 64 --slots 8 --distributions --backward
 step memcheck-by-action 40 sanitizer.log env PYTORCH_NO_CUDA_MEMORY_CACHING=1 \
   compute-sanitizer --tool memcheck --error-exitcode 1 \
-  python benchmarks/gpu_case.py --batch 64 --slots 32 --formulations stacked --backward
+  python benchmarks/gpu_case.py --batch 64 --slots 32 --formulations stacked,trunk --backward
 step racecheck 45 sanitizer.log compute-sanitizer --tool racecheck --error-exitcode 1 \
-  python benchmarks/gpu_case.py --batch 16 --slots 8 --formulations kernel --dtypes float32
+  python benchmarks/gpu_case.py --batch 16 --slots 8 --dtypes float32
 wait "$tests"
 
 # The benchmarks, one JSON per mode (training: forward+backward), so that a timeout loses at most
 # one. torch.compile is timed in float32 at B=16384 only: its compilations would take most of the
 # time budget. B=1024 (the size of training's calls) only for the two formulations of the op.
 shapes="((B16384-K32 or B131072-K32) and not naive and not (compiled and (bfloat16 or B131072)))"
-shapes="$shapes or (B1024-K32 and (fused or stacked))"
+shapes="$shapes or (B1024-K32 and (fused or stacked or trunk))"
 for mode in forward training; do
   selected="forward-"
   [[ $mode == training ]] && selected="forward+backward-"
@@ -97,12 +97,13 @@ done
 # Where the stacked formulation's time goes (forward, then forward and backward), then Nsight
 # Compute on one launch of each kernel.
 step profile 45 profile.txt python benchmarks/gpu_case.py --batch 16384 --slots 32 \
-  --formulations kernel,stacked --dtypes float32,bfloat16 --profile --accuracy
+  --dtypes float32,bfloat16 --profile --accuracy
 step profile-backward 30 profile.txt python benchmarks/gpu_case.py --batch 16384 --slots 32 \
   --formulations stacked --dtypes float32 --profile --backward
 if command -v ncu >/dev/null; then
-  step ncu 60 profile.txt ncu --kernel-name regex:'causal_weights_kernel|row_change|stacked_' \
-    --launch-count 5 --section SpeedOfLight --section LaunchStats --section Occupancy \
+  step ncu 60 profile.txt ncu \
+    --kernel-name regex:'causal_weights_kernel|row_change|stacked_|fused_trunk' --launch-count 7 \
+    --section SpeedOfLight --section LaunchStats --section Occupancy \
     python benchmarks/gpu_case.py --batch 16384 --slots 32 --dtypes float32
 else
   echo "ncu                      skipped: not on the PATH" >>"$summary"

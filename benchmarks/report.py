@@ -130,7 +130,7 @@ def executed_flops(impl: str, batch: int, slots: int, distinct: float) -> float:
         return 2.0 * batch * (slots + 2) * (m["state"] + m["action"] + m["tail"])
     if impl == "factored":
         return minimal_flops(batch, N_ACTIONS, m)
-    if impl == "stacked":  # min(K, A) rows an agent, whichever actions were taken
+    if impl in ("stacked", "trunk"):  # min(K, A) rows an agent, whichever actions were taken
         return minimal_flops(batch, min(slots, N_ACTIONS), m)
     return minimal_flops(batch, distinct, m)
 
@@ -211,8 +211,8 @@ CPU_TARGETS = {
     "forward+backward": (("generic", 10.0), ("compiled", 1.0), ("factored", 3.0)),
 }
 CPU_PEAK_TARGET = 0.5  # forward, fraction of the nominal FP32 peak at B >= 1024, K = 32
-# H100, B = 16384, K = 32, float32: (mode, other implementation, least speed-up), for the fused op
-# and its stacked formulation; bfloat16 over float32; B = 131072: fraction of the roofline.
+# H100, B = 16384, K = 32, float32: (mode, other implementation, least speed-up), for each
+# formulation of the fused op; bfloat16 over float32; B = 131072: fraction of the roofline.
 GPU_TARGETS = (
     ("forward", "generic", 20.0),
     ("forward", "compiled", 3.0),
@@ -255,7 +255,7 @@ def targets_section(
                 _status(fraction, fraction is not None and fraction >= CPU_PEAK_TARGET),
             ]
         )
-    for op in ("fused", "stacked"):
+    for op in ("fused", "stacked", "trunk"):
         for mode, impl, factor in GPU_TARGETS:
             base = ("cuda", "float32", mode, 16384, 32)
             pair = (*base, impl), (*base, op)
@@ -629,6 +629,7 @@ def render(runs: list[Run], out: Path, notes: Path | None) -> str:
         "`q_causal`. Implementations: `fused` = `cmfq.causal_weights` with the "
         "`MeanFieldHead`, its per-agent kernel (`CMFQ_STACKED=0`, the CPU's default); "
         "`stacked` = the same in its stacked formulation (`CMFQ_STACKED=1`, CUDA's default); "
+        "`trunk` = that with its trunk in one CUDA launch (`CMFQ_FUSED_TRUNK=1`, opt-in); "
         "`generic` = the same call with a plain callable (every intervention a "
         "row of one batch); `compiled` = `torch.compile` of `generic`; `factored` = hand-written "
         "PyTorch (state half once, the A one-hot interventions batched, KL gathered); `naive` = "

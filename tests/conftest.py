@@ -22,9 +22,23 @@ def device(request) -> str:
     return request.param
 
 
-@pytest.fixture(params=["kernel", "stacked"])
+# The fused op's formulations and the environment that selects each.
+FORMULATIONS = {
+    "kernel": {"CMFQ_STACKED": "0", "CMFQ_FUSED_TRUNK": "0"},
+    "stacked": {"CMFQ_STACKED": "1", "CMFQ_FUSED_TRUNK": "0"},
+    "fused-trunk": {"CMFQ_STACKED": "1", "CMFQ_FUSED_TRUNK": "1"},
+}
+
+
+@pytest.fixture(params=list(FORMULATIONS))
 def formulation(request, monkeypatch) -> str:
-    """How the fused op evaluates the head: the per-agent kernels, or every agent's intervention
-    rows stacked into GEMMs (``CMFQ_STACKED=1``); the backward follows the forward."""
-    monkeypatch.setenv("CMFQ_STACKED", "1" if request.param == "stacked" else "0")
+    """How the fused op evaluates the head: the per-agent kernels; every agent's intervention
+    rows stacked into GEMMs (``CMFQ_STACKED=1``); or those rows through the trunk in one CUDA
+    launch (``CMFQ_FUSED_TRUNK=1``, float32 heads that fit it; the CPU ignores it). The backward
+    follows the forward."""
+    on_cpu = "device" in request.fixturenames and request.getfixturevalue("device") == "cpu"
+    if request.param == "fused-trunk" and on_cpu:
+        pytest.skip("the fused trunk is CUDA's; on the CPU it is the stacked formulation")
+    for name, value in FORMULATIONS[request.param].items():
+        monkeypatch.setenv(name, value)
     return request.param

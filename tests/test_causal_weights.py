@@ -1,5 +1,5 @@
-"""The fused op, in both formulations (per-agent kernels, stacked rows), against the generic PyTorch
-path and against hand-computed values."""
+"""The fused op, in each formulation (per-agent kernels, stacked rows, the fused trunk on CUDA),
+against the generic PyTorch path and against hand-computed values."""
 
 import copy
 import math
@@ -230,3 +230,32 @@ def test_cuda_graph_captures_and_replays():
     with torch.no_grad():
         expected = cmfq.causal_weights(head, 2 * state, actions)
     assert_outputs_close(captured, expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.skipif(
+    not (torch.cuda.is_available() and cmfq.cuda_built()), reason="needs the CUDA kernel"
+)
+@pytest.mark.parametrize("actions_as", ["indices", "distributions"])
+@pytest.mark.parametrize(
+    "hidden,fits",
+    [((128, 64), True), ((16, 8), True), ((256, 64), False), ((128, 64, 32), False)],
+    ids=["default", "small", "too-wide", "three-layers"],
+)
+def test_fused_trunk_runs_where_the_head_fits(monkeypatch, hidden, fits, actions_as):
+    """CMFQ_FUSED_TRUNK=1 runs the trunk in one launch for float32 heads with two layers after the
+    first (H1 <= 128, H2 <= 64, A <= 32) and the unfused steps for the others: the same numbers
+    as the unfused steps up to float32 rounding of sums in another order."""
+    monkeypatch.setenv("CMFQ_STACKED", "1")
+    head = make_head(state_dim=288, n_actions=21, hidden=hidden, dtype=torch.float32, device="cuda")
+    state, actions = make_inputs(300, 32, head, device="cuda")
+    mask = actions >= 0
+    if actions_as == "distributions":
+        actions = torch.softmax(torch.randn(300, 32, 21, device="cuda"), -1)
+    monkeypatch.setenv("CMFQ_FUSED_TRUNK", "0")
+    unfused = cmfq.causal_weights(head, state, actions, mask, temperature=0.3)
+    monkeypatch.setenv("CMFQ_FUSED_TRUNK", "1")
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
+        fused = cmfq.causal_weights(head, state, actions, mask, temperature=0.3)
+        torch.cuda.synchronize()
+    assert any("fused_trunk" in event.name for event in profile.events()) == fits
+    assert_outputs_close(fused, unfused, rtol=1e-4, atol=1e-6)

@@ -118,6 +118,44 @@ at::Tensor row_change_cuda(const RowChange& step) {
   return out;
 }
 
+at::Tensor fused_trunk_cuda(const RowChange& first, const at::Tensor& weight2,
+                            const at::Tensor& reference2, const at::Tensor& weight3) {
+  const int64_t batch = first.reference.size(0);
+  const auto width1 = static_cast<int>(first.reference.size(1));
+  const auto width2 = static_cast<int>(weight2.size(1));
+  const auto n_actions = static_cast<int>(weight3.size(1));
+  const bool float_rows =
+      first.reference.scalar_type() == at::kFloat && first.row_dtype == at::kFloat;
+  if (!float_rows || !first.relu || !fused_trunk_fits(width1, width2, n_actions)) return {};
+  const auto contiguous = [](const at::Tensor& t) { return t.defined() ? t.contiguous() : t; };
+  const auto reference1 = first.reference.contiguous();
+  const auto change1 = contiguous(first.change);
+  const auto table = contiguous(first.action_table);
+  const auto reference_proj = contiguous(first.reference_proj);
+  const auto actions = contiguous(first.actions);
+  const auto w2 = weight2.contiguous(), r2 = reference2.contiguous(), w3 = weight3.contiguous();
+  auto q_change = at::empty({batch * first.rows_per_agent, n_actions}, reference1.options());
+  FusedTrunkParams<float> p{};
+  p.batch = batch;
+  p.rows_per_agent = static_cast<int>(first.rows_per_agent);
+  p.width1 = width1;
+  p.width2 = width2;
+  p.n_actions = n_actions;
+  p.reference1 = reference1.data_ptr<float>();
+  p.change1 = change1.defined() ? change1.data_ptr<float>() : nullptr;
+  if (!change1.defined()) {
+    p.action_table = table.data_ptr<float>();
+    p.reference_proj = reference_proj.data_ptr<float>();
+    p.actions = actions.defined() ? actions.data_ptr<int64_t>() : nullptr;
+  }
+  p.weight2 = w2.data_ptr<float>();
+  p.reference2 = r2.data_ptr<float>();
+  p.weight3 = w3.data_ptr<float>();
+  p.q_change = q_change.data_ptr<float>();
+  C10_CUDA_CHECK(launch_fused_trunk(p, at::cuda::getCurrentCUDAStream()));
+  return q_change;
+}
+
 template <typename T>
 void stacked_rows_cuda(const StackedRowsParams<T>& params) {
   C10_CUDA_CHECK(launch_stacked_rows(params, at::cuda::getCurrentCUDAStream()));

@@ -92,6 +92,29 @@ struct RowChangeParams {
   R* out;                   // [B * M, H]
 };
 
+// The trunk fused (trunk_kernel.cu): for a head whose trunk after its first layer is two layers
+// (H1 -> H2 -> A), each row's change of Q from its first layer's change, in one launch: the rows'
+// activations stay on chip. Layouts as RowChangeParams; the weights are [in, out], contiguous.
+template <typename T>
+struct FusedTrunkParams {
+  int64_t batch;
+  int rows_per_agent;  // M
+  int width1;          // H1
+  int width2;          // H2
+  int n_actions;       // A
+  const T* reference1;  // [B, H1] the first layer's pre-activation under the mean action
+  // [B * M, H1] the rows' first change; or null for one-hot actions, whose change is
+  // action_table[a] - reference_proj[b] (as RowChangeParams).
+  const T* change1;
+  const T* action_table;    // [A, H1]
+  const T* reference_proj;  // [B, H1]
+  const int64_t* actions;   // [B, M] in [0, A), or null: row m is action m
+  const T* weight2;         // [H1, H2]
+  const T* reference2;      // [B, H2] the second layer's pre-activation under the mean action
+  const T* weight3;         // [H2, A]
+  T* q_change;              // [B * M, A]
+};
+
 // Before the rows: each agent's mean action and what its rows are made of.
 template <typename T>
 struct StackedRowsParams {

@@ -11,13 +11,22 @@
 
 namespace cmfq {
 
-bool stacked_selected(bool cuda) {
-  const char* value = std::getenv("CMFQ_STACKED");
-  if (value == nullptr || std::string(value).empty()) return cuda;
-  TORCH_CHECK_VALUE(std::string(value) == "0" || std::string(value) == "1",
-                    "CMFQ_STACKED must be 0 or 1, got ", value);
+namespace {
+
+// The value of a 0-or-1 switch in the environment: `otherwise` where it is unset or empty.
+bool switch_on(const char* name, bool otherwise) {
+  const char* value = std::getenv(name);
+  if (value == nullptr || std::string(value).empty()) return otherwise;
+  TORCH_CHECK_VALUE(std::string(value) == "0" || std::string(value) == "1", name,
+                    " must be 0 or 1, got ", value);
   return std::string(value) == "1";
 }
+
+}  // namespace
+
+bool stacked_selected(bool cuda) { return switch_on("CMFQ_STACKED", cuda); }
+
+bool fused_trunk_selected() { return switch_on("CMFQ_FUSED_TRUNK", false); }
 
 namespace {
 
@@ -170,13 +179,21 @@ Outputs stacked_forward(PreparedCall& c) {
     step.change = (projected.view({batch, M, width}) - reference_proj.unsqueeze(1))
                       .view({batch * M, width});
   }
-  auto change = row_change(step);
-  for (size_t l = 0; l < c.tail_wt.size(); ++l) {
-    change = at::mm(change, c.tail_wt[l].to(row_dtype));
-    if (l + 1 < c.tail_wt.size()) {
-      step.reference = reference[l + 1];
-      step.change = change;
-      change = row_change(step);
+  at::Tensor change;
+#ifdef CMFQ_WITH_CUDA
+  if (c.state_proj.is_cuda() && c.tail_wt.size() == 2 && fused_trunk_selected()) {
+    change = fused_trunk_cuda(step, c.tail_wt[0], reference[1], c.tail_wt[1]);
+  }
+#endif
+  if (!change.defined()) {
+    change = row_change(step);
+    for (size_t l = 0; l < c.tail_wt.size(); ++l) {
+      change = at::mm(change, c.tail_wt[l].to(row_dtype));
+      if (l + 1 < c.tail_wt.size()) {
+        step.reference = reference[l + 1];
+        step.change = change;
+        change = row_change(step);
+      }
     }
   }
 

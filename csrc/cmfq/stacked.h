@@ -27,6 +27,10 @@ namespace cmfq {
 // where set, else the device's default (stacked on CUDA, the per-agent kernel on the CPU).
 bool stacked_selected(bool cuda);
 
+// Whether CMFQ_FUSED_TRUNK=1 asks for the stacked formulation's trunk in one CUDA launch
+// (trunk_kernel.cu): opt-in until it has passed the GPU check. Read at every call.
+bool fused_trunk_selected();
+
 // The op's outputs for a prepared call (prepare_call with kernel_layout = false).
 Outputs stacked_forward(PreparedCall& call);
 
@@ -61,6 +65,12 @@ template <typename T>
 void stacked_first_cuda(const StackedFirstParams<T>& params);
 template <typename T>
 void stacked_kl_grad_cuda(const StackedKlGradParams<T>& params);
+// Each row's change of Q from the first layer's step through a two-layer trunk after it (second
+// layer weight2 [H1, H2] with its reference pre-activation [B, H2], output layer weight3
+// [H2, A]) in one launch; an undefined tensor where the fused trunk does not take the head
+// (float32 rows only, H1 <= 128, H2 <= 64, A <= 32).
+at::Tensor fused_trunk_cuda(const RowChange& first, const at::Tensor& weight2,
+                            const at::Tensor& reference2, const at::Tensor& weight3);
 #endif
 
 }  // namespace cmfq
