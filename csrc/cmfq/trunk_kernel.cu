@@ -80,6 +80,27 @@ __device__ void fma4(float (&acc)[4], float a, const float4& w) {
   acc[3] = fmaf(a, w.w, acc[3]);
 }
 
+// acc[r][c] += sum over k < depth of rows[(row + r) * Stride + k] * weight[k * Width + col + c]:
+// a thread's Rows x 4 outputs of a tile's product with a layer, four k at a time (float4 reads).
+template <int Rows, int Stride, int Width>
+__device__ void tile_product(const float* rows, const float* weight, int row, int col, int depth,
+                             float (&acc)[Rows][4]) {
+  for (int k = 0; k < depth; k += 4) {
+    float4 a[Rows];
+    for (int r = 0; r < Rows; ++r) a[r] = load4(rows + (row + r) * Stride + k);
+    const float4 w0 = load4(weight + (k + 0) * Width + col);
+    const float4 w1 = load4(weight + (k + 1) * Width + col);
+    const float4 w2 = load4(weight + (k + 2) * Width + col);
+    const float4 w3 = load4(weight + (k + 3) * Width + col);
+    for (int r = 0; r < Rows; ++r) {
+      fma4(acc[r], a[r].x, w0);
+      fma4(acc[r], a[r].y, w1);
+      fma4(acc[r], a[r].z, w2);
+      fma4(acc[r], a[r].w, w3);
+    }
+  }
+}
+
 __global__ void __launch_bounds__(kTrunkThreads, kTrunkBlocksPerSm)
     fused_trunk_kernel(const FusedTrunkParams<float> p) {
   extern __shared__ __align__(16) unsigned char shared[];
@@ -105,20 +126,7 @@ __global__ void __launch_bounds__(kTrunkThreads, kTrunkBlocksPerSm)
     __syncthreads();
 
     float acc2[4][4] = {};
-    for (int k = 0; k < depth1; k += 4) {
-      float4 a[4];
-      for (int r = 0; r < 4; ++r) a[r] = load4(s.rows + (row2 + r) * kStride1 + k);
-      const float4 w0 = load4(s.weight2 + (k + 0) * kMaxWidth2 + col2);
-      const float4 w1 = load4(s.weight2 + (k + 1) * kMaxWidth2 + col2);
-      const float4 w2 = load4(s.weight2 + (k + 2) * kMaxWidth2 + col2);
-      const float4 w3 = load4(s.weight2 + (k + 3) * kMaxWidth2 + col2);
-      for (int r = 0; r < 4; ++r) {
-        fma4(acc2[r], a[r].x, w0);
-        fma4(acc2[r], a[r].y, w1);
-        fma4(acc2[r], a[r].z, w2);
-        fma4(acc2[r], a[r].w, w3);
-      }
-    }
+    tile_product<4, kStride1, kMaxWidth2>(s.rows, s.weight2, row2, col2, depth1, acc2);
     __syncthreads();  // the first-layer rows are read; the second layer's take their place
 
     for (int r = 0; r < 4; ++r) {
@@ -135,20 +143,7 @@ __global__ void __launch_bounds__(kTrunkThreads, kTrunkBlocksPerSm)
     __syncthreads();
 
     float acc3[2][4] = {};
-    for (int k = 0; k < depth2; k += 4) {
-      float4 a[2];
-      for (int r = 0; r < 2; ++r) a[r] = load4(s.rows + (row3 + r) * kStride2 + k);
-      const float4 w0 = load4(s.weight3 + (k + 0) * kMaxActions + col3);
-      const float4 w1 = load4(s.weight3 + (k + 1) * kMaxActions + col3);
-      const float4 w2 = load4(s.weight3 + (k + 2) * kMaxActions + col3);
-      const float4 w3 = load4(s.weight3 + (k + 3) * kMaxActions + col3);
-      for (int r = 0; r < 2; ++r) {
-        fma4(acc3[r], a[r].x, w0);
-        fma4(acc3[r], a[r].y, w1);
-        fma4(acc3[r], a[r].z, w2);
-        fma4(acc3[r], a[r].w, w3);
-      }
-    }
+    tile_product<2, kStride2, kMaxActions>(s.rows, s.weight3, row3, col3, depth2, acc3);
     for (int r = 0; r < 2; ++r) {
       if (s.agent[row3 + r] < 0) continue;
       float* out = p.q_change + (first_row + row3 + r) * p.n_actions;
