@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Training on a GPU, checked and measured in about three minutes:
+# Training on a GPU, checked and measured in about four minutes:
 #
 #     benchmarks/gpu_training_check.sh OUTDIR
 #
 # Run from the repository root, with cmfq already built with CUDA and installed (the kernel's
 # check builds it). Each step has its own time limit; a step that fails or times out is logged and
-# the next one runs. OUTDIR receives three files:
+# the next one runs. OUTDIR receives four files:
 #   log.txt              everything printed, with each step's exit status
 #   throughput.json      pytest-benchmark record of benchmarks/test_training_throughput.py
 #                        (map 40, 64 a side, the default update schedule, mfq and cmfq, --games 1
 #                        eager and graph step, --games 8 graph step; the second round's env steps/s)
+#   throughput-kernel.json  the same for cmfq with the op's per-agent kernel (CMFQ_STACKED=0)
+#                        instead of CUDA's default, the stacked formulation: training's calls are
+#                        small, where the stacked formulation's launches weigh most
 #   shared_runs.json     N = 1, 4, 8 `cmfq train` processes sharing the GPU (map 20, the study's
 #                        battle): their aggregate env steps/s (benchmarks/shared_gpu_runs.py)
 set -u
@@ -39,6 +42,9 @@ step "capture tests" 45 python -m pytest tests/test_learner.py -q -rs -p no:cach
 step "throughput" 90 python -m pytest benchmarks/test_training_throughput.py -k device_step \
     --device cuda --benchmark-only --benchmark-json "$out/throughput.json" -s -q \
     -p no:cacheprovider
+step "throughput, per-agent kernel" 60 env CMFQ_STACKED=0 python -m pytest \
+    benchmarks/test_training_throughput.py -k "device_step and cmfq" --device cuda --benchmark-only \
+    --benchmark-json "$out/throughput-kernel.json" -s -q -p no:cacheprovider
 step "shared runs" 80 python benchmarks/shared_gpu_runs.py "$out/shared_runs.json" \
     --runs 1 4 8 --rounds 2 --max-steps 200 --timeout 25
 grep -E "env steps/s|passed|failed|error|== " "$log" | tail -n 40
