@@ -90,6 +90,20 @@ def test_a_bfloat16_embedding_leaves_the_head_and_the_weights_float32(algo_name)
         assert algo.net.embed(inp.view, inp.features).dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fixed_weights_embed_as_the_network_does(dtype):
+    """Inside ``fixed_weights`` (a round's acting), the embedding from the encoders' copies is
+    the network's own, bit for bit; the copies go on leaving it."""
+    torch.manual_seed(0)
+    net = make_algorithm("mfq", SPEC).net
+    net.embed_dtype = dtype
+    inp = team()
+    want = net.embed(inp.view, inp.features)
+    with net.fixed_weights():
+        assert torch.equal(net.embed(inp.view, inp.features), want)
+    assert net._fixed_encoders is None
+
+
 def test_cmfq_with_uniform_weights_acts_as_mfq():
     torch.manual_seed(0)
     control = make_algorithm("cmfq", SPEC, weighting="uniform")

@@ -10,6 +10,7 @@ from conftest import CUDA_SKIP_REASON
 import cmfq
 from cmfq.algos import Decision, Policy, make_algorithm
 from cmfq.envs import Observation, make_env
+from cmfq.training.compiled_step import subnormals_flushed
 from cmfq.training.config import TrainConfig
 from cmfq.training.device_replay import DRAWS_PER_REFILL, DeviceReplay
 from cmfq.training.learner import Learner
@@ -225,6 +226,18 @@ def change(network, start):
     """How far ``network``'s weights moved from ``start``'s, as one vector."""
     return torch.cat([(a - b).flatten() for a, b in
                       zip(network.parameters(), start.parameters(), strict=True)])
+
+
+def test_subnormals_are_flushed_only_inside():
+    """The compiled steps' flush-to-zero mode is on inside ``subnormals_flushed`` and back to
+    torch's default (off) after, also when the steps raise."""
+    subnormal = torch.tensor([1e-39])
+    with subnormals_flushed():
+        assert (subnormal * 1.0).item() == 0.0
+    assert (subnormal * 1.0).item() == pytest.approx(1e-39)
+    with pytest.raises(RuntimeError), subnormals_flushed():
+        raise RuntimeError
+    assert (subnormal * 1.0).item() == pytest.approx(1e-39)
 
 
 @pytest.mark.slow

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import copy
 import warnings
+from contextlib import nullcontext
 
 import numpy as np
 import torch
 
 from cmfq.algos import Algorithm
-from cmfq.training.compiled_step import CompiledStep
+from cmfq.training.compiled_step import CompiledStep, subnormals_flushed
 from cmfq.training.device_replay import DeviceReplay
 from cmfq.training.replay import ReplayBuffer
 
@@ -115,9 +116,10 @@ class Learner:
         self._loss_sum.zero_()
         if self._compiled is not None:
             self._compiled.sync()  # the weights or Adam's state may have been loaded since
-        for _ in range(n_updates):
-            self._device_replay.next_draw()
-            self._device_update(temperature > 0)
+        with subnormals_flushed() if self._compiled is not None else nullcontext():
+            for _ in range(n_updates):
+                self._device_replay.next_draw()
+                self._device_update(temperature > 0)
         return self._loss_sum.item() / n_updates
 
     def state_dict(self) -> dict:

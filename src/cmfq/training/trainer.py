@@ -23,6 +23,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -206,7 +207,11 @@ def collect(
         record.append({group: training.replay, other: training.replay} if feed_opponent
                       else {group: training.replay})
     added_before = training.replay.added
-    results = play_games(envs, policies, seeds=[game.env for game in seeds], record=record)
+    with ExitStack() as acting:
+        for network in (training.learner, training.opponent):
+            if isinstance(network, Algorithm):  # no weight changes before the round's updates
+                acting.enter_context(network.net.fixed_weights())
+        results = play_games(envs, policies, seeds=[game.env for game in seeds], record=record)
     added = training.replay.added - added_before
     return sides, results, added, learner_policy.diagnostics.means()
 
