@@ -10,10 +10,9 @@ from conftest import CUDA_SKIP_REASON
 import cmfq
 from cmfq.algos import Decision, Policy, make_algorithm
 from cmfq.envs import Observation, make_env
-from cmfq.training.compiled_step import subnormals_flushed
 from cmfq.training.config import TrainConfig
 from cmfq.training.device_replay import DRAWS_PER_REFILL, DeviceReplay
-from cmfq.training.learner import Learner
+from cmfq.training.learner import Learner, subnormals_flushed
 from cmfq.training.replay import ReplayBuffer
 from cmfq.training.rollout import play_games
 from cmfq.training.trainer import resume, train
@@ -156,17 +155,18 @@ def test_host_sampling_learner_makes_the_plain_updates(rounds, one_thread):
     online, target = algo, copy.deepcopy(algo).requires_grad_(False)
     optimizer = torch.optim.Adam(online.parameters(), lr=OPTIONS["lr"], fused=True)
     rng, losses = np.random.default_rng(3), []
-    for _ in range(5):
-        batch = replay.sample(OPTIONS["batch_size"], rng, with_neighbors=True)
-        step_loss = online.loss(batch, target, 0.5)
-        optimizer.zero_grad()
-        step_loss.backward()
-        torch.nn.utils.clip_grad_norm_(online.parameters(), OPTIONS["grad_clip"])
-        optimizer.step()
-        with torch.no_grad():
-            for p_target, p in zip(target.parameters(), online.parameters(), strict=True):
-                p_target.lerp_(p, OPTIONS["tau_target"])
-        losses.append(step_loss.item())
+    with subnormals_flushed():
+        for _ in range(5):
+            batch = replay.sample(OPTIONS["batch_size"], rng, with_neighbors=True)
+            step_loss = online.loss(batch, target, 0.5)
+            optimizer.zero_grad()
+            step_loss.backward()
+            torch.nn.utils.clip_grad_norm_(online.parameters(), OPTIONS["grad_clip"])
+            optimizer.step()
+            with torch.no_grad():
+                for p_target, p in zip(target.parameters(), online.parameters(), strict=True):
+                    p_target.lerp_(p, OPTIONS["tau_target"])
+            losses.append(step_loss.item())
     assert loss == float(np.mean(losses))
     for mine, theirs in ((learner.online, online), (learner.target, target)):
         assert all(torch.equal(a, b) for a, b in zip(mine.parameters(), theirs.parameters()))
@@ -229,8 +229,8 @@ def change(network, start):
 
 
 def test_subnormals_are_flushed_only_inside():
-    """The compiled steps' flush-to-zero mode is on inside ``subnormals_flushed`` and back to
-    torch's default (off) after, also when the steps raise."""
+    """The CPU updates' flush-to-zero mode is on inside ``subnormals_flushed`` and back to
+    torch's default (off) after, also when the updates raise."""
     subnormal = torch.tensor([1e-39])
     with subnormals_flushed():
         assert (subnormal * 1.0).item() == 0.0
@@ -238,6 +238,24 @@ def test_subnormals_are_flushed_only_inside():
     with pytest.raises(RuntimeError), subnormals_flushed():
         raise RuntimeError
     assert (subnormal * 1.0).item() == pytest.approx(1e-39)
+
+
+def flushing() -> bool:
+    return (torch.tensor([1e-39]) * 1.0).item() == 0.0
+
+
+@pytest.mark.parametrize("device_sampling", [False, True])
+def test_cpu_updates_run_with_subnormals_flushed(rounds, device_sampling):
+    """Every CPU update, with either sampler, runs with subnormals flushed (Adam's decaying
+    moments would otherwise slow it down tenfold); acting, after ``learn``, does not."""
+    _, replay = rounds
+    learner = Learner(make_algorithm("mfq", replay_spec()), device_sampling=device_sampling,
+                      graph_step=False, **OPTIONS)
+    name = "_device_update" if device_sampling else "_update"
+    update, seen = getattr(learner, name), []
+    setattr(learner, name, lambda *args: (seen.append(flushing()), update(*args))[1])
+    learner.learn(replay, 2, np.random.default_rng(0), 0.5)
+    assert seen == [True, True] and not flushing()
 
 
 @pytest.mark.slow

@@ -17,22 +17,14 @@ optimizer's own state tensors, so a checkpoint is the same whichever step wrote 
 (the step size lr / (1 - beta1^t) and 1 / sqrt(1 - beta2^t)) come from the host, filled in before
 each step: computed in the graph, inductor fuses their ``pow`` and divisions into the loop over
 the parameters, once per vector of it (the loop cannot hoist what its stores might alias), where
-they cost about a quarter of the step.
-
-The steps run with subnormal floats flushed to zero (``subnormals_flushed``): Adam's first moment
-of a weight whose gradient stays zero decays by beta1 a step through the subnormal range (below
-1.2e-38), where every operation on it takes the CPU's slow microcode path. In a map-40 battle half
-of the first moments are subnormal after about a thousand updates, and a bfloat16 step takes 7 ms
-instead of 5. Flushed, such a moment reads as zero: the weight's update changes by at most
-lr x 1.2e-38 / eps, below float32's rounding of any weight that is not itself about that small.
+they cost about a quarter of the step. The learner runs the steps with subnormals flushed to zero,
+as it runs every CPU update (``cmfq.training.learner``).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -160,16 +152,3 @@ class CompiledStep:
                 online_weights[i].copy_(p)
                 target_weights[i].copy_(targets[i])
         loss_sum += loss.double()
-
-
-@contextmanager
-def subnormals_flushed() -> Iterator[None]:
-    """Flush subnormal floats to zero on this thread while inside (the CPU's flush-to-zero and
-    denormals-are-zero modes), then go back to torch's default, not flushing. Torch's other
-    threads keep their mode: with ``threads`` above 1 their share of a step still meets
-    subnormals at full cost."""
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(False)
