@@ -54,12 +54,17 @@ def _formulation(variables: dict[str, str]) -> Callable[[cmfq.MeanFieldHead], Ca
     return make
 
 
-# The per-agent kernel (the CPU's default); the stacked formulation, every agent's intervention
-# rows through each trunk layer as one GEMM (CUDA's default); the same with the trunk in one CUDA
-# launch (opt-in).
-make_fused = _formulation({"CMFQ_STACKED": "0"})
-make_stacked = _formulation({"CMFQ_STACKED": "1", "CMFQ_FUSED_TRUNK": "0"})
-make_trunk = _formulation({"CMFQ_STACKED": "1", "CMFQ_FUSED_TRUNK": "1"})
+# The environment that selects each formulation of the fused op: its per-agent kernel (the CPU's
+# default); the stacked formulation, every agent's intervention rows through each trunk layer as
+# one GEMM (CUDA's default); the same with the trunk in one CUDA launch (opt-in).
+FORMULATIONS = {
+    "fused": {"CMFQ_STACKED": "0", "CMFQ_FUSED_TRUNK": "0"},
+    "stacked": {"CMFQ_STACKED": "1", "CMFQ_FUSED_TRUNK": "0"},
+    "trunk": {"CMFQ_STACKED": "1", "CMFQ_FUSED_TRUNK": "1"},
+}
+make_fused = _formulation(FORMULATIONS["fused"])
+make_stacked = _formulation(FORMULATIONS["stacked"])
+make_trunk = _formulation(FORMULATIONS["trunk"])
 
 
 def make_generic(head: cmfq.MeanFieldHead) -> CausalFn:

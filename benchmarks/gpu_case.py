@@ -15,16 +15,11 @@ import copy
 import os
 
 import torch
+from causal_impls import FORMULATIONS
 from workload import TEMPERATURE, make_workload
 
 import cmfq
 
-# The environment that selects each formulation of the fused op.
-FORMULATIONS = {
-    "kernel": {"CMFQ_STACKED": "0", "CMFQ_FUSED_TRUNK": "0"},
-    "stacked": {"CMFQ_STACKED": "1", "CMFQ_FUSED_TRUNK": "0"},
-    "trunk": {"CMFQ_STACKED": "1", "CMFQ_FUSED_TRUNK": "1"},
-}
 CALLS = 5  # profiled calls
 
 
@@ -64,8 +59,8 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=8, help="neighbour slots K (default: 8)")
     parser.add_argument(
         "--formulations",
-        default="kernel,stacked,trunk",
-        help="comma-separated: kernel, stacked, trunk (the fused trunk)",
+        default="fused,stacked,trunk",
+        help="comma-separated: fused (the per-agent kernel), stacked, trunk (the fused trunk)",
     )
     parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated dtypes")
     parser.add_argument(
