@@ -12,7 +12,7 @@ from cmfq.algos import Decision, Policy, make_algorithm
 from cmfq.envs import Observation, make_env
 from cmfq.training.config import TrainConfig
 from cmfq.training.device_replay import DRAWS_PER_REFILL, DeviceReplay
-from cmfq.training.learner import Learner, subnormals_flushed
+from cmfq.training.learner import Learner, flushing_subnormals, subnormals_flushed
 from cmfq.training.replay import ReplayBuffer
 from cmfq.training.rollout import play_games
 from cmfq.training.trainer import resume, train
@@ -229,19 +229,18 @@ def change(network, start):
 
 
 def test_subnormals_are_flushed_only_inside():
-    """The CPU updates' flush-to-zero mode is on inside ``subnormals_flushed`` and back to
-    torch's default (off) after, also when the updates raise."""
-    subnormal = torch.tensor([1e-39])
+    """The CPU updates' flush-to-zero mode is on inside ``subnormals_flushed`` and back to what
+    it was after, also when the updates raise or the mode was on before."""
+    assert not flushing_subnormals()
     with subnormals_flushed():
-        assert (subnormal * 1.0).item() == 0.0
-    assert (subnormal * 1.0).item() == pytest.approx(1e-39)
+        assert flushing_subnormals()
+        with subnormals_flushed():
+            pass
+        assert flushing_subnormals()
+    assert not flushing_subnormals()
     with pytest.raises(RuntimeError), subnormals_flushed():
         raise RuntimeError
-    assert (subnormal * 1.0).item() == pytest.approx(1e-39)
-
-
-def flushing() -> bool:
-    return (torch.tensor([1e-39]) * 1.0).item() == 0.0
+    assert not flushing_subnormals()
 
 
 @pytest.mark.parametrize("device_sampling", [False, True])
@@ -253,9 +252,10 @@ def test_cpu_updates_run_with_subnormals_flushed(rounds, device_sampling):
                       graph_step=False, **OPTIONS)
     name = "_device_update" if device_sampling else "_update"
     update, seen = getattr(learner, name), []
-    setattr(learner, name, lambda *args: (seen.append(flushing()), update(*args))[1])
+    setattr(learner, name,
+            lambda *args: (seen.append(flushing_subnormals()), update(*args))[1])
     learner.learn(replay, 2, np.random.default_rng(0), 0.5)
-    assert seen == [True, True] and not flushing()
+    assert seen == [True, True] and not flushing_subnormals()
 
 
 @pytest.mark.slow

@@ -213,11 +213,18 @@ class Learner:
 @contextmanager
 def subnormals_flushed() -> Iterator[None]:
     """Flush subnormal floats to zero on this thread while inside (the CPU's flush-to-zero and
-    denormals-are-zero modes), then go back to torch's default, not flushing. Torch's other
-    threads keep their mode: with ``threads`` above 1 their share of an update still meets
-    subnormals at full cost."""
+    denormals-are-zero modes), then go back to the mode before. Torch's other threads keep
+    theirs: with ``threads`` above 1 their share of an update still meets subnormals at full
+    cost."""
+    before = flushing_subnormals()
     torch.set_flush_denormal(True)
     try:
         yield
     finally:
-        torch.set_flush_denormal(False)
+        torch.set_flush_denormal(before)
+
+
+def flushing_subnormals() -> bool:
+    """Whether this thread flushes subnormal floats to zero now (torch can set the mode, not read
+    it): the smallest float32 times one."""
+    return (torch.tensor([1e-45]) * 1.0).item() == 0.0
