@@ -18,10 +18,11 @@ On the CPU the updates run with subnormal floats flushed to zero (``subnormals_f
 first moment of a weight whose gradient stays zero decays by beta1 a step through the subnormal
 range (below 1.2e-38), where every operation on it takes the CPU's slow microcode path. In a
 map-40 battle about half of the first moments are subnormal after some thousand updates; torch's
-fused Adam then takes 10x as long and the default training's steady state drops from about 35 to
-28 env steps/s. Flushed, such a moment reads as zero: the weight's update changes by at most
-lr x 1.2e-38 / eps, below the float32 rounding of any weight that is not itself that small (14
-rounds of the default map-40 training gave the same metrics and weights, bit for bit).
+fused Adam then takes 10x as long and the default training's steady state drops by about a fifth
+(benchmarks/subnormal_updates.py). Flushed, such a moment reads as zero: the weight's update
+changes by at most lr x 1.2e-38 / eps, below the float32 rounding of any weight that is not itself
+that small (14 rounds of the default map-40 training gave the same metrics and weights, bit for
+bit).
 """
 
 from __future__ import annotations
