@@ -2,10 +2,12 @@
 per-agent kernel, stacked rows, the fused trunk), dtype and kind of actions once, for
 compute-sanitizer and Nsight Compute; with --profile, the time of every CUDA kernel of a few
 calls and their number per call (torch.profiler); with --accuracy, each output's largest error
-against float64 on the same inputs.
+against float64 on the same inputs; with --time, the median time of a call, host included (the
+small batches that training acts and learns on, where launches weigh most).
 
     python benchmarks/gpu_case.py --batch 64 --slots 8 --distributions --backward
     python benchmarks/gpu_case.py --batch 16384 --slots 32 --formulations stacked --profile --tf32
+    python benchmarks/gpu_case.py --batch 64 --slots 32 --dtypes float32 --time
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from workload import TEMPERATURE, make_workload
 import cmfq
 
 CALLS = 5  # profiled calls
+TIMED_CALLS = 200  # timed calls (--time), after as many to warm up
 
 
 def run_once(head, state, actions, backward: bool) -> bool:
@@ -31,6 +34,25 @@ def run_once(head, state, actions, backward: bool) -> bool:
         (out.q_causal.float().sum() + out.weights.float().square().sum()).backward()
     torch.cuda.synchronize()
     return all(bool(torch.isfinite(t).all()) for t in out)
+
+
+def median_call_ms(head, state, actions, backward: bool) -> float:
+    """The median time of one call (and its backward), from launch to its results on the GPU."""
+    state = state.detach().requires_grad_(backward)
+    times = []
+    for timed in (False, True):
+        for _ in range(TIMED_CALLS):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            with torch.set_grad_enabled(backward):
+                out = cmfq.causal_weights(head, state, actions, temperature=TEMPERATURE)
+                if backward:
+                    (out.q_causal.float().sum() + out.weights.float().square().sum()).backward()
+            end.record()
+            end.synchronize()
+            if timed:
+                times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
 
 
 def report_accuracy(head, state, actions) -> None:
@@ -74,6 +96,9 @@ def main() -> None:
         "--accuracy", action="store_true", help="print each output's error against float64"
     )
     parser.add_argument("--tf32", action="store_true", help="let float32 GEMMs use TF32")
+    parser.add_argument(
+        "--time", action="store_true", help=f"print the median time of {TIMED_CALLS} calls"
+    )
     args = parser.parse_args()
     if not (torch.cuda.is_available() and cmfq.cuda_built()):
         raise SystemExit("needs a CUDA device and cmfq built with CUDA")
@@ -94,6 +119,9 @@ def main() -> None:
                       f"outputs finite: {finite}", flush=True)
                 if args.accuracy:
                     report_accuracy(work.head, work.state, actions)
+                if args.time:
+                    ms = median_call_ms(work.head, work.state, actions, args.backward)
+                    print(f"  median call{' with backward' if args.backward else ''}: {ms:.3f} ms")
                 if not args.profile:
                     continue
                 activities = [torch.profiler.ProfilerActivity.CUDA]

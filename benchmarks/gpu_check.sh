@@ -5,7 +5,7 @@
 # then builds the stacked formulation as it was before its kernels last changed
 # (STACKED_BASELINE: a commit that this checkout's git history has, or a folder holding that
 # commit's source tree) and times it and counts its launches in the same run. All is written flat
-# to OUTDIR (10 files). Each step has a time limit and a failed step does not
+# to OUTDIR (12 files). Each step has a time limit and a failed step does not
 # stop the others; summary.txt lists every step's exit status and time. The whole check stops
 # after GPU_CHECK_SECONDS (default 480): about 8 minutes on an H100 with 16 cores.
 #
@@ -93,6 +93,28 @@ for mode in forward training; do
     --benchmark-json "$out/bench-$mode.json" \
     -k "$selected and ($shapes)"
 done
+
+# Training's sizes (64 agents act, 1024 rows learn), where each formulation's launches weigh most:
+# the median call, host included.
+for batch in 64 1024; do
+  step "time-B$batch" 40 profile.txt python benchmarks/gpu_case.py --batch $batch --slots 32 \
+    --dtypes float32 --time
+  step "time-B$batch-backward" 40 profile.txt python benchmarks/gpu_case.py --batch $batch \
+    --slots 32 --dtypes float32 --time --backward
+done
+
+# The weights step line by line (built with -lineinfo): one launch profiled, then its stall
+# reasons and its source view with the counters a line.
+if command -v ncu >/dev/null; then
+  step ncu-weights 60 profile.txt ncu --clock-control none --kernel-name regex:stacked_weights \
+    --launch-count 1 \
+    --import-source yes --section SourceCounters --section WarpStateStats --section LaunchStats \
+    --section Occupancy --section SchedulerStats -f -o "$out/weights" \
+    python benchmarks/gpu_case.py --batch 16384 --slots 32 --formulations stacked --dtypes float32
+  step ncu-weights-details 20 profile.txt ncu --import "$out/weights.ncu-rep" --page details
+  step ncu-weights-source 20 weights-source.csv ncu --import "$out/weights.ncu-rep" \
+    --page source --print-source cuda,sass --csv
+fi
 
 # Where the stacked formulation's time goes (forward, then forward and backward), then Nsight
 # Compute on one launch of each kernel.
