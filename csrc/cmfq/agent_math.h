@@ -110,33 +110,71 @@ CMFQ_HD T relu_change(T z, T dz) {
   return (z > T(0)) & (shifted > T(0)) ? dz : difference;
 }
 
+// What the weights of one agent's neighbour slots need from all of them: the valid slots' count,
+// summed effect and largest logit (effect / weight temperature). Gathered a slot at a time
+// (add_slot) and, where a CUDA warp takes a slot a lane, merged across the lanes (merge_totals).
+template <typename T>
+struct WeightTotals {
+  int count = 0;
+  T total = T(0);
+  T top = T(0);  // meaningless while count == 0
+};
+
+template <typename T>
+CMFQ_HD WeightTotals<T> add_slot(WeightTotals<T> totals, T effect, bool valid,
+                                 T weight_temperature) {
+  if (!valid) return totals;
+  const T logit = effect / weight_temperature;
+  totals.top = (totals.count == 0 || logit > totals.top) ? logit : totals.top;
+  ++totals.count;
+  totals.total += effect;
+  return totals;
+}
+
+template <typename T>
+CMFQ_HD WeightTotals<T> merge_totals(WeightTotals<T> a, const WeightTotals<T>& b) {
+  if (b.count == 0) return a;
+  a.top = (a.count == 0 || b.top > a.top) ? b.top : a.top;
+  a.count += b.count;
+  a.total += b.total;
+  return a;
+}
+
+// A valid slot's unnormalised softmax weight; the softmax weighting's normaliser is their sum.
+template <typename T>
+CMFQ_HD T softmax_term(T effect, bool valid, const WeightTotals<T>& totals,
+                       T weight_temperature) {
+  return valid ? exp_(effect / weight_temperature - totals.top) : T(0);
+}
+
+// A slot's weight: proportional, w = c / sum c (uniform over the valid slots where the summed
+// effect is at most kEffectThreshold); softmax, its term over the normaliser.
+template <typename T>
+CMFQ_HD T slot_weight(T effect, bool valid, const WeightTotals<T>& totals, T normaliser,
+                      Weighting weighting, T weight_temperature) {
+  if (!valid) return T(0);
+  if (weighting == Weighting::kSoftmax) {
+    return softmax_term(effect, valid, totals, weight_temperature) / normaliser;
+  }
+  const bool measurable = totals.total > T(kEffectThreshold);
+  return measurable ? effect / totals.total : T(1) / T(totals.count);
+}
+
 // Weights of one agent's K neighbour slots from their effects (0 where masked).
 template <typename T>
 CMFQ_HD void combine_weights(const T* effects, const bool* mask, int slots, Weighting weighting,
                              T weight_temperature, T* weights) {
-  int count = 0;
-  T total = T(0);
-  T top = T(0);
-  for (int k = 0; k < slots; ++k) {
-    if (!mask[k]) continue;
-    const T logit = effects[k] / weight_temperature;
-    top = (count == 0 || logit > top) ? logit : top;
-    ++count;
-    total += effects[k];
-  }
-  if (weighting == Weighting::kProportional) {
-    const bool measurable = total > T(kEffectThreshold);
-    for (int k = 0; k < slots; ++k) {
-      weights[k] = !mask[k] ? T(0) : measurable ? effects[k] / total : T(1) / T(count);
-    }
-    return;
-  }
+  WeightTotals<T> totals;
+  for (int k = 0; k < slots; ++k) totals = add_slot(totals, effects[k], mask[k], weight_temperature);
   T normaliser = T(0);
-  for (int k = 0; k < slots; ++k) {
-    weights[k] = mask[k] ? exp_(effects[k] / weight_temperature - top) : T(0);
-    normaliser += weights[k];
+  if (weighting == Weighting::kSoftmax) {
+    for (int k = 0; k < slots; ++k) {
+      normaliser += softmax_term(effects[k], mask[k], totals, weight_temperature);
+    }
   }
-  for (int k = 0; k < slots; ++k) weights[k] = mask[k] ? weights[k] / normaliser : T(0);
+  for (int k = 0; k < slots; ++k) {
+    weights[k] = slot_weight(effects[k], mask[k], totals, normaliser, weighting, weight_temperature);
+  }
 }
 
 // Number of valid neighbour slots of an agent.

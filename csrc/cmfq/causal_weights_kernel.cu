@@ -14,6 +14,7 @@
 #include "agent_math.h"
 #include "causal_weights_cuda.h"
 #include "kernel_plan.h"
+#include "warp_math.cuh"
 
 namespace cmfq {
 namespace {
@@ -79,14 +80,6 @@ __device__ const T* propagate_change(const CausalWeightsParams<T>& p, const T* l
     width = p.tail[l].out;
   }
   return change;
-}
-
-template <typename T>
-__device__ T warp_sum(T value) {
-  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
-    value += __shfl_xor_sync(0xffffffffu, value, offset);
-  }
-  return value;
 }
 
 // One warp: the KL of the reference policy p against the intervened one (agent_math.h's
@@ -223,11 +216,12 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm<T>)
     }
     __syncthreads();
 
-    if (tid == 0) {
-      for (int k = 0; k < K; ++k) {
+    if (warp == 0) {
+      for (int k = lane; k < K; k += kWarpSize) {
         ws.effects[k] = mask[k] ? ws.effect[one_hot ? static_cast<int>(actions[k]) : k] : T(0);
       }
-      combine_weights(ws.effects, mask, K, p.weighting, p.weight_temperature, ws.weights);
+      warp_combine_weights(ws.effects, mask, K, p.weighting, p.weight_temperature, ws.weights,
+                           lane);
     }
     __syncthreads();
     for (int k = tid; k < K; k += kThreads) {

@@ -103,11 +103,18 @@ CMFQ_HD const R* q_change_row(const StackedWeightsParams<T>& p, int64_t b, int m
   return static_cast<const R*>(p.q_change) + (b * p.rows_per_agent + m) * p.n_actions;
 }
 
+// Neighbour slot k's effect on agent b: its row's KL (from row_kl [M]), 0 where masked.
+template <typename T>
+CMFQ_HD T slot_effect(const StackedWeightsParams<T>& p, int64_t b, const T* row_kl,
+                      const bool* mask, int k) {
+  return mask[k] ? row_kl[row_of_slot(p, b, k)] : T(0);
+}
+
 // Agent b's effects (its rows' KLs, row_kl [M]) and weights [K] of its neighbour slots.
 template <typename T>
 CMFQ_HD void agent_weights(const StackedWeightsParams<T>& p, int64_t b, const T* row_kl,
                            const bool* mask, T* effects, T* weights) {
-  for (int k = 0; k < p.slots; ++k) effects[k] = mask[k] ? row_kl[row_of_slot(p, b, k)] : T(0);
+  for (int k = 0; k < p.slots; ++k) effects[k] = slot_effect(p, b, row_kl, mask, k);
   combine_weights(effects, mask, p.slots, p.weighting, p.weight_temperature, weights);
 }
 
