@@ -23,12 +23,15 @@ DEFAULT_CUDA_ARCHS = "8.0;9.0+PTX"
 
 
 def extension_sources() -> tuple[list[str], list[str]]:
-    """(CPU sources, CUDA-only sources); CMakeLists.txt lists the same (test_build_sync.py)."""
-    cpp = sorted(str(p) for p in (ROOT / CSRC).glob("*.cpp"))
-    cpp = [str(Path(p).relative_to(ROOT)) for p in cpp]
-    cuda_glue = [p for p in cpp if p.endswith("_cuda.cpp")]
-    kernels = sorted(str(p.relative_to(ROOT)) for p in (ROOT / CSRC).glob("*.cu"))
-    return [p for p in cpp if p not in cuda_glue], cuda_glue + kernels
+    """(CPU sources, CUDA-only sources): every .cpp but those in cuda/, then cuda/'s .cpp glue and
+    the .cu kernels. CMakeLists.txt lists the same (test_build_sync.py)."""
+    def found(pattern: str) -> list[str]:
+        return sorted(str(p.relative_to(ROOT)) for p in (ROOT / CSRC).rglob(pattern))
+
+    cuda_dir = str(CSRC / "cuda") + os.sep
+    cuda_glue = [p for p in found("*.cpp") if p.startswith(cuda_dir)]
+    cpu = [p for p in found("*.cpp") if p not in cuda_glue]
+    return cpu, cuda_glue + found("*.cu")
 
 
 def nvcc_version(cuda_home: str) -> str | None:

@@ -17,7 +17,7 @@ from torch import nn
 from workload import TEMPERATURE
 
 import cmfq
-from cmfq.divergence import combine_weights, kl_from_logits
+from cmfq.op.divergence import combine_weights, kl_from_logits
 
 CausalFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
 

@@ -30,6 +30,35 @@ def make_head(
     return head.to(dtype=dtype, device=device)
 
 
+def forward_error_bound(head, state, x):
+    """A bound on |fl(Q) - Q| for each of the head's action values at (state [N, S], x [N, A]),
+    computed in the head's dtype in any summation order, from the standard model of floating-point
+    arithmetic: a Linear layer y = W v + b is off by at most gamma_(n+1) (|W| |v| + |b|) with
+    gamma_n = n u / (1 - n u), n its input width (Higham, Accuracy and Stability of Numerical
+    Algorithms, 2nd ed., section 3.5), plus |W| times the error its input already carries; a ReLU
+    does not enlarge an error. The fused kernels also split the first trunk layer in two (its
+    state and action halves), which this bound covers: a sum in any order. Evaluated in float64."""
+    u = torch.finfo(head.trunk[0].weight.dtype).eps / 2
+
+    def through(layers, value, error):
+        for layer in layers:
+            if isinstance(layer, torch.nn.Linear):
+                w, b = layer.weight.detach().double(), layer.bias.detach().double()
+                n = w.shape[1] + 1
+                gamma = n * u / (1 - n * u)
+                error = error @ w.abs().t() + gamma * (value.abs() @ w.abs().t() + b.abs())
+                value = value @ w.t() + b
+            else:
+                value = layer(value)
+        return value, error
+
+    state, x = state.double(), x.double()
+    encoded, encoded_error = through(head.action_encoder, x, torch.zeros_like(x))
+    value = torch.cat([state, encoded], -1)
+    error = torch.cat([torch.zeros_like(state), encoded_error], -1)
+    return through(head.trunk, value, error)[1]
+
+
 def make_inputs(batch, slots, head, *, masked=0.3, seed=1, dtype=None, device="cpu"):
     """Random states and neighbour actions, a fraction `masked` of the slots marked -1."""
     generator = torch.Generator().manual_seed(seed)

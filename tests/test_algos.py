@@ -13,7 +13,7 @@ from cmfq.algos.common import (
     td_loss,
 )
 from cmfq.envs import GroupSpec
-from cmfq.reference import causal_weights_reference
+from cmfq.op.generic import causal_weights_reference
 
 SPEC = GroupSpec("red", (7, 7, 3), 6, 5, 3.0)
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from helpers import make_head, make_inputs
+from helpers import forward_error_bound, make_head, make_inputs
 
 import cmfq
 
@@ -125,14 +125,26 @@ def test_distributions(device, weighting):
 
 
 def test_neighbours_sharing_one_action_get_uniform_weights(device):
+    """When every valid neighbour took one action, the mean action is that action's one-hot
+    vector, exactly (k ones over k), so each neighbour's intervention is the mean itself and its
+    effect is 0 in exact arithmetic. The kernels evaluate the two sides in different orders
+    (a table of the one-hot actions, the mean's own product), so each action value of either side
+    may be off by its rounding bound delta_a (helpers.forward_error_bound), the logit change d by
+    2 delta_a / tau, and the KL, at most (max d - min d)^2 / 8 by Hoeffding's lemma, by
+    max |d|^2 / 2: an effect that small, far below the threshold, and uniform weights."""
     head = make_head(device=device)
     state, _ = make_inputs(3, 4, head, device=device)
     actions = torch.tensor([[2, 2, 2, 2], [1, 1, -1, 1], [4, -1, -1, -1]], device=device)
-    out = cmfq.causal_weights(head, state, actions)
-    assert torch.all(out.effects == 0)  # the mean is each neighbour's own action
+    tau = 0.1
+    out = cmfq.causal_weights(head, state, actions, temperature=tau)
     mask = (actions >= 0).cpu()
-    assert_matches_formula(out, spec_formula(head, state, one_hot(actions, mask, head.n_actions),
-                                             mask, 0.1, "proportional", 1.0))
+    vectors = one_hot(actions, mask, head.n_actions)
+    own_action = vectors.sum(1) / mask.sum(1, keepdim=True)
+    delta = forward_error_bound(head.cpu(), state.cpu(), own_action)
+    bound = (2 * delta.amax(-1) / tau) ** 2 / 2
+    assert torch.all(out.effects.cpu() <= bound.unsqueeze(-1)), (out.effects, bound)
+    assert bound.max() < THRESHOLD / 1e6
+    assert_matches_formula(out, spec_formula(head, state, vectors, mask, tau, "proportional", 1.0))
     torch.testing.assert_close(out.weights.cpu(), mask.double() / mask.sum(1, keepdim=True))
 
 

@@ -1,4 +1,4 @@
-"""Where the CUDA kernel keeps each agent's workspace (csrc/cmfq/kernel_plan.h), checked on any
+"""Where the CUDA kernel keeps each agent's workspace (csrc/cmfq/cuda/kernel_plan.h), checked on any
 build: shared memory, opted in above 48 KB, or a global buffer when the device's limit is short."""
 
 import pytest

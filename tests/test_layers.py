@@ -18,13 +18,16 @@ FLOORS = {
     "op": 0, "pretrained": 0, "options": 0, "envs": 1, "algos": 2, "training": 3, "cluster": 4,
     "evaluation": 5, "sweep": 5, "cli": 6,
 }
-OP_MODULES = {"__init__", "_C", "causal", "divergence", "gradient", "head", "ops", "reference"}
+# The package's own __init__ (the public API: ``from cmfq import causal_weights``) and the
+# compiled kernels belong to the op.
+OP_MODULES = {"__init__", "_C", "op"}
+SUBMODULES = {p.stem for p in PACKAGE.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
 
 
 def part_of(module: str) -> str:
     """The part (a key of FLOORS) that ``cmfq.<...>`` belongs to."""
     name = module.split(".")[1] if "." in module else "__init__"
-    return "op" if name in OP_MODULES else name
+    return "op" if name in OP_MODULES or name not in SUBMODULES else name
 
 
 def cmfq_imports(path: Path) -> set[str]:

@@ -8,7 +8,7 @@ import torch
 from helpers import make_head, make_inputs
 
 import cmfq
-from cmfq import causal
+from cmfq.op import entry
 
 
 def op_args(head, state, actions, weighting="proportional"):
@@ -154,14 +154,14 @@ def test_cuda_tensors_on_cpu_only_build_take_the_generic_path_with_one_warning(m
         pytest.skip("this build has CUDA")
     # The op's CUDA slot explains itself to direct callers; cmfq.causal_weights never reaches it.
     assert "cmfq::causal_weights" in torch._C._dispatch_get_registrations_for_dispatch_key("CUDA")
-    monkeypatch.setattr(causal, "_warned_cpu_only_build", False)
+    monkeypatch.setattr(entry, "_warned_cpu_only_build", False)
     cuda = torch.device("cuda")
     with pytest.warns(UserWarning, match="built without CUDA.*generic PyTorch path"):
-        assert not causal._fused_kernel_takes(cuda, torch.float32)
+        assert not entry._fused_kernel_takes(cuda, torch.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert not causal._fused_kernel_takes(cuda, torch.float32)
-        assert causal._fused_kernel_takes(torch.device("cpu"), torch.float32)
+        assert not entry._fused_kernel_takes(cuda, torch.float32)
+        assert entry._fused_kernel_takes(torch.device("cpu"), torch.float32)
 
 
 @pytest.mark.skipif(cmfq.cuda_built() or not torch.cuda.is_available(),

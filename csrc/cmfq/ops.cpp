@@ -3,12 +3,13 @@
 #include <pybind11/stl.h>
 #include <torch/library.h>
 
+#include <string>
 #include <vector>
 
-#include "cpu_kernel.h"
-#include "kernel_plan.h"
-#include "prepare.h"
-#include "stacked.h"
+#include "cpu/cpu_kernel.h"
+#include "cuda/kernel_plan.h"
+#include "glue/prepare.h"
+#include "stacked/stacked.h"
 
 TORCH_LIBRARY(cmfq, m) {
   m.def(
@@ -95,6 +96,19 @@ PYBIND11_MODULE(_C, module) {
 #endif
       },
       "Whether this build of cmfq has the CUDA kernel.");
+  module.attr("EFFECT_THRESHOLD") = cmfq::kEffectThreshold;
+  pybind11::tuple weightings(cmfq::kWeightingCount);
+  for (int w = 0; w < cmfq::kWeightingCount; ++w) weightings[w] = cmfq::kWeightingNames[w];
+  module.attr("WEIGHTINGS") = weightings;
+  module.def(
+      "check_scalars",
+      [](double temperature, const std::string& weighting, double weight_temperature) {
+        cmfq::check_scalars(temperature, weighting, weight_temperature);
+      },
+      pybind11::arg("temperature"), pybind11::arg("weighting"),
+      pybind11::arg("weight_temperature"),
+      "Raises ValueError unless both temperatures are finite and > 0 and weighting is one of "
+      "WEIGHTINGS: the op's one check of its scalars.");
   module.def("_cuda_kernel_plan", &cuda_kernel_plan,
              "The CUDA kernel's launch plan for a head's widths on a device (for tests).");
   module.def("stacked_selected", &cmfq::stacked_selected, pybind11::arg("cuda"),

@@ -4,10 +4,10 @@
 (docs/spec.md); ``MeanFieldHead`` is the Q-network head that its fused C++/CUDA kernels evaluate.
 """
 
-from cmfq import ops  # noqa: F401  (registers the op's fake and autograd)
+import torch  # noqa: F401  (first: the extension links against its libraries)
+
 from cmfq._C import cpu_capabilities, cpu_capability, cuda_built
-from cmfq.causal import CausalWeights, causal_weights
-from cmfq.head import MeanFieldHead
+from cmfq.op import CausalWeights, MeanFieldHead, causal_weights
 
 __version__ = "0.1.0"
 

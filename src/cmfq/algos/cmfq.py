@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import torch
 
+from cmfq import causal_weights
+from cmfq._C import WEIGHTINGS as OP_WEIGHTINGS
 from cmfq.algos.common import QValues, TeamInput
 from cmfq.algos.mfq import MFQ
-from cmfq.causal import WEIGHTINGS as OP_WEIGHTINGS
-from cmfq.causal import causal_weights
 from cmfq.envs import GroupSpec
 from cmfq.options import option
 
@@ -63,8 +63,6 @@ class CMFQ(MFQ):
         weight_temperature: float = 1.0,
     ) -> None:
         super().__init__(spec, gamma=gamma, td_target=td_target)
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
         self.causal_temperature = causal_temperature
         self.weighting = weighting
         self.weight_temperature = weight_temperature

@@ -9,7 +9,7 @@ is 1 and the effect 0 whatever the network:
 - ``mean_shift``: |ǎ_i - ā_i|_1, how far the weighted neighbour input moved from the plain mean
   action (0 to 2);
 - ``uniform_fallback``: the share of agents whose summed effect is at most
-  ``cmfq.divergence.EFFECT_THRESHOLD``, where proportional weights fall back to uniform (cmfq;
+  ``cmfq._C.EFFECT_THRESHOLD``, where proportional weights fall back to uniform (cmfq;
   counted under any weighting, so that variants compare).
 
 An algorithm without weights (il, mfq) or effects (amfq) has NaN for what it lacks. Reading the
@@ -22,8 +22,8 @@ import math
 
 import torch
 
+from cmfq._C import EFFECT_THRESHOLD
 from cmfq.algos.common import QValues, mean_action
-from cmfq.divergence import EFFECT_THRESHOLD
 
 DIAGNOSTICS = ("effect_sum", "weight_entropy", "mean_shift", "uniform_fallback")
 """The diagnostics' names, as logged."""

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from cmfq import MeanFieldHead
 from cmfq.envs import GroupSpec
-from cmfq.head import MeanFieldHead
 
 
 class QNetwork(nn.Module):

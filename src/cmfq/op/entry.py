@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import math
+import numbers
+import operator
 import warnings
 from typing import NamedTuple
 
 import torch
 
 from cmfq import _C
-from cmfq.head import MeanFieldHead
-from cmfq.reference import QFunction, causal_weights_reference
+from cmfq.op.generic import QFunction, causal_weights_reference
+from cmfq.op.head import MeanFieldHead
 
-WEIGHTINGS = ("proportional", "softmax")
 _CUDA_BUILT = _C.cuda_built()
 _HALF_AND_FULL = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _FUSED_DTYPES = {"cpu": _HALF_AND_FULL, "cuda": _HALF_AND_FULL if _CUDA_BUILT else ()}
@@ -69,12 +69,12 @@ def causal_weights(
     agent with a valid neighbour whose action is outside [0, A) gets NaN in all its outputs.
     """
     n_actions = _resolve_n_actions(q, neighbor_actions, n_actions)
-    scalars = (temperature, weighting, weight_temperature)
-    neighbor_mask = _check_inputs(state, neighbor_actions, neighbor_mask, n_actions, *scalars)
+    scalars = _check_scalars(temperature, weighting, weight_temperature)
+    neighbor_mask = _check_inputs(state, neighbor_actions, neighbor_mask, n_actions)
     if isinstance(q, MeanFieldHead):
-        _check_head(q, state)
+        layers = q.linear_layers()  # raises for modules the fused kernels do not evaluate
+        _check_head(q, state, layers[2][0])
         if _fused_kernel_takes(state.device, state.dtype):
-            layers = q.linear_layers()
             fused = torch.ops.cmfq.causal_weights(
                 state, neighbor_actions, neighbor_mask, *layers, *scalars
             )
@@ -113,9 +113,11 @@ def _resolve_n_actions(q: object, neighbor_actions: torch.Tensor, n_actions: int
         return inferred
     if n_actions is None:
         raise ValueError("n_actions is required when q is a plain callable and actions are indices")
-    if not isinstance(n_actions, int) or n_actions < 1:
-        raise ValueError(f"n_actions must be a positive int, got {n_actions!r}")
-    return n_actions
+    if isinstance(n_actions, bool) or not isinstance(n_actions, numbers.Integral):
+        raise TypeError(f"n_actions must be an int, got {type(n_actions).__name__}")
+    if n_actions < 1:
+        raise ValueError(f"n_actions must be >= 1, got {n_actions}")
+    return operator.index(n_actions)
 
 
 def _check_inputs(
@@ -123,11 +125,8 @@ def _check_inputs(
     neighbor_actions: object,
     neighbor_mask: object,
     n_actions: int,
-    temperature: float,
-    weighting: str,
-    weight_temperature: float,
 ) -> torch.Tensor:
-    """Validate everything but the action values; return the mask (the default one if None)."""
+    """Validate the tensors but the action values; return the mask (the default one if None)."""
     if not isinstance(state, torch.Tensor):
         raise TypeError(f"state must be a torch.Tensor, got {type(state).__name__}")
     if not state.is_floating_point():
@@ -184,26 +183,34 @@ def _check_inputs(
         raise ValueError(
             f"neighbor_mask is on {neighbor_mask.device} but state is on {state.device}"
         )
-    _check_positive("temperature", temperature)
-    _check_positive("weight_temperature", weight_temperature)
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
     return neighbor_mask
 
 
-def _check_positive(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+def _check_scalars(temperature: object, weighting: object, weight_temperature: object) -> tuple:
+    """(temperature, weighting, weight_temperature) as the op takes them (Python floats, numpy
+    ones included), after the kernels' own check of their values (``_C.check_scalars``)."""
+    temperature = _as_float("temperature", temperature)
+    weight_temperature = _as_float("weight_temperature", weight_temperature)
+    if not isinstance(weighting, str):
+        raise TypeError(f"weighting must be a str, got {type(weighting).__name__}")
+    # Under torch.compile the fused op checks them when it runs; the call would break the graph.
+    if not torch.compiler.is_compiling():
+        _C.check_scalars(temperature, weighting, weight_temperature)
+    return temperature, weighting, weight_temperature
+
+
+def _as_float(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a float, got {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be finite and > 0, got {value}")
+    return float(value)
 
 
-def _check_head(head: MeanFieldHead, state: torch.Tensor) -> None:
+def _check_head(head: MeanFieldHead, state: torch.Tensor, weight: torch.Tensor) -> None:
+    """``weight``: the head's first trunk weight."""
     if state.shape[-1] != head.state_dim:
         raise ValueError(
             f"state has {state.shape[-1]} features but the head expects state_dim={head.state_dim}"
         )
-    weight = head.trunk[0].weight
     if weight.device != state.device:
         raise ValueError(
             f"the head's parameters are on {weight.device} but state is on {state.device}"
@@ -222,4 +229,3 @@ def _check_action_range(actions: torch.Tensor, mask: torch.Tensor, n_actions: in
         )
 
 
-__all__ = ["CausalWeights", "causal_weights"]

@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from cmfq.divergence import EFFECT_THRESHOLD
-from cmfq.reference import neighbor_action_vectors
+from cmfq.op.divergence import EFFECT_THRESHOLD
+from cmfq.op.generic import neighbor_action_vectors
 
 Layers = tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]
 

@@ -18,8 +18,8 @@
 #include <string>
 #include <vector>
 
-#include "agent_math.h"
-#include "params.h"
+#include "shared/agent_math.h"
+#include "shared/params.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define CMFQ_CPU_X86 1

@@ -1,4 +1,4 @@
-#include "prepare.h"
+#include "glue/prepare.h"
 
 #include <cmath>
 
@@ -46,6 +46,17 @@ void check_action_range(const at::Tensor& actions, const at::Tensor& mask, int64
 }
 
 }  // namespace
+
+Weighting check_scalars(double temperature, const std::string& weighting,
+                        double weight_temperature) {
+  check_positive("temperature", temperature);
+  check_positive("weight_temperature", weight_temperature);
+  int found = 0;
+  while (found < kWeightingCount && weighting != kWeightingNames[found]) ++found;
+  TORCH_CHECK_VALUE(found < kWeightingCount, "weighting must be one of ('", kWeightingNames[0],
+                    "', '", kWeightingNames[1], "'), got '", weighting, "'");
+  return static_cast<Weighting>(found);
+}
 
 PreparedCall prepare_call(const at::Tensor& state, const at::Tensor& neighbor_actions,
                           const at::Tensor& neighbor_mask, at::TensorList encoder_weights,
@@ -98,10 +109,7 @@ PreparedCall prepare_call(const at::Tensor& state, const at::Tensor& neighbor_ac
                     "neighbor_mask must have shape [", batch, ", ", neighbor_actions.size(1),
                     "], got ", neighbor_mask.sizes());
   check_device(neighbor_mask, "neighbor_mask", state);
-  check_positive("temperature", temperature);
-  check_positive("weight_temperature", weight_temperature);
-  TORCH_CHECK_VALUE(weighting == "proportional" || weighting == "softmax",
-                    "weighting must be 'proportional' or 'softmax', got '", weighting, "'");
+  const Weighting weighting_rule = check_scalars(temperature, weighting, weight_temperature);
 
   PreparedCall call;
   call.out_dtype = dtype;
@@ -120,7 +128,7 @@ PreparedCall prepare_call(const at::Tensor& state, const at::Tensor& neighbor_ac
     if (state.is_cpu()) check_action_range(call.actions, call.mask, n_actions);
   }
   call.temperature = temperature;
-  call.weighting = weighting == "softmax" ? Weighting::kSoftmax : Weighting::kProportional;
+  call.weighting = weighting_rule;
   call.weight_temperature = weight_temperature;
 
   auto cast = [&](const at::Tensor& t) { return t.to(compute); };

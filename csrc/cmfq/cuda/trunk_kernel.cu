@@ -9,9 +9,9 @@
 
 #include <cstdint>
 
-#include "agent_math.h"
-#include "causal_weights_cuda.h"
-#include "kernel_plan.h"
+#include "shared/agent_math.h"
+#include "cuda/causal_weights_cuda.h"
+#include "cuda/kernel_plan.h"
 
 namespace cmfq {
 namespace {

@@ -1,5 +1,5 @@
 // The CPU kernels for x86-64 with AVX2 and FMA; picked at run time where the CPU has them.
-#include "cpu_kernel.h"
+#include "cpu/cpu_kernel.h"
 
 #ifdef CMFQ_CPU_X86
 #if defined(__clang__)
@@ -9,7 +9,7 @@
 #endif
 
 #define CMFQ_CPU_VARIANT cpu_avx2
-#include "cpu_kernel_impl.h"
+#include "cpu/cpu_kernel_impl.h"
 
 #if defined(__clang__)
 #pragma clang attribute pop

@@ -1,6 +1,6 @@
 // The CPU kernels for x86-64 with AVX-512 (F, BW, DQ, VL: ATen's AVX512 level); picked at run
 // time where the CPU has them.
-#include "cpu_kernel.h"
+#include "cpu/cpu_kernel.h"
 
 #ifdef CMFQ_CPU_X86
 #if defined(__clang__)
@@ -11,7 +11,7 @@
 #endif
 
 #define CMFQ_CPU_VARIANT cpu_avx512
-#include "cpu_kernel_impl.h"
+#include "cpu/cpu_kernel_impl.h"
 
 #if defined(__clang__)
 #pragma clang attribute pop

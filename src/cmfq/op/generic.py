@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import torch
 
-from cmfq.divergence import combine_weights, kl_from_logits
+from cmfq.op.divergence import combine_weights, kl_from_logits
 
 QFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -5,7 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "params.h"
+#include "shared/params.h"
 
 namespace cmfq {
 

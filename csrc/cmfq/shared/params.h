@@ -15,10 +15,14 @@ namespace cmfq {
 
 constexpr int kMaxLayers = 8;
 
-// Below this total effect (nats) the proportional weights fall back to uniform (docs/spec.md, "Weights").
+// Below this total effect (nats) the proportional weights fall back to uniform (docs/spec.md,
+// "Weights"). Python reads it as cmfq._C.EFFECT_THRESHOLD.
 constexpr double kEffectThreshold = 1e-6;
 
+// How effects become weights; Python reads the names as cmfq._C.WEIGHTINGS.
 enum class Weighting : int { kProportional = 0, kSoftmax = 1 };
+constexpr int kWeightingCount = 2;
+constexpr const char* kWeightingNames[kWeightingCount] = {"proportional", "softmax"};
 
 // y = x W^T + b with W^T stored row-major as [in, out], so that consecutive outputs are
 // consecutive in memory (coalesced on the GPU, a plain GEMM operand on the CPU).

@@ -1,4 +1,4 @@
-#include "stacked.h"
+#include "stacked/stacked.h"
 
 #include <ATen/Parallel.h>
 
@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "stacked_steps.h"
+#include "shared/stacked_steps.h"
 
 namespace cmfq {
 

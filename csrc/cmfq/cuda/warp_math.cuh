@@ -7,8 +7,8 @@
 
 #include <cuda_runtime.h>
 
-#include "agent_math.h"
-#include "kernel_plan.h"
+#include "shared/agent_math.h"
+#include "cuda/kernel_plan.h"
 
 namespace cmfq {
 

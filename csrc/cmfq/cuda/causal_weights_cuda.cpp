@@ -9,9 +9,9 @@
 
 #include <type_traits>
 
-#include "causal_weights_cuda.h"
-#include "prepare.h"
-#include "stacked.h"
+#include "cuda/causal_weights_cuda.h"
+#include "glue/prepare.h"
+#include "stacked/stacked.h"
 
 namespace cmfq {
 namespace {

@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
-#include "cpu_kernel.h"
-#include "prepare.h"
-#include "stacked.h"
+#include "cpu/cpu_kernel.h"
+#include "glue/prepare.h"
+#include "stacked/stacked.h"
 
 namespace cmfq {
 namespace {

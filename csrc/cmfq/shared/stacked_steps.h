@@ -6,8 +6,8 @@
 #include <cmath>
 #include <cstdint>
 
-#include "agent_math.h"
-#include "params.h"
+#include "shared/agent_math.h"
+#include "shared/params.h"
 
 #if defined(__CUDACC__)
 #include <cuda_bf16.h>

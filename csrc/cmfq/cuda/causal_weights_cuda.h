@@ -5,8 +5,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include "kernel_plan.h"
-#include "params.h"
+#include "cuda/kernel_plan.h"
+#include "shared/params.h"
 
 namespace cmfq {
 

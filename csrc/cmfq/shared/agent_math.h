@@ -6,7 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "params.h"
+#include "shared/params.h"
 
 namespace cmfq {
 

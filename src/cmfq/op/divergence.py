@@ -4,15 +4,19 @@ The KL of two softmax policies with nearly equal logits is a difference of nearl
 computed as sum p (log p - log q). With d = (logits_q - logits_p) centred under p (the KL does not
 change when d is shifted), KL = F - psi(F + r), F = sum_a p_a phi(d_a), r = sum_a p_a d_a ~ 0,
 phi(d) = e^d - 1 - d and psi(m) = m - log1p(m): F is second order in d and psi(F + r) fourth order,
-so no cancellation is left. ``csrc/cmfq/agent_math.h`` computes the same formula in C++ and CUDA.
+so no cancellation is left. ``csrc/cmfq/shared/agent_math.h`` computes the same formula in C++
+and CUDA.
 """
 
 from __future__ import annotations
 
 import torch
 
-#: Below this total effect (nats) the weights fall back to uniform (docs/spec.md, "Weights").
-EFFECT_THRESHOLD = 1e-6
+from cmfq import _C
+
+#: Below this total effect (nats) the weights fall back to uniform (docs/spec.md, "Weights"); the
+#: C++ kernels' constant.
+EFFECT_THRESHOLD = _C.EFFECT_THRESHOLD
 _PHI_SERIES_BOUND = 0.5
 _PSI_SERIES_BOUND = 0.01
 

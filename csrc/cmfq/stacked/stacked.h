@@ -18,8 +18,8 @@
 
 #include <ATen/ATen.h>
 
-#include "params.h"
-#include "prepare.h"
+#include "shared/params.h"
+#include "glue/prepare.h"
 
 namespace cmfq {
 

@@ -10,11 +10,11 @@
 
 #include <cstdint>
 
-#include "agent_math.h"
-#include "causal_weights_cuda.h"
-#include "kernel_plan.h"
-#include "stacked_steps.h"
-#include "warp_math.cuh"
+#include "shared/agent_math.h"
+#include "cuda/causal_weights_cuda.h"
+#include "cuda/kernel_plan.h"
+#include "shared/stacked_steps.h"
+#include "cuda/warp_math.cuh"
 
 namespace cmfq {
 namespace {

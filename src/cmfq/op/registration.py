@@ -3,10 +3,10 @@
 The forward is the C++/CUDA kernel. The backward re-evaluates the head under the interventions
 from the saved inputs, as activation checkpointing does, and reuses the forward's weights, effects
 and causal mean action. It is the op ``torch.ops.cmfq.causal_weights_backward`` on the CPU (a
-kernel, or the stacked formulation where ``CMFQ_STACKED=1``) and, after a forward in the stacked
-formulation (CUDA's default), on CUDA (``csrc/cmfq/stacked.h``); after the per-agent CUDA kernel
-(``CMFQ_STACKED=0``), and wherever the backward itself is differentiated
-(``create_graph=True``), it is the same chain rule in PyTorch ops (``cmfq.gradient``). All trace
+kernel, or the stacked formulation where ``CMFQ_STACKED=1``) and, after a forward in the
+stacked formulation (CUDA's default), on CUDA (``csrc/cmfq/stacked/stacked.h``); after the
+per-agent CUDA kernel (``CMFQ_STACKED=0``), and wherever the backward itself is differentiated
+(``create_graph=True``), it is the same chain rule in PyTorch ops (``cmfq.op.gradient``). All trace
 under ``torch.compile``. Half-precision inputs take the backward in float32, after the forward
 runs again in float32.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from cmfq import _C  # loads the C++ library that defines the op
-from cmfq.gradient import causal_weights_grad
+from cmfq.op.gradient import causal_weights_grad
 
 
 @torch.library.register_fake("cmfq::causal_weights")

@@ -10,7 +10,7 @@
 #include <tuple>
 #include <vector>
 
-#include "params.h"
+#include "shared/params.h"
 
 namespace cmfq {
 
@@ -43,6 +43,11 @@ struct PreparedCall {
   template <typename T>
   CausalWeightsParams<T> params() const;
 };
+
+// Checks the op's scalar arguments (the one check of them: cmfq.causal_weights's generic path
+// calls it too, through _C.check_scalars) and returns the weighting rule.
+Weighting check_scalars(double temperature, const std::string& weighting,
+                        double weight_temperature);
 
 // Checks the op's arguments (TORCH_CHECK_VALUE / TORCH_CHECK_TYPE, which Python sees as
 // ValueError / TypeError) and prepares the call. float16 and bfloat16 inputs are computed in float32.
