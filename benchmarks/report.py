@@ -36,10 +36,10 @@ ALGOS = ("il", "mfq", "cmfq")
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2}
 INDEX_BYTES, MASK_BYTES = 8, 1
 
-# NVIDIA H100 SXM datasheet peaks (dense).
-H100_PEAK_FLOPS = {"float32": 67e12, "bfloat16": 990e12}
-H100_PEAK_FLOPS_NAME = {"float32": "FP32 (non-tensor)", "bfloat16": "BF16 tensor, dense"}
-H100_BANDWIDTH = 3.35e12
+# NVIDIA datasheet peaks of the SXM parts (dense): the H100 and the H200 share their arithmetic
+# rates; the H200's HBM3e is faster.
+GPU_PEAK_FLOPS = {"float32": 67e12, "bfloat16": 990e12}
+GPU_BANDWIDTH = {"H100": 3.35e12, "H200": 4.8e12}
 # FP32 FLOP per cycle and core: two 256-bit FMA pipes (AVX2) or two 512-bit ones (AVX-512).
 CPU_FLOP_PER_CYCLE = {"avx512f": 64, "avx2": 32}
 
@@ -211,7 +211,7 @@ CPU_TARGETS = {
     "forward+backward": (("generic", 10.0), ("compiled", 1.0), ("factored", 3.0)),
 }
 CPU_PEAK_TARGET = 0.5  # forward, fraction of the nominal FP32 peak at B >= 1024, K = 32
-# H100, B = 16384, K = 32, float32: (mode, other implementation, least speed-up), for each
+# On a GPU, B = 16384, K = 32, float32: (mode, other implementation, least speed-up), for each
 # formulation of the fused op; bfloat16 over float32; B = 131072: fraction of the roofline.
 GPU_TARGETS = (
     ("forward", "generic", 20.0),
@@ -223,9 +223,17 @@ GPU_HALF_SPEEDUP = 1.5
 GPU_ROOFLINE_TARGET = 0.3
 
 
+def gpu_model(runs: list[Run]) -> str:
+    """The GPU whose timings the tables show: that of the last run with CUDA timings."""
+    cuda_runs = [run for run in runs if any(key[0] == "cuda" for key in run.kernel)]
+    name = cuda_runs[-1].machine.get("cmfq", {}).get("gpu", "") if cuda_runs else ""
+    return next((model for model in GPU_BANDWIDTH if model in name), "H100")
+
+
 def targets_section(
     runs: list[Run], kernel: dict[Key, dict], training: dict[str, dict]
 ) -> list[str]:
+    gpu = gpu_model(runs)
     rows = []
     for mode in MODES:
         base = ("cpu", "float32", mode, 1024, 32)
@@ -262,7 +270,7 @@ def targets_section(
             ratio = _time_ratio(kernel, *pair)
             rows.append(
                 [
-                    f"H100 B=16384 K=32 fp32, {mode}: {op} vs {impl}",
+                    f"{gpu} B=16384 K=32 fp32, {mode}: {op} vs {impl}",
                     f">= {factor:g}x",
                     _times(ratio),
                     NOT_ONE_RUN if _split(kernel, *pair)
@@ -274,7 +282,7 @@ def targets_section(
         ratio = _time_ratio(kernel, *pair)
         rows.append(
             [
-                f"H100 B=16384 K=32, forward: {op} bf16 vs fp32",
+                f"{gpu} B=16384 K=32, forward: {op} bf16 vs fp32",
                 f">= {GPU_HALF_SPEEDUP:g}x",
                 _times(ratio),
                 NOT_ONE_RUN if _split(kernel, *pair)
@@ -282,10 +290,10 @@ def targets_section(
             ]
         )
         for dtype in DTYPES["cuda"]:
-            fraction = _roofline_fraction(kernel, dtype, 131072, 32, op)
+            fraction = _roofline_fraction(kernel, gpu, dtype, 131072, 32, op)
             rows.append(
                 [
-                    f"H100 B=131072 K=32 {dtype}, forward: {op}, fraction of roofline",
+                    f"{gpu} B=131072 K=32 {dtype}, forward: {op}, fraction of roofline",
                     f">= {GPU_ROOFLINE_TARGET:.0%}",
                     "–" if fraction is None else f"{fraction:.1%}",
                     _status(fraction, fraction is not None and fraction >= GPU_ROOFLINE_TARGET),
@@ -313,19 +321,19 @@ def targets_section(
 
 
 def _roofline_fraction(
-    kernel: dict[Key, dict], dtype: str, batch: int, slots: int, op: str = "fused"
+    kernel: dict[Key, dict], gpu: str, dtype: str, batch: int, slots: int, op: str = "fused"
 ):
     key = ("cuda", dtype, "forward", batch, slots, op)
     if key not in kernel:
         return None
-    bound = _roofline_seconds(batch, slots, dtype, kernel[key]["distinct_actions"])
+    bound = _roofline_seconds(gpu, batch, slots, dtype, kernel[key]["distinct_actions"])
     return bound / kernel[key]["median"]
 
 
-def _roofline_seconds(batch: int, slots: int, dtype: str, distinct: float) -> float:
+def _roofline_seconds(gpu: str, batch: int, slots: int, dtype: str, distinct: float) -> float:
     return max(
-        minimal_flops(batch, distinct) / H100_PEAK_FLOPS[dtype],
-        minimal_bytes(batch, slots, dtype) / H100_BANDWIDTH,
+        minimal_flops(batch, distinct) / GPU_PEAK_FLOPS[dtype],
+        minimal_bytes(batch, slots, dtype) / GPU_BANDWIDTH[gpu],
     )
 
 
@@ -392,7 +400,7 @@ def roofline_section(runs: list[Run], kernel: dict[Key, dict]) -> list[str]:
         "",
     ]
     lines += _cpu_roofline(runs, kernel)
-    lines += _gpu_roofline(kernel)
+    lines += _gpu_roofline(kernel, gpu_model(runs))
     return lines
 
 
@@ -459,13 +467,13 @@ def _cpu_roofline(runs: list[Run], kernel: dict[Key, dict]) -> list[str]:
     return lines + [""]
 
 
-def _gpu_roofline(kernel: dict[Key, dict]) -> list[str]:
+def _gpu_roofline(kernel: dict[Key, dict], gpu: str) -> list[str]:
     lines = [
-        "### H100, forward",
+        f"### {gpu}, forward",
         "",
-        f"Peaks: FP32 {H100_PEAK_FLOPS['float32'] / 1e12:.0f} TFLOP/s (non-tensor), BF16 "
-        f"{H100_PEAK_FLOPS['bfloat16'] / 1e12:.0f} TFLOP/s (tensor, dense), HBM3 "
-        f"{H100_BANDWIDTH / 1e12:.2f} TB/s. Roofline time = max(FLOPs / peak, bytes / "
+        f"Peaks: FP32 {GPU_PEAK_FLOPS['float32'] / 1e12:.0f} TFLOP/s (non-tensor), BF16 "
+        f"{GPU_PEAK_FLOPS['bfloat16'] / 1e12:.0f} TFLOP/s (tensor, dense), memory "
+        f"{GPU_BANDWIDTH[gpu] / 1e12:.2f} TB/s. Roofline time = max(FLOPs / peak, bytes / "
         "bandwidth), for D expected under the benchmark's random actions.",
         "",
     ]
@@ -481,11 +489,10 @@ def _gpu_roofline(kernel: dict[Key, dict]) -> list[str]:
             )
             flops = minimal_flops(batch, distinct)
             nbytes = minimal_bytes(batch, slots, dtype)
-            bound = _roofline_seconds(batch, slots, dtype, distinct)
-            limit = (
-                "compute" if flops / H100_PEAK_FLOPS[dtype] >= nbytes / H100_BANDWIDTH else "memory"
-            )
-            fraction = _roofline_fraction(kernel, dtype, batch, slots)
+            bound = _roofline_seconds(gpu, batch, slots, dtype, distinct)
+            compute_bound = flops / GPU_PEAK_FLOPS[dtype] >= nbytes / GPU_BANDWIDTH[gpu]
+            limit = "compute" if compute_bound else "memory"
+            fraction = _roofline_fraction(kernel, gpu, dtype, batch, slots)
             rows.append(
                 [
                     dtype,
