@@ -14,7 +14,7 @@
 #include "shared/agent_math.h"
 #include "cuda/causal_weights_cuda.h"
 #include "cuda/kernel_plan.h"
-#include "cuda/warp_math.cuh"
+#include "cuda/warp_math.h"
 
 namespace cmfq {
 namespace {

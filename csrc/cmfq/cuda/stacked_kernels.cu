@@ -14,7 +14,7 @@
 #include "cuda/causal_weights_cuda.h"
 #include "cuda/kernel_plan.h"
 #include "shared/stacked_steps.h"
-#include "cuda/warp_math.cuh"
+#include "cuda/warp_math.h"
 
 namespace cmfq {
 namespace {
@@ -116,7 +116,7 @@ __device__ AgentScratch<T> agent_scratch(unsigned char* base, const StackedWeigh
   return s;
 }
 
-// The weights step's lanes no longer loop over the slots alone (warp_math.cuh), and at 8 blocks a
+// The weights step's lanes no longer loop over the slots alone (warp_math.h), and at 8 blocks a
 // multiprocessor it fits 64 registers without spilling: 50% occupancy against 31% at its former
 // 96 registers, for a step that waits on memory.
 constexpr int kWeightsBlocksPerSm = 8;
