@@ -1,4 +1,8 @@
-"""Checkpoints playing games: the bridge between the evaluation tools and ``cmfq.training``."""
+"""Checkpoints playing games: the bridge between the evaluation tools and ``cmfq.training``.
+
+A ``Game`` names its players and seed; an ``Arena`` (built from an ``ArenaSpec`` in each worker)
+plays batches of them. ``games`` schedules the batches on processes or Ray and imports this
+module, never the reverse."""
 
 from __future__ import annotations
 
