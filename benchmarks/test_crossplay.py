@@ -20,8 +20,7 @@ import pytest
 
 from cmfq.algos import make_algorithm
 from cmfq.envs import make_env
-from cmfq.evaluation.games import Game
-from cmfq.evaluation.match import Arena
+from cmfq.evaluation.match import Arena, Game
 from cmfq.training.checkpoint import save_checkpoint
 from cmfq.training.config import TrainConfig
 

@@ -8,9 +8,10 @@ everything a real run does per step: the env, both teams' decisions (cmfq: the f
 on the device), replay and learning. ``benchmarks/compare_mfq_port.py`` sets these figures beside
 a public port of the original MFQ code.
 
-``test_lockstep_throughput`` sets ``--games 4`` (four battles a round, stepped in lockstep) beside
-``--games 1`` for mfq and cmfq, the two runs alternating so that a shared machine's drift hits both
-alike; it records both rates and their ratio (the report leaves it to the notes).
+``test_lockstep_throughput`` sets ``--games-per-round 4`` (four battles a round, stepped in
+lockstep) beside ``--games-per-round 1`` for mfq and cmfq, the two runs alternating so that a
+shared machine's drift hits both alike; it records both rates and their ratio (the report leaves
+it to the notes).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def _config(
     algo: str, out: Path, rounds: int, steps: int, device: str, games: int = 1
 ) -> TrainConfig:
     return TrainConfig(
-        games=games,
+        games_per_round=games,
         algo=algo,
         device=device,
         env="battle",
@@ -122,7 +123,8 @@ def test_lockstep_throughput(benchmark, device: str, tmp_path: Path, algo: str) 
         setup={"map_size": MAP_SIZE, "max_steps": STEPS_PER_ROUND, "games": [1, 4],
                "device": device, "threads": 1},
     )
-    print(f"\n{algo}: env steps/s {median[1]:.1f} (--games 1), {median[4]:.1f} (--games 4), "
+    print(f"\n{algo}: env steps/s {median[1]:.1f} (--games-per-round 1), "
+          f"{median[4]:.1f} (--games-per-round 4), "
           f"ratio {median[4] / median[1]:.2f}; all: {rates}")
 
 
@@ -158,5 +160,6 @@ def test_device_step_throughput(
         setup={"map_size": MAP_SIZE, "max_steps": 100, "rounds": 2, "device": device,
                "threads": 1, "updates": "default schedule (2 steps of 64 per env step)"},
     )
-    print(f"\n{algo} --games {games} graph_step={graph_step}: {rows[1]['steps_per_s']:.1f} env "
-          f"steps/s in round 2 ({rows[0]['steps_per_s']:.1f} in round 1)")
+    print(f"\n{algo} --games-per-round {games} graph_step={graph_step}: "
+          f"{rows[1]['steps_per_s']:.1f} env steps/s in round 2 "
+          f"({rows[0]['steps_per_s']:.1f} in round 1)")

@@ -15,8 +15,8 @@ from cmfq.algos import make_algorithm
 from cmfq.cli import main
 from cmfq.envs import make_env
 from cmfq.evaluation.frames import banner_height
-from cmfq.evaluation.games import ArenaSpec, Game, play_batches
-from cmfq.evaluation.match import Arena
+from cmfq.evaluation.games import play_batches
+from cmfq.evaluation.match import Arena, ArenaSpec, Game
 from cmfq.evaluation.render import render_game
 from cmfq.evaluation.tiger_deer import ALGORITHM_FILES as TIGER_ALGORITHM_FILES
 from cmfq.evaluation.tiger_deer import run_tiger_deer
@@ -90,6 +90,9 @@ def test_schedule_swaps_sides_and_mirrors_seeds():
     assert [g.seed for g in schedule(3, 4, seed=8)] != [g.seed for g in games]
     with pytest.raises(ValueError):
         schedule(1, 4, seed=0)
+    for odd in (1, 3):  # a seed played from one side only
+        with pytest.raises(ValueError, match="must be even"):
+            schedule(3, odd, seed=7)
 
 
 def test_tournament_reports_are_complete_and_consistent(battle_checkpoints, tmp_path):
@@ -238,6 +241,17 @@ def test_cli_tournament_render_and_plot(battle_checkpoints, tmp_path, capsys):
     assert main(["tournament", battle_checkpoints[0], str(tmp_path / "missing.pt"),
                  "--out", str(out)]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+    # A player that does not fit, or an odd --games: one error line, and nothing said before.
+    capsys.readouterr()
+    for bad in (["--env", "battle", "--map-size", "8"], ["--games", "3"]):
+        assert main(["tournament", *battle_checkpoints, *bad, "--out",
+                     str(tmp_path / "new")]) == 2
+        shown = capsys.readouterr()
+        assert shown.out == "" and len(shown.err.splitlines()) == 1, bad
+    # One battle player: battle takes one a side (random says so).
+    assert main(["render", battle_checkpoints[0], "--map-size", str(MAP), "--out",
+                 str(tmp_path / "one.gif")]) == 2
+    assert "battle takes 2 players (red, blue), got 1" in capsys.readouterr().err
 
     run = tmp_path / "run"
     run.mkdir()
@@ -353,15 +367,15 @@ def test_a_tournament_extended_plays_only_the_new_games(battle_checkpoints, tmp_
     mfq, cmfq = battle_checkpoints
     # Another mfq run in a folder of the same name: every label becomes the whole path.
     other = make_checkpoint(tmp_path / "elsewhere" / "mfq-battle" / "last.pt", "mfq", "battle", 3)
-    settings = Settings(map_size=MAP, games=3, seed=4, env_options={"max_steps": 8})
+    settings = Settings(map_size=MAP, games=4, seed=4, env_options={"max_steps": 8})
     out = tmp_path / "t"
-    assert tournament([mfq, cmfq], settings, out) == 3
-    # cmfq now comes first, so the pair (mfq, cmfq) is seen from cmfq, and the new run sits in
-    # the middle. Game 2 of that pair had mfq on the first side; now it has cmfq there: a game
-    # never played. The other two are the mirrored pair 0 and are kept.
+    assert tournament([mfq, cmfq], settings, out) == 4
+    assert capsys.readouterr().out.splitlines()[0] == "4 games to play"
+    # cmfq now comes first, so the pair (mfq, cmfq) is seen from cmfq (its mirrored games swap
+    # numbers), and the new run sits in the middle: only its games are played.
     players = [cmfq, other, mfq]
-    assert tournament(players, settings, out) == 2 * 3 + 1
-    assert "2 games reused" in capsys.readouterr().out
+    assert tournament(players, settings, out) == 2 * 4
+    assert f"4 games reused from {out / 'report.json'}, 8 games to play" in capsys.readouterr().out
     run_tournament(players, settings, tmp_path / "fresh", reuse=False)
     same_reports(out, tmp_path / "fresh")
     report = json.loads((out / "report.json").read_text())
@@ -373,7 +387,7 @@ def test_a_tournament_extended_plays_only_the_new_games(battle_checkpoints, tmp_
     assert tournament([other, mfq], settings, out) == 0
     report = json.loads((out / "report.json").read_text())
     assert [(p["a"], p["b"], p["games"]) for p in report["pairs"]] == [
-        (str(other).removesuffix(".pt"), str(mfq).removesuffix(".pt"), 3)]
+        (str(other).removesuffix(".pt"), str(mfq).removesuffix(".pt"), 4)]
     assert not (out / "algorithms.csv").exists()
 
 
@@ -402,7 +416,8 @@ def test_a_changed_checkpoint_or_protocol_plays_its_games_again(battle_checkpoin
     assert "max_steps 8, now 9" in capsys.readouterr().out
     assert main(["tournament", *players, "--map-size", str(MAP), "--games", "2", "--seed", "5",
                  "--max-steps", "9", "--workers", "1", "--out", str(out), "--fresh"]) == 0
-    assert "0 games reused" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "6 games to play" in shown and "reused" not in shown
     # A report that recorded no digests, or cannot be read, gives no game.
     report = json.loads((out / "report.json").read_text())
     del report["protocol"]["sha256"]

@@ -355,8 +355,8 @@ def test_captured_updates_do_not_wait_for_the_device(rounds):
 @needs_cuda
 @pytest.mark.parametrize("graph_step", [False, True])
 def test_cuda_training_runs(tmp_path, graph_step):
-    config = TrainConfig(algo="cmfq", map_size=15, rounds=2, max_steps=8, games=2, device="cuda",
-                         graph_step=graph_step, out=str(tmp_path / "run"))
+    config = TrainConfig(algo="cmfq", map_size=15, rounds=2, max_steps=8, games_per_round=2,
+                         device="cuda", graph_step=graph_step, out=str(tmp_path / "run"))
     from cmfq.training.metrics import read_metrics
 
     run_dir = train(config, progress=False)

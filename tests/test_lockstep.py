@@ -1,4 +1,4 @@
-"""Several games in lockstep: batched decisions, separate replay streams, ``--games``."""
+"""Several games in lockstep: batched decisions, separate replay streams, ``--games-per-round``."""
 
 import numpy as np
 import pytest
@@ -121,9 +121,9 @@ def test_play_games_needs_one_entry_per_env():
         play_games([env, env], [{}], seeds=[0, 1])
 
 
-def test_games_flag_trains_games_on_sides_drawn_per_game(tmp_path):
+def test_games_per_round_trains_games_on_sides_drawn_per_game(tmp_path):
     run = tmp_path / "run"
-    flags = ["--algo", "cmfq", "--games", "2", "--map-size", "12", "--max-steps", "20",
+    flags = ["--algo", "cmfq", "--games-per-round", "2", "--map-size", "12", "--max-steps", "20",
              "--rounds", "3", "--save-every", "3", "--replay-rows", "4000"]
     assert main(["train", *flags, "--out", str(run), "--quiet"]) == 0
     rows = read_metrics(run / "metrics.csv")

@@ -211,9 +211,9 @@ def test_sweep_file_errors_name_the_key(tmp_path):
     assert (run.name, run.config.map_size, run.config.rounds) == ("run", 30, 9)
     assert run_name({"lr": 0.001, "minimap_mode": True}) == "lr=0.001,minimap_mode=true"
     # A former field name still works, and still names the run folders as before.
-    with pytest.warns(FutureWarning, match="'envs' is now 'games'"):
+    with pytest.warns(FutureWarning, match="'envs' is now 'games_per_round'"):
         run, = spec("[grid]\nenvs = [2]\n").runs(tmp_path)
-    assert (run.name, run.config.games) == ("envs=2", 2)
+    assert (run.name, run.config.games_per_round) == ("envs=2", 2)
 
 
 def test_the_cli_on_a_finished_sweep_writes_its_summary(reference, tmp_path):

@@ -1,5 +1,6 @@
 import dataclasses
 import inspect
+import math
 import pickle
 import warnings
 
@@ -12,8 +13,7 @@ import cmfq
 from cmfq.algos import ALGOS, Policy, make_algorithm
 from cmfq.cli import main
 from cmfq.envs import make_env
-from cmfq.evaluation.games import Game
-from cmfq.evaluation.match import Arena
+from cmfq.evaluation.match import Arena, Game
 from cmfq.options import help_text
 from cmfq.training.checkpoint import atomic_save, load_checkpoint
 from cmfq.training.config import TrainConfig
@@ -52,7 +52,8 @@ BFLOAT16 = {"train_dtype": "bfloat16"}
     pytest.param("mfq", 1, dict(BFLOAT16, compile_step=True), marks=pytest.mark.slow),
 ])
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, algo, games, options):
-    cfg = dict(TINY, algo=algo, rounds=3, temperature_decay_rounds=3, games=games, **options)
+    cfg = dict(TINY, algo=algo, rounds=3, temperature_decay_rounds=3, games_per_round=games,
+               **options)
     straight = train(TrainConfig(out=str(tmp_path / "a"), **cfg), progress=False)
     cut = train(TrainConfig(out=str(tmp_path / "b"), **dict(cfg, rounds=2)), progress=False)
     resume(cut, rounds=3, progress=False)
@@ -73,9 +74,15 @@ def test_resume_misuse_is_refused_with_a_clear_error(tmp_path, capsys):
     # Training afresh into a folder that holds a run.
     assert main(["train", "--algo", "il", "--out", str(run), "--quiet"]) == 2
     assert "already holds a run" in capsys.readouterr().err
+    # A finished run: said so, nothing trained.
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert capsys.readouterr().out == (f"{run} is finished: 2 rounds trained, nothing to do "
+                                       "(--rounds N with N above 2 trains it further)\n")
+    assert len(read_metrics(run / "metrics.csv")) == 2
     # A resume.pt without training state (an evaluation checkpoint put in its place).
     (run / "resume.pt").write_bytes((run / "last.pt").read_bytes())
-    assert main(["train", "--resume", str(run), "--quiet"]) == 2
+    assert main(["train", "--resume", str(run), "--rounds", "3", "--quiet"]) == 2
     assert "no training state" in capsys.readouterr().err
 
 
@@ -97,12 +104,28 @@ def test_checkpoint_errors(tmp_path):
     run = train(TrainConfig(algo="il", out=str(tmp_path / "run"), **TINY), progress=False)
     with pytest.raises(ValueError, match="holds a 'il' network"):
         load_checkpoint(run / "last.pt", algo="cmfq")
-    corrupt = tmp_path / "corrupt.pt"
-    corrupt.write_bytes((run / "last.pt").read_bytes()[:1000])
-    with pytest.raises(ValueError, match="not a readable cmfq checkpoint"):
-        load_checkpoint(corrupt)
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "missing.pt")
+    whole = (run / "last.pt").read_bytes()
+    middle = len(whole) // 2
+    damaged = {
+        "the file is empty": b"",
+        "the file is truncated": whole[:1000],
+        "the file is truncated ": whole[:-100],
+        "it is not a file written by torch.save": b"\x80\x04not a checkpoint at all" * 10,
+        # torch.load checks no checksum: these bytes would give the network other weights.
+        "the file is corrupt": whole[:middle] + bytes(b ^ 0xFF for b in whole[middle:][:64])
+        + whole[middle + 64:],
+    }
+    for what, data in damaged.items():
+        path = tmp_path / "damaged.pt"
+        path.write_bytes(data)
+        with pytest.raises(ValueError) as caught:
+            load_checkpoint(path)
+        message = str(caught.value)
+        assert message.startswith(f"{path} is not a readable cmfq checkpoint: {what.strip()}")
+        assert "\n" not in message and "weights_only=False" not in message
+        assert not message.endswith(":")
 
 
 class _RunsCode:
@@ -180,27 +203,30 @@ def test_former_field_names_still_work_with_one_deprecation_message(tmp_path, ca
     with pytest.warns(FutureWarning) as caught:
         config = TrainConfig.from_toml(path)
     assert [str(w.message).split(" (")[0] for w in caught] == [
-        "'buffer_size' is now 'replay_rows'", "'envs' is now 'games'"]
-    assert (config.games, config.replay_rows) == (2, 3000)
-    with pytest.warns(FutureWarning), pytest.raises(ValueError, match="both"):
-        TrainConfig.from_dict({"envs": 2, "games": 2})
+        "'buffer_size' is now 'replay_rows'", "'envs' is now 'games_per_round'"]
+    assert (config.games_per_round, config.replay_rows) == (2, 3000)
+    for both in ({"envs": 2, "games_per_round": 2}, {"envs": 2, "games": 2}):
+        with pytest.warns(FutureWarning), pytest.raises(ValueError, match="several names"):
+            TrainConfig.from_dict(both)
     with pytest.warns(FutureWarning) as caught:
         assert main(["train", "--algo", "il", "--map-size", "12", "--max-steps", "5",
-                     "--rounds", "1", "--buffer-size", "500", "--envs", "2", "--quiet",
+                     "--rounds", "1", "--buffer-size", "500", "--games", "2", "--quiet",
                      "--out", str(tmp_path / "run")]) == 0
-    assert len(caught) == 2
+    assert [str(w.message).split(" (")[0] for w in caught] == [
+        "'buffer_size' is now 'replay_rows'", "'games' is now 'games_per_round'"]
     saved = TrainConfig.from_toml(tmp_path / "run" / "config.toml")
-    assert (saved.games, saved.replay_rows) == (2, 500)
+    assert (saved.games_per_round, saved.replay_rows) == (2, 500)
     # A run folder and a checkpoint written under the old names load without a message.
     text = (tmp_path / "run" / "config.toml").read_text()
     (tmp_path / "run" / "config.toml").write_text(
-        text.replace("games =", "envs =").replace("replay_rows =", "buffer_size ="))
+        text.replace("games_per_round =", "envs =").replace("replay_rows =", "buffer_size ="))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert RunFolder(tmp_path / "run").saved_config().games == 2
+        assert RunFolder(tmp_path / "run").saved_config().games_per_round == 2
     checkpoint = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     config = checkpoint["config"]
-    config["envs"], config["buffer_size"] = config.pop("games"), config.pop("replay_rows")
+    config["games"] = config.pop("games_per_round")
+    config["buffer_size"] = config.pop("replay_rows")
     atomic_save(checkpoint, tmp_path / "old.pt")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -363,3 +389,19 @@ def test_a_checkpoint_of_the_first_format_loads_with_the_settings_it_was_trained
     assert ckpt.config.td_target == "max"  # IL's target before the shared setting
     assert ckpt.env_settings()["minimap_mode"] is False
     assert Arena([old], "battle", 16, max_steps=2).play([Game((0, 0), 0, 0)])[0].steps == 2
+
+
+def test_radius_zero_gives_no_neighbours_in_training_and_in_evaluation(tmp_path):
+    config = TrainConfig(algo="cmfq", out=str(tmp_path / "run"), radius=0.0,
+                         **dict(TINY, rounds=1))
+    run = train(config, progress=False)
+    # The weight diagnostics average over the agents that have neighbours: none had one.
+    [row] = read_metrics(run / "metrics.csv")
+    assert math.isnan(row["effect_sum"])
+    checkpoint = load_checkpoint(run / "last.pt")
+    assert checkpoint.policy().radius == 0
+    view = checkpoint.spec.view_radius
+    assert dataclasses.replace(config, radius=None).neighborhood_radius(view) == view
+    assert dataclasses.replace(config, neighborhood="global").neighborhood_radius(view) is None
+    with pytest.raises(ValueError, match="radius must be >= 0"):
+        dataclasses.replace(config, radius=-1.0)

@@ -27,7 +27,7 @@ from cmfq import causal_weights
 from cmfq.algos.common import mean_action
 from cmfq.envs import make_env
 from cmfq.training.checkpoint import load_checkpoint
-from cmfq.training.rollout import play_round
+from cmfq.training.rollout import play_games
 
 SOFTMAX_TEMPERATURES = (1e-6, 1e-5, 1e-4, 1e-3)
 
@@ -40,7 +40,7 @@ def record_teams(path: str, map_size: int, seed: int):
     teams = []
     act = policies[0].algo.q_values
     policies[0].algo.q_values = lambda team: (teams.append(team), act(team))[1]
-    play_round(env, dict(zip(env.groups, policies, strict=True)), seed=seed)
+    play_games([env], [dict(zip(env.groups, policies, strict=True))], seeds=[seed])
     return ckpt, policies[0].algo, teams
 
 

@@ -42,7 +42,7 @@ class AMFQ(Algorithm):
         *,
         gamma: float = 0.95,
         td_target: str = "boltzmann",
-        attention_dim: int = 64,
+        attention_dim: int = AMFQOptions.attention_dim,
     ) -> None:
         super().__init__(spec, gamma=gamma, td_target=td_target)
         state_dim = self.net.head.state_dim

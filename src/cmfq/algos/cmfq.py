@@ -58,9 +58,9 @@ class CMFQ(MFQ):
         *,
         gamma: float = 0.95,
         td_target: str = "boltzmann",
-        causal_temperature: float = 0.1,
-        weighting: str = "proportional",
-        weight_temperature: float = 1.0,
+        causal_temperature: float = CMFQOptions.causal_temperature,
+        weighting: str = CMFQOptions.weighting,
+        weight_temperature: float = CMFQOptions.weight_temperature,
     ) -> None:
         super().__init__(spec, gamma=gamma, td_target=td_target)
         self.causal_temperature = causal_temperature

@@ -58,13 +58,13 @@ class BattleEnv(GridEnv):
         *,
         seed: int,
         max_steps: int = 400,
-        agents_per_side: int | None = None,
+        agents_per_side: int | None = BattleOptions.agents_per_side,
         minimap_mode: bool = True,
         id_embedding: bool = False,
-        step_reward: float = -0.005,
-        dead_penalty: float = -0.1,
-        attack_penalty: float = -0.1,
-        attack_opponent_reward: float = 0.2,
+        step_reward: float = BattleOptions.step_reward,
+        dead_penalty: float = BattleOptions.dead_penalty,
+        attack_penalty: float = BattleOptions.attack_penalty,
+        attack_opponent_reward: float = BattleOptions.attack_opponent_reward,
     ) -> None:
         if map_size < 12:
             raise ValueError(f"battle needs map_size >= 12, got {map_size}")

@@ -63,16 +63,16 @@ class TigerDeerEnv(GridEnv):
         *,
         seed: int,
         max_steps: int = 300,
-        n_tigers: int | None = None,
-        n_deer: int | None = None,
-        tiger_density: float = 0.01,
-        deer_density: float = 0.05,
+        n_tigers: int | None = TigerDeerOptions.n_tigers,
+        n_deer: int | None = TigerDeerOptions.n_deer,
+        tiger_density: float = TigerDeerOptions.tiger_density,
+        deer_density: float = TigerDeerOptions.deer_density,
         wall_density: float = 0.04,
         minimap_mode: bool = True,
         id_embedding: bool = False,
-        tiger_step_recover: float = -0.1,
+        tiger_step_recover: float = TigerDeerOptions.tiger_step_recover,
         deer_attacked: float = -0.1,
-        tiger_attack_reward: float = 0.0,
+        tiger_attack_reward: float = TigerDeerOptions.tiger_attack_reward,
     ) -> None:
         if map_size < 10:
             raise ValueError(f"tiger-deer needs map_size >= 10, got {map_size}")

@@ -7,6 +7,7 @@ import sys
 
 from cmfq.evaluation.curves import BANDS, DEFAULT_METRICS
 from cmfq.evaluation.games import GAMES_AT_ONCE, default_workers
+from cmfq.training.config import RunOptions
 
 
 def register(subparsers) -> None:
@@ -16,12 +17,15 @@ def register(subparsers) -> None:
     _plot_parser(subparsers)
 
 
-def _env_arguments(parser: argparse.ArgumentParser, map_size: int) -> None:
+def _env_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", choices=("battle", "tiger-deer"), default="battle",
                         help="environment (default: battle)")
+    # cmfq train's default map (the shipped models' too): a model plays where it learned unless
+    # told otherwise.
+    map_size = RunOptions.map_size
     parser.add_argument("--map-size", type=int, default=map_size,
-                        help="side of the square map, which may differ from training "
-                        f"(default: {map_size})")
+                        help="side of the square map, which may differ from training (default: "
+                        f"{map_size}, as in cmfq train)")
     parser.add_argument("--max-steps", type=int, default=None,
                         help="steps per game at most (default: the env's: 400 in battle, "
                         "300 in tiger-deer)")
@@ -42,17 +46,18 @@ def _tournament_parser(subparsers) -> None:
         help="every pair of checkpoints fights; win rates with 95%% intervals, per checkpoint "
         "and per algorithm",
         description="battle: every pair of checkpoints plays --games games, swapping sides "
-        "every game; a game is won by the side with more survivors; the checkpoints are also "
-        "grouped by algorithm and the groups compared over their seeds. tiger-deer: each "
-        "checkpoint hunts as the tigers for --games games. Writes JSON, CSV, a Markdown report "
-        "and figures into --out.",
+        "every game (mirrored pairs: two games from one seed); a game is won by the side with "
+        "more survivors; the checkpoints are also grouped by algorithm and the groups compared "
+        "over their seeds. tiger-deer: each checkpoint hunts as the tigers for --games games. "
+        "Writes JSON, CSV, a Markdown report and figures into --out.",
     )
     parser.add_argument("checkpoints", nargs="+",
                         help=f"players: each {PLAYERS_HELP}, or a sweep's summary.csv for the "
                         "last.pt of each of its runs")
-    _env_arguments(parser, map_size=40)
+    _env_arguments(parser)
     parser.add_argument("--games", type=int, default=50,
-                        help="games per pair (battle) or per model (tiger-deer) (default: 50)")
+                        help="games per pair of checkpoints (battle: an even number, each seed "
+                        "played from both sides) or per checkpoint (tiger-deer) (default: 50)")
     parser.add_argument("--rounds", type=int, dest="games", action=_Renamed, new="--games",
                         help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=default_workers(),
@@ -85,12 +90,13 @@ def _render_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "render",
         help="replay one game as a GIF or MP4",
-        description="Play one game and draw it: battle takes two checkpoints (red, blue), "
-        "tiger-deer one (the tigers; the deer act at random). MP4 needs cmfq[video].",
+        description="Play one game and draw it: battle takes two players (red, blue; random "
+        "for a random team), tiger-deer one (the tigers; the deer act at random). MP4 needs "
+        "cmfq[video].",
     )
     parser.add_argument("checkpoints", nargs="+",
                         help=f"one player per team, in team order: {PLAYERS_HELP}")
-    _env_arguments(parser, map_size=40)
+    _env_arguments(parser)
     parser.add_argument("--out", default="replay.gif",
                         help="a .gif or .mp4 file (default: replay.gif)")
     parser.add_argument("--fps", type=float, default=10.0, help="frames per second (default: 10)")
@@ -104,7 +110,7 @@ def _plot_parser(subparsers) -> None:
         help="learning curves of training runs",
         description="Plot the runs' metrics.csv logs: one line per group of runs (by default "
         "the runs of one algorithm), their mean over seeds with a band where a group has several "
-        "runs: the 95%% t interval of the mean (--band ci) or ± one standard deviation (std).",
+        "runs: the 95% t interval of the mean (--band ci) or ± one standard deviation (std).",
     )
     parser.add_argument("runs", nargs="+",
                         help="run folders (or their metrics.csv files), or a sweep's summary.csv")

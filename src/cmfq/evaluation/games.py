@@ -11,41 +11,16 @@ import multiprocessing
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm import tqdm
 
 from cmfq.cluster import connect
+from cmfq.evaluation.match import Arena, ArenaSpec, Game
 
 GAMES_AT_ONCE = 32
 """Games a process plays at once by default: at map 20, 2.4x less CPU time per game than one at
 a time, against 2.0x at 8 (docs/performance.md); a batch's memory stays a few tens of MB."""
-
-
-@dataclass(frozen=True)
-class Game:
-    """One game: checkpoint ``players[g]`` acts for the env's group ``g``."""
-
-    players: tuple[int, ...]
-    index: int
-    """Its number among the games of its pair (tournament) or of its model (tiger-deer)."""
-    seed: int
-
-
-@dataclass(frozen=True)
-class ArenaSpec:
-    """How to build the ``Arena`` the games are played in (sent to each worker)."""
-
-    paths: tuple[str, ...]
-    env: str
-    map_size: int
-    env_options: dict = field(default_factory=dict)
-
-    def build(self):
-        from cmfq.evaluation.match import Arena
-
-        return Arena(self.paths, self.env, self.map_size, **self.env_options)
 
 
 def game_seed(seed: int, index: int) -> int:
@@ -73,11 +48,13 @@ def _play_batch(batch: Sequence[Game]):
 def play_batches(
     spec: ArenaSpec, games: Sequence[Game], *, workers: int = 1,
     at_once: int = GAMES_AT_ONCE, desc: str = "games", address: str | None = None,
+    arena: Arena | None = None,
 ):
     """The ``GameResult`` of each game, in the order of ``games``, played ``at_once`` at a time
     (``Arena.play``).
 
-    The arena is built here first, so that a bad checkpoint or env fails fast with its own error.
+    The arena is built here first (unless the caller built it from ``spec`` already: ``arena``),
+    so that a bad checkpoint or env fails fast with its own error.
     With ``address`` the batches are played by Ray actors, one per CPU of that Ray instance or
     cluster (``cmfq.cluster.connect``; every node must see the checkpoints' paths).
     Otherwise, with ``workers > 1``, the batches are shared among that many processes, started
@@ -87,7 +64,7 @@ def play_batches(
         raise ValueError(f"workers must be at least 1, got {workers}")
     if at_once < 1:
         raise ValueError(f"games at once must be at least 1, got {at_once}")
-    arena = spec.build()
+    arena = spec.build() if arena is None else arena
     ray = None if address is None else connect(address)
     parallel = workers if ray is None else int(ray.cluster_resources().get("CPU", 1))
     batches = _batches(len(games), at_once, parallel)

@@ -1,9 +1,14 @@
-"""Checkpoints playing games: the bridge between the evaluation tools and ``cmfq.training``."""
+"""Checkpoints playing games: the bridge between the evaluation tools and ``cmfq.training``.
+
+A ``Game`` names its players and seed; an ``Arena`` (built from an ``ArenaSpec`` in each worker)
+plays batches of them. ``games`` schedules the batches on processes or Ray and imports this
+module, never the reverse."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -12,10 +17,19 @@ import torch
 
 from cmfq.algos import RandomPolicy
 from cmfq.envs import GridEnv, make_env
-from cmfq.evaluation.games import Game
 from cmfq.evaluation.players import RANDOM
 from cmfq.training.checkpoint import Checkpoint, load_checkpoint
 from cmfq.training.rollout import GameResult, TeamPolicy, play_games
+
+
+@dataclass(frozen=True)
+class Game:
+    """One game: checkpoint ``players[g]`` acts for the env's group ``g``."""
+
+    players: tuple[int, ...]
+    index: int
+    """Its number among the games of its pair (tournament) or of its model (tiger-deer)."""
+    seed: int
 
 
 def policy_seed(seed: int, group_index: int) -> int:
@@ -94,6 +108,19 @@ class Arena:
         if policy is None:
             return RandomPolicy(self.env.specs[group].n_actions, seed=seed)
         return policy.fork(seed, team_size=self._team_size)
+
+
+@dataclass(frozen=True)
+class ArenaSpec:
+    """How to build the ``Arena`` the games are played in (sent to each worker)."""
+
+    paths: tuple[str, ...]
+    env: str
+    map_size: int
+    env_options: dict = field(default_factory=dict)
+
+    def build(self) -> Arena:
+        return Arena(self.paths, self.env, self.map_size, **self.env_options)
 
 
 def shared_env_settings(checkpoints: list[Checkpoint], env: str) -> dict:

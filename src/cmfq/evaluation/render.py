@@ -5,27 +5,38 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from cmfq.envs import ENVS
 from cmfq.evaluation.frames import Team, draw_frame
-from cmfq.evaluation.games import Game
-from cmfq.evaluation.match import Arena
+from cmfq.evaluation.match import Arena, Game
 from cmfq.evaluation.players import labels_for
 from cmfq.evaluation.video import FORMATS, write_animation
+from cmfq.training.config import RunOptions
 
 
 def render_game(
-    paths: Sequence[str | Path], out: str | Path, *, env: str = "battle", map_size: int = 40,
-    seed: int = 0, fps: float = 10.0, cell: int = 12, env_options: dict | None = None,
+    paths: Sequence[str | Path], out: str | Path, *, env: str = "battle",
+    map_size: int = RunOptions.map_size, seed: int = 0, fps: float = 10.0, cell: int = 12,
+    env_options: dict | None = None,
 ):
-    """Play one game (``paths[g]`` acts for the env's group ``g``; groups left over act at
-    random) and write one frame per step to ``out``: walls, agents with their health, and the
-    step's attacks. Returns its ``GameResult``."""
+    """Play one game and write one frame per step to ``out``: walls, agents with their health,
+    and the step's attacks. Returns its ``GameResult``.
+
+    ``paths[g]`` (a checkpoint, ``pretrained:NAME`` or ``random``) acts for the env's group
+    ``g``: one player per side in battle, whose sides are alike; the tigers alone in tiger-deer,
+    whose deer act at random."""
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
         raise ValueError(f"unsupported replay format {out.suffix!r}; use one of {FORMATS}")
+    if env not in ENVS:
+        raise ValueError(f"unknown env {env!r}; choose one of {sorted(ENVS)}")
+    groups = ENVS[env].groups
+    played = groups if ENVS[env].symmetric else groups[:1]
+    if len(paths) != len(played):
+        raise ValueError(
+            f"{env} takes {len(played)} player{'s' * (len(played) > 1)} ({', '.join(played)}), "
+            f"got {len(paths)}" + ("; name random for a random team" if len(played) > 1 else "")
+        )
     arena = Arena(paths, env, map_size, **(env_options or {}))
-    groups = arena.env.groups
-    if not 1 <= len(paths) <= len(groups):
-        raise ValueError(f"{env} takes 1 to {len(groups)} checkpoints, got {len(paths)}")
     labels = labels_for(paths)
     names = [
         f"{group} ({labels[g] if g < len(paths) else 'random'})" for g, group in enumerate(groups)

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from cmfq.evaluation.games import Game
+from cmfq.evaluation.match import Game
 from cmfq.evaluation.report import GameRecord, read_report
 
 NOT_GAME_SETTINGS = ("checkpoints", "sha256", "games_per_pair", "pairs", "group_by", "bootstrap")

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from cmfq.evaluation.figures import plot_scores
-from cmfq.evaluation.games import GAMES_AT_ONCE, ArenaSpec, Game, game_seed, play_batches
+from cmfq.evaluation.games import GAMES_AT_ONCE, game_seed, play_batches
 from cmfq.evaluation.groups import BOOTSTRAP_SAMPLES, members_of, two_stage_mean
+from cmfq.evaluation.match import ArenaSpec, Game
 from cmfq.evaluation.players import checkpoint_groups, unique_labels
 from cmfq.evaluation.report import format_mean, format_rate, write_csv, write_json
 from cmfq.evaluation.stats import Estimate, mean_interval

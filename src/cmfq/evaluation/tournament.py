@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cmfq.evaluation.figures import plot_win_rates
-from cmfq.evaluation.games import GAMES_AT_ONCE, ArenaSpec, Game, game_seed, play_batches
+from cmfq.evaluation.games import GAMES_AT_ONCE, game_seed, play_batches
 from cmfq.evaluation.groups import (
     BOOTSTRAP_SAMPLES,
     algorithm_matrix,
     compare_algorithms,
     markdown_section,
 )
+from cmfq.evaluation.match import ArenaSpec, Game
 from cmfq.evaluation.players import checkpoint_groups, digest, unique_labels
 from cmfq.evaluation.report import (
     GameRecord,
@@ -39,6 +40,7 @@ from cmfq.evaluation.report import (
     write_json,
 )
 from cmfq.evaluation.reuse import as_played_now, earlier_games, game_key
+from cmfq.training.config import RunOptions
 
 REPORT_FILES = ("report.json", "pairs.csv", "games.csv", "report.md", "win_rate.png")
 ALGORITHM_FILES = ("algorithms.csv", "algorithm_pairs.csv", "algorithm_win_rate.png")
@@ -50,7 +52,7 @@ class Settings:
     """What every game of a tournament shares."""
 
     env: str = "battle"
-    map_size: int = 40
+    map_size: int = RunOptions.map_size
     games: int = 50
     """Games per pair."""
     seed: int = 0
@@ -66,14 +68,15 @@ PAIRS = ("all", "between-groups")
 def schedule(
     n_models: int, games: int, seed: int, groups: Sequence[str] | None = None
 ) -> list[Game]:
-    """Every unordered pair (a, b), a < b, plays ``games`` games; ``a`` plays the first group
-    in even games and the second in odd ones, and each even game's seed is reused by the next.
-    With ``groups`` (each model's group) pairs of the same group are left out; the others play
-    the same games as in a full schedule."""
+    """Every unordered pair (a, b), a < b, plays ``games`` games (an even number: mirrored
+    pairs); ``a`` plays the first group in even games and the second in odd ones, and each even
+    game's seed is reused by the next. With ``groups`` (each model's group) pairs of the same
+    group are left out; the others play the same games as in a full schedule."""
     if n_models < 2:
         raise ValueError(f"a tournament needs at least two checkpoints, got {n_models}")
-    if games < 1:
-        raise ValueError(f"games must be at least 1, got {games}")
+    if games < 2 or games % 2:
+        raise ValueError(f"games per pair must be even and at least 2 (mirrored pairs: same "
+                         f"seed, sides swapped), got {games}")
     pairs = [(a, b) for a, b in itertools.combinations(range(n_models), 2)
              if groups is None or groups[a] != groups[b]]
     if not pairs:
@@ -112,7 +115,7 @@ def run_tournament(
     With ``reuse``, the games that the report already in ``out`` holds between the same checkpoint
     files under the same game settings are taken from it (``reuse.earlier_games``), and only the
     others are played: the report is the one a fresh tournament would write. How many games are
-    reused and played is printed."""
+    reused and played is printed, once every player has been loaded and checked."""
     if settings.env != "battle":
         raise ValueError(f"tournaments are played in battle, not {settings.env!r}")
     if settings.pairs not in PAIRS:
@@ -125,13 +128,16 @@ def run_tournament(
     between = settings.pairs == "between-groups"
     games = schedule(len(paths), settings.games, settings.seed,
                      [groups[label] for label in labels] if between else None)
-    earlier = earlier_games(Path(out) / "report.json", protocol) if reuse else {}
+    arena = spec.build()  # loads and checks every player: a bad one fails before a word is said
+    earlier_file = Path(out) / "report.json"
+    earlier = earlier_games(earlier_file, protocol) if reuse else {}
     keys = [game_key(g, paths) for g in games]
     to_play = [g for g, key in zip(games, keys, strict=True) if key not in earlier]
-    print(f"{len(games) - len(to_play)} games reused from {Path(out) / 'report.json'}, "
-          f"{len(to_play)} to play", flush=True)
+    reused = f"{len(games) - len(to_play)} games reused from {earlier_file}, " if earlier else ""
+    print(f"{reused}{len(to_play)} games to play", flush=True)
     played = iter(play_batches(spec, to_play, workers=workers, at_once=at_once,
-                               desc="tournament", address=address) if to_play else ())
+                               desc="tournament", address=address, arena=arena)
+                  if to_play else ())
     records = [as_played_now(g, earlier[key], paths, labels) if key in earlier
                else to_record(g, next(played), labels) for g, key in zip(games, keys, strict=True)]
     return write_tournament_report(out, labels, settings, protocol, records, groups, group_by)

@@ -7,8 +7,10 @@ with ``torch.load(weights_only=True)``, so a file from elsewhere cannot run code
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,8 +139,8 @@ class Checkpoint:
         given, on ``device``. It acts for any number of agents on any map of the same env and
         settings."""
         cfg = self.config
-        if radius is None and cfg.neighborhood == "local":
-            radius = cfg.radius if cfg.radius is not None else self.spec.view_radius
+        if radius is None:
+            radius = cfg.neighborhood_radius(self.spec.view_radius)
         return Policy(
             self.build_algorithm(device),
             temperature=cfg.eval_temperature if temperature is None else temperature,
@@ -158,12 +160,18 @@ def load_checkpoint(path: str | Path, *, algo: str | None = None) -> Checkpoint:
     path = Path(pretrained.resolve(path))
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
+    damage = _damage(path)
+    if damage:
+        raise ValueError(f"{path} is not a readable cmfq checkpoint: {damage}")
     try:  # tensors land on the CPU whatever device saved them; build_algorithm moves them
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
+    except pickle.UnpicklingError as err:
         raise ValueError(
-            f"{path} is not a readable cmfq checkpoint (corrupt, truncated or unsafe): {err}"
-        ) from err
+            f"{path} is not a readable cmfq checkpoint: it holds objects that only code could "
+            "rebuild, and checkpoints are loaded without running code (weights_only)") from err
+    except Exception as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{path} is not a readable cmfq checkpoint: {first}") from err
     if not isinstance(data, dict) or data.get("format") not in (FORMAT, *OLD_FORMATS):
         raise ValueError(f"{path} is not a cmfq checkpoint (expected format {FORMAT!r})")
     if data["format"] in OLD_FORMATS:
@@ -191,6 +199,27 @@ def load_checkpoint(path: str | Path, *, algo: str | None = None) -> Checkpoint:
         model=data["model"],
         training_state=data["training_state"],
     )
+
+
+def _damage(path: Path) -> str | None:
+    """What is wrong with the file at ``path`` as a zip archive (``torch.save``'s format), in a
+    few words; None if it is whole. ``torch.load`` checks no checksum, so a damaged tensor would
+    load silently, and for a damaged or foreign file it advises ``weights_only=False``, which is
+    wrong. Reading the archive's checksums costs about a third of the load."""
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty"
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            zip_start = f.read(4) == b"PK\x03\x04"
+        return (f"the file is truncated ({size} bytes, its zip archive has no end)" if zip_start
+                else "it is not a file written by torch.save (not a zip archive)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as bad:
+        return f"the file is corrupt ({bad})"
+    return None if broken is None else f"the file is corrupt ({broken} fails its checksum)"
 
 
 def _upgrade_config(config: dict) -> dict:

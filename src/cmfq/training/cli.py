@@ -51,7 +51,9 @@ def _scalar_type(hint) -> type:
 
 def run_train(args: argparse.Namespace) -> int:
     """Run ``cmfq train``; returns the exit code."""
-    from cmfq.training.trainer import resume, train  # the heavy imports only when training
+    # the heavy imports only when training
+    from cmfq.training.run_folder import RunFolder
+    from cmfq.training.trainer import resume, train
 
     names = [f.name for f in dataclasses.fields(TrainConfig)] + list(RENAMED)
     given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
@@ -63,6 +65,12 @@ def run_train(args: argparse.Namespace) -> int:
                     "--resume continues a run with its saved config; only --rounds may change "
                     f"(got {[_flag(n) for n in extra] or ['--config']})"
                 )
+            folder = RunFolder(args.resume)
+            if folder.is_finished(given.get("rounds")):
+                done = folder.rounds_logged()
+                print(f"{folder.path} is finished: {done} rounds trained, nothing to do (--rounds "
+                      f"N with N above {done} trains it further)")
+                return 0
             run_dir = resume(args.resume, rounds=given.get("rounds"), progress=not args.quiet)
         else:
             values = TrainConfig.from_toml(args.config).to_dict() if args.config else {}

@@ -24,9 +24,10 @@ from cmfq.envs.tiger_deer import TigerDeerOptions
 from cmfq.options import check_bounds, option
 from cmfq.training.device import check_device_name
 
-RENAMED = {"envs": "games", "buffer_size": "replay_rows"}
+RENAMED = {"envs": "games_per_round", "games": "games_per_round", "buffer_size": "replay_rows"}
 """Former field names -> today's: config files, sweep files and flags that use them still work,
-with a one-line deprecation message (checkpoints are read without one)."""
+with a one-line deprecation message (checkpoints are read without one). ``games`` went because
+``cmfq tournament --games`` counts the games of a pairing: one word, one meaning."""
 
 
 @dataclass
@@ -49,14 +50,14 @@ class RunOptions:
         False, "The agent's id in 10 binary features. Off: ids say nothing about the task, and a "
         "larger evaluation map gives ids never seen in training.")
     rounds: int = option(
-        20, "Rounds to train; a round plays ``games`` games (episodes), then learns.",
+        20, "Rounds to train; a round plays games_per_round games (episodes), then learns.",
         positive=True)
-    games: int = option(
+    games_per_round: int = option(
         1, "Games played in lockstep in each round, each with its own seed and drawn side; per "
         "step each network acts for its agents of all games in one batched forward. A GPU then "
         "gets batches worth its launch; on the CPU it amortises the Python overhead of a step. "
-        "The games' data all feeds the one replay, so a round makes ``games`` times the gradient "
-        "steps. (Formerly ``envs``.)", positive=True)
+        "The games' data all feeds the one replay, so a round makes games_per_round times the "
+        "gradient steps. (Formerly games, and envs before.)", positive=True)
     seed: int = option(
         0, "Seed of everything: network init, the env's placements, action sampling, replay "
         "draws.")
@@ -64,14 +65,14 @@ class RunOptions:
         "local", "local: the k_max nearest live teammates within radius; global: the whole live "
         "team.", choices=("local", "global"))
     radius: float | None = option(None, "Neighbourhood radius in cells (None: the agents' view "
-                                  "radius).")
+                                  "radius; 0: no neighbours).")
     k_max: int = option(32, "Most neighbours per agent (local neighbourhoods).", positive=True)
     gamma: float = option(0.95, "Discount factor.")
     lr: float = option(1e-4, "Adam learning rate.", positive=True)
     batch_size: int = option(64, "Transitions per gradient step.", positive=True)
     replay_rows: int = option(
         80_000, "Replay capacity in observation rows: one per agent and step, of every team "
-        "recorded. (Formerly ``buffer_size``.)", positive=True)
+        "recorded. (Formerly buffer_size.)", positive=True)
     replay_ratio: float = option(
         1.0, "Gradient steps per round = replay_ratio * (transitions collected that round) / "
         "batch_size.")
@@ -153,6 +154,8 @@ class TrainConfig(AMFQOptions, CMFQOptions, TigerDeerOptions, BattleOptions, Run
             raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
         if not 0 < self.tau_target <= 1:
             raise ValueError(f"tau_target must be in (0, 1], got {self.tau_target}")
+        if self.radius is not None and self.radius < 0:
+            raise ValueError(f"radius must be >= 0, got {self.radius}")
         if self.replay_ratio < 0:
             raise ValueError(f"replay_ratio must be >= 0, got {self.replay_ratio}")
         for name in ("temperature_start", "temperature_end", "eval_temperature"):
@@ -193,6 +196,14 @@ class TrainConfig(AMFQOptions, CMFQOptions, TigerDeerOptions, BattleOptions, Run
         decay = self.temperature_decay_rounds or self._default_decay()
         frac = min(1.0, round_index / decay)
         return self.temperature_start + frac * (self.temperature_end - self.temperature_start)
+
+    def neighborhood_radius(self, view_radius: float) -> float | None:
+        """The radius of the agents' neighbourhoods, for agents that see ``view_radius`` cells:
+        None (the whole team) for global neighbourhoods, else ``radius``, or ``view_radius``
+        where it is None (0 is a radius: no neighbours)."""
+        if self.neighborhood == "global":
+            return None
+        return view_radius if self.radius is None else self.radius
 
     def env_settings(self) -> dict:
         """The env options that shape what agents see and earn: an evaluation of this run's
@@ -246,8 +257,11 @@ class TrainConfig(AMFQOptions, CMFQOptions, TigerDeerOptions, BattleOptions, Run
 
 def renamed(values: dict) -> dict:
     """``values`` with former field names (``RENAMED``) replaced by today's."""
-    both = sorted(old for old in set(values) & set(RENAMED) if RENAMED[old] in values)
-    if both:
-        raise ValueError(f"config has both {both} and their new names "
-                         f"{[RENAMED[old] for old in both]}")
+    names: dict[str, list[str]] = {}
+    for key in values:
+        names.setdefault(RENAMED.get(key, key), []).append(key)
+    twice = {field: keys for field, keys in names.items() if len(keys) > 1}
+    if twice:
+        field, keys = sorted(twice.items())[0]
+        raise ValueError(f"config sets {field!r} under several names: {sorted(keys)}")
     return {RENAMED.get(key, key): value for key, value in values.items()}

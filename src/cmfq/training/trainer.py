@@ -1,16 +1,16 @@
 """The training loop: each round ``collect``s games, ``learn``s from the replay buffer, logs a
 metrics row and checkpoints. Top to bottom.
 
-A round plays ``games`` games in lockstep (one by default): each step, each network acts for its
-agents of all the games in one batched forward, and each game's transitions are their own replay
-streams. Self-play (battle): each game draws from its seed which side (the left or the right
+A round plays ``games_per_round`` games in lockstep (default 1): each step, each network acts for
+its agents of all the games in one batched forward, and each game's transitions are their own
+replay streams. Self-play (battle): each game draws from its seed which side (the left or the right
 block) the learner plays, so it never learns a one-sided prior; the opponent plays the other. With
 ``opponent = "self"`` that is a frozen copy of the learner, refreshed every ``opponent_sync``
 rounds, whose transitions also feed the replay (``learn_from_opponent``); ``"random"`` plays a
 uniformly random team; a checkpoint path plays that fixed network. In tiger-deer the learner plays
-the tigers and the deer act randomly. Networks, batches and the causal weights run on
-``device``; the env and the replay buffer stay on the CPU (on CUDA, and with ``compile_step`` on
-the CPU, the ``Learner`` keeps a copy of the replay on the device and samples it there).
+the tigers and the deer act randomly. Networks, batches and the causal weights run on ``device``;
+the env and the replay buffer stay on the CPU (on CUDA, and with ``compile_step`` on the CPU, the
+``Learner`` keeps a copy of the replay on the device and samples it there).
 
 Every source of randomness of round r is seeded from (seed, r) (game j's from words 5j..5j+4 of
 that seed sequence, see ``round_seeds``), so a run is reproducible on the same machine and a
@@ -121,7 +121,7 @@ def _run(
     device = resolve_device(config.device)
     envs = [
         make_env(config.env, config.map_size, seed=config.seed, **config.env_options())
-        for _ in range(config.games)
+        for _ in range(config.games_per_round)
     ]
     env = envs[0]  # what all games share: groups, shapes
     spec = env.specs[env.groups[0]]  # battle's sides share their shapes
@@ -145,7 +145,7 @@ def _run(
     bar = tqdm(total=config.rounds, initial=start, unit="round", disable=not progress)
     for r in range(start, config.rounds):
         began = time.perf_counter()
-        seeds = round_seeds(config.seed, r, config.games)
+        seeds = round_seeds(config.seed, r, config.games_per_round)
         temperature = config.temperature(r)
         if isinstance(training.opponent, Algorithm) and r % config.opponent_sync == 0:
             training.opponent.load_state_dict(learner.state_dict())
@@ -188,8 +188,7 @@ def collect(
     old). The networks' policies are shared by the games: one batched forward a step.
     """
     env = envs[0]
-    radius = None if config.neighborhood == "global" else (
-        config.radius or env.specs[env.groups[0]].view_radius)
+    radius = config.neighborhood_radius(env.specs[env.groups[0]].view_radius)
     feed_opponent = isinstance(training.opponent, Algorithm) and config.learn_from_opponent
     learner_policy = Policy(training.learner, temperature=temperature, radius=radius,
                             k_max=config.k_max, seed=seeds[0].act, measure_weights=True)
