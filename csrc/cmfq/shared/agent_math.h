@@ -110,7 +110,10 @@ CMFQ_HD T relu_change(T z, T dz) {
   return (z > T(0)) & (shifted > T(0)) ? dz : difference;
 }
 
-// Weights of one agent's K neighbour slots from their effects (0 where masked).
+// Weights of one agent's K neighbour slots from their effects (0 where masked). An agent whose
+// effects hold a NaN or an infinity (from a NaN or Inf in its state, its neighbours' actions or
+// the head) gets NaN weights on its valid slots, as the softmax gives on its own: never a
+// uniform fallback that looks valid.
 template <typename T>
 CMFQ_HD void combine_weights(const T* effects, const bool* mask, int slots, Weighting weighting,
                              T weight_temperature, T* weights) {
@@ -126,8 +129,12 @@ CMFQ_HD void combine_weights(const T* effects, const bool* mask, int slots, Weig
   }
   if (weighting == Weighting::kProportional) {
     const bool measurable = total > T(kEffectThreshold);
+    const bool finite = total - total == T(0);  // false for NaN and for an infinity
     for (int k = 0; k < slots; ++k) {
-      weights[k] = !mask[k] ? T(0) : measurable ? effects[k] / total : T(1) / T(count);
+      weights[k] = !mask[k]   ? T(0)
+                   : !finite  ? total - total
+                   : measurable ? effects[k] / total
+                                : T(1) / T(count);
     }
     return;
   }
@@ -137,6 +144,16 @@ CMFQ_HD void combine_weights(const T* effects, const bool* mask, int slots, Weig
     normaliser += weights[k];
   }
   for (int k = 0; k < slots; ++k) weights[k] = mask[k] ? weights[k] / normaliser : T(0);
+}
+
+// Whether an agent's weights are NaN (combine_weights's mark of an agent whose effects were not
+// finite). Its causal mean action is then NaN in every entry, as sum_k w_k e(a_k) is in IEEE
+// arithmetic (NaN times a one-hot vector's zeros is NaN), not only in its neighbours' actions'.
+template <typename T>
+CMFQ_HD bool weights_are_nan(const T* weights, const bool* mask, int slots) {
+  bool nan = false;
+  for (int k = 0; k < slots; ++k) nan = nan || (mask[k] && weights[k] != weights[k]);
+  return nan;
 }
 
 // Number of valid neighbour slots of an agent.
