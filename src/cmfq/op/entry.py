@@ -193,7 +193,7 @@ def _fused_kernel_takes(device: torch.device, dtype: torch.dtype) -> bool:
     global _warned_cpu_only_build
     cpu_only_build = device.type == "cuda" and not _CUDA_BUILT
     if cpu_only_build and not _warned_cpu_only_build and not torch.compiler.is_compiling():
-        warnings.warn(_CPU_ONLY_BUILD_WARNING, stacklevel=3)
+        warnings.warn(_CPU_ONLY_BUILD_WARNING, stacklevel=4)
         _warned_cpu_only_build = True
     return dtype in _FUSED_DTYPES.get(device.type, ())
 
