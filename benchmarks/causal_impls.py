@@ -8,9 +8,7 @@ they evaluate the head.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -25,43 +23,27 @@ WEIGHTING = "proportional"
 WEIGHT_TEMPERATURE = 1.0
 
 
-@contextmanager
-def _environment(variables: dict[str, str]) -> Iterator[None]:
-    """The environment variables set for the calls inside, then restored."""
-    before = {name: os.environ.get(name) for name in variables}
-    os.environ.update(variables)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                del os.environ[name]
-            else:
-                os.environ[name] = value
-
-
-def _formulation(variables: dict[str, str]) -> Callable[[cmfq.MeanFieldHead], CausalFn]:
-    """The fused op given the ``MeanFieldHead`` itself, in the formulation that ``variables``
-    select during the call; its backward follows the forward's."""
+def _formulation(formulation: str) -> Callable[[cmfq.MeanFieldHead], CausalFn]:
+    """The fused op given the ``MeanFieldHead`` itself, in ``formulation``; its backward follows
+    the forward's."""
 
     def make(head: cmfq.MeanFieldHead) -> CausalFn:
         def call(state: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            with _environment(variables):
-                return tuple(cmfq.causal_weights(head, state, actions, temperature=TEMPERATURE))
+            return tuple(
+                cmfq.causal_weights(
+                    head, state, actions, temperature=TEMPERATURE, formulation=formulation
+                )
+            )
 
         return call
 
     return make
 
 
-# The environment that selects each formulation of the fused op: its per-agent kernel (the CPU's
+# The benchmark's names of the fused op's formulations: its per-agent kernel (the CPU's
 # default); the stacked formulation, every agent's intervention rows through each trunk layer as
 # one GEMM (CUDA's default); the same with the trunk in one CUDA launch (opt-in).
-FORMULATIONS = {
-    "fused": {"CMFQ_STACKED": "0", "CMFQ_FUSED_TRUNK": "0"},
-    "stacked": {"CMFQ_STACKED": "1", "CMFQ_FUSED_TRUNK": "0"},
-    "trunk": {"CMFQ_STACKED": "1", "CMFQ_FUSED_TRUNK": "1"},
-}
+FORMULATIONS = {"fused": "per_agent", "stacked": "stacked", "trunk": "fused_trunk"}
 make_fused = _formulation(FORMULATIONS["fused"])
 make_stacked = _formulation(FORMULATIONS["stacked"])
 make_trunk = _formulation(FORMULATIONS["trunk"])

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 
 import torch
 from causal_impls import FORMULATIONS
@@ -26,17 +25,19 @@ CALLS = 5  # profiled calls
 TIMED_CALLS = 200  # timed calls (--time), after as many to warm up
 
 
-def run_once(head, state, actions, backward: bool) -> bool:
+def run_once(head, state, actions, formulation: str, backward: bool) -> bool:
     """One call (and its backward); whether every output is finite."""
     state = state.detach().requires_grad_(backward)
-    out = cmfq.causal_weights(head, state, actions, temperature=TEMPERATURE)
+    out = cmfq.causal_weights(
+        head, state, actions, temperature=TEMPERATURE, formulation=formulation
+    )
     if backward:
         (out.q_causal.float().sum() + out.weights.float().square().sum()).backward()
     torch.cuda.synchronize()
     return all(bool(torch.isfinite(t).all()) for t in out)
 
 
-def median_call_ms(head, state, actions, backward: bool) -> float:
+def median_call_ms(head, state, actions, formulation: str, backward: bool) -> float:
     """The median time of one call (and its backward), from launch to its results on the GPU."""
     state = state.detach().requires_grad_(backward)
     times = []
@@ -45,7 +46,9 @@ def median_call_ms(head, state, actions, backward: bool) -> float:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             with torch.set_grad_enabled(backward):
-                out = cmfq.causal_weights(head, state, actions, temperature=TEMPERATURE)
+                out = cmfq.causal_weights(
+                    head, state, actions, temperature=TEMPERATURE, formulation=formulation
+                )
                 if backward:
                     (out.q_causal.float().sum() + out.weights.float().square().sum()).backward()
             end.record()
@@ -55,12 +58,14 @@ def median_call_ms(head, state, actions, backward: bool) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def report_accuracy(head, state, actions) -> None:
+def report_accuracy(head, state, actions, formulation: str) -> None:
     """Each output's largest error, relative to its largest magnitude, against the generic path
     in float64 on the same (rounded) weights and inputs."""
     exact = copy.deepcopy(head).double()
     with torch.no_grad():
-        out = cmfq.causal_weights(head, state, actions, temperature=TEMPERATURE)
+        out = cmfq.causal_weights(
+            head, state, actions, temperature=TEMPERATURE, formulation=formulation
+        )
         reference = cmfq.causal_weights(
             lambda s, x: exact(s, x),
             state.double(),
@@ -104,8 +109,8 @@ def main() -> None:
         raise SystemExit("needs a CUDA device and cmfq built with CUDA")
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
 
-    for formulation in args.formulations.split(","):
-        os.environ.update(FORMULATIONS[formulation])
+    for name in args.formulations.split(","):
+        formulation = FORMULATIONS[name]
         for dtype_name in args.dtypes.split(","):
             work = make_workload(args.batch, args.slots, "cuda", getattr(torch, dtype_name))
             cases = {"indices": work.actions}
@@ -113,21 +118,23 @@ def main() -> None:
                 logits = torch.randn(*work.actions.shape, work.n_actions, device="cuda")
                 cases["distributions"] = torch.softmax(logits, -1).to(work.state.dtype)
             for kind, actions in cases.items():
-                finite = run_once(work.head, work.state, actions, args.backward)
+                finite = run_once(work.head, work.state, actions, formulation, args.backward)
                 tf32 = " tf32" if args.tf32 and dtype_name == "float32" else ""
-                print(f"{formulation} {dtype_name}{tf32} {kind} B={args.batch} K={args.slots}: "
+                print(f"{name} {dtype_name}{tf32} {kind} B={args.batch} K={args.slots}: "
                       f"outputs finite: {finite}", flush=True)
                 if args.accuracy:
-                    report_accuracy(work.head, work.state, actions)
+                    report_accuracy(work.head, work.state, actions, formulation)
                 if args.time:
-                    ms = median_call_ms(work.head, work.state, actions, args.backward)
+                    ms = median_call_ms(
+                        work.head, work.state, actions, formulation, args.backward
+                    )
                     print(f"  median call{' with backward' if args.backward else ''}: {ms:.3f} ms")
                 if not args.profile:
                     continue
                 activities = [torch.profiler.ProfilerActivity.CUDA]
                 with torch.profiler.profile(activities=activities) as profile:
                     for _ in range(CALLS):
-                        run_once(work.head, work.state, actions, args.backward)
+                        run_once(work.head, work.state, actions, formulation, args.backward)
                 device = torch.autograd.DeviceType.CUDA
                 launches = sum(e.device_type == device for e in profile.events()) / CALLS
                 print(f"  GPU activities (kernels, copies, fills) per call: {launches:.0f}")

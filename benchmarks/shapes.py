@@ -17,8 +17,8 @@ DTYPES = {"cpu": ("float32",), "cuda": ("float32", "bfloat16")}
 MODES = ("forward", "forward+backward")
 # The implementations compared (benchmarks/causal_impls.py): "fused" is the fused op's per-agent
 # kernel, "stacked" its stacked formulation (CUDA's default) and "trunk" that with its trunk in
-# one launch (CMFQ_FUSED_TRUNK=1), the last two measured on GPUs only (on the CPU, the per-agent
-# kernel is the default and the faster).
+# one launch (formulation="fused_trunk"), the last two measured on GPUs only (on the CPU, the
+# per-agent kernel is the default and the faster).
 IMPLS = {
     "cpu": ("fused", "generic", "compiled", "factored", "naive"),
     "cuda": ("fused", "stacked", "trunk", "generic", "compiled", "factored", "naive"),

@@ -22,23 +22,13 @@ def device(request) -> str:
     return request.param
 
 
-# The fused op's formulations and the environment that selects each.
-FORMULATIONS = {
-    "kernel": {"CMFQ_STACKED": "0", "CMFQ_FUSED_TRUNK": "0"},
-    "stacked": {"CMFQ_STACKED": "1", "CMFQ_FUSED_TRUNK": "0"},
-    "fused-trunk": {"CMFQ_STACKED": "1", "CMFQ_FUSED_TRUNK": "1"},
-}
-
-
-@pytest.fixture(params=list(FORMULATIONS))
-def formulation(request, monkeypatch) -> str:
-    """How the fused op evaluates the head: the per-agent kernels; every agent's intervention
-    rows stacked into GEMMs (``CMFQ_STACKED=1``); or those rows through the trunk in one CUDA
-    launch (``CMFQ_FUSED_TRUNK=1``, float32 heads that fit it; the CPU ignores it). The backward
-    follows the forward."""
-    on_cpu = "device" in request.fixturenames and request.getfixturevalue("device") == "cpu"
-    if request.param == "fused-trunk" and on_cpu:
-        pytest.skip("the fused trunk is CUDA's; on the CPU it is the stacked formulation")
-    for name, value in FORMULATIONS[request.param].items():
-        monkeypatch.setenv(name, value)
+@pytest.fixture(params=cmfq._C.FORMULATIONS)
+def formulation(request) -> str:
+    """How the fused op evaluates the head, the ``formulation=`` of ``cmfq.causal_weights``: the
+    per-agent kernels; every agent's intervention rows stacked into GEMMs; or those rows through
+    the trunk in one CUDA launch (float32 heads that fit it; CUDA only). The backward follows the
+    forward."""
+    on_cpu = "device" not in request.fixturenames or request.getfixturevalue("device") == "cpu"
+    if request.param == "fused_trunk" and on_cpu:
+        pytest.skip("the fused trunk runs on CUDA only")
     return request.param

@@ -3,14 +3,15 @@ cases that are valid (empty batch, no neighbours, NaN, strided inputs)."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from helpers import generic, make_head, make_inputs
 
 import cmfq
 
-# "stacked": the fused op in its stacked formulation (CMFQ_STACKED=1).
-PATHS = ["fused", "stacked", "generic"]
+# The fused op in its per-agent and stacked formulations, and the generic path (a plain callable).
+PATHS = ["per_agent", "stacked", "generic"]
 
 
 @pytest.fixture
@@ -19,13 +20,14 @@ def head():
 
 
 def call(path, head, state, actions, mask=None, **kwargs):
-    q = generic(head) if path == "generic" else head
-    return cmfq.causal_weights(q, state, actions, mask, n_actions=head.n_actions, **kwargs)
+    if path == "generic":
+        return cmfq.causal_weights(generic(head), state, actions, mask, n_actions=head.n_actions,
+                                   **kwargs)
+    return cmfq.causal_weights(head, state, actions, mask, formulation=path, **kwargs)
 
 
 @pytest.fixture(params=PATHS)
-def path(request, monkeypatch):
-    monkeypatch.setenv("CMFQ_STACKED", "1" if request.param == "stacked" else "0")
+def path(request):
     return request.param
 
 
@@ -91,14 +93,14 @@ def test_out_of_range_action_where_mask_is_false_is_ignored(path, head):
     not (torch.cuda.is_available() and cmfq.cuda_built()), reason="needs the CUDA kernel"
 )
 @pytest.mark.parametrize("bad_action", [-1, 5])
-@pytest.mark.usefixtures("formulation")
-def test_out_of_range_action_on_cuda_gives_that_agent_nan(head, bad_action):
+def test_out_of_range_action_on_cuda_gives_that_agent_nan(head, bad_action, formulation):
     # Checking on the host would wait for the GPU on every call: the kernel refuses the agent.
     head = head.to("cuda")
     state, actions = make_inputs(3, 2, head, masked=0.0, device="cuda")
     actions[1, 1] = bad_action
-    out = cmfq.causal_weights(head, state, actions, torch.ones_like(actions, dtype=torch.bool))
-    clean = cmfq.causal_weights(head, state[[0, 2]], actions[[0, 2]])
+    everyone = torch.ones_like(actions, dtype=torch.bool)
+    out = cmfq.causal_weights(head, state, actions, everyone, formulation=formulation)
+    clean = cmfq.causal_weights(head, state[[0, 2]], actions[[0, 2]], formulation=formulation)
     for name, a, b in zip(out._fields, out, clean):
         assert torch.isnan(a[1]).all(), name
         torch.testing.assert_close(a[[0, 2]], b, msg=name)
@@ -204,15 +206,72 @@ def test_all_neighbours_masked(path, head, device):
     torch.testing.assert_close(out.q_causal, head(state, torch.zeros_like(out.mean_action)))
 
 
-def test_nan_state_propagates_to_its_row_only(path, head, device):
+@pytest.mark.parametrize("weighting", ["proportional", "softmax"])
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_state_makes_its_row_nan(path, head, device, bad, weighting):
+    """No host sync to check the state: the row's weights, effects, causal mean action and values
+    are NaN (never the valid-looking uniform weights), the other rows as without it."""
     head = head.to(device)
     state, actions = make_inputs(4, 3, head, masked=0.0, device=device)
-    state[2, 0] = math.nan
-    out = call(path, head, state, actions)
-    clean = call(path, head, state[[0, 1, 3]], actions[[0, 1, 3]])
-    assert torch.isnan(out.q_causal[2]).all() and torch.isnan(out.effects[2]).all()
+    state[2, 0] = bad
+    out = call(path, head, state, actions, weighting=weighting)
+    clean = call(path, head, state[[0, 1, 3]], actions[[0, 1, 3]], weighting=weighting)
+    for name in ("weights", "effects", "causal_mean_action", "q_causal"):
+        assert torch.isnan(getattr(out, name)[2]).all(), name
     for name, a, b in zip(out._fields, out, clean):
         torch.testing.assert_close(a[[0, 1, 3]], b, msg=name)
+
+
+def test_a_non_finite_distribution_makes_its_row_nan(path, head, device):
+    head = head.to(device)
+    state, _ = make_inputs(3, 2, head, device=device)
+    dists = torch.full((3, 2, head.n_actions), 1 / head.n_actions, dtype=torch.float64)
+    dists[1, 0, 2] = math.nan
+    out = call(path, head, state, dists.to(device))
+    for name, value in zip(out._fields, out):
+        assert not torch.isnan(value[[0, 2]]).any(), name
+        # The plain mean is NaN in the entry the NaN is in; the rest of the row in every entry.
+        assert torch.isnan(value[1]).sum() == (1 if name == "mean_action" else value.shape[1]), name
+
+
+def test_check_mode_raises_on_non_finite_and_improper_inputs(path, head):
+    state, actions = make_inputs(3, 2, head, masked=0.0)
+    dists = torch.softmax(torch.randn(3, 2, head.n_actions, dtype=torch.float64), -1)
+    assert call(path, head, state, dists, check=True).weights.shape == (3, 2)
+    bad_state = state.clone()
+    bad_state[1, 0] = math.inf
+    with pytest.raises(ValueError, match="state row 1 holds a NaN or an infinity"):
+        call(path, head, bad_state, actions, check=True)
+    cases = {
+        "holds a NaN or an infinity": (0, 1, 0, math.nan),
+        "holds a negative entry": (2, 0, 1, -0.5),
+        "holds a vector whose sum is not 1": (1, 1, 3, 2.0),
+    }
+    for message, (b, k, a, value) in cases.items():
+        improper = dists.clone()
+        improper[b, k, a] = value
+        with pytest.raises(ValueError, match=f"neighbor_actions row {b} {message}"):
+            call(path, head, state, improper, check=True)
+        # Where the mask is false the vector is not used, and not checked.
+        mask = torch.ones(3, 2, dtype=torch.bool)
+        mask[b, k] = False
+        call(path, head, state, improper, mask, check=True)
+
+
+def test_numpy_numbers_are_taken_as_python_ones(path, head):
+    state, actions = make_inputs(3, 2, head)
+    expected = call(path, head, state, actions, temperature=0.3)
+    out = cmfq.causal_weights(
+        generic(head) if path == "generic" else head, state, actions,
+        n_actions=np.int32(head.n_actions), temperature=np.float32(0.3),
+        weight_temperature=np.float64(1.0),
+        formulation="auto" if path == "generic" else path,
+    )
+    for name, a, b in zip(out._fields, out, expected):
+        torch.testing.assert_close(a, b, msg=name)
+    with pytest.raises(TypeError, match="n_actions must be an int"):
+        cmfq.causal_weights(generic(head), state, actions, n_actions=5.0)
+    assert cmfq.MeanFieldHead(np.int64(4), np.int32(21), (np.int16(8),), ()).n_actions == 21
 
 
 def test_non_contiguous_and_expanded_inputs(path, head, device):

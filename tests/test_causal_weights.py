@@ -23,24 +23,22 @@ def assert_outputs_close(actual, expected, **tolerances):
         torch.testing.assert_close(a, e, msg=lambda m, name=name: f"{name}: {m}", **tolerances)
 
 
-@pytest.mark.usefixtures("formulation")
 @pytest.mark.parametrize("sizes", HEAD_SIZES, ids=lambda s: f"S{s['state_dim']}A{s['n_actions']}")
 @pytest.mark.parametrize("batch,slots", [(1, 1), (7, 5), (64, 33)])
 @pytest.mark.parametrize("weighting", ["proportional", "softmax"])
-def test_fused_matches_generic_float64(device, sizes, batch, slots, weighting):
+def test_fused_matches_generic_float64(device, sizes, batch, slots, weighting, formulation):
     head = make_head(**sizes, device=device)
     state, actions = make_inputs(batch, slots, head, device=device)
     kwargs = dict(temperature=0.3, weighting=weighting, weight_temperature=0.05)
-    fused = cmfq.causal_weights(head, state, actions, **kwargs)
+    fused = cmfq.causal_weights(head, state, actions, **kwargs, formulation=formulation)
     reference = cmfq.causal_weights(
         generic(head), state, actions, n_actions=head.n_actions, **kwargs
     )
     assert_outputs_close(fused, reference, rtol=1e-5, atol=1e-12)
 
 
-@pytest.mark.usefixtures("formulation")
 @pytest.mark.parametrize("actions_as", ["indices", "distributions"])
-def test_head_too_wide_for_shared_memory(device, actions_as):
+def test_head_too_wide_for_shared_memory(device, actions_as, formulation):
     # On CUDA a 4096-wide float64 layer needs more shared memory per block than any GPU has
     # (test_kernel_plan.py): the kernel's workspace moves to global memory, same numbers.
     head = make_head(hidden=(4096,), device=device)
@@ -49,42 +47,43 @@ def test_head_too_wide_for_shared_memory(device, actions_as):
     if actions_as == "distributions":
         actions = torch.softmax(torch.randn(5, 3, head.n_actions, dtype=torch.float64), -1)
         actions = actions.to(device)
-    fused = cmfq.causal_weights(head, state, actions, mask)
+    fused = cmfq.causal_weights(head, state, actions, mask, formulation=formulation)
     reference = cmfq.causal_weights(generic(head), state, actions, mask, n_actions=head.n_actions)
     assert_outputs_close(fused, reference, rtol=1e-5, atol=1e-12)
 
 
-@pytest.mark.usefixtures("formulation")
 @pytest.mark.parametrize("weighting", ["proportional", "softmax"])
-def test_fused_matches_generic_on_distributions(device, weighting):
+def test_fused_matches_generic_on_distributions(device, weighting, formulation):
     head = make_head(device=device)
     state, actions = make_inputs(9, 6, head, device=device)
     dists = torch.softmax(3 * torch.randn(9, 6, head.n_actions, dtype=torch.float64), -1)
     mask = actions >= 0
-    fused = cmfq.causal_weights(head, state, dists.to(device), mask, weighting=weighting)
+    fused = cmfq.causal_weights(
+        head, state, dists.to(device), mask, weighting=weighting, formulation=formulation
+    )
     reference = cmfq.causal_weights(
         generic(head), state, dists.to(device), mask, weighting=weighting
     )
     assert_outputs_close(fused, reference, rtol=1e-5, atol=1e-12)
 
 
-@pytest.mark.usefixtures("formulation")
 @pytest.mark.parametrize("path", ["fused", "generic"])
-def test_float32_agrees_with_float64_reference(device, path):
+def test_float32_agrees_with_float64_reference(device, path, formulation):
     head64 = make_head(state_dim=288, n_actions=21, action_hidden=(64, 32), hidden=(128, 64))
     head32 = cmfq.MeanFieldHead(288, 21).to(device)
     head32.load_state_dict(head64.state_dict())
     state, actions = make_inputs(128, 32, head64)
     reference = cmfq.causal_weights(generic(head64), state, actions, n_actions=21)
-    q = head32 if path == "fused" else generic(head32)
-    result = cmfq.causal_weights(q, state.float().to(device), actions.to(device), n_actions=21)
+    result = cmfq.causal_weights(
+        head32, state.float().to(device), actions.to(device),
+        formulation=formulation if path == "fused" else "generic",
+    )
     assert all(t.dtype == torch.float32 for t in result)
     for name, a, e in zip(result._fields, result, reference):
         torch.testing.assert_close(a.cpu().double(), e, rtol=2e-3, atol=2e-5, msg=name)
 
 
-@pytest.mark.usefixtures("formulation")
-def test_fresh_head_float32_effects_are_accurate():
+def test_fresh_head_float32_effects_are_accurate(formulation):
     """With a freshly initialised head the action branch barely moves Q, so the effects are small
     (here ~1e-5 nats) and a float32 difference of two evaluations of Q loses digits. The fused
     kernel propagates the change of Q itself, and stays accurate to ~1e-6 relative."""
@@ -95,7 +94,7 @@ def test_fresh_head_float32_effects_are_accurate():
     state, actions = make_inputs(64, 16, head64, masked=0.0)
     reference = cmfq.causal_weights(generic(head64), state, actions, n_actions=21)
     assert 0 < reference.effects.max() < 1e-3
-    fused32 = cmfq.causal_weights(head32, state.float(), actions)
+    fused32 = cmfq.causal_weights(head32, state.float(), actions, formulation=formulation)
     relative = (fused32.effects.double() - reference.effects).abs() / reference.effects
     assert relative.median() < 1e-5 and relative.max() < 1e-3
 
@@ -118,16 +117,16 @@ def test_float32_parameter_gradients_over_many_agents_are_accurate(device, formu
         head64.trunk[0].bias.add_(24.0)  # the pre-activations stay above ~20
     state, actions = make_inputs(batch, slots, head64)
 
-    def gradients(q, head, s, a):
+    def gradients(head, s, a, path):
         s = s.clone().requires_grad_()
-        out = cmfq.causal_weights(q, s, a, n_actions=n_actions, temperature=1.0)
+        out = cmfq.causal_weights(head, s, a, temperature=1.0, formulation=path)
         return torch.autograd.grad(out.q_causal.sum(), list(head.parameters()))
 
-    expected = gradients(generic(head64), head64, state, actions)
+    expected = gradients(head64, state, actions, "generic")
     head32 = copy.deepcopy(head64).to(device=device, dtype=torch.float32)
-    actual = gradients(head32, head32, state.to(device, torch.float32), actions.to(device))
+    actual = gradients(head32, state.to(device, torch.float32), actions.to(device), formulation)
     u, rows = torch.finfo(torch.float32).eps / 2, batch * (slots + 2)
-    if formulation == "kernel" and device == "cpu":
+    if formulation == "per_agent" and device == "cpu":
         limit = 16 * u * math.log2(rows)
     else:
         limit = 6 * math.sqrt(rows) * u
@@ -163,14 +162,15 @@ def _hand_computed_case():
     return head, s, tau, effects, weights, causal, q(s, *causal)
 
 
-@pytest.mark.usefixtures("formulation")
-def test_hand_computed_two_neighbours(device):
+def test_hand_computed_two_neighbours(device, formulation):
     head, s, tau, effects, weights, causal, q_causal = _hand_computed_case()
     head = head.to(device)
     state = torch.tensor([[s]], dtype=torch.float64, device=device)
     actions = torch.tensor([[0, 1]], device=device)
-    for q in (head, generic(head)):
-        out = cmfq.causal_weights(q, state, actions, temperature=tau, n_actions=2)
+    for q, path in ((head, formulation), (generic(head), "generic")):
+        out = cmfq.causal_weights(
+            q, state, actions, temperature=tau, n_actions=2, formulation=path
+        )
         expected = [weights, effects, [0.5, 0.5], causal, q_causal]
         for name, actual, value in zip(out._fields, out, expected):
             torch.testing.assert_close(
@@ -182,13 +182,14 @@ def test_hand_computed_two_neighbours(device):
             )
 
 
-@pytest.mark.usefixtures("formulation")
-def test_weights_are_a_distribution_over_valid_neighbours(device):
+def test_weights_are_a_distribution_over_valid_neighbours(device, formulation):
     head = make_head(device=device)
     state, actions = make_inputs(32, 7, head, masked=0.5, device=device)
     actions[0] = -1
     for weighting in ("proportional", "softmax"):
-        out = cmfq.causal_weights(head, state, actions, weighting=weighting)
+        out = cmfq.causal_weights(
+            head, state, actions, weighting=weighting, formulation=formulation
+        )
         valid = actions >= 0
         assert torch.all(out.weights[~valid] == 0) and torch.all(out.effects[~valid] == 0)
         assert torch.all(out.effects >= 0)
@@ -197,13 +198,12 @@ def test_weights_are_a_distribution_over_valid_neighbours(device):
         assert sums[0] == 0
 
 
-@pytest.mark.usefixtures("formulation")
-def test_repeated_actions_share_one_effect(device):
+def test_repeated_actions_share_one_effect(device, formulation):
     """Neighbours with the same action are the same intervention."""
     head = make_head(device=device)
     state, _ = make_inputs(1, 1, head, device=device)
     actions = torch.tensor([[2, 0, 2, 2, 0]], device=device)
-    out = cmfq.causal_weights(head, state, actions)
+    out = cmfq.causal_weights(head, state, actions, formulation=formulation)
     assert out.effects[0, 0] == out.effects[0, 2] == out.effects[0, 3]
     assert out.effects[0, 1] == out.effects[0, 4]
 
@@ -220,8 +220,7 @@ def test_quickstart_default_head():
 @pytest.mark.skipif(
     not (torch.cuda.is_available() and cmfq.cuda_built()), reason="needs the CUDA kernel"
 )
-@pytest.mark.usefixtures("formulation")
-def test_cuda_graph_captures_and_replays():
+def test_cuda_graph_captures_and_replays(formulation):
     """Nothing in the CUDA op waits for the GPU, so a CUDA graph can capture it."""
     head = make_head(dtype=torch.float32, device="cuda")
     state, actions = make_inputs(32, 8, head, device="cuda")
@@ -229,15 +228,16 @@ def test_cuda_graph_captures_and_replays():
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.no_grad(), torch.cuda.stream(side):
-        cmfq.causal_weights(head, static_state, actions)  # warm-up, as capture wants
+        # A warm-up, as capture wants.
+        cmfq.causal_weights(head, static_state, actions, formulation=formulation)
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.no_grad(), torch.cuda.graph(graph):
-        captured = cmfq.causal_weights(head, static_state, actions)
+        captured = cmfq.causal_weights(head, static_state, actions, formulation=formulation)
     static_state.copy_(2 * state)
     graph.replay()
     with torch.no_grad():
-        expected = cmfq.causal_weights(head, 2 * state, actions)
+        expected = cmfq.causal_weights(head, 2 * state, actions, formulation=formulation)
     assert_outputs_close(captured, expected, rtol=1e-6, atol=1e-7)
 
 
@@ -250,21 +250,20 @@ def test_cuda_graph_captures_and_replays():
     [((128, 64), True), ((16, 8), True), ((256, 64), False), ((128, 64, 32), False)],
     ids=["default", "small", "too-wide", "three-layers"],
 )
-def test_fused_trunk_runs_where_the_head_fits(monkeypatch, hidden, fits, actions_as):
-    """CMFQ_FUSED_TRUNK=1 runs the trunk in one launch for float32 heads with two layers after the
-    first (H1 <= 128, H2 <= 64, A <= 32) and the unfused steps for the others: the same numbers
-    as the unfused steps up to float32 rounding of sums in another order."""
-    monkeypatch.setenv("CMFQ_STACKED", "1")
+def test_fused_trunk_runs_where_the_head_fits(hidden, fits, actions_as):
+    """formulation="fused_trunk" runs the trunk in one launch for float32 heads with two layers
+    after the first (H1 <= 128, H2 <= 64, A <= 32) and the unfused steps for the others: the same
+    numbers as the unfused steps up to float32 rounding of sums in another order."""
     head = make_head(state_dim=288, n_actions=21, hidden=hidden, dtype=torch.float32, device="cuda")
     state, actions = make_inputs(300, 32, head, device="cuda")
     mask = actions >= 0
     if actions_as == "distributions":
         actions = torch.softmax(torch.randn(300, 32, 21, device="cuda"), -1)
-    monkeypatch.setenv("CMFQ_FUSED_TRUNK", "0")
-    unfused = cmfq.causal_weights(head, state, actions, mask, temperature=0.3)
-    monkeypatch.setenv("CMFQ_FUSED_TRUNK", "1")
+    unfused = cmfq.causal_weights(head, state, actions, mask, temperature=0.3,
+                                  formulation="stacked")
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
-        fused = cmfq.causal_weights(head, state, actions, mask, temperature=0.3)
+        fused = cmfq.causal_weights(head, state, actions, mask, temperature=0.3,
+                                    formulation="fused_trunk")
         torch.cuda.synchronize()
     assert any("fused_trunk" in event.name for event in profile.events()) == fits
     assert_outputs_close(fused, unfused, rtol=1e-4, atol=1e-6)

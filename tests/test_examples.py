@@ -26,6 +26,19 @@ def test_any_q_function_paths_agree():
     assert max(gaps) < 1e-4
 
 
+def test_mfq_port_weights_give_the_ports_numbers():
+    out = run_example("mfq_port_weights.py")
+    gaps = [float(g) for g in re.findall(r"max \|difference\| (\S+)$", out, flags=re.MULTILINE)]
+    assert len(gaps) == 6  # q_causal in float32, the op's five outputs in float64
+    assert gaps[0] <= 1e-6 and max(gaps[1:]) <= 1e-12
+    errors = re.findall(r"max \|error\| (\S+), (\S+)$", out, flags=re.MULTILINE)
+    assert len(errors) == 5
+    # In float32 the fused kernels are within 1e-6 of the port's exact numbers, and as accurate
+    # as the port's own path, to a rounding.
+    assert all(float(fused) <= min(1e-6, float(port) + 1e-7) for port, fused in errors)
+    assert "a Tanh in the action branch: ValueError: MeanFieldHead.action_encoder[1]" in out
+
+
 @pytest.mark.slow
 def test_pettingzoo_battle_loss_goes_down():
     out = run_example("pettingzoo_battle.py")

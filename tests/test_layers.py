@@ -21,7 +21,9 @@ FLOORS = {
 # The package's own __init__ (the public API: ``from cmfq import causal_weights``) and the
 # compiled kernels belong to the op.
 OP_MODULES = {"__init__", "_C", "op"}
-SUBMODULES = {p.stem for p in PACKAGE.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
+SUBMODULES = {
+    p.stem for p in PACKAGE.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file()
+}
 
 
 def part_of(module: str) -> str:

@@ -1,17 +1,22 @@
 """torch.ops.cmfq.causal_weights as a custom op: schema, fake, autograd, compile; on each device,
-in both formulations (per-agent kernels, stacked rows)."""
+in each formulation (per-agent kernels, stacked rows, the fused trunk on CUDA); and which
+formulation a call takes."""
 
+import os
+import subprocess
+import sys
 import warnings
 
 import pytest
 import torch
-from helpers import make_head, make_inputs
+from helpers import generic, make_head, make_inputs
 
 import cmfq
 from cmfq.op import entry
 
 
 def op_args(head, state, actions, weighting="proportional"):
+    """The op's arguments but the formulation."""
     return (
         state,
         actions,
@@ -23,21 +28,20 @@ def op_args(head, state, actions, weighting="proportional"):
     )
 
 
-@pytest.mark.usefixtures("formulation")
 @pytest.mark.parametrize("weighting", ["proportional", "softmax"])
-def test_opcheck(device, weighting):
+def test_opcheck(device, weighting, formulation):
     head = make_head(dtype=torch.float32, device=device)
     state, actions = make_inputs(6, 4, head, device=device)
     state.requires_grad_()
     torch.library.opcheck(
-        torch.ops.cmfq.causal_weights.default, op_args(head, state, actions, weighting)
+        torch.ops.cmfq.causal_weights.default,
+        (*op_args(head, state, actions, weighting), formulation),
     )
 
 
-@pytest.mark.usefixtures("formulation")
 @pytest.mark.parametrize("weighting", ["proportional", "softmax"])
 @pytest.mark.parametrize("distributions", [False, True])
-def test_opcheck_backward(device, weighting, distributions):
+def test_opcheck_backward(device, weighting, distributions, formulation):
     head = make_head(dtype=torch.float32, device=device)
     state, actions = make_inputs(6, 4, head, device=device)
     state, *layers, tau, weighting, tau_w = op_args(head, state, actions, weighting)
@@ -47,11 +51,13 @@ def test_opcheck_backward(device, weighting, distributions):
         actions = torch.softmax(torch.randn(6, 4, head.n_actions), -1).to(device)
     layers = [[p.detach() for p in group] for group in layers]
     inputs = (state, actions, mask, *layers, tau, weighting, tau_w)
-    weights, effects, _, causal_mean_action, q_causal = torch.ops.cmfq.causal_weights(*inputs)
+    weights, effects, _, causal_mean_action, q_causal = torch.ops.cmfq.causal_weights(
+        *inputs, formulation
+    )
     grads = [torch.randn_like(t) for t in (weights, effects, causal_mean_action, q_causal)]
     torch.library.opcheck(
         torch.ops.cmfq.causal_weights_backward.default,
-        (*grads, *inputs, weights, effects, causal_mean_action),
+        (*grads, *inputs, weights, effects, causal_mean_action, formulation),
     )
 
 
@@ -66,10 +72,9 @@ GRADCHECK_CASES = {
 }
 
 
-@pytest.mark.usefixtures("formulation")
 @pytest.mark.parametrize("case", GRADCHECK_CASES)
 @pytest.mark.parametrize("weighting", ["proportional", "softmax"])
-def test_gradcheck_float64(device, weighting, case):
+def test_gradcheck_float64(device, weighting, case, formulation):
     sizes = dict(GRADCHECK_CASES[case])
     distributions = sizes.pop("distributions")
     head = make_head(state_dim=4, **sizes, device=device)
@@ -87,30 +92,31 @@ def test_gradcheck_float64(device, weighting, case):
         for size in sizes:
             split.append(list(params[start : start + size]))
             start += size
-        out = torch.ops.cmfq.causal_weights(state, actions, mask, *split, 0.3, weighting, 0.5)
+        out = torch.ops.cmfq.causal_weights(
+            state, actions, mask, *split, 0.3, weighting, 0.5, formulation
+        )
         return out[0], out[1], out[3], out[4]
 
     assert torch.autograd.gradcheck(causal_weights, inputs, eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
-@pytest.mark.usefixtures("formulation")
 @pytest.mark.parametrize("slots", [8, 32])  # rows by slot, by action
-def test_gradients_match_generic_path(device, slots):
+def test_gradients_match_generic_path(device, slots, formulation):
     head = make_head(
         state_dim=288, n_actions=21, action_hidden=(64, 32), hidden=(128, 64), device=device
     )
     state, actions = make_inputs(16, slots, head, device=device)
     weights = torch.randn(16, slots, dtype=torch.float64).to(device)
 
-    def grads(q):
+    def grads(path):
         head.zero_grad()
         s = state.clone().requires_grad_()
-        out = cmfq.causal_weights(q, s, actions, n_actions=21)
+        out = cmfq.causal_weights(head, s, actions, formulation=path)
         ((out.weights * weights).sum() + out.q_causal.square().sum()).backward()
         return [s.grad] + [p.grad.clone() for p in head.parameters()]
 
-    for fused, generic in zip(grads(head), grads(lambda s, x: head(s, x))):
-        torch.testing.assert_close(fused, generic, rtol=1e-6, atol=1e-10)
+    for fused, reference in zip(grads(formulation), grads("generic")):
+        torch.testing.assert_close(fused, reference, rtol=1e-6, atol=1e-10)
 
 
 def test_double_backward_matches_generic_path():
@@ -127,14 +133,13 @@ def test_double_backward_matches_generic_path():
     torch.testing.assert_close(second_order(head), second_order(lambda s, x: head(s, x)))
 
 
-@pytest.mark.usefixtures("formulation")
-def test_torch_compile_fullgraph_forward_and_backward(device):
+def test_torch_compile_fullgraph_forward_and_backward(device, formulation):
     torch._dynamo.reset()
     head = make_head(dtype=torch.float32, device=device)
     state, actions = make_inputs(8, 5, head, device=device)
 
     def loss(state, actions):
-        out = cmfq.causal_weights(head, state, actions, temperature=0.2)
+        out = cmfq.causal_weights(head, state, actions, temperature=0.2, formulation=formulation)
         return out.q_causal.sum() + out.weights.square().sum(), out
 
     compiled = torch.compile(loss, fullgraph=True)
@@ -175,14 +180,61 @@ def test_cuda_tensors_on_cpu_only_build_give_the_cpu_numbers():
         torch.testing.assert_close(a.cpu(), b, msg=name)
 
 
-def test_formulation_is_stacked_on_cuda_and_the_kernel_on_the_cpu_unless_chosen(monkeypatch):
-    monkeypatch.delenv("CMFQ_STACKED", raising=False)
-    assert cmfq._C.stacked_selected(cuda=True)
-    assert not cmfq._C.stacked_selected(cuda=False)
-    for value, stacked in (("0", False), ("1", True)):
-        monkeypatch.setenv("CMFQ_STACKED", value)
-        assert cmfq._C.stacked_selected(cuda=True) == stacked
-        assert cmfq._C.stacked_selected(cuda=False) == stacked
-    monkeypatch.setenv("CMFQ_STACKED", "yes")
-    with pytest.raises(ValueError, match="CMFQ_STACKED must be 0 or 1"):
-        cmfq._C.stacked_selected(cuda=False)
+def test_auto_is_stacked_on_cuda_and_per_agent_on_the_cpu():
+    """Without CMFQ_STACKED or CMFQ_FUSED_TRUNK set (the environment is read once, at the first
+    call: test_environment_overrides_auto checks the overrides in fresh interpreters)."""
+    if os.environ.get("CMFQ_STACKED") or os.environ.get("CMFQ_FUSED_TRUNK"):
+        pytest.skip("the environment overrides 'auto' in this run")
+    assert cmfq._C.resolve_formulation("auto", cuda=False) == "per_agent"
+    assert cmfq._C.resolve_formulation("auto", cuda=True) == "stacked"
+    for name in cmfq._C.FORMULATIONS:
+        assert cmfq._C.resolve_formulation(name, cuda=True) == name
+    with pytest.raises(ValueError, match="formulation must be 'auto' or one of"):
+        cmfq._C.resolve_formulation("kernel", cuda=False)
+    with pytest.raises(ValueError, match="runs on CUDA only"):
+        cmfq._C.resolve_formulation("fused_trunk", cuda=False)
+
+
+@pytest.mark.parametrize(
+    "environment, cpu, cuda",
+    [
+        ({"CMFQ_STACKED": "0"}, "per_agent", "per_agent"),
+        ({"CMFQ_STACKED": "1"}, "stacked", "stacked"),
+        ({"CMFQ_FUSED_TRUNK": "1"}, "per_agent", "fused_trunk"),
+        ({"CMFQ_STACKED": "yes"}, "CMFQ_STACKED must be 0 or 1", None),
+    ],
+)
+def test_environment_overrides_auto(environment, cpu, cuda):
+    script = (
+        "import cmfq\n"
+        "try:\n"
+        "    print(cmfq._C.resolve_formulation('auto', cuda=False),\n"
+        "          cmfq._C.resolve_formulation('auto', cuda=True))\n"
+        "except ValueError as error:\n"
+        "    print(error)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CMFQ_")} | environment
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [cpu, cuda] if cuda else cpu in done.stdout
+
+
+def test_which_formulation_names_the_path_a_call_takes():
+    head = make_head()
+    state, actions = make_inputs(4, 3, head)
+    assert cmfq.which_formulation(head, state) == "per_agent"
+    assert cmfq.which_formulation(head, state, "stacked") == "stacked"
+    assert cmfq.which_formulation(head, state, "generic") == "generic"
+    assert cmfq.which_formulation(generic(head), state) == "generic"
+    with pytest.raises(ValueError, match="needs a cmfq.MeanFieldHead"):
+        cmfq.causal_weights(generic(head), state, actions, n_actions=5, formulation="stacked")
+    with pytest.raises(ValueError, match="formulation must be 'auto' or one of"):
+        cmfq.causal_weights(head, state, actions, formulation="fast")
+    # Whichever runs, the numbers agree.
+    outputs = {f: cmfq.causal_weights(head, state, actions, formulation=f)
+               for f in ("per_agent", "stacked", "generic")}
+    for name in cmfq.CausalWeights._fields:
+        torch.testing.assert_close(getattr(outputs["stacked"], name),
+                                   getattr(outputs["per_agent"], name))
+        torch.testing.assert_close(getattr(outputs["generic"], name),
+                                   getattr(outputs["per_agent"], name))

@@ -8,6 +8,7 @@
 
 #include "cpu/cpu_kernel.h"
 #include "cuda/kernel_plan.h"
+#include "glue/formulation.h"
 #include "glue/prepare.h"
 #include "stacked/stacked.h"
 
@@ -15,18 +16,19 @@ TORCH_LIBRARY(cmfq, m) {
   m.def(
       "causal_weights(Tensor state, Tensor neighbor_actions, Tensor neighbor_mask, "
       "Tensor[] encoder_weights, Tensor[] encoder_biases, Tensor[] trunk_weights, "
-      "Tensor[] trunk_biases, float temperature, str weighting, float weight_temperature) "
-      "-> (Tensor weights, Tensor effects, Tensor mean_action, Tensor causal_mean_action, "
+      "Tensor[] trunk_biases, float temperature, str weighting, float weight_temperature, "
+      "str formulation=\"auto\") -> (Tensor weights, Tensor effects, Tensor mean_action, Tensor causal_mean_action, "
       "Tensor q_causal)");
   // The gradient of causal_weights given its saved inputs and outputs (weights, effects,
-  // causal_mean_action); mean_action takes no gradient.
+  // causal_mean_action); mean_action takes no gradient. On the CPU, formulation chooses between
+  // the per-agent kernel's backward and the stacked formulation's (CUDA's is always the latter).
   m.def(
       "causal_weights_backward(Tensor grad_weights, Tensor grad_effects, "
       "Tensor grad_causal_mean_action, Tensor grad_q_causal, Tensor state, "
       "Tensor neighbor_actions, Tensor neighbor_mask, Tensor[] encoder_weights, "
       "Tensor[] encoder_biases, Tensor[] trunk_weights, Tensor[] trunk_biases, "
       "float temperature, str weighting, float weight_temperature, Tensor weights, "
-      "Tensor effects, Tensor causal_mean_action) -> (Tensor grad_state, "
+      "Tensor effects, Tensor causal_mean_action, str formulation=\"auto\") -> (Tensor grad_state, "
       "Tensor[] grad_encoder_weights, Tensor[] grad_encoder_biases, Tensor[] grad_trunk_weights, "
       "Tensor[] grad_trunk_biases)");
 }
@@ -36,7 +38,7 @@ namespace {
 
 cmfq::Outputs cuda_not_built(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                              at::TensorList, at::TensorList, at::TensorList, at::TensorList,
-                             double, c10::string_view, double) {
+                             double, c10::string_view, double, c10::string_view) {
   // cmfq.causal_weights sends CUDA tensors to the generic path on such a build; this is for
   // direct calls of the op.
   TORCH_CHECK(false,
@@ -111,10 +113,20 @@ PYBIND11_MODULE(_C, module) {
       "WEIGHTINGS: the op's one check of its scalars.");
   module.def("_cuda_kernel_plan", &cuda_kernel_plan,
              "The CUDA kernel's launch plan for a head's widths on a device (for tests).");
-  module.def("stacked_selected", &cmfq::stacked_selected, pybind11::arg("cuda"),
-             "Whether a call on CUDA (cuda=True) or the CPU runs in the stacked formulation: "
-             "the environment variable CMFQ_STACKED=1 or 0 (read at every call), else the "
-             "device's default, stacked on CUDA and the per-agent kernel on the CPU.");
+  pybind11::tuple formulations(cmfq::kFormulationCount);
+  for (int f = 0; f < cmfq::kFormulationCount; ++f) formulations[f] = cmfq::kFormulationNames[f];
+  module.attr("FORMULATIONS") = formulations;
+  module.def(
+      "resolve_formulation",
+      [](const std::string& name, bool cuda) {
+        return std::string(
+            cmfq::kFormulationNames[static_cast<int>(cmfq::resolve_formulation(name, cuda))]);
+      },
+      pybind11::arg("name"), pybind11::arg("cuda"),
+      "The formulation (one of FORMULATIONS) that a call with formulation=name runs on CUDA "
+      "(cuda=True) or the CPU: 'auto' is the device's default (stacked on CUDA, per_agent on "
+      "the CPU) unless the environment variables CMFQ_STACKED=0/1 or CMFQ_FUSED_TRUNK=1 override "
+      "it (read once, at the first call).");
   module.def("cpu_capability", &cmfq::cpu_capability,
              "The CPU kernel variant that runs now: the widest this CPU supports (default, "
              "avx2, avx512), unless the environment variable CMFQ_CPU_CAPABILITY names another.");

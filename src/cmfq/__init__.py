@@ -7,7 +7,7 @@
 import torch  # noqa: F401  (first: the extension links against its libraries)
 
 from cmfq._C import cpu_capabilities, cpu_capability, cuda_built
-from cmfq.op import CausalWeights, MeanFieldHead, causal_weights
+from cmfq.op import CausalWeights, MeanFieldHead, causal_weights, which_formulation
 
 __version__ = "0.1.0"
 
@@ -18,5 +18,6 @@ __all__ = [
     "cpu_capabilities",
     "cpu_capability",
     "cuda_built",
+    "which_formulation",
     "__version__",
 ]

@@ -1,6 +1,6 @@
 // CPU glue of cmfq::causal_weights and its backward: argument checks and preparation
 // (prepare.h), then the kernel variant for this CPU (cpu_kernel.h), or the stacked formulation
-// where CMFQ_STACKED=1 (stacked.h).
+// where the call asks for it (formulation.h, stacked.h).
 #include <torch/library.h>
 
 #include <cstdlib>
@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cpu/cpu_kernel.h"
+#include "glue/formulation.h"
 #include "glue/prepare.h"
 #include "stacked/stacked.h"
 
@@ -90,12 +91,14 @@ Outputs causal_weights_cpu(const at::Tensor& state, const at::Tensor& neighbor_a
                            const at::Tensor& neighbor_mask, at::TensorList encoder_weights,
                            at::TensorList encoder_biases, at::TensorList trunk_weights,
                            at::TensorList trunk_biases, double temperature,
-                           c10::string_view weighting, double weight_temperature) {
-  const bool stacked = stacked_selected(/*cuda=*/false);
+                           c10::string_view weighting, double weight_temperature,
+                           c10::string_view formulation) {
+  const bool stacked =
+      resolve_formulation(std::string(formulation), /*cuda=*/false) == Formulation::kStacked;
   auto call = prepare_call(state, neighbor_actions, neighbor_mask, encoder_weights,
                            encoder_biases, trunk_weights, trunk_biases, temperature,
                            std::string(weighting), weight_temperature, !stacked);
-  if (stacked) return stacked_forward(call);
+  if (stacked) return stacked_forward(call, /*fused_trunk=*/false);
   AT_DISPATCH_FLOATING_TYPES(call.compute_dtype, "cmfq_causal_weights_cpu",
                              [&] { run_kernel(call.params<scalar_t>()); });
   return call.outputs();
@@ -140,8 +143,9 @@ GradOutputs causal_weights_backward_cpu(
     at::TensorList encoder_weights, at::TensorList encoder_biases, at::TensorList trunk_weights,
     at::TensorList trunk_biases, double temperature, c10::string_view weighting,
     double weight_temperature, const at::Tensor& weights, const at::Tensor& effects,
-    const at::Tensor& causal_mean_action) {
-  const bool stacked = stacked_selected(/*cuda=*/false);
+    const at::Tensor& causal_mean_action, c10::string_view formulation) {
+  const bool stacked =
+      resolve_formulation(std::string(formulation), /*cuda=*/false) == Formulation::kStacked;
   auto call = prepare_call(state, neighbor_actions, neighbor_mask, encoder_weights,
                            encoder_biases, trunk_weights, trunk_biases, temperature,
                            std::string(weighting), weight_temperature, !stacked);

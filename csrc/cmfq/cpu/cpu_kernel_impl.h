@@ -480,6 +480,7 @@ class ForwardRunner {
           for (int a = 0; a < A; ++a) x[a] += weights[k] * dists(i)[k * A + a];
         }
       }
+      if (weights_are_nan(weights, mask(i), K)) std::fill(x, x + A, T(NAN));
     }
   }
 

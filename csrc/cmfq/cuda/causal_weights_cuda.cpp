@@ -1,7 +1,8 @@
 // CUDA glue of cmfq::causal_weights and its backward: checks and preparation (prepare.cpp) on the
 // current device, then on the current stream the stacked formulation (stacked.h), whose steps
-// between its GEMMs are launched from here too, or, where CMFQ_STACKED=0, the per-agent kernel
-// (its launch plan in kernel_plan.h). The backward is the stacked formulation's.
+// between its GEMMs are launched from here too, or the per-agent kernel (its launch plan in
+// kernel_plan.h), as the call's formulation says (formulation.h). The backward is the stacked
+// formulation's.
 // Nothing here waits for the GPU: out-of-range actions are handled on the device.
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -10,6 +11,7 @@
 #include <type_traits>
 
 #include "cuda/causal_weights_cuda.h"
+#include "glue/formulation.h"
 #include "glue/prepare.h"
 #include "stacked/stacked.h"
 
@@ -20,13 +22,15 @@ Outputs causal_weights_cuda(const at::Tensor& state, const at::Tensor& neighbor_
                             const at::Tensor& neighbor_mask, at::TensorList encoder_weights,
                             at::TensorList encoder_biases, at::TensorList trunk_weights,
                             at::TensorList trunk_biases, double temperature,
-                            c10::string_view weighting, double weight_temperature) {
+                            c10::string_view weighting, double weight_temperature,
+                            c10::string_view formulation) {
   const c10::cuda::OptionalCUDAGuard guard(state.device());
-  const bool stacked = stacked_selected(/*cuda=*/true);
+  const Formulation chosen = resolve_formulation(std::string(formulation), /*cuda=*/true);
+  const bool stacked = chosen != Formulation::kPerAgent;
   auto call = prepare_call(state, neighbor_actions, neighbor_mask, encoder_weights,
                            encoder_biases, trunk_weights, trunk_biases, temperature,
                            std::string(weighting), weight_temperature, !stacked);
-  if (stacked) return stacked_forward(call);
+  if (stacked) return stacked_forward(call, chosen == Formulation::kFusedTrunk);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(call.compute_dtype, "cmfq_causal_weights_cuda", [&] {
     const auto params = call.params<scalar_t>();
@@ -52,7 +56,8 @@ GradOutputs causal_weights_backward_cuda(
     at::TensorList encoder_weights, at::TensorList encoder_biases, at::TensorList trunk_weights,
     at::TensorList trunk_biases, double temperature, c10::string_view weighting,
     double weight_temperature, const at::Tensor& weights, const at::Tensor& effects,
-    const at::Tensor& causal_mean_action) {
+    const at::Tensor& causal_mean_action, c10::string_view /*formulation*/) {
+  // The backward is the stacked formulation's whichever formulation the forward ran.
   const c10::cuda::OptionalCUDAGuard guard(state.device());
   auto call = prepare_call(state, neighbor_actions, neighbor_mask, encoder_weights,
                            encoder_biases, trunk_weights, trunk_biases, temperature,

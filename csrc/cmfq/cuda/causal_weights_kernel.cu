@@ -228,12 +228,14 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm<T>)
       p.effects[b * K + k] = ws.effects[k];
       p.weights[b * K + k] = ws.weights[k];
     }
+    const bool nan_weights = weights_are_nan(ws.weights, mask, K);
     for (int a = tid; a < A; a += kThreads) {
       T sum = T(0);
       for (int k = 0; k < K; ++k) {
         if (!mask[k]) continue;
         sum += one_hot ? (actions[k] == a ? ws.weights[k] : T(0)) : ws.weights[k] * dists[k * A + a];
       }
+      sum = nan_weights ? T(NAN) : sum;
       ws.x[a] = sum;
       p.causal_mean_action[b * A + a] = sum;
     }

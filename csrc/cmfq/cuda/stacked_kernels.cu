@@ -142,14 +142,17 @@ __global__ void __launch_bounds__(kWarpSize* kAgentsPerBlock, kWeightsBlocksPerS
     for (int k = lane; k < K; k += kWarpSize) s.effects[k] = slot_effect(p, b, s.kls, s.mask, k);
     warp_combine_weights(s.effects, s.mask, K, p.weighting, p.weight_temperature, s.weights, lane);
     __syncwarp();
-    // As stacked_weights: an agent with a valid neighbour's action outside [0, A) gets NaN.
+    // As stacked_weights: an agent with a valid neighbour's action outside [0, A) gets NaN, and
+    // one whose weights are NaN a NaN causal mean action in every entry.
     const bool bad = agent_is_bad(p, b);
+    const bool nan_weights = weights_are_nan(s.weights, s.mask, K);
     for (int k = lane; k < K; k += kWarpSize) {
       p.effects[b * K + k] = bad ? T(NAN) : s.effects[k];
       p.weights[b * K + k] = bad ? T(NAN) : s.weights[k];
     }
     for (int a = lane; a < A; a += kWarpSize) {
-      p.causal_mean_action[b * A + a] = bad ? T(NAN) : causal_entry(p, b, s.weights, a);
+      p.causal_mean_action[b * A + a] =
+          bad || nan_weights ? T(NAN) : causal_entry(p, b, s.weights, a);
       if (bad) p.mean_action[b * A + a] = T(NAN);
     }
     __syncwarp();  // the scratch is the next agent's

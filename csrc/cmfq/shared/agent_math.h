@@ -148,7 +148,10 @@ CMFQ_HD T softmax_term(T effect, bool valid, const WeightTotals<T>& totals,
 }
 
 // A slot's weight: proportional, w = c / sum c (uniform over the valid slots where the summed
-// effect is at most kEffectThreshold); softmax, its term over the normaliser.
+// effect is at most kEffectThreshold); softmax, its term over the normaliser. An agent whose
+// effects hold a NaN or an infinity (from a NaN or Inf in its state, its neighbours' actions or
+// the head) gets NaN weights on its valid slots, as the softmax gives on its own: never a
+// uniform fallback that looks valid.
 template <typename T>
 CMFQ_HD T slot_weight(T effect, bool valid, const WeightTotals<T>& totals, T normaliser,
                       Weighting weighting, T weight_temperature) {
@@ -156,8 +159,11 @@ CMFQ_HD T slot_weight(T effect, bool valid, const WeightTotals<T>& totals, T nor
   if (weighting == Weighting::kSoftmax) {
     return softmax_term(effect, valid, totals, weight_temperature) / normaliser;
   }
+  const bool finite = totals.total - totals.total == T(0);  // false for NaN and for an infinity
   const bool measurable = totals.total > T(kEffectThreshold);
-  return measurable ? effect / totals.total : T(1) / T(totals.count);
+  return !finite ? totals.total - totals.total
+         : measurable ? effect / totals.total
+                      : T(1) / T(totals.count);
 }
 
 // Weights of one agent's K neighbour slots from their effects (0 where masked).
@@ -175,6 +181,16 @@ CMFQ_HD void combine_weights(const T* effects, const bool* mask, int slots, Weig
   for (int k = 0; k < slots; ++k) {
     weights[k] = slot_weight(effects[k], mask[k], totals, normaliser, weighting, weight_temperature);
   }
+}
+
+// Whether an agent's weights are NaN (combine_weights's mark of an agent whose effects were not
+// finite). Its causal mean action is then NaN in every entry, as sum_k w_k e(a_k) is in IEEE
+// arithmetic (NaN times a one-hot vector's zeros is NaN), not only in its neighbours' actions'.
+template <typename T>
+CMFQ_HD bool weights_are_nan(const T* weights, const bool* mask, int slots) {
+  bool nan = false;
+  for (int k = 0; k < slots; ++k) nan = nan || (mask[k] && weights[k] != weights[k]);
+  return nan;
 }
 
 // Number of valid neighbour slots of an agent.

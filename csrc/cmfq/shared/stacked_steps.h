@@ -153,6 +153,9 @@ CMFQ_HD void stacked_weights(const StackedWeightsParams<T>& p, int64_t b) {
   agent_weights(p, b, kls, p.mask + b * K, effects, weights);
   T* causal = p.causal_mean_action + b * A;
   for (int a = 0; a < A; ++a) causal[a] = causal_entry(p, b, weights, a);
+  if (weights_are_nan(weights, p.mask + b * K, K)) {
+    for (int a = 0; a < A; ++a) causal[a] = T(NAN);
+  }
   if (agent_is_bad(p, b)) {
     // As the per-agent kernel: an agent with a valid neighbour's action outside [0, A) gets NaN.
     for (int k = 0; k < K; ++k) effects[k] = weights[k] = T(NAN);

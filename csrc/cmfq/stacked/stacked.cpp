@@ -2,7 +2,6 @@
 
 #include <ATen/Parallel.h>
 
-#include <cstdlib>
 #include <limits>
 #include <string>
 #include <vector>
@@ -10,23 +9,6 @@
 #include "shared/stacked_steps.h"
 
 namespace cmfq {
-
-namespace {
-
-// The value of a 0-or-1 switch in the environment: `otherwise` where it is unset or empty.
-bool switch_on(const char* name, bool otherwise) {
-  const char* value = std::getenv(name);
-  if (value == nullptr || std::string(value).empty()) return otherwise;
-  TORCH_CHECK_VALUE(std::string(value) == "0" || std::string(value) == "1", name,
-                    " must be 0 or 1, got ", value);
-  return std::string(value) == "1";
-}
-
-}  // namespace
-
-bool stacked_selected(bool cuda) { return switch_on("CMFQ_STACKED", cuda); }
-
-bool fused_trunk_selected() { return switch_on("CMFQ_FUSED_TRUNK", false); }
 
 namespace {
 
@@ -153,7 +135,7 @@ at::Tensor row_change(const RowChange& step) {
 
 }  // namespace
 
-Outputs stacked_forward(PreparedCall& c) {
+Outputs stacked_forward(PreparedCall& c, bool fused_trunk) {
   const auto rows = make_rows(c, c.mean_action);
   const int64_t batch = c.batch, M = rows.per_agent;
   const bool half = c.out_dtype == at::kHalf || c.out_dtype == at::kBFloat16;
@@ -181,7 +163,7 @@ Outputs stacked_forward(PreparedCall& c) {
   }
   at::Tensor change;
 #ifdef CMFQ_WITH_CUDA
-  if (c.state_proj.is_cuda() && c.tail_wt.size() == 2 && fused_trunk_selected()) {
+  if (fused_trunk && c.state_proj.is_cuda() && c.tail_wt.size() == 2) {
     change = fused_trunk_cuda(step, c.tail_wt[0], reference[1], c.tail_wt[1]);
   }
 #endif

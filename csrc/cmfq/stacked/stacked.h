@@ -12,8 +12,8 @@
 // agent or row (stacked_steps.h): a parallel loop on the CPU, one CUDA kernel launch on CUDA
 // (stacked_kernels.cu), in place of a chain of small ATen ops (a launch each).
 // The default on CUDA, where it is faster than the per-agent kernel at every size measured; on the
-// CPU the per-agent kernel is (benchmarks/results/notes.md). The environment variable
-// CMFQ_STACKED=1 or 0, read at every call, chooses on either device.
+// CPU the per-agent kernel is (benchmarks/results/notes.md). The op's `formulation` argument
+// chooses on either device (glue/formulation.h).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -23,16 +23,10 @@
 
 namespace cmfq {
 
-// Whether a call on CUDA (cuda) or the CPU runs in the stacked formulation: CMFQ_STACKED=1 or 0
-// where set, else the device's default (stacked on CUDA, the per-agent kernel on the CPU).
-bool stacked_selected(bool cuda);
-
-// Whether CMFQ_FUSED_TRUNK=1 asks for the stacked formulation's trunk in one CUDA launch
-// (trunk_kernel.cu): opt-in until it has passed the GPU check. Read at every call.
-bool fused_trunk_selected();
-
-// The op's outputs for a prepared call (prepare_call with kernel_layout = false).
-Outputs stacked_forward(PreparedCall& call);
+// The op's outputs for a prepared call (prepare_call with kernel_layout = false). fused_trunk: a
+// trunk of two layers after the first runs in one CUDA launch (trunk_kernel.cu) where the head
+// fits it (opt-in until it has passed the GPU check).
+Outputs stacked_forward(PreparedCall& call, bool fused_trunk);
 
 // The backward's gradients for a prepared call whose weights, effects and causal_mean_action are
 // the forward's (prepare_backward): the chain rule of src/cmfq/gradient.py on stacked rows.

@@ -25,7 +25,7 @@ from cmfq._C import WEIGHTINGS as OP_WEIGHTINGS
 from cmfq.algos.common import QValues, TeamInput
 from cmfq.algos.mfq import MFQ
 from cmfq.envs import GroupSpec
-from cmfq.options import option
+from cmfq.options import check_bounds, option
 
 WEIGHTINGS = (*OP_WEIGHTINGS, "uniform")
 """cmfq's weightings: the op's, and the uniform control."""
@@ -63,6 +63,7 @@ class CMFQ(MFQ):
         weight_temperature: float = CMFQOptions.weight_temperature,
     ) -> None:
         super().__init__(spec, gamma=gamma, td_target=td_target)
+        check_bounds(CMFQOptions(causal_temperature, weighting, weight_temperature))
         self.causal_temperature = causal_temperature
         self.weighting = weighting
         self.weight_temperature = weight_temperature

@@ -9,11 +9,12 @@ evaluate), their registration with torch, and the generic PyTorch path.
     divergence.py    the causal effect (a well-conditioned KL) and the weights made from it
 
 The compiled kernels are ``cmfq._C`` (``csrc/cmfq/``), which owns the constants both sides use
-(``EFFECT_THRESHOLD``, ``WEIGHTINGS``) and the one check of the scalar arguments.
+(``EFFECT_THRESHOLD``, ``WEIGHTINGS``, ``FORMULATIONS``), the one check of the scalar arguments
+and the choice of the formulation.
 """
 
 from cmfq.op import registration  # noqa: F401  (registers the op's fake and autograd)
-from cmfq.op.entry import CausalWeights, causal_weights
+from cmfq.op.entry import CausalWeights, causal_weights, which_formulation
 from cmfq.op.head import MeanFieldHead
 
-__all__ = ["CausalWeights", "MeanFieldHead", "causal_weights"]
+__all__ = ["CausalWeights", "MeanFieldHead", "causal_weights", "which_formulation"]

@@ -60,7 +60,10 @@ def combine_weights(
         # In the effects' dtype: a bool mask over an integer count would give float32, which
         # would promote half-precision weights.
         uniform = mask.to(effects.dtype) / count.clamp_min(1)
-        return torch.where(measurable, effects / total.clamp_min(EFFECT_THRESHOLD), uniform)
+        weights = torch.where(measurable, effects / total.clamp_min(EFFECT_THRESHOLD), uniform)
+        # An agent whose effects hold a NaN or an infinity gets NaN weights (softmax's own rule),
+        # never a uniform fallback that looks valid.
+        return torch.where(total.isfinite() | ~mask, weights, float("nan"))
     logits = (effects / weight_temperature).masked_fill(~mask, float("-inf"))
     # A row with no valid neighbour is all -inf: softmax gives NaN there, docs/spec.md wants 0.
     return torch.softmax(logits, dim=-1).masked_fill(count == 0, 0.0)

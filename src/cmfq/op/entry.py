@@ -49,6 +49,8 @@ def causal_weights(
     weighting: str = "proportional",
     weight_temperature: float = 1.0,
     n_actions: int | None = None,
+    formulation: str = "auto",
+    check: bool = False,
 ) -> CausalWeights:
     """Causal weights of each agent's neighbours and the causal mean action (see docs/spec.md).
 
@@ -56,36 +58,133 @@ def causal_weights(
         q: a ``cmfq.MeanFieldHead`` (fused C++/CUDA op) or any callable
             ``q(state[N, S], x[N, A]) -> [N, A]`` (batched PyTorch path); same numbers.
         state: float ``[B, S]`` state embeddings.
-        neighbor_actions: int ``[B, K]`` action indices, or float ``[B, K, A]`` distributions.
+        neighbor_actions: int ``[B, K]`` action indices, or float ``[B, K, A]`` action vectors,
+            used as given (the head is evaluated at each, the mean action is their average):
+            distributions, i.e. non-negative rows that sum to 1, unless the head means otherwise;
+            ``check=True`` checks that they are.
         neighbor_mask: bool ``[B, K]``; by default ``neighbor_actions >= 0`` (indices only).
         temperature: Boltzmann temperature tau > 0 of the policies compared.
         weighting: ``"proportional"`` (w = c / sum c) or ``"softmax"`` (softmax of c / tau_w).
         weight_temperature: tau_w > 0 of the softmax weighting.
         n_actions: number of actions A; needed only for a plain callable with index actions.
+        formulation: how a ``MeanFieldHead`` is evaluated (same numbers, to rounding):
+            ``"auto"`` (the device's fastest: ``"per_agent"`` on the CPU, ``"stacked"`` on CUDA),
+            ``"per_agent"`` (the per-agent kernels), ``"stacked"`` (every agent's intervention
+            rows stacked into GEMMs), ``"fused_trunk"`` (CUDA: stacked, with a trunk of two
+            layers after the first in one launch where the head fits it, opt-in) or
+            ``"generic"`` (the batched PyTorch path, calling the head). A plain callable takes
+            ``"auto"`` or ``"generic"``. The environment variables ``CMFQ_STACKED=0/1`` and
+            ``CMFQ_FUSED_TRUNK=1`` override what ``"auto"`` means (read once, at the first call);
+            ``cmfq.which_formulation`` says which formulation a call takes.
+        check: also check the values (this waits for the device): ``state`` and the action
+            vectors finite, the action vectors non-negative and summing to 1 (to sqrt(eps) of
+            their dtype) where the mask is true, and the outputs finite; raises ``ValueError``
+            naming the first bad row.
 
     Differentiable with respect to ``state`` and the head's parameters; works under
     ``torch.compile``. Bad input raises ``ValueError`` or ``TypeError`` naming the argument, but
-    for CUDA tensors the fused kernel does not wait for the GPU to check the action indices: an
-    agent with a valid neighbour whose action is outside [0, A) gets NaN in all its outputs.
+    nothing here waits for the device unless ``check=True``: a row whose state or action vectors
+    hold a NaN or an infinity gets NaN weights, effects, causal mean action and ``q_causal`` (and
+    NaN in ``mean_action`` where its action vectors do); for CUDA tensors the fused kernel does
+    not check the action indices either: an agent with a valid neighbour whose action is outside
+    [0, A) gets NaN in all its outputs.
     """
     n_actions = _resolve_n_actions(q, neighbor_actions, n_actions)
     scalars = _check_scalars(temperature, weighting, weight_temperature)
     neighbor_mask = _check_inputs(state, neighbor_actions, neighbor_mask, n_actions)
-    if isinstance(q, MeanFieldHead):
+    fused = _fused_formulation(q, state, formulation)
+    if check:
+        _check_values(state, neighbor_actions, neighbor_mask)
+    if fused is not None:
         layers = q.linear_layers()  # raises for modules the fused kernels do not evaluate
         _check_head(q, state, layers[2][0])
-        if _fused_kernel_takes(state.device, state.dtype):
-            fused = torch.ops.cmfq.causal_weights(
-                state, neighbor_actions, neighbor_mask, *layers, *scalars
+        out = torch.ops.cmfq.causal_weights(
+            state, neighbor_actions, neighbor_mask, *layers, *scalars, fused
+        )
+    else:
+        if not torch.compiler.is_compiling() and not neighbor_actions.is_floating_point():
+            _check_action_range(neighbor_actions, neighbor_mask, n_actions)
+        out = causal_weights_reference(
+            q, state, neighbor_actions, neighbor_mask, n_actions, *scalars
+        )
+    out = CausalWeights(*out)
+    if check:
+        _check_outputs(out)
+    return out
+
+
+def which_formulation(
+    q: MeanFieldHead | QFunction, state: torch.Tensor, formulation: str = "auto"
+) -> str:
+    """The formulation that ``causal_weights(q, state, ..., formulation=formulation)`` runs:
+    ``"generic"`` (the batched PyTorch path), or the fused op's ``"per_agent"``, ``"stacked"`` or
+    ``"fused_trunk"`` (which runs the stacked GEMMs for heads that do not fit it)."""
+    fused = _fused_formulation(q, state, formulation)
+    if fused is None:
+        return "generic"
+    return _C.resolve_formulation(fused, state.device.type == "cuda")
+
+
+def _fused_formulation(q: object, state: torch.Tensor, formulation: object) -> str | None:
+    """The ``formulation`` the fused op is called with, or None for the generic path; checks the
+    name (the fused ones by the op's own check)."""
+    if not isinstance(formulation, str):
+        raise TypeError(f"formulation must be a str, got {type(formulation).__name__}")
+    if not isinstance(q, MeanFieldHead):
+        if not callable(q):
+            raise TypeError(
+                f"q must be a cmfq.MeanFieldHead or a callable, got {type(q).__name__}"
             )
-            return CausalWeights(*fused)
-    elif not callable(q):
-        raise TypeError(f"q must be a cmfq.MeanFieldHead or a callable, got {type(q).__name__}")
-    if not torch.compiler.is_compiling() and not neighbor_actions.is_floating_point():
-        _check_action_range(neighbor_actions, neighbor_mask, n_actions)
-    return CausalWeights(
-        *causal_weights_reference(q, state, neighbor_actions, neighbor_mask, n_actions, *scalars)
+        if formulation not in ("auto", "generic"):
+            raise ValueError(
+                f"formulation={formulation!r} needs a cmfq.MeanFieldHead; a plain callable takes "
+                "'auto' or 'generic' (its batched PyTorch path)"
+            )
+        return None
+    if formulation == "generic":
+        return None
+    if not torch.compiler.is_compiling():  # the op checks it when it runs
+        _C.resolve_formulation(formulation, state.device.type == "cuda")
+    if _fused_kernel_takes(state.device, state.dtype):
+        return formulation
+    if formulation != "auto":
+        raise ValueError(
+            f"formulation={formulation!r}: this build of cmfq has no kernels for "
+            f"{state.device.type} tensors of {state.dtype} ('auto' takes the generic path)"
+        )
+    return None
+
+
+def _check_values(state: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor) -> None:
+    """``check=True``'s checks of the inputs' values."""
+    _raise_at_first("state", ~state.isfinite().all(-1), "holds a NaN or an infinity")
+    if not actions.is_floating_point():
+        return
+    valid = mask.unsqueeze(-1)
+    tolerance = torch.finfo(actions.dtype).eps ** 0.5
+    total = actions.sum(-1)
+    bad_vectors = (
+        ("holds a NaN or an infinity", ~actions.isfinite() & valid),
+        ("holds a negative entry", (actions < 0) & valid),
     )
+    for what, bad in bad_vectors:
+        _raise_at_first("neighbor_actions", bad.flatten(1).any(-1), what)
+    unnormalised = (((total - 1).abs() > tolerance) & mask).any(-1)
+    what = f"holds a vector whose sum is not 1 (to {tolerance:.0e})"
+    _raise_at_first("neighbor_actions", unnormalised, what)
+
+
+def _check_outputs(out: CausalWeights) -> None:
+    for name, value in zip(CausalWeights._fields, out):
+        _raise_at_first(
+            name, ~value.isfinite().all(-1), "is not finite (are the head's parameters?)"
+        )
+
+
+def _raise_at_first(name: str, bad_rows: torch.Tensor, what: str) -> None:
+    if bool(bad_rows.any()):
+        row = int(bad_rows.nonzero()[0, 0])
+        raise ValueError(f"{name} row {row} {what} (check=True)")
 
 
 def _fused_kernel_takes(device: torch.device, dtype: torch.dtype) -> bool:
@@ -94,7 +193,7 @@ def _fused_kernel_takes(device: torch.device, dtype: torch.dtype) -> bool:
     global _warned_cpu_only_build
     cpu_only_build = device.type == "cuda" and not _CUDA_BUILT
     if cpu_only_build and not _warned_cpu_only_build and not torch.compiler.is_compiling():
-        warnings.warn(_CPU_ONLY_BUILD_WARNING, stacklevel=3)
+        warnings.warn(_CPU_ONLY_BUILD_WARNING, stacklevel=4)
         _warned_cpu_only_build = True
     return dtype in _FUSED_DTYPES.get(device.type, ())
 

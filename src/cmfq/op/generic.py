@@ -25,7 +25,8 @@ def neighbor_action_vectors(
     else:
         vectors = torch.nn.functional.one_hot(neighbor_actions.clamp(0, n_actions - 1), n_actions)
         vectors = vectors.to(dtype)
-    vectors = vectors * mask.unsqueeze(-1).to(dtype)
+    # A select, not a product: whatever a masked slot holds (a NaN included) is not used.
+    vectors = torch.where(mask.unsqueeze(-1), vectors, 0.0)
     count = mask.sum(-1, keepdim=True).to(dtype)
     return vectors, vectors.sum(1) / count.clamp_min(1)
 

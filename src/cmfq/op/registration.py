@@ -2,13 +2,13 @@
 
 The forward is the C++/CUDA kernel. The backward re-evaluates the head under the interventions
 from the saved inputs, as activation checkpointing does, and reuses the forward's weights, effects
-and causal mean action. It is the op ``torch.ops.cmfq.causal_weights_backward`` on the CPU (a
-kernel, or the stacked formulation where ``CMFQ_STACKED=1``) and, after a forward in the
-stacked formulation (CUDA's default), on CUDA (``csrc/cmfq/stacked/stacked.h``); after the
-per-agent CUDA kernel (``CMFQ_STACKED=0``), and wherever the backward itself is differentiated
-(``create_graph=True``), it is the same chain rule in PyTorch ops (``cmfq.op.gradient``). All trace
-under ``torch.compile``. Half-precision inputs take the backward in float32, after the forward
-runs again in float32.
+and causal mean action, in the forward's formulation. It is the op
+``torch.ops.cmfq.causal_weights_backward`` on the CPU (the per-agent kernel's backward, or the
+stacked formulation's) and, after a forward in the stacked formulation (CUDA's default), on CUDA
+(``csrc/cmfq/stacked/stacked.h``); after the per-agent CUDA kernel, and wherever the backward
+itself is differentiated (``create_graph=True``), it is the same chain rule in PyTorch ops
+(``cmfq.op.gradient``). All trace under ``torch.compile``. Half-precision inputs take the backward
+in float32, after the forward runs again in float32.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def _causal_weights_fake(
     temperature,
     weighting,
     weight_temperature,
+    formulation="auto",
 ):
     batch, slots = neighbor_mask.shape
     n_actions = trunk_weights[-1].shape[0]
@@ -62,6 +63,7 @@ def _causal_weights_backward_fake(
     weights,
     effects,
     causal_mean_action,
+    formulation="auto",
 ):
     def like(tensors):
         return [t.new_empty(t.shape) for t in tensors]
@@ -76,7 +78,7 @@ def _causal_weights_backward_fake(
 
 
 def _setup_context(ctx, inputs, output):
-    (state, actions, mask, enc_w, enc_b, trunk_w, trunk_b, tau, weighting, tau_w) = inputs
+    (state, actions, mask, enc_w, enc_b, trunk_w, trunk_b, tau, weighting, tau_w, *rest) = inputs
     weights, effects, _, causal_mean_action, _ = output
     ctx.save_for_backward(
         state,
@@ -92,8 +94,9 @@ def _setup_context(ctx, inputs, output):
     )
     ctx.sizes = (len(enc_w), len(enc_b), len(trunk_w))
     ctx.scalars = (tau, weighting, tau_w)
-    # The backward follows the forward's formulation, whatever CMFQ_STACKED says by then.
-    ctx.stacked = _C.stacked_selected(cuda=state.device.type == "cuda")
+    # The backward follows the forward's formulation.
+    cuda = state.device.type == "cuda"
+    ctx.formulation = _C.resolve_formulation(rest[0] if rest else "auto", cuda)
 
 
 def _backward(ctx, grad_weights, grad_effects, grad_mean_action, grad_causal_mean_action, grad_q):
@@ -105,14 +108,16 @@ def _backward(ctx, grad_weights, grad_effects, grad_mean_action, grad_causal_mea
     if state.dtype not in (torch.float16, torch.bfloat16):
         outputs = (weights, effects, causal_mean_action)
         grad_state, grad_layers = _gradients(ctx, incoming, state, actions, mask, layers, outputs)
-        return (grad_state, None, None, *grad_layers, None, None, None)
+        return (grad_state, None, None, *grad_layers, *_no_gradients(ctx))
     # The forward computed in float32 and rounded its outputs to the half type. The chain rule
     # needs the float32 values: the head is evaluated again at the causal mean action, and where
     # Q is steep in it, its rounding alone moved the gradients by a few percent. So the forward
     # runs again in float32, and the backward with it.
     wide_state = state.float()
     wide_layers = tuple([p.float() for p in group] for group in layers)
-    wide = torch.ops.cmfq.causal_weights(wide_state, actions, mask, *wide_layers, *ctx.scalars)
+    wide = torch.ops.cmfq.causal_weights(
+        wide_state, actions, mask, *wide_layers, *ctx.scalars, ctx.formulation
+    )
     outputs = (wide[0], wide[1], wide[3])
     incoming = tuple(g.float() for g in incoming)
     grad_state, grad_layers = _gradients(
@@ -121,16 +126,22 @@ def _backward(ctx, grad_weights, grad_effects, grad_mean_action, grad_causal_mea
     grad_layers = [
         [g.to(p.dtype) for g, p in zip(grads, group)] for grads, group in zip(grad_layers, layers)
     ]
-    return (grad_state.to(state.dtype), None, None, *grad_layers, None, None, None)
+    return (grad_state.to(state.dtype), None, None, *grad_layers, *_no_gradients(ctx))
+
+
+def _no_gradients(ctx) -> tuple[None, ...]:
+    """The gradients of the scalar inputs, none, one per input the call passed after the seven
+    tensors and tensor lists (torch leaves out trailing arguments equal to their defaults)."""
+    return (None,) * (len(ctx.needs_input_grad) - 7)
 
 
 def _gradients(ctx, incoming, state, actions, mask, layers, outputs):
     """(grad of state, grads of the four layer lists): the backward op, or the PyTorch chain rule
     (after the per-agent CUDA kernel, or when the backward is itself differentiated)."""
-    backward_op = state.device.type == "cpu" or ctx.stacked
+    backward_op = state.device.type == "cpu" or ctx.formulation != "per_agent"
     if backward_op and not torch.is_grad_enabled():
         grad_state, *grad_layers = torch.ops.cmfq.causal_weights_backward(
-            *incoming, state, actions, mask, *layers, *ctx.scalars, *outputs
+            *incoming, state, actions, mask, *layers, *ctx.scalars, *outputs, ctx.formulation
         )
         return grad_state, grad_layers
     return causal_weights_grad(*incoming, state, actions, mask, layers, *ctx.scalars, *outputs)
