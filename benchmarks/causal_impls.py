@@ -41,8 +41,9 @@ def _formulation(formulation: str) -> Callable[[cmfq.MeanFieldHead], CausalFn]:
 
 
 # The benchmark's names of the fused op's formulations: its per-agent kernel (the CPU's
-# default); the stacked formulation, every agent's intervention rows through each trunk layer as
-# one GEMM (CUDA's default); the same with the trunk in one CUDA launch (opt-in).
+# default, and CUDA's up to 1024 agents); the stacked formulation, every agent's intervention rows
+# through each trunk layer as one GEMM; the same with the trunk in one CUDA launch (CUDA's default
+# above 1024 agents).
 FORMULATIONS = {"fused": "per_agent", "stacked": "stacked", "trunk": "fused_trunk"}
 make_fused = _formulation(FORMULATIONS["fused"])
 make_stacked = _formulation(FORMULATIONS["stacked"])

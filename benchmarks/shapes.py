@@ -16,9 +16,9 @@ SLOTS = {"cpu": (8, 32), "cuda": (8, 32, 128)}
 DTYPES = {"cpu": ("float32",), "cuda": ("float32", "bfloat16")}
 MODES = ("forward", "forward+backward")
 # The implementations compared (benchmarks/causal_impls.py): "fused" is the fused op's per-agent
-# kernel, "stacked" its stacked formulation (CUDA's default) and "trunk" that with its trunk in
-# one launch (formulation="fused_trunk"), the last two measured on GPUs only (on the CPU, the
-# per-agent kernel is the default and the faster).
+# kernel, "stacked" its stacked formulation and "trunk" that with its trunk in one launch
+# (formulation="fused_trunk", CUDA's default above 1024 agents), the last two measured on GPUs
+# only (on the CPU, the per-agent kernel is the default and the faster).
 IMPLS = {
     "cpu": ("fused", "generic", "compiled", "factored", "naive"),
     "cuda": ("fused", "stacked", "trunk", "generic", "compiled", "factored", "naive"),

@@ -180,27 +180,31 @@ def test_cuda_tensors_on_cpu_only_build_give_the_cpu_numbers():
         torch.testing.assert_close(a.cpu(), b, msg=name)
 
 
-def test_auto_is_stacked_on_cuda_and_per_agent_on_the_cpu():
+def test_auto_is_per_agent_on_the_cpu_and_on_cuda_by_batch():
     """Without CMFQ_STACKED or CMFQ_FUSED_TRUNK set (the environment is read once, at the first
     call: test_environment_overrides_auto checks the overrides in fresh interpreters)."""
     if os.environ.get("CMFQ_STACKED") or os.environ.get("CMFQ_FUSED_TRUNK"):
         pytest.skip("the environment overrides 'auto' in this run")
-    assert cmfq._C.resolve_formulation("auto", cuda=False) == "per_agent"
-    assert cmfq._C.resolve_formulation("auto", cuda=True) == "stacked"
+    small = cmfq._C.PER_AGENT_MAX_BATCH_CUDA
+    for batch in (1, small, small + 1, 131072):
+        assert cmfq._C.resolve_formulation("auto", cuda=False, batch=batch) == "per_agent"
+    assert cmfq._C.resolve_formulation("auto", cuda=True, batch=small) == "per_agent"
+    assert cmfq._C.resolve_formulation("auto", cuda=True, batch=small + 1) == "fused_trunk"
     for name in cmfq._C.FORMULATIONS:
-        assert cmfq._C.resolve_formulation(name, cuda=True) == name
+        assert cmfq._C.resolve_formulation(name, cuda=True, batch=1) == name
     with pytest.raises(ValueError, match="formulation must be 'auto' or one of"):
-        cmfq._C.resolve_formulation("kernel", cuda=False)
+        cmfq._C.resolve_formulation("kernel", cuda=False, batch=1)
     with pytest.raises(ValueError, match="runs on CUDA only"):
-        cmfq._C.resolve_formulation("fused_trunk", cuda=False)
+        cmfq._C.resolve_formulation("fused_trunk", cuda=False, batch=1)
 
 
 @pytest.mark.parametrize(
     "environment, cpu, cuda",
     [
-        ({"CMFQ_STACKED": "0"}, "per_agent", "per_agent"),
-        ({"CMFQ_STACKED": "1"}, "stacked", "stacked"),
-        ({"CMFQ_FUSED_TRUNK": "1"}, "per_agent", "fused_trunk"),
+        ({"CMFQ_STACKED": "0"}, "per_agent", "per_agent per_agent"),
+        ({"CMFQ_STACKED": "1"}, "stacked", "fused_trunk fused_trunk"),
+        ({"CMFQ_STACKED": "1", "CMFQ_FUSED_TRUNK": "0"}, "stacked", "stacked stacked"),
+        ({"CMFQ_FUSED_TRUNK": "0"}, "per_agent", "per_agent stacked"),
         ({"CMFQ_STACKED": "yes"}, "CMFQ_STACKED must be 0 or 1", None),
     ],
 )
@@ -208,15 +212,16 @@ def test_environment_overrides_auto(environment, cpu, cuda):
     script = (
         "import cmfq\n"
         "try:\n"
-        "    print(cmfq._C.resolve_formulation('auto', cuda=False),\n"
-        "          cmfq._C.resolve_formulation('auto', cuda=True))\n"
+        "    print(cmfq._C.resolve_formulation('auto', cuda=False, batch=64),\n"
+        "          cmfq._C.resolve_formulation('auto', cuda=True, batch=64),\n"
+        "          cmfq._C.resolve_formulation('auto', cuda=True, batch=16384))\n"
         "except ValueError as error:\n"
         "    print(error)\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("CMFQ_")} | environment
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == [cpu, cuda] if cuda else cpu in done.stdout
+    assert done.stdout.split() == [cpu, *cuda.split()] if cuda else cpu in done.stdout
 
 
 def test_which_formulation_names_the_path_a_call_takes():

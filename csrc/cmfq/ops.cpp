@@ -118,15 +118,17 @@ PYBIND11_MODULE(_C, module) {
   module.attr("FORMULATIONS") = formulations;
   module.def(
       "resolve_formulation",
-      [](const std::string& name, bool cuda) {
-        return std::string(
-            cmfq::kFormulationNames[static_cast<int>(cmfq::resolve_formulation(name, cuda))]);
+      [](const std::string& name, bool cuda, int64_t batch) {
+        const auto chosen = cmfq::resolve_formulation(name, cuda, batch);
+        return std::string(cmfq::kFormulationNames[static_cast<int>(chosen)]);
       },
-      pybind11::arg("name"), pybind11::arg("cuda"),
-      "The formulation (one of FORMULATIONS) that a call with formulation=name runs on CUDA "
-      "(cuda=True) or the CPU: 'auto' is the device's default (stacked on CUDA, per_agent on "
-      "the CPU) unless the environment variables CMFQ_STACKED=0/1 or CMFQ_FUSED_TRUNK=1 override "
-      "it (read once, at the first call).");
+      pybind11::arg("name"), pybind11::arg("cuda"), pybind11::arg("batch"),
+      "The formulation (one of FORMULATIONS) that a call of batch agents with formulation=name "
+      "runs on CUDA (cuda=True) or the CPU: 'auto' is the device's default (per_agent on the "
+      "CPU; on CUDA per_agent up to PER_AGENT_MAX_BATCH_CUDA agents, fused_trunk above) unless "
+      "the environment variables CMFQ_STACKED=0/1 or CMFQ_FUSED_TRUNK=0/1 override it (read "
+      "once, at the first call).");
+  module.attr("PER_AGENT_MAX_BATCH_CUDA") = cmfq::kPerAgentMaxBatchCuda;
   module.def("cpu_capability", &cmfq::cpu_capability,
              "The CPU kernel variant that runs now: the widest this CPU supports (default, "
              "avx2, avx512), unless the environment variable CMFQ_CPU_CAPABILITY names another.");

@@ -94,7 +94,7 @@ Outputs causal_weights_cpu(const at::Tensor& state, const at::Tensor& neighbor_a
                            c10::string_view weighting, double weight_temperature,
                            c10::string_view formulation) {
   const bool stacked =
-      resolve_formulation(std::string(formulation), /*cuda=*/false) == Formulation::kStacked;
+      resolve_formulation(std::string(formulation), /*cuda=*/false, state.size(0)) == Formulation::kStacked;
   auto call = prepare_call(state, neighbor_actions, neighbor_mask, encoder_weights,
                            encoder_biases, trunk_weights, trunk_biases, temperature,
                            std::string(weighting), weight_temperature, !stacked);
@@ -145,7 +145,7 @@ GradOutputs causal_weights_backward_cpu(
     double weight_temperature, const at::Tensor& weights, const at::Tensor& effects,
     const at::Tensor& causal_mean_action, c10::string_view formulation) {
   const bool stacked =
-      resolve_formulation(std::string(formulation), /*cuda=*/false) == Formulation::kStacked;
+      resolve_formulation(std::string(formulation), /*cuda=*/false, state.size(0)) == Formulation::kStacked;
   auto call = prepare_call(state, neighbor_actions, neighbor_mask, encoder_weights,
                            encoder_biases, trunk_weights, trunk_biases, temperature,
                            std::string(weighting), weight_temperature, !stacked);

@@ -25,7 +25,8 @@ Outputs causal_weights_cuda(const at::Tensor& state, const at::Tensor& neighbor_
                             c10::string_view weighting, double weight_temperature,
                             c10::string_view formulation) {
   const c10::cuda::OptionalCUDAGuard guard(state.device());
-  const Formulation chosen = resolve_formulation(std::string(formulation), /*cuda=*/true);
+  const Formulation chosen =
+      resolve_formulation(std::string(formulation), /*cuda=*/true, state.size(0));
   const bool stacked = chosen != Formulation::kPerAgent;
   auto call = prepare_call(state, neighbor_actions, neighbor_mask, encoder_weights,
                            encoder_biases, trunk_weights, trunk_biases, temperature,

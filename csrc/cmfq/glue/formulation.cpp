@@ -30,12 +30,13 @@ const Overrides& overrides() {
 
 }  // namespace
 
-Formulation resolve_formulation(const std::string& name, bool cuda) {
+Formulation resolve_formulation(const std::string& name, bool cuda, int64_t batch) {
   if (name == "auto") {
     const Overrides& env = overrides();
-    const bool stacked = env.stacked == -1 ? cuda : env.stacked == 1;
+    const bool stacked =
+        env.stacked == -1 ? cuda && batch > kPerAgentMaxBatchCuda : env.stacked == 1;
     if (!stacked) return Formulation::kPerAgent;
-    return cuda && env.fused_trunk == 1 ? Formulation::kFusedTrunk : Formulation::kStacked;
+    return cuda && env.fused_trunk != 0 ? Formulation::kFusedTrunk : Formulation::kStacked;
   }
   int found = 0;
   while (found < kFormulationCount && name != kFormulationNames[found]) ++found;

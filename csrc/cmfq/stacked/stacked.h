@@ -11,9 +11,9 @@
 // Written once with ATen ops for every device. Between the GEMMs, each step is one function per
 // agent or row (stacked_steps.h): a parallel loop on the CPU, one CUDA kernel launch on CUDA
 // (stacked_kernels.cu), in place of a chain of small ATen ops (a launch each).
-// The default on CUDA, where it is faster than the per-agent kernel at every size measured; on the
-// CPU the per-agent kernel is (benchmarks/results/notes.md). The op's `formulation` argument
-// chooses on either device (glue/formulation.h).
+// CUDA's default above 1024 agents a call, with its fused trunk, where it is faster than the
+// per-agent kernel; below, and on the CPU, the per-agent kernel is (benchmarks/results/notes.md).
+// The op's `formulation` argument chooses on either device (glue/formulation.h).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -25,7 +25,7 @@ namespace cmfq {
 
 // The op's outputs for a prepared call (prepare_call with kernel_layout = false). fused_trunk: a
 // trunk of two layers after the first runs in one CUDA launch (trunk_kernel.cu) where the head
-// fits it (opt-in until it has passed the GPU check).
+// fits it (CUDA's default above kPerAgentMaxBatchCuda agents, glue/formulation.h).
 Outputs stacked_forward(PreparedCall& call, bool fused_trunk);
 
 // The backward's gradients for a prepared call whose weights, effects and causal_mean_action are

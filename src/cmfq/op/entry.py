@@ -68,13 +68,14 @@ def causal_weights(
         weight_temperature: tau_w > 0 of the softmax weighting.
         n_actions: number of actions A; needed only for a plain callable with index actions.
         formulation: how a ``MeanFieldHead`` is evaluated (same numbers, to rounding):
-            ``"auto"`` (the device's fastest: ``"per_agent"`` on the CPU, ``"stacked"`` on CUDA),
-            ``"per_agent"`` (the per-agent kernels), ``"stacked"`` (every agent's intervention
-            rows stacked into GEMMs), ``"fused_trunk"`` (CUDA: stacked, with a trunk of two
-            layers after the first in one launch where the head fits it, opt-in) or
-            ``"generic"`` (the batched PyTorch path, calling the head). A plain callable takes
-            ``"auto"`` or ``"generic"``. The environment variables ``CMFQ_STACKED=0/1`` and
-            ``CMFQ_FUSED_TRUNK=1`` override what ``"auto"`` means (read once, at the first call);
+            ``"auto"`` (the device's fastest as measured: ``"per_agent"`` on the CPU; on CUDA
+            ``"per_agent"`` up to 1024 agents, ``"fused_trunk"`` above), ``"per_agent"`` (the
+            per-agent kernels), ``"stacked"`` (every agent's intervention rows stacked into
+            GEMMs), ``"fused_trunk"`` (CUDA: stacked, with a float32 trunk of two layers after
+            the first in one launch where the head fits it) or ``"generic"`` (the batched
+            PyTorch path, calling the head). A plain callable takes ``"auto"`` or
+            ``"generic"``. The environment variables ``CMFQ_STACKED=0/1`` and
+            ``CMFQ_FUSED_TRUNK=0/1`` override what ``"auto"`` means (read once, at the first call);
             ``cmfq.which_formulation`` says which formulation a call takes.
         check: also check the values (this waits for the device): ``state`` and the action
             vectors finite, the action vectors non-negative and summing to 1 (to sqrt(eps) of
@@ -122,7 +123,7 @@ def which_formulation(
     fused = _fused_formulation(q, state, formulation)
     if fused is None:
         return "generic"
-    return _C.resolve_formulation(fused, state.device.type == "cuda")
+    return _C.resolve_formulation(fused, state.device.type == "cuda", state.shape[0])
 
 
 def _fused_formulation(q: object, state: torch.Tensor, formulation: object) -> str | None:
@@ -144,7 +145,7 @@ def _fused_formulation(q: object, state: torch.Tensor, formulation: object) -> s
     if formulation == "generic":
         return None
     if not torch.compiler.is_compiling():  # the op checks it when it runs
-        _C.resolve_formulation(formulation, state.device.type == "cuda")
+        _C.resolve_formulation(formulation, state.device.type == "cuda", state.shape[0])
     if _fused_kernel_takes(state.device, state.dtype):
         return formulation
     if formulation != "auto":

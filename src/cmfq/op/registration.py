@@ -4,11 +4,11 @@ The forward is the C++/CUDA kernel. The backward re-evaluates the head under the
 from the saved inputs, as activation checkpointing does, and reuses the forward's weights, effects
 and causal mean action, in the forward's formulation. It is the op
 ``torch.ops.cmfq.causal_weights_backward`` on the CPU (the per-agent kernel's backward, or the
-stacked formulation's) and, after a forward in the stacked formulation (CUDA's default), on CUDA
-(``csrc/cmfq/stacked/stacked.h``); after the per-agent CUDA kernel, and wherever the backward
-itself is differentiated (``create_graph=True``), it is the same chain rule in PyTorch ops
-(``cmfq.op.gradient``). All trace under ``torch.compile``. Half-precision inputs take the backward
-in float32, after the forward runs again in float32.
+stacked formulation's) and, after a forward in the stacked formulation (CUDA's default above 1024
+agents), on CUDA (``csrc/cmfq/stacked/stacked.h``); after the per-agent CUDA kernel, and
+wherever the backward itself is differentiated (``create_graph=True``), it is the same chain
+rule in PyTorch ops (``cmfq.op.gradient``). All trace under ``torch.compile``. Half-precision
+inputs take the backward in float32, after the forward runs again in float32.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def _setup_context(ctx, inputs, output):
     ctx.scalars = (tau, weighting, tau_w)
     # The backward follows the forward's formulation.
     cuda = state.device.type == "cuda"
-    ctx.formulation = _C.resolve_formulation(rest[0] if rest else "auto", cuda)
+    ctx.formulation = _C.resolve_formulation(rest[0] if rest else "auto", cuda, state.shape[0])
 
 
 def _backward(ctx, grad_weights, grad_effects, grad_mean_action, grad_causal_mean_action, grad_q):
