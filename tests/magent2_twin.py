@@ -15,6 +15,7 @@ import platform
 import sys
 import time
 from dataclasses import dataclass, field
+from importlib.metadata import version
 
 import numpy as np
 import torch
@@ -62,6 +63,7 @@ class Tally:
     rounds: int = 0
     mismatches: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FIELDS, 0))
     kills: int = 0
+    wiped: int = 0
     attacks: int = 0
     first: str = ""
 
@@ -97,11 +99,18 @@ class Twin:
                 eng.add_agents(env._handles[g], method="custom", pos=pos)
         env._engine.set_seed(seed)
         self.rng = Minstd(seed)
-        pos = torch.cat([torch.from_numpy(env.positions(g)).long() for g in self.groups])[None]
+        # the torch game's slots beyond magent2's agents start dead
+        pos = torch.zeros(1, self.game.n_slots, 2, dtype=torch.long)
+        alive = torch.zeros(1, self.game.n_slots, dtype=torch.bool)
+        for g in self.groups:
+            live = torch.from_numpy(env.positions(g)).long()
+            first = self.game.slices[g].start
+            pos[0, first : first + len(live)] = live
+            alive[0, first : first + len(live)] = True
         grid = torch.zeros(1, self.map_size, self.map_size, dtype=torch.bool)
         w = env.walls()
         grid[0, w[:, 1], w[:, 0]] = True
-        self.game.set_state(pos, grid)
+        self.game.set_state(pos, grid, alive=alive)
 
     def step(self, actions: dict[str, np.ndarray], tally: Tally) -> bool:
         """One step of both with ``actions`` (per group, one per live agent); count mismatches.
@@ -142,6 +151,7 @@ class Twin:
         done = bool(mine.done[0]) or game.step_count[0] >= env.max_steps
         check("done", done, theirs.done)
         check("terminated", bool(mine.terminated[0]), theirs.terminated)
+        tally.wiped += int(theirs.terminated)
         return theirs.done
 
 
@@ -213,6 +223,14 @@ def run(game: str, map_size: int, steps: int, seed: int = 0, **options) -> Tally
     return tally
 
 
+def cpu_name() -> str:
+    with open("/proc/cpuinfo") as info:
+        for line in info:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10_000)
@@ -223,15 +241,16 @@ def main() -> int:
     torch.set_num_threads(1)
     print(f"command: python tests/magent2_twin.py --steps {args.steps} --seed {args.seed} "
           f"--max-steps {args.max_steps}")
-    print(f"machine: {platform.processor() or platform.machine()}, {platform.system()}, "
-          f"python {platform.python_version()}, torch {torch.__version__}")
+    print(f"machine: {cpu_name()}, torch threads 1, python {platform.python_version()}, "
+          f"torch {torch.__version__}, magent2 {version('magent2')}")
     bad = 0
     for game in ("battle", "tiger-deer"):
         for size in (20, 40):
             t0 = time.perf_counter()
             tally = run(game, size, args.steps, args.seed, max_steps=args.max_steps)
             bad += tally.total()
-            print(f"{game} map {size}: {tally.steps} steps in {tally.rounds} rounds, "
+            print(f"{game} map {size}: {tally.steps} steps in {tally.rounds} rounds "
+                  f"({tally.wiped} ended by a wipe-out), "
                   f"{tally.attacks} attacks, {tally.kills} deaths; mismatches "
                   f"{tally.total()} {tally.mismatches} {tally.first} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)

@@ -164,10 +164,13 @@ class TorchGridWorld:
 
     # --- state ---------------------------------------------------------------------------------
     def set_state(self, pos: torch.Tensor, walls: torch.Tensor, hp: torch.Tensor | None = None,
-                  alive: torch.Tensor | None = None) -> None:
+                  alive: torch.Tensor | None = None, generator: torch.Generator | None = None
+                  ) -> None:
         """Start G games from ``pos`` (int [G, A, 2]) and ``walls`` (bool [G, H, W], the border
-        included); HP full and all alive unless given; no last action or reward yet."""
+        included); HP full and all alive unless given; no last action or reward yet.
+        ``generator`` draws the attack orders (default: seeded with 0)."""
         dev = self.device
+        self._generator = generator or torch.Generator(device=dev).manual_seed(0)
         self.pos = pos.to(dev, torch.long).clone()
         self.G = self.pos.shape[0]
         self.walls = walls.to(dev, torch.bool).clone()
@@ -309,8 +312,7 @@ class TorchGridWorld:
             raise ValueError(f"games must be >= 1, got {games}")
         generator = torch.Generator(device=self.device).manual_seed(seed)
         pos, walls = self._place(games, generator)
-        self.set_state(pos, walls)
-        self._generator = generator
+        self.set_state(pos, walls, generator=generator)
         return {g: self.observe(g) for g in self.groups}
 
     def _place(self, games: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
