@@ -74,10 +74,10 @@ class Tally:
 class Twin:
     """A magent2 env and its torch game, kept in the same state."""
 
-    def __init__(self, game: str, map_size: int, **options) -> None:
+    def __init__(self, game: str, map_size: int, compile: bool = False, **options) -> None:
         magent_cls, torch_cls = GAMES[game]
         self.env = magent_cls(map_size, seed=0, **options)
-        self.game = torch_cls(map_size, **options)
+        self.game = torch_cls(map_size, compile=compile, **options)
         self.groups = self.game.groups
         self.map_size = map_size
 
@@ -202,10 +202,11 @@ def scattered(rng: np.random.Generator, game, walls: int = 0):
     return positions, xy[:walls]
 
 
-def run(game: str, map_size: int, steps: int, seed: int = 0, **options) -> Tally:
+def run(game: str, map_size: int, steps: int, seed: int = 0, compile: bool = False,
+        **options) -> Tally:
     """``steps`` random steps in rounds of both kinds of start (the env's own, and scattered),
     random actions with a varying share of attacks and of hunting."""
-    twin = Twin(game, map_size, **options)
+    twin = Twin(game, map_size, compile, **options)
     rng = np.random.default_rng(seed)
     tally = Tally()
     while tally.steps < steps:
@@ -235,19 +236,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compile", action="store_true",
+                        help="the torch games with their compiled observation")
     parser.add_argument("--max-steps", type=int, default=200,
                         help="steps of a round (short rounds: more starts)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"command: python tests/magent2_twin.py --steps {args.steps} --seed {args.seed} "
-          f"--max-steps {args.max_steps}")
+          f"--max-steps {args.max_steps}{' --compile' if args.compile else ''}")
     print(f"machine: {cpu_name()}, torch threads 1, python {platform.python_version()}, "
           f"torch {torch.__version__}, magent2 {version('magent2')}")
     bad = 0
     for game in ("battle", "tiger-deer"):
         for size in (20, 40):
             t0 = time.perf_counter()
-            tally = run(game, size, args.steps, args.seed, max_steps=args.max_steps)
+            tally = run(game, size, args.steps, args.seed, args.compile,
+                        max_steps=args.max_steps)
             bad += tally.total()
             print(f"{game} map {size}: {tally.steps} steps in {tally.rounds} rounds "
                   f"({tally.wiped} ended by a wipe-out), "

@@ -29,6 +29,7 @@ class TorchBattle(TorchGridWorld):
         attack_penalty: float = -0.1,
         attack_opponent_reward: float = 0.2,
         device: torch.device | str = "cpu",
+        compile: bool = False,
     ) -> None:
         if map_size < 12:
             raise ValueError(f"battle needs map_size >= 12, got {map_size}")
@@ -45,7 +46,7 @@ class TorchBattle(TorchGridWorld):
             dead_penalty=dead_penalty, attack_penalty=attack_penalty,
         )
         super().__init__(map_size, {"red": n, "blue": n}, {"red": small, "blue": small},
-                         max_steps=max_steps, device=device)
+                         max_steps=max_steps, device=device, compile=compile)
 
     def _place(self, games, generator):
         blocks = torch.from_numpy(np.concatenate(self._blocks)[:, :2]).long()

@@ -32,6 +32,7 @@ class TorchTigerDeer(TorchGridWorld):
         deer_attacked: float = -0.1,
         tiger_attack_reward: float = 0.0,
         device: torch.device | str = "cpu",
+        compile: bool = False,
     ) -> None:
         self.n_tigers, self.n_deer, self.n_walls = tiger_deer_counts(
             map_size, n_tigers, n_deer, tiger_density, deer_density, wall_density)
@@ -43,7 +44,8 @@ class TorchTigerDeer(TorchGridWorld):
         tiger = AgentKind(hp=10, speed=1, view_radius=4, attack_radius=1, damage=1,
                           step_recover=tiger_step_recover)
         super().__init__(map_size, {"tiger": self.n_tigers, "deer": self.n_deer},
-                         {"tiger": tiger, "deer": deer}, max_steps=max_steps, device=device)
+                         {"tiger": tiger, "deer": deer}, max_steps=max_steps, device=device,
+                         compile=compile)
 
     def _place(self, games, generator):
         s, dev = self.map_size, self.device
