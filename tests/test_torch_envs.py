@@ -206,3 +206,18 @@ def test_the_killer_among_six_is_uniform_in_both():
     for counts in (counts_magent2, counts_torch):
         assert counts.sum() == trials
         assert np.abs(counts / trials - p).max() < bound, counts
+
+
+def test_reset_done_restarts_only_the_finished_games():
+    env = TorchTigerDeer(20)
+    env.reset(4, seed=2)
+    for _ in range(5):
+        env.step({g: torch.zeros(4, env.counts[g], dtype=torch.long) for g in env.groups})
+    before = (env.pos.clone(), env.walls.clone(), env.step_count.clone())
+    done = torch.tensor([True, False, True, False])
+    env.reset_done(done)
+    assert env.step_count.tolist() == [0, 5, 0, 5]
+    assert torch.equal(env.pos[~done], before[0][~done])
+    assert torch.equal(env.walls[~done], before[1][~done])
+    assert not torch.equal(env.walls[done], before[1][done])  # new random walls
+    assert env.alive[done].all() and (env.last_action[done] == -1).all()

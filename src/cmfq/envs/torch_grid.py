@@ -23,6 +23,9 @@ practice); each pass is a few tensor operations over all games.
 
 HP and rewards are float32 and computed in magent2's order of operations, so they match it bit for
 bit. Agents keep fixed slots: a dead agent's slot stays, masked by ``alive``.
+
+Above 99 x 99 cells magent2 moves the agents of separate bands of the map in parallel threads, an
+order of its own; the torch games keep the one order at every size (exact up to 99 x 99).
 """
 
 from __future__ import annotations
