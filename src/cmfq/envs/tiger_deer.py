@@ -74,26 +74,8 @@ class TigerDeerEnv(GridEnv):
         deer_attacked: float = -0.1,
         tiger_attack_reward: float = TigerDeerOptions.tiger_attack_reward,
     ) -> None:
-        if map_size < 10:
-            raise ValueError(f"tiger-deer needs map_size >= 10, got {map_size}")
-        for name, density in (("tiger_density", tiger_density), ("deer_density", deer_density)):
-            if not 0 < density < 1:
-                raise ValueError(f"{name} must be in (0, 1), got {density}")
-        self.n_tigers = max(2, int(tiger_density * map_size**2)) if n_tigers is None else n_tigers
-        self.n_deer = int(deer_density * map_size**2) if n_deer is None else n_deer
-        if self.n_tigers < 2:
-            raise ValueError(f"tiger-deer needs n_tigers >= 2 (they hunt in pairs), got {n_tigers}")
-        if self.n_deer < 1:
-            raise ValueError(f"n_deer must be >= 1, got {n_deer}")
-        if not 0 <= wall_density < 1:
-            raise ValueError(f"wall_density must be in [0, 1), got {wall_density}")
-        self.n_walls = int(wall_density * map_size**2)
-        inner = (map_size - 2) ** 2
-        if self.n_tigers + self.n_deer + self.n_walls > inner // 2:
-            raise ValueError(
-                f"map_size {map_size} is too small for {self.n_tigers} tigers, {self.n_deer} deer "
-                f"and {self.n_walls} walls (they may fill at most half of the {inner} free cells)"
-            )
+        self.n_tigers, self.n_deer, self.n_walls = tiger_deer_counts(
+            map_size, n_tigers, n_deer, tiger_density, deer_density, wall_density)
         self.tiger_step_recover = tiger_step_recover
         self._deer_attacked = deer_attacked
         self.tiger_attack_reward = tiger_attack_reward
@@ -145,3 +127,32 @@ class TigerDeerEnv(GridEnv):
     def won(self, survivors: int, opponent_survivors: int) -> bool:
         """The tigers ate every deer."""
         return opponent_survivors == 0
+
+
+def tiger_deer_counts(
+    map_size: int, n_tigers: int | None, n_deer: int | None, tiger_density: float,
+    deer_density: float, wall_density: float,
+) -> tuple[int, int, int]:
+    """(tigers, deer, walls) of a map: the counts given, or the densities' (at least 2 tigers).
+    Raises ValueError for a bad option or a map too small for them."""
+    if map_size < 10:
+        raise ValueError(f"tiger-deer needs map_size >= 10, got {map_size}")
+    for name, density in (("tiger_density", tiger_density), ("deer_density", deer_density)):
+        if not 0 < density < 1:
+            raise ValueError(f"{name} must be in (0, 1), got {density}")
+    n_tigers = max(2, int(tiger_density * map_size**2)) if n_tigers is None else n_tigers
+    n_deer = int(deer_density * map_size**2) if n_deer is None else n_deer
+    if n_tigers < 2:
+        raise ValueError(f"tiger-deer needs n_tigers >= 2 (they hunt in pairs), got {n_tigers}")
+    if n_deer < 1:
+        raise ValueError(f"n_deer must be >= 1, got {n_deer}")
+    if not 0 <= wall_density < 1:
+        raise ValueError(f"wall_density must be in [0, 1), got {wall_density}")
+    n_walls = int(wall_density * map_size**2)
+    inner = (map_size - 2) ** 2
+    if n_tigers + n_deer + n_walls > inner // 2:
+        raise ValueError(
+            f"map_size {map_size} is too small for {n_tigers} tigers, {n_deer} deer "
+            f"and {n_walls} walls (they may fill at most half of the {inner} free cells)"
+        )
+    return n_tigers, n_deer, n_walls
