@@ -206,14 +206,16 @@ def collect(
     sides = [game.side % 2 if env.symmetric else 0 for game in seeds]
     policies, record = [], []
     for game, side in zip(seeds, sides):
-        group, other = env.groups[side], env.groups[1 - side]
-        teams = {group: learner_policy}
+        group = env.groups[side]
+        teams, recorded = {group: learner_policy}, {group: training.replay}
         if env.symmetric:
+            other = env.groups[1 - side]
             random_team = RandomPolicy(env.specs[other].n_actions, seed=game.opponent)
             teams[other] = random_team if opponent_policy is None else opponent_policy
+            if feed_opponent:
+                recorded[other] = training.replay
         policies.append(teams)
-        record.append({group: training.replay, other: training.replay} if feed_opponent
-                      else {group: training.replay})
+        record.append(recorded)
     added_before = training.replay.added
     with ExitStack() as acting:
         for network in (training.learner, training.opponent):
@@ -302,7 +304,10 @@ def round_seeds(seed: int, round_index: int, games: int) -> list[GameSeeds]:
 
 def _outcome(env, result: GameResult, side: int) -> dict[str, float]:
     """One game's metrics for the learner playing ``env.groups[side]``."""
-    mine, theirs = result.groups[env.groups[side]], result.groups[env.groups[1 - side]]
+    mine = result.groups[env.groups[side]]
+    # An env of one group (consensus) has no opponent: nobody survives on the other side.
+    theirs = result.groups[env.groups[1 - side]] if len(env.groups) > 1 else mine._replace(
+        survivors=0)
     won = env.won(mine.survivors, theirs.survivors)
     return {
         "side": side,
