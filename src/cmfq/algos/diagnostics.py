@@ -37,7 +37,6 @@ from __future__ import annotations
 import math
 
 import torch
-
 import torch.nn.functional as F
 
 from cmfq.algos.common import Algorithm, QValues, TeamInput, mean_action
