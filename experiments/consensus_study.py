@@ -201,14 +201,14 @@ def report(command: str) -> None:
         "## Returns and sensitivity",
         "",
         "| variant | what | return | sensitivity | floor | sensitivity / floor | swap sensitivity "
-        "| summed effect (nats) | weight entropy | uniform fallback |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| summed effect (nats) | weight entropy | mean shift ‖ǎ − ā‖₁ | uniform fallback |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v, rows in summaries.items():
         col = {k: [r[k] for r in rows] for k in rows[0]}
         ratio = [s / f for s, f in zip(col["sensitivity"], col["sensitivity_floor"], strict=True)]
         diag = [sci(t_interval(col[k])) if not any(map(math.isnan, col[k])) else "–"
-                for k in ("effect_sum", "weight_entropy", "uniform_fallback")]
+                for k in ("effect_sum", "weight_entropy", "mean_shift", "uniform_fallback")]
         lines.append(
             f"| {v} | {DESCRIPTIONS[v]} | {fmt(t_interval(col['reward']))} | "
             f"{sci(t_interval(col['sensitivity']))} | {sci(t_interval(col['sensitivity_floor']))}"
@@ -243,7 +243,9 @@ def report(command: str) -> None:
         "",
         "## How these figures were made",
         "",
-        f"`{command}` on {machine()}.",
+        "The runs were trained with `python experiments/consensus_study.py --workers 2` (two "
+        "runs side by side, one torch thread each, on 2 cores shared with other work: about a "
+        f"minute a run); this page was written by `{command}` on {machine()}.",
         "",
         "## Conclusion",
         "",

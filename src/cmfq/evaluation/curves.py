@@ -170,7 +170,9 @@ def plot_curves(
     axes = fig.subplots(1, len(present), squeeze=False)[0]
     for ax, metric in zip(axes, present, strict=True):
         for colour_index, (group, members) in enumerate(groups.items()):
-            logged = [run for run in members if metric in run.columns]
+            # A column an algorithm logs as NaN throughout (cmfq's diagnostics in an mfq run).
+            logged = [run for run in members
+                      if metric in run.columns and not np.isnan(run.columns[metric]).all()]
             if not logged:
                 continue
             x, mean, spread = group_curve(logged, metric, window, band)
