@@ -120,6 +120,60 @@ def test_cmfq_with_uniform_weights_acts_as_mfq():
         make_algorithm("cmfq", SPEC, weighting="max")
 
 
+def relative_softmax(scores, valid, temperature):
+    """softmax over the valid slots of (s_ik / mean_k s_ik) / temperature, row by row."""
+    out = torch.zeros_like(scores)
+    for i in range(scores.shape[0]):
+        s = scores[i, valid[i]]
+        if len(s):
+            out[i, valid[i]] = torch.softmax(s / s.mean() / temperature, 0)
+    return out
+
+
+@pytest.mark.parametrize("scores", ["effects", "distance"])
+def test_relative_weights_are_the_scores_own_and_the_agent_acts_on_them(scores):
+    """The relative weighting: softmax of s_ik / mean_k s_ik, so the same for s and 10·s; the
+    distance control scores ‖e(a_k) − ā‖² with no Q; the agent acts on Q(s, ., ǎ) of its
+    weights; agents with a summed effect under ``fallback_effect`` weight uniformly."""
+    torch.manual_seed(0)
+    algo = make_algorithm("cmfq", SPEC, weighting="relative", relative_temperature=0.5,
+                          weight_scores=scores, fallback_effect=0.0)
+    inp = team(n=12, k=5)
+    q, mean, weights, effects = algo.q_values(inp)
+    valid = inp.neighbor_actions >= 0
+    one_hot = torch.nn.functional.one_hot(inp.neighbor_actions.clamp(min=0), SPEC.n_actions)
+    plain = mean_action(inp.neighbor_actions, SPEC.n_actions)
+    distance = ((one_hot - plain[:, None, :]) ** 2).sum(-1) * valid
+    base = effects if scores == "effects" else distance
+    spread = (base.sum(1) > 0) & (valid.sum(1) > 0)
+    want = relative_softmax(base, valid, 0.5)
+    torch.testing.assert_close(weights[spread], want[spread], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(algo.weights(10 * effects, inp.neighbor_actions)[spread],
+                               want[spread] if scores == "effects" else weights[spread],
+                               atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(mean, (weights[..., None] * one_hot).sum(1))
+    emb = algo.net.embed(inp.view, inp.features)
+    torch.testing.assert_close(q, algo.net.head(emb, mean))
+    algo.fallback_effect = float(effects.sum(1).max()) * 2  # no agent's effects count
+    _, mean, weights, _ = algo.q_values(inp)
+    torch.testing.assert_close(mean, plain)
+    assert (weights[~valid] == 0).all()
+
+
+def test_the_distance_control_weights_in_proportion_to_the_distance():
+    torch.manual_seed(0)
+    algo = make_algorithm("cmfq", SPEC, weight_scores="distance", fallback_effect=0.0)
+    actions = torch.tensor([[0, 0, 0, 1], [2, 2, -1, -1]])
+    effects = torch.ones(2, 4)
+    # ā = (3/4, 1/4): distances 1/8 for each 0 and 9/8 for the 1; all agree: uniform.
+    torch.testing.assert_close(algo.weights(effects, actions),
+                               torch.tensor([[1 / 12, 1 / 12, 1 / 12, 3 / 4], [0.5, 0.5, 0, 0]]))
+    with pytest.raises(ValueError, match="softmax"):
+        make_algorithm("cmfq", SPEC, weighting="softmax", weight_scores="distance")
+    with pytest.raises(ValueError, match="weight_scores must be one of"):
+        make_algorithm("cmfq", SPEC, weight_scores="q")
+
+
 def test_amfq_attention_weights_only_valid_neighbours():
     torch.manual_seed(0)
     algo = make_algorithm("amfq", SPEC)

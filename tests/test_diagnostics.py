@@ -9,7 +9,12 @@ import torch
 
 from cmfq.algos import make_algorithm
 from cmfq.algos.common import QValues, TeamInput
-from cmfq.algos.diagnostics import DIAGNOSTICS, WeightDiagnostics
+from cmfq.algos.diagnostics import (
+    DIAGNOSTICS,
+    SENSITIVITY,
+    NeighborSensitivity,
+    WeightDiagnostics,
+)
 from cmfq.envs import GroupSpec
 from cmfq.training.checkpoint import load_checkpoint
 from cmfq.training.config import TrainConfig
@@ -71,7 +76,7 @@ def test_what_an_algorithm_does_not_have_is_nan():
     assert all(math.isnan(v) for v in WeightDiagnostics().means().values())
 
 
-def _rows(run, drop=("steps_per_s", *DIAGNOSTICS)):
+def _rows(run, drop=("steps_per_s", *DIAGNOSTICS, *SENSITIVITY)):
     with open(run / "metrics.csv", newline="") as f:
         return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(f)]
 
@@ -89,6 +94,7 @@ def test_cmfq_logs_its_diagnostics_and_measuring_them_changes_nothing(tmp_path, 
     assert all(0 <= row["mean_shift"] <= 2 and 0 <= row["uniform_fallback"] <= 1 for row in logged)
 
     monkeypatch.setattr(WeightDiagnostics, "add", lambda self, values, actions: None)
+    monkeypatch.setattr(NeighborSensitivity, "add", lambda self, team, x, rows: None)
     blind = train(TrainConfig(out=str(tmp_path / "blind"), **config), progress=False)
     assert all(v == "nan" for row in _rows(blind, drop=()) for k, v in row.items()
                if k in DIAGNOSTICS)
@@ -110,3 +116,51 @@ def test_cmfq_with_uniform_weights_is_mfq(tmp_path):
     control = _rows(runs["uniform"], drop=())
     assert all(float(row["weight_entropy"]) == pytest.approx(1.0) for row in control)
     assert all(float(row["mean_shift"]) == 0.0 for row in control)
+
+
+def test_sensitivity_is_the_kl_of_the_policy_when_the_neighbour_input_moves():
+    """The measure by hand on a sample: every 8th row over the decisions added, KL at τ = 0.1
+    to the uniform input and to the sample rolled by half; a network's own floor is itself."""
+    torch.manual_seed(0)
+    algo, fresh = make_algorithm("mfq", SPEC), make_algorithm("mfq", SPEC)
+    g = torch.Generator().manual_seed(3)
+    teams = [TeamInput(torch.rand(n, 7, 7, 3, generator=g), torch.rand(n, 6, generator=g),
+                       torch.zeros(n, 1, dtype=torch.int64), torch.zeros(n, 1, dtype=torch.int64))
+             for n in (13, 20)]
+    inputs = [torch.softmax(torch.randn(t.view.shape[0], 4, generator=g) * 3, 1) for t in teams]
+    sensitivity = NeighborSensitivity(algo, fresh)
+    for t, x in zip(teams, inputs, strict=True):
+        sensitivity.add(t, x, rows=t.view.shape[0])
+    got = sensitivity.means()
+    # The sample: rows 0 and 8 of the first decision (13 rows), then rows 3, 11 and 19 of the
+    # second (its rows 13 + 3, ... are the 16th, ... row seen).
+    view = torch.cat([teams[0].view[:9:8], teams[1].view[3::8]])
+    features = torch.cat([teams[0].features[:9:8], teams[1].features[3::8]])
+    x = torch.cat([inputs[0][:9:8], inputs[1][3::8]])
+    assert x.shape[0] == 5
+
+    def kl(net, other):
+        emb = net.embed(view, features)
+        logp = torch.log_softmax(net.head(emb, x).double() / 0.1, 1)
+        logq = torch.log_softmax(net.head(emb, other).double() / 0.1, 1)
+        return float((logp.exp() * (logp - logq)).sum(1).mean())
+
+    with torch.no_grad():
+        assert got["sensitivity"] == pytest.approx(kl(algo.net, torch.full_like(x, 0.25)))
+        assert got["sensitivity_swap"] == pytest.approx(kl(algo.net, x.roll(2, 0)))
+        assert got["sensitivity_floor"] == pytest.approx(kl(fresh.net, torch.full_like(x, 0.25)))
+    assert got["sensitivity"] != got["sensitivity_floor"]
+    assert all(math.isnan(v) for v in NeighborSensitivity(algo, fresh).means().values())
+
+
+@pytest.mark.parametrize("algo", ["il", "cmfq"])
+def test_every_run_logs_its_sensitivity_from_its_initial_level(tmp_path, algo):
+    """Round 0 acts with the initial network: its sensitivity is its floor exactly. IL's
+    neighbour input is always zero, so swapping it moves nothing."""
+    run = train(TrainConfig(algo=algo, out=str(tmp_path / "run"), **TINY), progress=False)
+    rows = [{k: float(row[k]) for k in SENSITIVITY} for row in _rows(run, drop=())]
+    assert rows[0]["sensitivity"] == rows[0]["sensitivity_floor"] > 0
+    assert rows[0]["sensitivity_swap"] == rows[0]["sensitivity_swap_floor"]
+    assert all(math.isfinite(v) and v >= 0 for row in rows for v in row.values())
+    if algo == "il":
+        assert all(row["sensitivity_swap"] == 0 for row in rows)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from cmfq.algos.common import Algorithm, TeamInput
-from cmfq.algos.diagnostics import WeightDiagnostics
+from cmfq.algos.diagnostics import NeighborSensitivity, WeightDiagnostics
 from cmfq.envs import Observation, neighbor_actions, neighborhoods, pad_neighbors
 
 MIN_ROWS = 16
@@ -41,12 +41,14 @@ class Policy:
     parameters (cmfq's acting step then runs the fused op there); the decisions come back as
     numpy arrays. With ``measure_weights``, ``diagnostics`` sums up how the neighbours were
     weighted over all decisions (training logs its means each round; evaluation does not measure,
-    which saves about 5% of cmfq's acting).
+    which saves about 5% of cmfq's acting). With a ``sensitivity_floor`` (the same architecture
+    freshly initialised), ``sensitivity`` measures how much the policy, and the floor's, move
+    with the neighbour input on a sample of the decisions (``algos.diagnostics``).
     """
 
     def __init__(
         self, algo: Algorithm, *, temperature: float, radius: float | None, k_max: int, seed: int,
-        measure_weights: bool = False,
+        measure_weights: bool = False, sensitivity_floor: Algorithm | None = None,
     ) -> None:
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
@@ -60,6 +62,10 @@ class Policy:
         self.diagnostics = WeightDiagnostics() if measure_weights else None
         """The neighbour-weight statistics of this policy's decisions (``algos.diagnostics``), or
         None without ``measure_weights``."""
+        self.sensitivity = (
+            None if sensitivity_floor is None else NeighborSensitivity(algo, sensitivity_floor))
+        """The neighbour sensitivity of a sample of this policy's decisions and its floor, or None
+        without a ``sensitivity_floor``."""
         self._min_rows = 0
         """A forward's rows at least (padded): set on forks."""
         self._min_width = 0
@@ -134,6 +140,8 @@ class Policy:
         values = self.algo.q_values(team)
         if self.diagnostics is not None:
             self.diagnostics.add(values, team.neighbor_actions)  # padded rows have no neighbours
+        if self.sensitivity is not None:
+            self.sensitivity.add(team, values.neighbor_input, rows)
         q, mean = values.q[:rows], values.neighbor_input[:rows]
         teams_of: dict[torch.Generator, list[int]] = {}
         for j, generator in enumerate(generators):

@@ -1,4 +1,5 @@
-"""Batched magent2 environments (``battle``, ``tiger-deer``) and agent neighbourhoods.
+"""Batched magent2 environments (``battle``, ``tiger-deer``), the ``consensus`` lattice game, and
+agent neighbourhoods.
 
 ``make_env(name, map_size, seed=..., **options)`` builds one; see ``GridEnv`` for the API.
 """
@@ -6,19 +7,24 @@
 from __future__ import annotations
 
 from cmfq.envs.battle import BattleEnv
+from cmfq.envs.consensus import ConsensusEnv, ConsensusGames
 from cmfq.envs.gridworld import GridEnv, GroupSpec, Observation, StepResult
 from cmfq.envs.neighborhood import neighbor_actions, neighborhoods, pad_neighbors
 from cmfq.envs.tiger_deer import TigerDeerEnv
 
-ENVS: dict[str, type[GridEnv]] = {"battle": BattleEnv, "tiger-deer": TigerDeerEnv}
+ENVS: dict[str, type[GridEnv] | type[ConsensusEnv]] = {
+    "battle": BattleEnv, "tiger-deer": TigerDeerEnv, "consensus": ConsensusEnv,
+}
+"""The envs by name; ``ConsensusEnv`` has ``GridEnv``'s interface without magent2's engine."""
 
 
 def make_env(name: str, map_size: int, *, seed: int, **options) -> GridEnv:
-    """A batched env by name: ``"battle"`` or ``"tiger-deer"``.
+    """A batched env by name: ``"battle"``, ``"tiger-deer"`` or ``"consensus"``.
 
     ``options`` go to the env's constructor (battle: ``max_steps``, ``agents_per_side``, reward
     terms; tiger-deer: ``max_steps``, ``n_tigers``, ``n_deer`` or their densities,
-    ``tiger_step_recover``, ``tiger_attack_reward``...). The env has
+    ``tiger_step_recover``, ``tiger_attack_reward``...; consensus: ``consensus_actions``,
+    ``informed_share``, ``target_switch``). The env has
     ``groups`` (names; the first is the side a learner controls), ``specs``, ``map_size``,
     ``reset(seed)``, ``observe(g)``, ``step({g: actions})``, and after each step ``positions(g)``
     (int32 [n, 2] of the live agents) and ``alive(g)`` (mask over the agents that acted).
@@ -37,6 +43,8 @@ def make_env(name: str, map_size: int, *, seed: int, **options) -> GridEnv:
 __all__ = [
     "ENVS",
     "BattleEnv",
+    "ConsensusEnv",
+    "ConsensusGames",
     "GridEnv",
     "GroupSpec",
     "Observation",

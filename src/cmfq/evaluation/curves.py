@@ -23,8 +23,13 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 # ``win`` is 1 for a round won against the training opponent: its moving average is the win rate.
-DEFAULT_METRICS = ("reward", "kills", "win")
-TITLES = {"reward": "reward per agent", "win": "win rate vs training opponent"}
+DEFAULT_METRICS = ("reward", "kills", "win", "sensitivity")
+TITLES = {"reward": "reward per agent", "win": "win rate vs training opponent",
+          "sensitivity": "neighbour sensitivity (nats)"}
+# A metric logged with a ``<metric>_floor`` column (the neighbour sensitivity and the level of the
+# run's initial network) has its floor drawn dashed in its group's colour, on a log scale: the two
+# lie orders of magnitude apart.
+FLOOR_SUFFIX = "_floor"
 # Column names tried, in order, for the x axis; the row number is used when none is present.
 X_COLUMNS = ("round", "episode", "iteration", "step")
 # The bands around a group's mean: "ci", mean ± t·s/√n (the 95% interval of the mean over the
@@ -151,8 +156,8 @@ def plot_curves(
     runs: Sequence[Run], path: Path, metrics: Sequence[str] = DEFAULT_METRICS, window: int = 10,
     band: str = "ci",
 ) -> list[str]:
-    """Save one panel per metric that some run logged, each group's mean with its ``band``;
-    returns the metrics plotted."""
+    """Save one panel per metric that some run logged, each group's mean with its ``band`` (and
+    its floor, dashed, where the runs log one: ``FLOOR_SUFFIX``); returns the metrics plotted."""
     present = [m for m in metrics if any(m in run.columns for run in runs)]
     if not present:
         available = sorted({c for run in runs for c in run.columns})
@@ -165,7 +170,9 @@ def plot_curves(
     axes = fig.subplots(1, len(present), squeeze=False)[0]
     for ax, metric in zip(axes, present, strict=True):
         for colour_index, (group, members) in enumerate(groups.items()):
-            logged = [run for run in members if metric in run.columns]
+            # A column an algorithm logs as NaN throughout (cmfq's diagnostics in an mfq run).
+            logged = [run for run in members
+                      if metric in run.columns and not np.isnan(run.columns[metric]).all()]
             if not logged:
                 continue
             x, mean, spread = group_curve(logged, metric, window, band)
@@ -177,6 +184,12 @@ def plot_curves(
             if len(logged) > 1:
                 ax.fill_between(x, *band_edges(logged, metric, mean, spread), color=colour,
                                 alpha=0.2)
+            floor = metric + FLOOR_SUFFIX
+            if all(floor in run.columns for run in logged):
+                x, mean, _ = group_curve(logged, floor, window, band)
+                keep = np.isfinite(mean)
+                ax.plot(x[keep], mean[keep], color=colour, linestyle="--", linewidth=1)
+                ax.set_yscale("log")
         ax.set_xlabel(runs[0].x_name)
         ax.set_title(TITLES.get(metric, metric.replace("_", " ")))
         ax.grid(alpha=0.3)

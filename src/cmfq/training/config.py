@@ -20,6 +20,7 @@ except ModuleNotFoundError:  # Python 3.10
 from cmfq.algos import ALGOS, TD_TARGETS, AMFQOptions, CMFQOptions
 from cmfq.envs import ENVS
 from cmfq.envs.battle import BattleOptions
+from cmfq.envs.consensus import ConsensusOptions
 from cmfq.envs.tiger_deer import TigerDeerOptions
 from cmfq.options import check_bounds, option
 from cmfq.training.device import check_device_name
@@ -36,12 +37,13 @@ class RunOptions:
     common options, the loop and the runtime."""
 
     algo: str = option("cmfq", "Algorithm: il, mfq, amfq or cmfq.", choices=tuple(ALGOS))
-    env: str = option("battle", "Environment: battle or tiger-deer.", choices=tuple(ENVS))
+    env: str = option("battle", "Environment: battle, tiger-deer, or consensus (a lattice "
+                     "game where only the neighbours carry the target).", choices=tuple(ENVS))
     map_size: int = option(
         20, "Side of the square map (battle: 0.04 * map_size^2 agents a side).", positive=True)
     max_steps: int | None = option(
         None, "Steps per round at most (None: the env's default, 400 for battle, 300 for "
-        "tiger-deer).")
+        "tiger-deer, 25 for consensus).")
     minimap_mode: bool = option(
         True, "magent2's minimap: each team's density over the whole map as two view channels "
         "and the agent's position in the features, so agents find enemies beyond their view (the "
@@ -137,7 +139,9 @@ class RunOptions:
 
 
 @dataclass
-class TrainConfig(AMFQOptions, CMFQOptions, TigerDeerOptions, BattleOptions, RunOptions):
+class TrainConfig(
+    AMFQOptions, CMFQOptions, ConsensusOptions, TigerDeerOptions, BattleOptions, RunOptions
+):
     """Everything that defines a training run, as one flat set of fields (a TOML file's keys, the
     command line's flags): ``RunOptions``, then each env's and each algorithm's own options,
     declared beside the env or algorithm (``cmfq.envs.battle.BattleOptions``,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from torch.utils.tensorboard import SummaryWriter
 
-from cmfq.algos.diagnostics import DIAGNOSTICS
+from cmfq.algos.diagnostics import DIAGNOSTICS, SENSITIVITY
 
 if TYPE_CHECKING:
     from cmfq.training.run_folder import RunFolder
@@ -17,10 +17,12 @@ if TYPE_CHECKING:
 COLUMNS = (
     "round", "side", "steps", "temperature", "reward", "kills", "deaths", "survivors",
     "opponent_survivors", "win", "loss", "updates", "buffer", "steps_per_s", *DIAGNOSTICS,
+    *SENSITIVITY,
 )
 """The CSV columns; every column but ``round`` is also a TensorBoard scalar ``train/<column>``
 (but where NaN: e.g. the weight diagnostics of an algorithm without weights, see
-``cmfq.algos.diagnostics``)."""
+``cmfq.algos.diagnostics``). The neighbour sensitivity and its floor (``SENSITIVITY``) are
+logged for every algorithm."""
 
 
 class MetricsLog:

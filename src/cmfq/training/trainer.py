@@ -80,12 +80,15 @@ def resume(
 @dataclass
 class TrainingState:
     """What a run carries from round to round: the learner with its target network and optimizer
-    (``learning``), the replay buffer, and the opponent (a network in self-play, a fixed
-    checkpoint, or None)."""
+    (``learning``), the replay buffer, the opponent (a network in self-play, a fixed
+    checkpoint, or None), and the learner's initial network (``floor``)."""
 
     learning: Learner
     replay: ReplayBuffer
     opponent: Algorithm | Checkpoint | None
+    floor: Algorithm
+    """The learner's network as it was initialised: the floor of its neighbour sensitivity.
+    Rebuilt from the seed, not saved."""
 
     @property
     def learner(self) -> Algorithm:
@@ -128,6 +131,8 @@ def _run(
     learner = make_algorithm(config.algo, spec, **config.algo_options()).to(device)
     dtype = getattr(torch, config.train_dtype)
     learner.net.embed_dtype = dtype  # acting; the self-play opponent and the target are copies
+    floor = initial_network(config, spec, device)
+    floor.net.embed_dtype = dtype
     compiled = config.compile_step_on(device)
     training = TrainingState(
         learning=Learner(
@@ -138,6 +143,7 @@ def _run(
         ),
         replay=ReplayBuffer(config.replay_rows, spec.n_actions),
         opponent=_opponent(config, env, learner),
+        floor=floor,
     )
     start = 0 if saved is None else training.load_state_dict(saved)
 
@@ -180,7 +186,8 @@ def collect(
 ) -> tuple[list[int], list[GameResult], int, dict[str, float]]:
     """Play the round's games in lockstep and record them into the replay buffer; returns the
     side the learner played in each game, the games' results, the transitions added and the
-    means of the learner's neighbour-weight diagnostics over its decisions (``algos.diagnostics``).
+    means of the learner's neighbour-weight diagnostics over its decisions and its neighbour
+    sensitivity with its floor (``algos.diagnostics``).
 
     Each game draws the learner's side from its seed where the env's sides are alike (battle);
     the other side is the opponent, or random. The learner's team is recorded, and the
@@ -191,20 +198,23 @@ def collect(
     radius = config.neighborhood_radius(env.specs[env.groups[0]].view_radius)
     feed_opponent = isinstance(training.opponent, Algorithm) and config.learn_from_opponent
     learner_policy = Policy(training.learner, temperature=temperature, radius=radius,
-                            k_max=config.k_max, seed=seeds[0].act, measure_weights=True)
+                            k_max=config.k_max, seed=seeds[0].act, measure_weights=True,
+                            sensitivity_floor=training.floor)
     opponent_policy = _opponent_policy(config, training.opponent, temperature, radius,
                                        seed=seeds[0].opponent)
     sides = [game.side % 2 if env.symmetric else 0 for game in seeds]
     policies, record = [], []
     for game, side in zip(seeds, sides):
-        group, other = env.groups[side], env.groups[1 - side]
-        teams = {group: learner_policy}
+        group = env.groups[side]
+        teams, recorded = {group: learner_policy}, {group: training.replay}
         if env.symmetric:
+            other = env.groups[1 - side]
             random_team = RandomPolicy(env.specs[other].n_actions, seed=game.opponent)
             teams[other] = random_team if opponent_policy is None else opponent_policy
+            if feed_opponent:
+                recorded[other] = training.replay
         policies.append(teams)
-        record.append({group: training.replay, other: training.replay} if feed_opponent
-                      else {group: training.replay})
+        record.append(recorded)
     added_before = training.replay.added
     with ExitStack() as acting:
         for network in (training.learner, training.opponent):
@@ -212,7 +222,8 @@ def collect(
                 acting.enter_context(network.net.fixed_weights())
         results = play_games(envs, policies, seeds=[game.env for game in seeds], record=record)
     added = training.replay.added - added_before
-    return sides, results, added, learner_policy.diagnostics.means()
+    measured = learner_policy.diagnostics.means() | learner_policy.sensitivity.means()
+    return sides, results, added, measured
 
 
 def _metrics_row(
@@ -233,6 +244,15 @@ def _metrics_row(
         "buffer": buffer,
         "steps_per_s": steps / (time.perf_counter() - began),
     }
+
+
+def initial_network(config: TrainConfig, spec, device: torch.device) -> Algorithm:
+    """The learner's network as ``_run`` initialises it (the same seed, architecture and
+    options), built without touching the run's random streams."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        initial = make_algorithm(config.algo, spec, **config.algo_options())
+    return initial.to(device).requires_grad_(False)
 
 
 def _opponent(config: TrainConfig, env, learner: Algorithm) -> Algorithm | Checkpoint | None:
@@ -283,7 +303,10 @@ def round_seeds(seed: int, round_index: int, games: int) -> list[GameSeeds]:
 
 def _outcome(env, result: GameResult, side: int) -> dict[str, float]:
     """One game's metrics for the learner playing ``env.groups[side]``."""
-    mine, theirs = result.groups[env.groups[side]], result.groups[env.groups[1 - side]]
+    mine = result.groups[env.groups[side]]
+    # An env of one group (consensus) has no opponent: nobody survives on the other side.
+    theirs = result.groups[env.groups[1 - side]] if len(env.groups) > 1 else mine._replace(
+        survivors=0)
     won = env.won(mine.survivors, theirs.survivors)
     return {
         "side": side,
