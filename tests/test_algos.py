@@ -168,6 +168,8 @@ def test_the_distance_control_weights_in_proportion_to_the_distance():
     # ā = (3/4, 1/4): distances 1/8 for each 0 and 9/8 for the 1; all agree: uniform.
     torch.testing.assert_close(algo.weights(effects, actions),
                                torch.tensor([[1 / 12, 1 / 12, 1 / 12, 3 / 4], [0.5, 0.5, 0, 0]]))
+    assert not make_algorithm("cmfq", SPEC, weighting="uniform",
+                              weight_scores="distance").weights_here  # uniform stays MFQ's
     with pytest.raises(ValueError, match="softmax"):
         make_algorithm("cmfq", SPEC, weighting="softmax", weight_scores="distance")
     with pytest.raises(ValueError, match="weight_scores must be one of"):

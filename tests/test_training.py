@@ -188,7 +188,8 @@ def test_each_env_and_algorithm_brings_its_options():
     config = TrainConfig(algo="cmfq", env="tiger-deer", n_deer=7, weighting="softmax")
     assert config.algo_options() == {"gamma": 0.95, "td_target": "boltzmann",
                                      "causal_temperature": 0.1, "weighting": "softmax",
-                                     "weight_temperature": 1.0}
+                                     "weight_temperature": 1.0, "relative_temperature": 1.0,
+                                     "weight_scores": "effects", "fallback_effect": 0.01}
     assert "n_deer" in config.env_options() and "agents_per_side" not in config.env_options()
     assert TrainConfig(algo="mfq").algo_options() == {"gamma": 0.95, "td_target": "boltzmann"}
     with pytest.raises(ValueError, match="weighting must be one of"):

@@ -115,8 +115,9 @@ class CMFQ(MFQ):
     @property
     def weights_here(self) -> bool:
         """Whether the weights are computed here from the op's effects (the relative weighting,
-        the distance scores) rather than by the op."""
-        return self.weighting == "relative" or self.weight_scores == "distance"
+        the distance scores) rather than by the op; the uniform control ignores the scores."""
+        return self.weighting == "relative" or (
+            self.weight_scores == "distance" and self.weighting != "uniform")
 
     def q_values(self, team: TeamInput) -> QValues:
         with torch.no_grad():
