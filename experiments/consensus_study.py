@@ -179,14 +179,15 @@ def report(command: str) -> None:
         f"playing; {config.informed_share:.0%} of the agents see it, the others only see what "
         f"their neighbours (within 2 cells) did at the last step; after each step the target "
         f"changes with probability {config.target_switch}. {config.max_steps} steps a game, "
-        f"{config.rounds} rounds of {config.games} games, learning rate {config.lr}, the "
+        f"{config.rounds} rounds of {config.games_per_round} games, learning rate {config.lr}, the "
         "exploration temperature from 1 to 0.1 over 80% of the rounds; everything else the "
         "training defaults (`experiments/consensus/base.toml`).",
         "",
         f"{seeds} seeds of each variant; a variant's runs with one seed start from the same "
         "weights and play the same games with the same acting seeds, so the comparisons "
         "between variants are paired. A run's **return** is the mean reward per agent and "
-        f"game over its last {LAST} rounds ({LAST * config.games} games at temperature 0.1); "
+        f"game over its last {LAST} rounds ({LAST * config.games_per_round} games at "
+        "temperature 0.1); "
         "its **sensitivity** the mean KL between π(·|s, x) and π(·|s, uniform) at τ = 0.1 "
         "over the same rounds (docs/training.md, Metrics), beside its **floor**, the same "
         "measure of the run's initial network. Intervals: 95% t intervals over the seeds "

@@ -75,7 +75,7 @@ def test_env_plays_through_the_training_interface():
         env.step({"agents": np.full(25, 3)})
 
 
-SHORT = dict(env="consensus", map_size=8, rounds=24, temperature_decay_rounds=20, games=2,
+SHORT = dict(env="consensus", map_size=8, rounds=24, temperature_decay_rounds=20, games_per_round=2,
              lr=1e-3, replay_rows=20000, save_every=24)
 
 
