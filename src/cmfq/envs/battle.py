@@ -66,11 +66,7 @@ class BattleEnv(GridEnv):
         attack_penalty: float = BattleOptions.attack_penalty,
         attack_opponent_reward: float = BattleOptions.attack_opponent_reward,
     ) -> None:
-        if map_size < 12:
-            raise ValueError(f"battle needs map_size >= 12, got {map_size}")
-        n = int(AGENT_DENSITY * map_size**2) if agents_per_side is None else agents_per_side
-        if n < 1:
-            raise ValueError(f"agents_per_side must be >= 1, got {n}")
+        n = battle_agents_per_side(map_size, agents_per_side)
         self._rewards = dict(
             step_reward=step_reward,
             dead_penalty=dead_penalty,
@@ -119,6 +115,17 @@ class BattleEnv(GridEnv):
     def won(self, survivors: int, opponent_survivors: int) -> bool:
         """More survivors than the other side."""
         return survivors > opponent_survivors
+
+
+def battle_agents_per_side(map_size: int, agents_per_side: int | None) -> int:
+    """Agents a side of a battle map: the count given, or AGENT_DENSITY's. Raises ValueError for
+    a map under 12 cells a side or no agents."""
+    if map_size < 12:
+        raise ValueError(f"battle needs map_size >= 12, got {map_size}")
+    n = int(AGENT_DENSITY * map_size**2) if agents_per_side is None else agents_per_side
+    if n < 1:
+        raise ValueError(f"agents_per_side must be >= 1, got {n}")
+    return n
 
 
 def block_positions(map_size: int, n: int, gap: int = 3) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cmfq.envs.battle import AGENT_DENSITY, KILL_REWARD, block_positions
+from cmfq.envs.battle import (
+    KILL_REWARD,
+    BattleOptions,
+    battle_agents_per_side,
+    block_positions,
+)
 from cmfq.envs.torch_grid import AgentKind, TorchGridWorld
 
 
@@ -22,20 +27,16 @@ class TorchBattle(TorchGridWorld):
         map_size: int,
         *,
         max_steps: int = 400,
-        agents_per_side: int | None = None,
+        agents_per_side: int | None = BattleOptions.agents_per_side,
         minimap_mode: bool = True,
-        step_reward: float = -0.005,
-        dead_penalty: float = -0.1,
-        attack_penalty: float = -0.1,
-        attack_opponent_reward: float = 0.2,
+        step_reward: float = BattleOptions.step_reward,
+        dead_penalty: float = BattleOptions.dead_penalty,
+        attack_penalty: float = BattleOptions.attack_penalty,
+        attack_opponent_reward: float = BattleOptions.attack_opponent_reward,
         device: torch.device | str = "cpu",
         compile: bool = False,
     ) -> None:
-        if map_size < 12:
-            raise ValueError(f"battle needs map_size >= 12, got {map_size}")
-        n = int(AGENT_DENSITY * map_size**2) if agents_per_side is None else agents_per_side
-        if n < 1:
-            raise ValueError(f"agents_per_side must be >= 1, got {n}")
+        n = battle_agents_per_side(map_size, agents_per_side)
         self._blocks = block_positions(map_size, n)
         self.agents_per_side = n
         self.minimap_mode = bool(minimap_mode)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from cmfq.envs.tiger_deer import tiger_deer_counts
+from cmfq.envs.tiger_deer import TigerDeerOptions, tiger_deer_counts
 from cmfq.envs.torch_grid import AgentKind, TorchGridWorld
 
 
@@ -22,15 +22,15 @@ class TorchTigerDeer(TorchGridWorld):
         map_size: int,
         *,
         max_steps: int = 300,
-        n_tigers: int | None = None,
-        n_deer: int | None = None,
-        tiger_density: float = 0.01,
-        deer_density: float = 0.05,
+        n_tigers: int | None = TigerDeerOptions.n_tigers,
+        n_deer: int | None = TigerDeerOptions.n_deer,
+        tiger_density: float = TigerDeerOptions.tiger_density,
+        deer_density: float = TigerDeerOptions.deer_density,
         wall_density: float = 0.04,
         minimap_mode: bool = True,
-        tiger_step_recover: float = -0.1,
+        tiger_step_recover: float = TigerDeerOptions.tiger_step_recover,
         deer_attacked: float = -0.1,
-        tiger_attack_reward: float = 0.0,
+        tiger_attack_reward: float = TigerDeerOptions.tiger_attack_reward,
         device: torch.device | str = "cpu",
         compile: bool = False,
     ) -> None:
