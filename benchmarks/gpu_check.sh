@@ -82,7 +82,7 @@ wait "$tests"
 
 # The benchmarks, one JSON per mode (training: forward+backward), so that a timeout loses at most
 # one. torch.compile is timed in float32 at B=16384 only: its compilations would take most of the
-# time budget. B=1024 (the size of training's calls) only for the two formulations of the op.
+# time budget. B=1024 (the size of training's calls) only for the formulations of the fused op.
 shapes="((B16384-K32 or B131072-K32) and not naive and not (compiled and (bfloat16 or B131072)))"
 shapes="$shapes or (B1024-K32 and (fused or stacked or trunk))"
 for mode in forward training; do
