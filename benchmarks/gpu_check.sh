@@ -138,7 +138,7 @@ step profile-tf32 30 profile.txt python benchmarks/gpu_case.py --batch 16384 --s
 # The stacked formulation before its kernels last changed, built beside this one and timed on
 # the same machine: its forward and forward+backward at the benchmark's shapes, and its launches
 # per call.
-baseline=${STACKED_BASELINE:-3cee9da}
+baseline=${STACKED_BASELINE:-e7a8022}
 base_dir=""
 if [[ -d $baseline ]]; then
   base_dir=$(mktemp -d)
