@@ -118,3 +118,39 @@ def test_modules_the_kernels_do_not_evaluate_raise_at_the_call(part, modules, me
     # The generic path calls the modules as they are.
     out = cmfq.causal_weights(head, state, actions, formulation="generic")
     assert out.q_causal.shape == (3, 5)
+
+
+@pytest.mark.parametrize("formulation", ["per_agent", "stacked"])
+@pytest.mark.parametrize(
+    "action_hidden, action_scale, relu_last",
+    [((), 16.0, True), ((64, 32), 16.0, True), ((8,), 16.0, False), ((), 1.0, True)],
+)
+def test_a_scaled_or_empty_branch_is_evaluated_with_its_gradients(
+    formulation, action_hidden, action_scale, relu_last
+):
+    """The fused op takes ``action_scale`` folded into the first weight that reads x, and an empty
+    branch (x straight into the trunk): in float64 it agrees with the head's own forward (the
+    generic path) to rounding, values and gradients."""
+    head = cmfq.MeanFieldHead(12, 5, action_hidden=action_hidden, action_scale=action_scale,
+                              action_relu_last=relu_last).double()
+    state, actions = make_inputs(6, 4, head)
+
+    def results(path):
+        head.zero_grad()
+        s = state.clone().requires_grad_()
+        out = cmfq.causal_weights(head, s, actions, formulation=path)
+        (out.q_causal.square().sum() + out.weights.square().sum()).backward()
+        return [*out, s.grad] + [p.grad.clone() for p in head.parameters()]
+
+    for fused, reference in zip(results(formulation), results("generic"), strict=True):
+        torch.testing.assert_close(fused, reference, rtol=1e-9, atol=1e-12)
+
+
+def test_action_scale_scales_the_input():
+    head = cmfq.MeanFieldHead(12, 5, action_scale=16.0)
+    plain = cmfq.MeanFieldHead(12, 5)
+    plain.load_state_dict(head.state_dict())
+    state, x = torch.randn(3, 12), torch.rand(3, 5)
+    torch.testing.assert_close(head(state, x), plain(state, 16.0 * x))
+    with pytest.raises(ValueError, match="action_scale must be > 0"):
+        cmfq.MeanFieldHead(12, 5, action_scale=0.0)

@@ -187,11 +187,13 @@ def test_cli_help_documents_every_field(capsys, monkeypatch):
 def test_each_env_and_algorithm_brings_its_options():
     config = TrainConfig(algo="cmfq", env="tiger-deer", n_deer=7, weighting="softmax")
     assert config.algo_options() == {"gamma": 0.95, "td_target": "boltzmann",
+                                     "neighbor_branch": "published",
                                      "causal_temperature": 0.1, "weighting": "softmax",
                                      "weight_temperature": 1.0, "relative_temperature": 1.0,
                                      "weight_scores": "effects", "fallback_effect": 0.01}
     assert "n_deer" in config.env_options() and "agents_per_side" not in config.env_options()
-    assert TrainConfig(algo="mfq").algo_options() == {"gamma": 0.95, "td_target": "boltzmann"}
+    assert TrainConfig(algo="mfq").algo_options() == {"gamma": 0.95, "td_target": "boltzmann",
+                                                      "neighbor_branch": "published"}
     with pytest.raises(ValueError, match="weighting must be one of"):
         TrainConfig(weighting="max")
     with pytest.raises(ValueError, match="attention_dim must be > 0"):

@@ -11,7 +11,7 @@ from cmfq.algos.cmfq import CMFQ, CMFQOptions
 from cmfq.algos.common import TD_TARGETS, Algorithm, Batch, TeamInput
 from cmfq.algos.il import IL
 from cmfq.algos.mfq import MFQ
-from cmfq.algos.network import QNetwork
+from cmfq.algos.network import NEIGHBOR_BRANCHES, NetworkOptions, QNetwork
 from cmfq.algos.policy import Decision, Policy, RandomPolicy
 
 ALGOS: dict[str, type[Algorithm]] = {cls.name: cls for cls in (IL, MFQ, AMFQ, CMFQ)}
@@ -20,7 +20,8 @@ ALGOS: dict[str, type[Algorithm]] = {cls.name: cls for cls in (IL, MFQ, AMFQ, CM
 def make_algorithm(name: str, spec, **options) -> Algorithm:
     """An algorithm by name for a group with ``spec`` (a ``cmfq.envs.GroupSpec``).
 
-    ``options``: ``gamma``, ``td_target`` (one of ``TD_TARGETS``), and the fields of the
+    ``options``: ``gamma``, ``td_target`` (one of ``TD_TARGETS``), ``neighbor_branch`` (one of
+    ``NEIGHBOR_BRANCHES``, the network's, alike for every algorithm), and the fields of the
     algorithm's own options dataclass (``ALGOS[name].options``: ``CMFQOptions``, ``AMFQOptions``).
     """
     if name not in ALGOS:
@@ -39,6 +40,8 @@ __all__ = [
     "Decision",
     "IL",
     "MFQ",
+    "NEIGHBOR_BRANCHES",
+    "NetworkOptions",
     "Policy",
     "QNetwork",
     "RandomPolicy",

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cmfq.algos.common import Algorithm, Batch, QValues, TeamInput, td_loss
+from cmfq.algos.network import NetworkOptions
 from cmfq.envs import GroupSpec
 from cmfq.options import option
 
@@ -42,9 +43,10 @@ class AMFQ(Algorithm):
         *,
         gamma: float = 0.95,
         td_target: str = "boltzmann",
+        neighbor_branch: str = NetworkOptions.neighbor_branch,
         attention_dim: int = AMFQOptions.attention_dim,
     ) -> None:
-        super().__init__(spec, gamma=gamma, td_target=td_target)
+        super().__init__(spec, gamma=gamma, td_target=td_target, neighbor_branch=neighbor_branch)
         state_dim = self.net.head.state_dim
         self.query = nn.Linear(state_dim, attention_dim)
         self.key = nn.Linear(state_dim, attention_dim)

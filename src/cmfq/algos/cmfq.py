@@ -38,6 +38,7 @@ from cmfq import causal_weights
 from cmfq._C import WEIGHTINGS as OP_WEIGHTINGS
 from cmfq.algos.common import QValues, TeamInput, mean_action
 from cmfq.algos.mfq import MFQ
+from cmfq.algos.network import NetworkOptions
 from cmfq.envs import GroupSpec
 from cmfq.options import check_bounds, option
 
@@ -90,6 +91,7 @@ class CMFQ(MFQ):
         *,
         gamma: float = 0.95,
         td_target: str = "boltzmann",
+        neighbor_branch: str = NetworkOptions.neighbor_branch,
         causal_temperature: float = CMFQOptions.causal_temperature,
         weighting: str = CMFQOptions.weighting,
         weight_temperature: float = CMFQOptions.weight_temperature,
@@ -97,7 +99,7 @@ class CMFQ(MFQ):
         weight_scores: str = CMFQOptions.weight_scores,
         fallback_effect: float = CMFQOptions.fallback_effect,
     ) -> None:
-        super().__init__(spec, gamma=gamma, td_target=td_target)
+        super().__init__(spec, gamma=gamma, td_target=td_target, neighbor_branch=neighbor_branch)
         check_bounds(CMFQOptions(causal_temperature, weighting, weight_temperature,
                                  relative_temperature, weight_scores, fallback_effect))
         if weight_scores == "distance" and weighting == "softmax":

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmfq.algos.network import QNetwork
+from cmfq.algos.network import NetworkOptions, QNetwork
 from cmfq.envs import GroupSpec
 
 
@@ -138,7 +138,8 @@ class Algorithm(nn.Module, ABC):
     """True if ``loss`` reads the neighbours' observations (the batch then carries them)."""
 
     def __init__(
-        self, spec: GroupSpec, *, gamma: float = 0.95, td_target: str = "boltzmann"
+        self, spec: GroupSpec, *, gamma: float = 0.95, td_target: str = "boltzmann",
+        neighbor_branch: str = NetworkOptions.neighbor_branch,
     ) -> None:
         super().__init__()
         if td_target not in TD_TARGETS:
@@ -146,7 +147,7 @@ class Algorithm(nn.Module, ABC):
         self.spec = spec
         self.gamma = gamma
         self.td_target = td_target
-        self.net = QNetwork(spec)
+        self.net = QNetwork(spec, neighbor_branch)
 
     @property
     def device(self) -> torch.device:

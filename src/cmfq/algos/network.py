@@ -5,12 +5,36 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from cmfq import MeanFieldHead
 from cmfq.envs import GroupSpec
+from cmfq.options import option
+
+NEIGHBOR_BRANCHES: dict[str, dict] = {
+    "published": {"action_hidden": (64, 32)},
+    "counts": {"action_hidden": (64, 32), "action_scale": 16.0},
+    "direct": {"action_hidden": ()},
+    "wide": {"action_hidden": (128, 128)},
+}
+"""``MeanFieldHead`` arguments of each way of taking the neighbours' mean action ā: the original
+MFQ network's action branch (64, 32); the same on ā x 16, the scale of neighbour counts in a
+16-agent team (a constant, so that the fused op's interventions are scaled alike); ā straight
+into the trunk, no branch; a wider branch (128, 128)."""
+
+
+@dataclass
+class NetworkOptions:
+    """The options of ``QNetwork``, alike for every algorithm (a fair comparison)."""
+
+    neighbor_branch: str = option(
+        "published", "How the network takes the neighbours' mean action: published (the original "
+        "MFQ branch, 64 then 32 wide), counts (the same on 16 x the mean action, the scale of "
+        "neighbour counts), direct (the mean action straight into the trunk), wide (a branch "
+        "128 then 128 wide). A checkpoint records it.", choices=tuple(NEIGHBOR_BRANCHES))
 
 
 class QNetwork(nn.Module):
@@ -18,13 +42,19 @@ class QNetwork(nn.Module):
 
     The view (``[n, H, W, C]``) goes through two 3x3 convolutions of 32 channels and a dense 256,
     the feature vector through a dense 32; their concatenation is the state embedding (288 wide)
-    that ``head`` (a ``MeanFieldHead``: action branch 64, 32; trunk 128, 64) combines with the
-    neighbours' (mean) action x. The embedding does not depend on x, so ``embed`` runs once per
-    observation however many interventions ``causal_weights`` evaluates on ``head``.
+    that ``head`` (a ``MeanFieldHead``: action branch 64, 32 by default, see ``neighbor_branch``;
+    trunk 128, 64) combines with the neighbours' (mean) action x. The embedding does not depend
+    on x, so ``embed`` runs once per observation however many interventions ``causal_weights``
+    evaluates on ``head``.
     """
 
-    def __init__(self, spec: GroupSpec) -> None:
+    def __init__(
+        self, spec: GroupSpec, neighbor_branch: str = NetworkOptions.neighbor_branch
+    ) -> None:
         super().__init__()
+        if neighbor_branch not in NEIGHBOR_BRANCHES:
+            raise ValueError(f"neighbor_branch must be one of {tuple(NEIGHBOR_BRANCHES)}, got "
+                             f"{neighbor_branch!r}")
         height, width, channels = spec.view_shape
         if height < 5 or width < 5:
             raise ValueError(f"the view of group {spec.name!r} is {height}x{width}; need >= 5x5")
@@ -42,7 +72,7 @@ class QNetwork(nn.Module):
             nn.ReLU(),
         )
         self.feature_encoder = nn.Sequential(nn.Linear(spec.feature_dim, 32), nn.ReLU())
-        self.head = MeanFieldHead(256 + 32, spec.n_actions)
+        self.head = MeanFieldHead(256 + 32, spec.n_actions, **NEIGHBOR_BRANCHES[neighbor_branch])
         self.n_actions = spec.n_actions
 
     embed_dtype: torch.dtype = torch.float32

@@ -51,6 +51,11 @@ class MeanFieldHead(nn.Module):
     the weights (``load_state_dict``, or assigning their own ``Sequential``: the fused op then
     evaluates it if it is Linear layers with a ReLU between two, and raises otherwise).
 
+    ``action_scale`` multiplies ``x`` before the action branch (or, with an empty
+    ``action_hidden``, before the trunk): a mean action at the scale of neighbour counts rather
+    than of a distribution. The fused kernels take it folded into the first weight that reads
+    ``x`` (``W (c x) = (c W) x``), which gradients flow through.
+
     ``action_relu_last=False`` leaves out the ReLU after the action branch's last Linear, as the
     PyTorch port of MFQ (github.com/deligentfool/mfrl_pytorch) has it: its
     ``Linear(A, 64), ReLU, Linear(64, 32)`` (examples/mfq_port_weights.py). The fused kernels
@@ -65,6 +70,7 @@ class MeanFieldHead(nn.Module):
         action_hidden: Sequence[int] = (64, 32),
         hidden: Sequence[int] = (128, 64),
         *,
+        action_scale: float = 1.0,
         action_relu_last: bool = True,
     ) -> None:
         super().__init__()
@@ -80,8 +86,11 @@ class MeanFieldHead(nn.Module):
             raise ValueError(
                 f"layer widths must be >= 1, got action_hidden={action_hidden}, hidden={hidden}"
             )
+        if not action_scale > 0:
+            raise ValueError(f"action_scale must be > 0, got {action_scale}")
         self.state_dim = state_dim
         self.n_actions = n_actions
+        self.action_scale = float(action_scale)
         self.action_hidden = action_hidden
         self.hidden = hidden
         self.action_encoder = nn.Sequential(*_mlp(n_actions, action_hidden, action_relu_last))
@@ -92,6 +101,8 @@ class MeanFieldHead(nn.Module):
 
     def forward(self, state: torch.Tensor, action_dist: torch.Tensor) -> torch.Tensor:
         """Action values [N, A] for states [N, state_dim] and action distributions [N, A]."""
+        if self.action_scale != 1.0:
+            action_dist = self.action_scale * action_dist
         return self.trunk(torch.cat([state, self.action_encoder(action_dist)], dim=-1))
 
     def linear_layers(self) -> tuple[list[torch.Tensor], ...]:
@@ -103,18 +114,26 @@ class MeanFieldHead(nn.Module):
             raise ValueError(
                 "MeanFieldHead.trunk must end with a Linear to the action values (no ReLU after it)"
             )
+        encoder_w, encoder_b = [m.weight for m in encoder], [m.bias for m in encoder]
         first_w, first_b = trunk[0].weight, trunk[0].bias
-        if encoder and not encoder_relu_last:
+        if self.action_scale != 1.0:  # W (c x) = (c W) x, in the first layer that reads x
+            if encoder_w:
+                encoder_w[0] = self.action_scale * encoder_w[0]
+            else:
+                split = first_w.shape[1] - self.n_actions
+                first_w = torch.cat(
+                    [first_w[:, :split], self.action_scale * first_w[:, split:]], dim=1)
+        if encoder_w and not encoder_relu_last:
             # W1 [s; W e + b] + b1 = [W1s, W1a W] [s; e] + (b1 + W1a b): the last encoder Linear
             # folded into the first trunk layer, so that every encoder layer has its ReLU.
-            last = encoder.pop()
-            split = first_w.shape[1] - last.weight.shape[0]
+            last_w, last_b = encoder_w.pop(), encoder_b.pop()
+            split = first_w.shape[1] - last_w.shape[0]
             action_w = first_w[:, split:]
-            first_w = torch.cat([first_w[:, :split], action_w @ last.weight], dim=1)
-            first_b = first_b + action_w @ last.bias
+            first_w = torch.cat([first_w[:, :split], action_w @ last_w], dim=1)
+            first_b = first_b + action_w @ last_b
         return (
-            [m.weight for m in encoder],
-            [m.bias for m in encoder],
+            encoder_w,
+            encoder_b,
             [first_w] + [m.weight for m in trunk[1:]],
             [first_b] + [m.bias for m in trunk[1:]],
         )

@@ -17,7 +17,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from cmfq.algos import ALGOS, TD_TARGETS, AMFQOptions, CMFQOptions
+from cmfq.algos import ALGOS, TD_TARGETS, AMFQOptions, CMFQOptions, NetworkOptions
 from cmfq.envs import ENVS
 from cmfq.envs.battle import BattleOptions
 from cmfq.envs.consensus import ConsensusOptions
@@ -140,7 +140,8 @@ class RunOptions:
 
 @dataclass
 class TrainConfig(
-    AMFQOptions, CMFQOptions, ConsensusOptions, TigerDeerOptions, BattleOptions, RunOptions
+    AMFQOptions, CMFQOptions, NetworkOptions, ConsensusOptions, TigerDeerOptions, BattleOptions,
+    RunOptions,
 ):
     """Everything that defines a training run, as one flat set of fields (a TOML file's keys, the
     command line's flags): ``RunOptions``, then each env's and each algorithm's own options,
@@ -224,7 +225,8 @@ class TrainConfig(
     def algo_options(self) -> dict:
         """The options of ``cmfq.algos.make_algorithm`` that this config sets."""
         own = ALGOS[self.algo].options
-        names = ["gamma", "td_target"] + ([f.name for f in fields(own)] if own else [])
+        names = ["gamma", "td_target", "neighbor_branch"]
+        names += [f.name for f in fields(own)] if own else []
         return {n: getattr(self, n) for n in names}
 
     def to_dict(self) -> dict:
