@@ -87,14 +87,20 @@ void run_kernel(const Params& p) {
   }
 }
 
+// Whether a CPU call with `formulation` for `state`'s agents runs the stacked formulation (else
+// the per-agent kernel); its forward and backward ask alike.
+bool runs_stacked(c10::string_view formulation, const at::Tensor& state) {
+  return resolve_formulation(std::string(formulation), /*cuda=*/false, state.size(0)) ==
+         Formulation::kStacked;
+}
+
 Outputs causal_weights_cpu(const at::Tensor& state, const at::Tensor& neighbor_actions,
                            const at::Tensor& neighbor_mask, at::TensorList encoder_weights,
                            at::TensorList encoder_biases, at::TensorList trunk_weights,
                            at::TensorList trunk_biases, double temperature,
                            c10::string_view weighting, double weight_temperature,
                            c10::string_view formulation) {
-  const bool stacked =
-      resolve_formulation(std::string(formulation), /*cuda=*/false, state.size(0)) == Formulation::kStacked;
+  const bool stacked = runs_stacked(formulation, state);
   auto call = prepare_call(state, neighbor_actions, neighbor_mask, encoder_weights,
                            encoder_biases, trunk_weights, trunk_biases, temperature,
                            std::string(weighting), weight_temperature, !stacked);
@@ -144,8 +150,7 @@ GradOutputs causal_weights_backward_cpu(
     at::TensorList trunk_biases, double temperature, c10::string_view weighting,
     double weight_temperature, const at::Tensor& weights, const at::Tensor& effects,
     const at::Tensor& causal_mean_action, c10::string_view formulation) {
-  const bool stacked =
-      resolve_formulation(std::string(formulation), /*cuda=*/false, state.size(0)) == Formulation::kStacked;
+  const bool stacked = runs_stacked(formulation, state);
   auto call = prepare_call(state, neighbor_actions, neighbor_mask, encoder_weights,
                            encoder_biases, trunk_weights, trunk_biases, temperature,
                            std::string(weighting), weight_temperature, !stacked);

@@ -51,7 +51,8 @@ __device__ void warp_combine_weights(const T* effects, const bool* mask, int slo
     normaliser = warp_sum(normaliser);
   }
   for (int k = lane; k < slots; k += kWarpSize) {
-    weights[k] = slot_weight(effects[k], mask[k], totals, normaliser, weighting, weight_temperature);
+    weights[k] =
+        slot_weight(effects[k], mask[k], totals, normaliser, weighting, weight_temperature);
   }
 }
 

@@ -171,7 +171,9 @@ template <typename T>
 CMFQ_HD void combine_weights(const T* effects, const bool* mask, int slots, Weighting weighting,
                              T weight_temperature, T* weights) {
   WeightTotals<T> totals;
-  for (int k = 0; k < slots; ++k) totals = add_slot(totals, effects[k], mask[k], weight_temperature);
+  for (int k = 0; k < slots; ++k) {
+    totals = add_slot(totals, effects[k], mask[k], weight_temperature);
+  }
   T normaliser = T(0);
   if (weighting == Weighting::kSoftmax) {
     for (int k = 0; k < slots; ++k) {
@@ -179,7 +181,8 @@ CMFQ_HD void combine_weights(const T* effects, const bool* mask, int slots, Weig
     }
   }
   for (int k = 0; k < slots; ++k) {
-    weights[k] = slot_weight(effects[k], mask[k], totals, normaliser, weighting, weight_temperature);
+    weights[k] =
+        slot_weight(effects[k], mask[k], totals, normaliser, weighting, weight_temperature);
   }
 }
 
