@@ -10,6 +10,11 @@ import magent2
 from cmfq.envs.gridworld import GridEnv
 from cmfq.options import option
 
+WALL_DENSITY = 0.04
+"""Walls per cell of a tiger-deer map, as magent2's game."""
+DEER_ATTACKED = -0.1
+"""Reward of a deer each time a tiger attacks it, as magent2's game."""
+
 
 @dataclass
 class TigerDeerOptions:
@@ -67,11 +72,11 @@ class TigerDeerEnv(GridEnv):
         n_deer: int | None = TigerDeerOptions.n_deer,
         tiger_density: float = TigerDeerOptions.tiger_density,
         deer_density: float = TigerDeerOptions.deer_density,
-        wall_density: float = 0.04,
+        wall_density: float = WALL_DENSITY,
         minimap_mode: bool = True,
         id_embedding: bool = False,
         tiger_step_recover: float = TigerDeerOptions.tiger_step_recover,
-        deer_attacked: float = -0.1,
+        deer_attacked: float = DEER_ATTACKED,
         tiger_attack_reward: float = TigerDeerOptions.tiger_attack_reward,
     ) -> None:
         self.n_tigers, self.n_deer, self.n_walls = tiger_deer_counts(

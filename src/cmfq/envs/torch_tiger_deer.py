@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from cmfq.envs.tiger_deer import TigerDeerOptions, tiger_deer_counts
+from cmfq.envs.tiger_deer import (
+    DEER_ATTACKED,
+    WALL_DENSITY,
+    TigerDeerOptions,
+    tiger_deer_counts,
+)
 from cmfq.envs.torch_grid import AgentKind, TorchGridWorld
 
 
@@ -26,10 +31,10 @@ class TorchTigerDeer(TorchGridWorld):
         n_deer: int | None = TigerDeerOptions.n_deer,
         tiger_density: float = TigerDeerOptions.tiger_density,
         deer_density: float = TigerDeerOptions.deer_density,
-        wall_density: float = 0.04,
+        wall_density: float = WALL_DENSITY,
         minimap_mode: bool = True,
         tiger_step_recover: float = TigerDeerOptions.tiger_step_recover,
-        deer_attacked: float = -0.1,
+        deer_attacked: float = DEER_ATTACKED,
         tiger_attack_reward: float = TigerDeerOptions.tiger_attack_reward,
         device: torch.device | str = "cpu",
         compile: bool = False,
