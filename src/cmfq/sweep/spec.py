@@ -9,13 +9,26 @@
     [resources]                       # Ray resources of each run (fractions allowed)
     cpus_per_run = 1
     gpus_per_run = 0
+
+Runs that differ in more than one field at a time are named variants: each ``[variants.NAME]``
+table holds its fields, and the grid's ``variant`` key lists the names to combine (the run's
+``label`` is its variant's name, so ``--group-by label`` groups the seeds of one variant):
+
+    [grid]
+    seed = [0, 1, 2]                  # the first key varies slowest: seed 0 of every variant first
+    variant = ["mfq", "cmfq-relative"]
+    [variants.mfq]
+    algo = "mfq"
+    [variants.cmfq-relative]
+    algo = "cmfq"
+    weighting = "relative"
 """
 
 from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 try:
@@ -25,7 +38,9 @@ except ModuleNotFoundError:  # Python 3.10
 
 from cmfq.training.config import RENAMED, TrainConfig
 
-TABLES = ("base", "grid", "resources")
+TABLES = ("base", "grid", "resources", "variants")
+VARIANT = "variant"
+"""The grid key that picks a ``[variants]`` table."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +81,9 @@ class SweepSpec:
     grid: dict[str, list]
     """TrainConfig field -> the values it takes, in order."""
     resources: Resources
+    variants: dict[str, dict] = field(default_factory=dict)
+    """Variant name -> the TrainConfig fields it sets (over ``base``, under the grid's other
+    values); the grid's ``variant`` key lists the names to train."""
 
     @classmethod
     def from_toml(cls, path: str | Path) -> SweepSpec:
@@ -76,7 +94,7 @@ class SweepSpec:
         unknown = sorted(set(data) - {"config", *TABLES})
         if unknown:
             raise ValueError(f"{path}: unknown keys {unknown}; a sweep file has config, "
-                             f"[base], [grid] and [resources]")
+                             f"[base], [grid], [resources] and [variants]")
         base, grid = data.get("base", {}), data.get("grid", {})
         both = sorted(set(base) & set(grid))
         if both:
@@ -90,12 +108,15 @@ class SweepSpec:
         extra = sorted(set(data.get("resources", {})) - known)
         if extra:
             raise ValueError(f"{path}: unknown resources {extra}; known: {sorted(known)}")
-        return cls(base, grid, Resources(**data.get("resources", {})))
+        return cls(base, grid, Resources(**data.get("resources", {})), data.get("variants", {}))
 
     def __post_init__(self) -> None:
         # Former names (RENAMED) still work: TrainConfig says they are old.
         known = ({f.name for f in fields(TrainConfig)} | set(RENAMED)) - {"out"}
-        for table, keys in (("base", self.base), ("grid", self.grid)):
+        tables = [("base", self.base), ("grid", {k: v for k, v in self.grid.items()
+                                                 if k != VARIANT or not self.variants})]
+        tables += [(f"variants.{name}", fields_) for name, fields_ in self.variants.items()]
+        for table, keys in tables:
             unknown = sorted(set(keys) - known)
             if unknown:
                 raise ValueError(f"[{table}] has unknown keys {unknown} (the sweep sets out); "
@@ -103,6 +124,16 @@ class SweepSpec:
         for key, values in self.grid.items():
             if not isinstance(values, list) or not values:
                 raise ValueError(f"grid.{key} must be a non-empty list of values, got {values!r}")
+        if self.variants:
+            missing = sorted(set(self.grid.get(VARIANT, [])) - set(self.variants))
+            if VARIANT not in self.grid or missing:
+                raise ValueError(f"grid.variant must list [variants] names ({sorted(self.variants)})"
+                                 f"{f', not {missing}' if missing else ''}")
+            for name, fields_ in self.variants.items():
+                clash = sorted(set(fields_) & (set(self.grid) | {"label"}))
+                if clash:
+                    raise ValueError(f"[variants.{name}] sets {clash}, which the grid (or the "
+                                     f"variant's name, label) sets")
 
     def runs(self, out: Path) -> list[Run]:
         """Every combination of the grid, the first key varying slowest, each in its folder
@@ -111,8 +142,12 @@ class SweepSpec:
         for combination in itertools.product(*self.grid.values()):
             values = dict(zip(self.grid, combination))
             name = run_name(values)
+            fields_ = dict(values)
+            if self.variants:
+                variant = fields_.pop(VARIANT)
+                fields_ = self.variants[variant] | fields_ | {"label": variant}
             try:
-                config = TrainConfig.from_dict(self.base | values | {"out": str(out / name)})
+                config = TrainConfig.from_dict(self.base | fields_ | {"out": str(out / name)})
             except (TypeError, ValueError) as err:
                 raise ValueError(f"run {name}: {err}") from err
             runs.append(Run(name, values, config))

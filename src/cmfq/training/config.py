@@ -63,6 +63,10 @@ class RunOptions:
     seed: int = option(
         0, "Seed of everything: network init, the env's placements, action sampling, replay "
         "draws.")
+    label: str = option(
+        "", "The run's name among runs that differ in more than the algorithm (a sweep's "
+        "[variants] set it to the variant's name): group runs by it with --group-by label. "
+        "Empty: none.")
     neighborhood: str = option(
         "local", "local: the k_max nearest live teammates within radius; global: the whole live "
         "team.", choices=("local", "global"))
