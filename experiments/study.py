@@ -7,10 +7,13 @@ interrupted study continues where it stopped:
 
 Stages, in order (``--stages`` runs a subset):
 
-train      ``cmfq sweep`` of experiments/battle.toml and experiments/tiger-deer.toml into
-           experiments/runs/ENV/ (finished runs are skipped, interrupted ones resumed). A finished
-           run's ``config.toml``, ``metrics.csv`` and weights-only ``last.pt`` are committed
-           (the rest of its folder is git-ignored), so a fresh clone trains only what is missing.
+train      ``cmfq sweep`` of each of ``Plan.sweeps`` (experiments/battle.toml, its references
+           and experiments/tiger-deer.toml), each into experiments/runs/NAME/ for its file
+           experiments/NAME.toml (finished runs are skipped, interrupted ones resumed); then each
+           finished run's ``last.pt`` is stored in half precision. A finished run's
+           ``config.toml``, ``metrics.csv`` and weights-only ``last.pt`` are committed (the rest
+           of its folder is git-ignored), so a fresh clone trains only what is missing. The
+           later stages take the runs finished so far, so the study can be read as it grows.
 crossplay  ``cmfq tournament --pairs between-groups`` of every battle run and ``random`` at
            each map of ``Plan.maps`` (runs of one algorithm do not play each other). The
            tournament keeps the games its report already holds, so new runs cost only their games.
@@ -39,6 +42,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -51,12 +55,16 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from cmfq.algos.diagnostics import DIAGNOSTICS
+import torch
+
+from cmfq.algos import ALGOS
+from cmfq.algos.diagnostics import DIAGNOSTICS, SENSITIVITY
+from cmfq.evaluation.curves import run_group
 from cmfq.evaluation.report import read_report as load_report
 from cmfq.evaluation.stats import t_quantile_975
 from cmfq.sweep.spec import SweepSpec
-from cmfq.training.checkpoint import load_checkpoint
-from cmfq.training.run_folder import LAST_FILE, RunFolder
+from cmfq.training.checkpoint import load_checkpoint, store_half_precision
+from cmfq.training.run_folder import RunFolder
 
 # The study runs in the repository's root, so that the reports name checkpoints by paths
 # relative to it (experiments/runs/battle/algo=cmfq,seed=0/last.pt), the same on every machine.
@@ -67,6 +75,9 @@ ENVS = ("battle", "tiger-deer")
 # Training-log columns whose last rounds tell whether a run has stopped improving (kills are the
 # enemies killed in battle, the deer eaten in tiger-deer).
 PLATEAU_METRICS = ("reward", "kills")
+LAYOUTS = ("--layout", "shifted")
+"""The battle tournaments' start: the original blocks moved by an offset and gap drawn from
+each game's seed, mirrored for the two sides, so that a pair meets over games / 2 layouts."""
 KILL_SHARE = 0.9
 """What a picked battle model kills of a random team per game, at least, on either side at every
 map (when any run of its algorithm does)."""
@@ -77,10 +88,10 @@ CONCLUSION_MARK = "<!-- conclusion: written by a person after reading the tables
 class Plan:
     """What a study trains and how it evaluates; ``FULL`` and ``QUICK`` below."""
 
-    sweeps: dict[str, Path]
-    """env -> sweep config (``cmfq sweep`` TOML)."""
+    sweeps: dict[str, tuple[Path, ...]]
+    """env -> its sweep configs (``cmfq sweep`` TOML); each trains into ``runs / <file stem>``."""
     runs: Path
-    """Run folders, one subfolder per env."""
+    """Run folders, one subfolder per sweep file."""
     reports: Path
     """Tournament reports, figures and picks (committed beside the results page)."""
     page: Path
@@ -90,24 +101,30 @@ class Plan:
     maps: tuple[int, ...]
     """Battle cross-play maps, the training map first."""
     games: int
-    """Games per pair of models in cross-play. The comparison of two algorithms pools the pairs
-    of their runs (5 x 5 x 10 = 250 games), and its interval is set mostly by the seeds."""
+    """Games per pair of models in cross-play: ``games / 2`` layouts, each played twice with
+    the sides swapped."""
     tiger_games: int
     """Games per model in the tiger-deer evaluation."""
-    max_steps: int | None = None
-    """Steps per evaluation game (None: the env's)."""
+    max_steps: tuple[int | None, ...] = (None, None)
+    """Steps per battle evaluation game at each of ``maps`` (None: the env's 400): long enough
+    on the larger map that few games end at the limit rather than by a wipe-out."""
+    group_by: tuple[tuple[str, str], ...] = (("battle", "label"), ("tiger-deer", "algo"))
+    """env -> the config fields whose values group its runs: battle's sweeps name variants
+    (``label``), tiger-deer's runs differ by algorithm only."""
 
 
 FULL = Plan(
-    sweeps={env: HERE / f"{env}.toml" for env in ENVS},
+    sweeps={"battle": (HERE / "battle.toml", HERE / "battle-references.toml"),
+            "tiger-deer": (HERE / "tiger-deer.toml",)},
     runs=Path("experiments/runs"), reports=Path("docs/results"), page=Path("docs/results.md"),
-    models=Path("src/cmfq/pretrained/models"), maps=(20, 40), games=10, tiger_games=50,
+    models=Path("src/cmfq/pretrained/models"), maps=(20, 40), games=20, tiger_games=50,
+    max_steps=(None, 1200),
 )
 QUICK = Plan(
-    sweeps={env: HERE / "quick" / f"{env}.toml" for env in ENVS},
+    sweeps={env: (HERE / "quick" / f"{env}.toml",) for env in ENVS},
     runs=Path("runs/study-quick"), reports=Path("runs/study-quick/results"),
     page=Path("runs/study-quick/results.md"), models=Path("runs/study-quick/pretrained"),
-    maps=(12, 16), games=2, tiger_games=2, max_steps=30,
+    maps=(12, 16), games=4, tiger_games=2, max_steps=(30, 30),
 )
 
 
@@ -117,15 +134,35 @@ def cmfq(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "cmfq.cli", *map(str, args)], check=True)
 
 
+def planned_runs(plan: Plan, env: str) -> dict[Path, str]:
+    """The folder of every run that ``env``'s sweeps plan, in their order, with its group."""
+    keys = dict(plan.group_by)[env].split(",")
+    return {Path(run.config.out): "-".join(str(getattr(run.config, key)) for key in keys)
+            for config in plan.sweeps[env]
+            for run in SweepSpec.from_toml(config).runs(plan.runs / config.stem)}
+
+
 def finished_runs(plan: Plan, env: str) -> list[Path]:
-    """The ``last.pt`` of every finished run of ``env``, in a stable order."""
-    paths = sorted((plan.runs / env).rglob(LAST_FILE))
+    """The ``last.pt`` of every finished run that ``env``'s sweeps plan, in their order."""
+    paths = [RunFolder(run).last_file for run in planned_runs(plan, env)
+             if RunFolder(run).is_finished()]
     if not paths:
-        raise SystemExit(f"no runs in {plan.runs / env}; run the train stage first")
-    unfinished = [p for p in paths if not RunFolder(p.parent).is_finished()]
-    if unfinished:
-        raise SystemExit(f"unfinished runs (run the train stage again): {unfinished}")
+        raise SystemExit(f"no finished {env} runs under {plan.runs}; run the train stage first")
     return paths
+
+
+def group_of(plan: Plan, env: str, run: Path) -> str:
+    """The group (variant or algorithm) of the run in folder ``run``."""
+    return run_group(run, dict(plan.group_by)[env])
+
+
+def train(plan: Plan) -> None:
+    for env in ENVS:
+        for config in plan.sweeps[env]:
+            cmfq("sweep", config, "--out", plan.runs / config.stem)
+        for last in finished_runs(plan, env):
+            if any(t.dtype == torch.float32 for t in load_checkpoint(last).model.values()):
+                store_half_precision(last)
 
 
 # --- evaluation --------------------------------------------------------------------------------
@@ -141,37 +178,40 @@ def up_to_date(report: Path, players: list[str], settings: dict) -> bool:
 
 
 def tournament(plan: Plan, env: str, players: list[str], size: int, games: int, out: Path,
-               workers: int) -> None:
-    """Play one tournament, or what is missing from it. In battle the runs of one algorithm do
-    not play each other: those pairs cost as much as any and say nothing about the algorithms;
-    ``cmfq tournament`` keeps the games of the report in ``out`` that are still valid and plays
-    the others. A tiger-deer report is kept when it is up to date, else played again."""
-    options = ("--pairs", "between-groups") if env == "battle" else ()
+               workers: int, max_steps: int | None = None) -> None:
+    """Play one tournament, or what is missing from it. In battle each run meets the run of
+    every other variant trained from the same seed (the same initial weights), over
+    ``games / 2`` layouts with the sides swapped; ``cmfq tournament`` keeps the games of the
+    report in ``out`` that are still valid and plays the others. A tiger-deer report is kept
+    when it is up to date, else played again."""
     if env == "tiger-deer" and up_to_date(out / "report.json", players, {
-            "games_per_model": games, "map_size": size, "max_steps": plan.max_steps}):
+            "games_per_model": games, "map_size": size, "max_steps": max_steps}):
         print(f"{out}: up to date")
         return
-    steps = () if plan.max_steps is None else ("--max-steps", str(plan.max_steps))
+    options = ("--group-by", dict(plan.group_by)[env])
+    if env == "battle":
+        options += ("--pairs", "seed-matched", *LAYOUTS)
+    steps = () if max_steps is None else ("--max-steps", str(max_steps))
     cmfq("tournament", *players, "--env", env, "--map-size", str(size), "--games", str(games),
          *options, *steps, "--workers", str(workers), "--out", out)
 
 
 def crossplay(plan: Plan, workers: int) -> None:
     players = [str(p) for p in finished_runs(plan, "battle")] + ["random"]
-    for size in plan.maps:
-        tournament(plan, "battle", players, size, plan.games,
-                   plan.reports / f"battle-map{size}", workers)
+    for size, steps in zip(plan.maps, plan.max_steps, strict=True):
+        tournament(plan, "battle", players, size, plan.games, plan.reports / f"battle-map{size}",
+                   workers, steps)
 
 
 def tiger_deer_size(plan: Plan) -> int:
-    with open(plan.sweeps["tiger-deer"], "rb") as f:
+    with open(plan.sweeps["tiger-deer"][0], "rb") as f:
         return tomllib.load(f)["base"]["map_size"]
 
 
 def tigerdeer(plan: Plan, workers: int) -> None:
     players = [str(p) for p in finished_runs(plan, "tiger-deer")] + ["random"]
     tournament(plan, "tiger-deer", players, tiger_deer_size(plan), plan.tiger_games,
-               plan.reports / "tiger-deer", workers)
+               plan.reports / "tiger-deer", workers, plan.max_steps[0])
 
 
 def curves(plan: Plan) -> None:
@@ -183,7 +223,7 @@ def curves(plan: Plan) -> None:
             print(f"{out}: up to date")
             continue
         out.parent.mkdir(parents=True, exist_ok=True)
-        cmfq("plot", *runs, "--out", out)
+        cmfq("plot", *runs, "--group-by", dict(plan.group_by)[env], "--out", out)
 
 
 # --- pick --------------------------------------------------------------------------------------
@@ -247,7 +287,9 @@ def pick(plan: Plan) -> dict:
             else:
                 summary = next(m for m in report["models"] if m["model"] == label)
                 key = (summary["deer_caught"]["value"], summary["reward"]["value"], -config.seed)
-            candidates.setdefault(config.algo, []).append((key, label, path))
+            group = group_of(plan, env, Path(path).parent)
+            if group in ALGOS:  # one shipped model per algorithm: its own variant's runs
+                candidates.setdefault(group, []).append((key, label, path))
         for algo, ranked in sorted(candidates.items()):
             key, label, path = max(ranked)
             name = f"{algo}-{env}"
@@ -311,80 +353,130 @@ def tiger_table(report: dict) -> list[str]:
 
 
 def run_logs(plan: Plan, env: str) -> list[tuple[str, list[dict[str, str]]]]:
-    """(algorithm, rows of ``metrics.csv``) of every finished run of ``env``."""
+    """(group, rows of ``metrics.csv``) of every finished run of ``env``."""
     logs = []
     for last in finished_runs(plan, env):
         with open(RunFolder(last.parent).metrics_file, newline="") as f:
-            logs.append((load_checkpoint(last).config.algo, list(csv.DictReader(f))))
+            logs.append((group_of(plan, env, last.parent), list(csv.DictReader(f))))
     return logs
 
 
-def plateau_table(plan: Plan, env: str) -> list[str]:
-    """Whether the curves have flattened: per algorithm, the change of each metric from the
-    second-last tenth of the rounds to the last tenth, mean over the runs ± the 95% t interval."""
-    changes: dict[str, dict[str, list[float]]] = {}
-    for algo, rows in run_logs(plan, env):
-        tenth = max(1, len(rows) // 10)
-        mine = changes.setdefault(algo, {})
+FLAT_ROUNDS = 0.2
+"""The share of a run's rounds at its end over which the flattening is judged."""
+
+
+def flattening_table(plan: Plan, env: str) -> list[str]:
+    """Have the runs stopped improving? Per run, the change of each metric over the last
+    ``FLAT_ROUNDS`` of its rounds, read off a least-squares line through them (one round's
+    noise cancels), next to its rise over the whole run (the mean of that last part less the
+    mean of the first tenth); per group the mean over runs ± the 95% t interval. The criterion
+    said on the page: flattened where the late change is under a tenth of the rise, or its
+    interval holds 0."""
+    late: dict[str, dict[str, list[float]]] = {}
+    rise: dict[str, dict[str, list[float]]] = {}
+    for group, rows in run_logs(plan, env):
+        n = max(2, round(FLAT_ROUNDS * len(rows)))
         for metric in PLATEAU_METRICS:
             values = [float(row[metric]) for row in rows]
-            before, after = values[-2 * tenth:-tenth], values[-tenth:]
-            change = sum(after) / len(after) - sum(before) / max(1, len(before))
-            mine.setdefault(metric, []).append(change)
-    lines = ["| algorithm | runs | " + " | ".join(f"change of {m}" for m in PLATEAU_METRICS)
-             + " |", "|---|---:|" + "---|" * len(PLATEAU_METRICS)]
-    for algo, metrics in sorted(changes.items()):
-        cells = [seed_mean(metrics[m]) for m in PLATEAU_METRICS]
-        lines.append(f"| {algo} | {len(metrics[PLATEAU_METRICS[0]])} | " + " | ".join(cells)
-                     + " |")
+            tail = values[-n:]
+            x = [i - (n - 1) / 2 for i in range(n)]
+            slope = sum(a * b for a, b in zip(x, tail)) / sum(a * a for a in x)
+            first = values[:max(1, len(values) // 10)]
+            late.setdefault(group, {}).setdefault(metric, []).append(slope * (n - 1))
+            rise.setdefault(group, {}).setdefault(metric, []).append(
+                sum(tail) / n - sum(first) / len(first))
+    lines = ["| group | runs | " + " | ".join(f"{m}: late change | {m}: rise"
+                                              for m in PLATEAU_METRICS) + " | flattened |",
+             "|---|---:|" + "---|---|" * len(PLATEAU_METRICS) + "---|"]
+    for group in sorted(late):
+        cells, flat = [], True
+        for m in PLATEAU_METRICS:
+            changes, rises = late[group][m], rise[group][m]
+            mean, half = mean_and_halfwidth(changes)
+            flat &= abs(mean) < 0.1 * abs(sum(rises) / len(rises)) or abs(mean) <= half
+            cells += [seed_mean(changes), seed_mean(rises)]
+        lines.append(f"| {group} | {len(late[group][PLATEAU_METRICS[0]])} | "
+                     + " | ".join(cells) + f" | {'yes' if flat else 'no'} |")
     return lines
+
+
+def late_means(plan: Plan, env: str, columns: tuple[str, ...]) -> dict[str, dict[str, list]]:
+    """group -> column -> per run, the mean of the column over the last tenth of its rounds
+    (rows where it is missing or not finite are left out; runs that log none of it too)."""
+    values: dict[str, dict[str, list[float]]] = {}
+    for group, rows in run_logs(plan, env):
+        last = rows[-max(1, len(rows) // 10):]
+        for name in columns:
+            logged = [float(row[name]) for row in last if row.get(name) not in (None, "")]
+            logged = [v for v in logged if math.isfinite(v)]
+            if logged:
+                values.setdefault(group, {}).setdefault(name, []).append(sum(logged) / len(logged))
+    return values
 
 
 def diagnostics_table(plan: Plan) -> list[str]:
     """The neighbour-weight diagnostics of the battle runs that weight their neighbours (cmfq,
     amfq): per run the mean over its last tenth of rounds, then the mean over the runs ± the 95%
     t interval. Runs that log none (il, mfq, or runs older than the diagnostics) are left out."""
-    values: dict[str, dict[str, list[float]]] = {}
-    for algo, rows in run_logs(plan, "battle"):
-        last = rows[-max(1, len(rows) // 10):]
-        for name in DIAGNOSTICS:
-            logged = [float(row[name]) for row in last if row.get(name) not in (None, "")]
-            logged = [v for v in logged if math.isfinite(v)]
-            if logged:
-                values.setdefault(algo, {}).setdefault(name, []).append(sum(logged) / len(logged))
-    lines = ["| algorithm | runs | " + " | ".join(DIAGNOSTICS) + " |",
+    values = late_means(plan, "battle", DIAGNOSTICS)
+    lines = ["| group | runs | " + " | ".join(DIAGNOSTICS) + " |",
              "|---|---:|" + "---|" * len(DIAGNOSTICS)]
-    for algo, columns in sorted(values.items()):
+    for group, columns in sorted(values.items()):
         runs = max(len(v) for v in columns.values())
         cells = [seed_mean(columns[n], ".3g") if n in columns else "–" for n in DIAGNOSTICS]
-        lines.append(f"| {algo} | {runs} | " + " | ".join(cells) + " |")
+        lines.append(f"| {group} | {runs} | " + " | ".join(cells) + " |")
     return lines
 
 
-def seed_mean(values: list[float], fmt: str = ".2f") -> str:
+def sensitivity_table(plan: Plan) -> list[str]:
+    """How much each group's policies move when their neighbour input moves, against the floor
+    of the same network untrained: per run the means over its last tenth of rounds, then per
+    group the median over runs of the ratio to the floor, and the runs' range of it."""
+    values = late_means(plan, "battle", SENSITIVITY)
+    lines = ["| group | runs | sensitivity (nats) | its floor | ratio: median [min, max] "
+             "| swap | its floor | ratio: median [min, max] |", "|---|---:|" + "---|" * 6]
+    for group, columns in sorted(values.items()):
+        if not all(name in columns for name in SENSITIVITY):
+            continue
+        cells = []
+        for measure, floor in zip(SENSITIVITY[::2], SENSITIVITY[1::2], strict=True):
+            ratios = sorted(a / b for a, b in zip(columns[measure], columns[floor], strict=True)
+                            if b > 0)
+            spread = (f"{statistics.median(ratios):.3g} [{ratios[0]:.3g}, {ratios[-1]:.3g}]"
+                      if ratios else "–")
+            cells += [seed_mean(columns[measure], ".3g"), seed_mean(columns[floor], ".3g"),
+                      spread]
+        lines.append(f"| {group} | {len(columns[SENSITIVITY[0]])} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def mean_and_halfwidth(values: list[float]) -> tuple[float, float]:
+    """The mean and the half-width of its 95% t interval (infinite for one value)."""
     n = len(values)
     mean = sum(values) / n
     if n == 1:
-        return f"{mean:{fmt}}"
+        return mean, math.inf
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return f"{mean:{fmt}} ± {t_quantile_975(n - 1) * std / math.sqrt(n):{fmt}}"
+    return mean, t_quantile_975(n - 1) * std / math.sqrt(n)
+
+
+def seed_mean(values: list[float], fmt: str = ".2f") -> str:
+    mean, half = mean_and_halfwidth(values)
+    return f"{mean:{fmt}}" if math.isinf(half) else f"{mean:{fmt}} ± {half:{fmt}}"
 
 
 def progress_lines(plan: Plan) -> list[str]:
-    """How many runs of each algorithm have finished, of those the sweeps plan; a warning when
-    the study is not complete yet."""
+    """How many runs of each group have finished, of those the sweeps plan; a warning when the
+    study is not complete yet."""
     lines, missing = [], False
-    for env, config in plan.sweeps.items():
+    for env in ENVS:
         planned: dict[str, int] = {}
-        for run in SweepSpec.from_toml(config).runs(plan.runs / env):
-            planned[run.config.algo] = planned.get(run.config.algo, 0) + 1
         finished: dict[str, int] = {}
-        for last in finished_runs(plan, env):
-            algo = load_checkpoint(last).config.algo
-            finished[algo] = finished.get(algo, 0) + 1
-        missing |= any(finished.get(a, 0) < n for a, n in planned.items())
-        counts = ", ".join(f"{a} {finished.get(a, 0)} of {planned.get(a, 0)}"
-                           for a in sorted(planned.keys() | finished.keys()))
+        for run, group in planned_runs(plan, env).items():
+            planned[group] = planned.get(group, 0) + 1
+            finished[group] = finished.get(group, 0) + RunFolder(run).is_finished()
+        missing |= finished != planned
+        counts = ", ".join(f"{g} {finished[g]} of {planned[g]}" for g in sorted(planned))
         lines.append(f"- {env}: {counts}")
     head = ["Runs finished, of those planned:", ""]
     tail = ["", "**Not complete yet**: the tables cover the finished runs only; "
@@ -417,9 +509,10 @@ def results_page(plan: Plan) -> None:
         "(JSON and CSV, every game). Edit only the conclusion; rerun the script for the rest.",
         "", "## Setup", "",
     ]
-    for env, config in plan.sweeps.items():
-        lines += [f"{env} runs (`cmfq sweep {config}`):", "", "```toml",
-                  config.read_text().strip(), "```", ""]
+    for env, configs in plan.sweeps.items():
+        for config in configs:
+            lines += [f"{env} runs (`cmfq sweep {config} --out {plan.runs / config.stem}`):", "",
+                      "```toml", config.read_text().strip(), "```", ""]
     lines += progress_lines(plan)
     lines += [
         f"Cross-play: every battle run and a uniformly random team, {plan.games} games per "
@@ -450,19 +543,24 @@ def results_page(plan: Plan) -> None:
               "Mean over seeds with the 95% t interval of the mean.", ""]
     for env in ENVS:
         figure = link(plan.reports / "figures" / f"curves-{env}.png")
-        lines += [f"![{env} learning curves]({figure})",
-                  "", f"Have the {env} curves flattened? The change from the second-last tenth "
-                  "of the rounds to the last tenth (per run, then the mean over runs ± the 95% t "
-                  "interval): an interval around 0 says the run had stopped improving.", ""]
-        lines += plateau_table(plan, env) + [""]
-    lines += ["## Inside the weighting", "",
-              "What the neighbour weights of the battle runs were at the end of training "
-              "(`metrics.csv`: per run the mean over its last tenth of rounds, then the mean over "
-              "the runs ± the 95% t interval; docs/training.md explains each): `effect_sum`, the "
-              "summed causal effect in nats (cmfq); `weight_entropy`, the weights' normalised "
-              "entropy (1: uniform); `mean_shift`, the L1 distance between the weighted and the "
-              "plain mean action; `uniform_fallback`, the share of agents whose effects were too "
-              "small to weight (cmfq). Agents with fewer than two neighbours are left out.", ""]
+        lines += [f"![{env} learning curves]({figure})", "",
+                  f"Have the {env} runs stopped improving? Per run, the change of each metric "
+                  f"over the last {FLAT_ROUNDS:.0%} of its rounds, read off a least-squares line "
+                  "(late change), next to its rise from the first tenth of the rounds to that "
+                  "last part; per group the mean over runs ± the 95% t interval. Criterion: a "
+                  "group has flattened where, for each metric, the late change is under a tenth "
+                  "of the rise or its interval holds 0.", ""]
+        lines += flattening_table(plan, env) + [""]
+    lines += ["## Do the networks listen to their neighbours?", "",
+              "The neighbour sensitivity (`metrics.csv`; docs/training.md): the KL divergence "
+              "between the policy (τ = 0.1) under the neighbour input the agent acted with and "
+              "under the uniform action (sensitivity) or another agent's input (swap), against "
+              "the same measure of the same network before its first update (its floor). Per "
+              "run the mean over its last tenth of rounds; per group the mean over runs ± the "
+              "95% t interval and the median ratio to the floor with the runs' range. A ratio "
+              "near 1 is a network that has learned nothing about its neighbours; IL's input is "
+              "always zero, so its ratio is the level of a network that cannot use them.", ""]
+    lines += sensitivity_table(plan) + [""]
     lines += diagnostics_table(plan) + [""]
     picks = json.loads((plan.reports / "picks.json").read_text())
     lines += ["", "## A replay", "", "The picked cmfq (red) against the picked mfq (blue), "
@@ -512,8 +610,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"--stages: unknown {unknown}; stages: {', '.join(STAGES)}")
     steps = {
-        "train": lambda: [cmfq("sweep", plan.sweeps[env], "--out", plan.runs / env)
-                          for env in ENVS],
+        "train": lambda: train(plan),
         "crossplay": lambda: crossplay(plan, args.workers),
         "tigerdeer": lambda: tigerdeer(plan, args.workers),
         "curves": lambda: curves(plan),

@@ -67,15 +67,16 @@ def test_battle_tournaments_are_always_handed_to_cmfq_which_plays_what_is_missin
     for env, key in (("battle", "games_per_pair"), ("tiger-deer", "games_per_model")):
         out = tmp_path / env
         out.mkdir()
-        protocol = {key: 2, "map_size": 12, "max_steps": plan.max_steps,
+        protocol = {key: 2, "map_size": 12, "max_steps": 30,
                     "checkpoints": {"a": "a.pt", "random": "random"}}
         (out / "report.json").write_text(json.dumps({"protocol": protocol}))
-        study.tournament(plan, env, players, 12, 2, out, workers=1)
+        study.tournament(plan, env, players, 12, 2, out, workers=1, max_steps=30)
     # The battle report is up to date too, but only cmfq tournament knows which of its games
     # still hold (the checkpoints' digests); an up-to-date tiger-deer report is kept.
     (battle,) = calls
     assert battle[:3] == ("tournament", "a.pt", "random")
-    assert battle[battle.index("--pairs") + 1] == "between-groups"
+    assert battle[battle.index("--pairs") + 1] == "seed-matched"
+    assert battle[battle.index("--group-by") + 1] == "label"
 
 
 def test_seed_mean(study):
@@ -122,20 +123,29 @@ def finished_study(study, tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     plan = study.Plan(
-        sweeps={env: tmp_path / f"{env}.toml" for env in study.ENVS}, runs=tmp_path / "runs",
+        sweeps={env: (tmp_path / f"{env}.toml",) for env in study.ENVS}, runs=tmp_path / "runs",
         reports=tmp_path / "results", page=tmp_path / "results.md",
         models=tmp_path / "models", maps=(12, 16), games=2, tiger_games=2)
+    # Battle's sweep names variants (its runs grouped by label), tiger-deer's algorithms.
+    grids = {"battle": 'seed = [0, 1]\nvariant = ["il", "mfq", "cmfq"]\n' + "".join(
+                 f'[variants.{a}]\nalgo = "{a}"\n' for a in ("il", "mfq", "cmfq")),
+             "tiger-deer": 'algo = ["il", "mfq", "cmfq"]\nseed = [0, 1]\n'}
     checkpoints = {}
     for env, size in (("battle", 12), ("tiger-deer", 10)):
-        plan.sweeps[env].write_text(f'[base]\nenv = "{env}"\n[grid]\n'
-                                    'algo = ["il", "mfq", "cmfq"]\nseed = [0, 1]\n')
+        plan.sweeps[env][0].write_text(f'[base]\nenv = "{env}"\nmap_size = {size}\n'
+                                       f'rounds = 20\n[grid]\n{grids[env]}')
         spec = make_env(env, size, seed=0).specs[make_env(env, size, seed=0).groups[0]]
+        folders = study.planned_runs(plan, env)
         for algo in ("cmfq", "mfq"):
             for seed in (0, 1):
                 label = f"{algo}-seed{seed}"
-                run = plan.runs / env / label
+                run = plan.runs / env / (f"seed={seed},variant={algo}" if env == "battle"
+                                         else f"algo={algo},seed={seed}")
+                assert run in folders
                 config = TrainConfig(algo=algo, env=env, map_size=size, seed=seed, rounds=20,
-                                     out=str(run))
+                                     label=algo if env == "battle" else "", out=str(run))
+                (run / "config.toml").parent.mkdir(parents=True)
+                (run / "config.toml").write_text(config.to_toml())
                 save_checkpoint(run / "last.pt", make_algorithm(algo, spec), config,
                                 group=spec.name, round_index=20)
                 # The reward rises by 1 + seed a round, the kills by twice that.
@@ -207,12 +217,16 @@ def test_pick_prefers_runs_that_beat_a_random_team(study, finished_study):
         "map 12: 1.00, 0.95; map 16: 0.50 (short), not played")
 
 
-def test_plateau_table_and_results_page(study, finished_study):
+def test_flattening_table_and_results_page(study, finished_study):
     plan, _ = finished_study
-    # 20 rounds: the last two tenths are rounds 16-17 and 18-19, 2 rounds apart, so the reward
-    # changes by 2 (seed 0) and 4 (seed 1): 3 ± t(1)·s/√2 with s = √2.
-    assert study.plateau_table(plan, "battle")[2:] == [
-        "| cmfq | 2 | 3.00 ± 12.71 | 6.00 ± 25.41 |", "| mfq | 2 | 3.00 ± 12.71 | 6.00 ± 25.41 |"]
+    # 20 rounds, the reward rising by 1 + seed a round: over the last 4 rounds (a fifth) the
+    # line's change is 3 (seed 0) and 6 (seed 1): 4.5 ± t(1)·s/√2 with s = 3/√2. The rise from
+    # the first tenth (rounds 0-1) to the last 4 rounds is 17 and 34. The kills, twice as much.
+    late, rise = f"4.50 ± {12.7062 * 1.5:.2f}", f"25.50 ± {12.7062 * 8.5:.2f}"
+    kills = f"9.00 ± {12.7062 * 3:.2f} | 51.00 ± {12.7062 * 17:.2f}"
+    # Not under a tenth of the rise, but two seeds' interval holds 0: flattened, by the rule.
+    assert study.flattening_table(plan, "battle")[2:] == [
+        f"| {a} | 2 | {late} | {rise} | {kills} | yes |" for a in ("cmfq", "mfq")]
     study.pick(plan)
     study.results_page(plan)
     page = plan.page.read_text()
@@ -230,9 +244,25 @@ def test_diagnostics_table_averages_the_last_tenth_of_the_weighting_runs(study, 
     plan, _ = finished_study
     for seed, (effect, shift) in enumerate(((1e-4, "0.5"), (3e-4, "nan"))):
         rows = [f"{r},0,0,{effect},0.9,{shift},0\n" for r in range(20)]
-        (plan.runs / "battle" / f"cmfq-seed{seed}" / "metrics.csv").write_text(
+        (plan.runs / "battle" / f"seed={seed},variant=cmfq" / "metrics.csv").write_text(
             "round,reward,kills,effect_sum,weight_entropy,mean_shift,uniform_fallback\n"
             + "".join(rows))
     # mfq's runs log no diagnostics (their metrics have none of the columns): left out.
     assert study.diagnostics_table(plan)[2:] == [
         "| cmfq | 2 | 0.0002 ± 0.00127 | 0.9 ± 0 | 0.5 | 0 ± 0 |"]
+
+
+def test_sensitivity_table_gives_each_group_its_ratio_to_the_floor(study, finished_study):
+    plan, _ = finished_study
+    # Per run: sensitivity 2e-3 * (seed + 1) over a floor of 1e-4, the swap at its floor.
+    for algo in ("cmfq", "mfq"):
+        for seed in (0, 1):
+            level = 2e-3 * (seed + 1)
+            rows = [f"{r},0,0,{level},1e-4,1e-4,1e-4\n" for r in range(20)]
+            (plan.runs / "battle" / f"seed={seed},variant={algo}" / "metrics.csv").write_text(
+                "round,reward,kills,sensitivity,sensitivity_floor,sensitivity_swap,"
+                "sensitivity_swap_floor\n" + "".join(rows))
+    spread = f"0.003 ± {12.7062 * 0.001:.3g}"
+    assert study.sensitivity_table(plan)[2:] == [
+        f"| {a} | 2 | {spread} | 0.0001 ± 0 | 30 [20, 40] | 0.0001 ± 0 | 0.0001 ± 0 | 1 [1, 1] |"
+        for a in ("cmfq", "mfq")]

@@ -15,7 +15,7 @@ from cmfq.cli import main
 from cmfq.envs import make_env
 from cmfq.evaluation.match import Arena, Game
 from cmfq.options import help_text
-from cmfq.training.checkpoint import atomic_save, load_checkpoint
+from cmfq.training.checkpoint import atomic_save, load_checkpoint, store_half_precision
 from cmfq.training.config import TrainConfig
 from cmfq.training.device import resolve_device
 from cmfq.training.metrics import read_metrics
@@ -139,6 +139,20 @@ def test_a_checkpoint_cannot_run_code(tmp_path, capsys):
     with pytest.raises(ValueError, match="not a readable"):
         load_checkpoint(path)
     assert "must never run" not in capsys.readouterr().out
+
+
+def test_a_checkpoint_stored_in_half_precision_rebuilds_its_weights_rounded_to_float16(tmp_path):
+    run = train(TrainConfig(algo="cmfq", out=str(tmp_path / "run"), **TINY), progress=False)
+    folder = RunFolder(run)
+    full = load_checkpoint(folder.last_file).build_algorithm()
+    size = folder.last_file.stat().st_size
+    store_half_precision(folder.last_file)
+    half = load_checkpoint(folder.last_file).build_algorithm()
+    assert folder.last_file.stat().st_size < 0.6 * size
+    for (name, a), (_, b) in zip(full.state_dict().items(), half.state_dict().items()):
+        assert b.dtype == a.dtype and torch.equal(b, a.half().to(a.dtype)), name
+    with pytest.raises(ValueError, match="resumes training"):
+        store_half_precision(folder.resume_file)
 
 
 def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
