@@ -216,6 +216,33 @@ def test_sweep_file_errors_name_the_key(tmp_path):
     assert (run.name, run.config.games_per_round) == ("envs=2", 2)
 
 
+def test_variants_set_several_fields_and_name_their_runs(tmp_path):
+    (tmp_path / "s.toml").write_text(
+        '[base]\nrounds = 3\n[grid]\nseed = [0, 1]\nvariant = ["mfq", "relative"]\n'
+        '[variants.mfq]\nalgo = "mfq"\n'
+        '[variants.relative]\nalgo = "cmfq"\nweighting = "relative"\n')
+    runs = SweepSpec.from_toml(tmp_path / "s.toml").runs(tmp_path)
+    assert [r.name for r in runs] == ["seed=0,variant=mfq", "seed=0,variant=relative",
+                                      "seed=1,variant=mfq", "seed=1,variant=relative"]
+    relative = runs[3].config
+    assert (relative.algo, relative.weighting, relative.label, relative.seed) == (
+        "cmfq", "relative", "relative", 1)
+    assert (runs[0].config.algo, runs[0].config.weighting) == ("mfq", "proportional")
+
+    def spec(text):
+        (tmp_path / "s.toml").write_text(text)
+        return SweepSpec.from_toml(tmp_path / "s.toml")
+
+    with pytest.raises(ValueError, match=r"names of \[variants\] \(\['a'\]\), not \['b'\]"):
+        spec('[grid]\nvariant = ["a", "b"]\n[variants.a]\nalgo = "il"\n')
+    with pytest.raises(ValueError, match="grid.variant must list"):
+        spec('[grid]\nseed = [0]\n[variants.a]\nalgo = "il"\n')
+    with pytest.raises(ValueError, match=r"\[variants.a\] sets \['seed'\], which the grid"):
+        spec('[grid]\nseed = [0]\nvariant = ["a"]\n[variants.a]\nseed = 3\n')
+    with pytest.raises(ValueError, match=r"\[variants.a\] has unknown keys \['algoo'\]"):
+        spec('[grid]\nvariant = ["a"]\n[variants.a]\nalgoo = "il"\n')
+
+
 def test_the_cli_on_a_finished_sweep_writes_its_summary(reference, tmp_path):
     (tmp_path / "sweep.toml").write_text(SWEEP_FILE)
     out = tmp_path / "runs"

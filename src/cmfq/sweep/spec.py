@@ -127,8 +127,9 @@ class SweepSpec:
         if self.variants:
             missing = sorted(set(self.grid.get(VARIANT, [])) - set(self.variants))
             if VARIANT not in self.grid or missing:
-                raise ValueError(f"grid.variant must list [variants] names ({sorted(self.variants)})"
-                                 f"{f', not {missing}' if missing else ''}")
+                not_names = f", not {missing}" if missing else ""
+                raise ValueError(f"grid.variant must list names of [variants] "
+                                 f"({sorted(self.variants)}){not_names}")
             for name, fields_ in self.variants.items():
                 clash = sorted(set(fields_) & (set(self.grid) | {"label"}))
                 if clash:
