@@ -67,7 +67,7 @@ from cmfq.training.checkpoint import load_checkpoint, store_half_precision
 from cmfq.training.run_folder import RunFolder
 
 # The study runs in the repository's root, so that the reports name checkpoints by paths
-# relative to it (experiments/runs/battle/algo=cmfq,seed=0/last.pt), the same on every machine.
+# relative to it (experiments/runs/battle/seed=0,variant=cmfq/last.pt), the same on every machine.
 REPO = Path(__file__).resolve().parent.parent
 HERE = Path("experiments")
 STAGES = ("train", "crossplay", "tigerdeer", "curves", "pick", "replay", "results")
@@ -118,7 +118,7 @@ FULL = Plan(
             "tiger-deer": (HERE / "tiger-deer.toml",)},
     runs=Path("experiments/runs"), reports=Path("docs/results"), page=Path("docs/results.md"),
     models=Path("src/cmfq/pretrained/models"), maps=(20, 40), games=20, tiger_games=50,
-    max_steps=(None, 1200),
+    max_steps=(None, 1000),
 )
 QUICK = Plan(
     sweeps={env: (HERE / "quick" / f"{env}.toml",) for env in ENVS},
