@@ -425,7 +425,9 @@ class TorchGridWorld:
         alive = self.alive[:, sl]
         corner = torch.where(alive, cell[:, sl] - r * P - r, P * P)  # the window's first cell
         index = torch.where(disc, corner[..., None] + offsets, P * P) + rows[..., None] * 2 * P * P
-        view = plane.view(-1, channels).index_select(0, index.view(-1))
+        # embedding, not index_select: the same rows, gathered 2x faster on the CPU when a row
+        # is not a power-of-two of floats (7 channels); no difference on a GPU.
+        view = torch.nn.functional.embedding(index.view(-1), plane.view(-1, channels))
         view = view.view(G, n, V * V, channels)
         if minimap:
             scale = (s + V - 1) // V
