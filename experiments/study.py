@@ -322,15 +322,18 @@ def replay(plan: Plan) -> None:
 # --- results page ------------------------------------------------------------------------------
 
 def rate(estimate: dict) -> str:
+    if estimate["low"] is None:  # a single run: no seed varies
+        return f"{estimate['value']:.2f}"
     return f"{estimate['value']:.2f} [{estimate['low']:.2f}, {estimate['high']:.2f}]"
 
 
 def algorithm_table(report: dict) -> list[str]:
-    """Row group's win rate against each column group, with its seed-bootstrap interval."""
+    """Row group's win rate against each column group, with its t-interval over the seeds; the
+    field leaves random out."""
     algorithms = report["algorithms"]
     names = list(algorithms["members"])
     cell = {}
-    for p in algorithms["pairs"]:
+    for p in algorithms["pairs"] + algorithms.get("against_random", []):  # older: in pairs
         cell[p["a"], p["b"]], cell[p["b"], p["a"]] = rate(p["win_rate"]), rate(p["loss_rate"])
     field = {s["algorithm"]: rate(s["win_rate"]) for s in algorithms["standings"]}
     lines = ["| row vs column | " + " | ".join(names) + " | vs the field |",
@@ -338,13 +341,13 @@ def algorithm_table(report: dict) -> list[str]:
     for a in names:
         cells = [cell.get((a, b), "") for b in names]
         lines.append(f"| **{a}** ({len(algorithms['members'][a])}) | " + " | ".join(cells)
-                     + f" | {field[a]} |")
+                     + f" | {field.get(a, '')} |")
     return lines
 
 
 def tiger_table(report: dict) -> list[str]:
     """Per algorithm: the mean over its runs of their per-game means, with the report's
-    two-stage bootstrap interval."""
+    t-interval over the runs."""
     lines = ["| algorithm | runs | deer caught per game | tiger reward per game |",
              "|---|---:|---|---|"]
     lines += [f"| {a['algorithm']} | {a['checkpoints']} | {rate(a['deer_caught'])} "
@@ -519,9 +522,9 @@ def results_page(plan: Plan) -> None:
         f"pair (sides swapped every game), on maps {', '.join(map(str, plan.maps))} "
         "(the training map first; agents a side grow with the map's area). Win rate: games won "
         "/ games played (ties count as not won; the heatmaps give the tie shares). Between "
-        "algorithms: the mean over their runs' pairs with a 95% "
-        "two-stage bootstrap interval (runs, then games; see docs/evaluation.md), so the "
-        "intervals include the variation between seeds. Rows: the number of runs. Runs of one "
+        "algorithms: the mean over their runs' pairs with a 95% t-interval over the runs of "
+        "both (see docs/evaluation.md), so the intervals include the variation between seeds; "
+        "vs the field leaves random out. Rows: the number of runs. Runs of one "
         "algorithm do not play each other (those pairs cost as much as any and say nothing about "
         "the algorithms), so the diagonal is empty.", "",
     ]
@@ -536,7 +539,7 @@ def results_page(plan: Plan) -> None:
     lines += ["## Tiger-deer", "",
               f"Each run hunts as the tigers for {tiger['protocol']['games_per_model']} games "
               "against random deer, on the same seeds. Mean over the runs of their per-game "
-              "means, with a 95% two-stage bootstrap interval (runs, then games).", ""]
+              "means, with the 95% t-interval over the runs.", ""]
     lines += tiger_table(tiger) + [
         "", f"![per algorithm]({link(plan.reports / 'tiger-deer' / 'algorithm_scores.png')})", ""]
     lines += ["", "## Learning curves", "",

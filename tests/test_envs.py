@@ -19,6 +19,40 @@ def test_battle_places_original_mfq_blocks():
     assert obs["red"].positions[:, 0].max() < obs["blue"].positions[:, 0].min()
 
 
+@pytest.mark.parametrize("map_size", [20, 40, 80])
+def test_shifted_layouts_are_drawn_from_the_reset_seed_and_mirror_symmetric(map_size):
+    from cmfq.envs.battle import PUBLISHED_GAP, SHIFTED_GAPS, block_positions
+
+    env = make_env("battle", map_size, seed=0, layout="shifted")
+    n = env.agents_per_side
+    fixed = make_env("battle", map_size, seed=0)
+    fixed.reset(5)
+    assert (fixed.positions("red") == block_positions(map_size, n)[0][:, :2]).all()
+    layouts = set()
+    for seed in range(40):
+        env.reset(seed)
+        red, blue = env.positions("red"), env.positions("blue")
+        again = make_env("battle", map_size, seed=1, layout="shifted")
+        again.reset(seed)  # the reset's seed alone draws it, whatever the env's own seed
+        assert (again.positions("red") == red).all() and (again.positions("blue") == blue).all()
+        # Mirror-symmetric: blue is red moved right, and the gaps to the middle column match.
+        shift = blue[0, 0] - red[0, 0]
+        assert (blue == red + [shift, 0]).all()
+        left_gap = (map_size // 2) - red[:, 0].max()
+        right_gap = blue[:, 0].min() - (map_size // 2)
+        assert abs(left_gap - right_gap) <= 2  # on every other cell, as the published layout
+        for team in (red, blue):
+            assert team.min() >= 1 and team.max() <= map_size - 2 and len(team) == n
+        layouts.add((int(right_gap), int(red[:, 1].min())))
+    assert len({row for _, row in layouts}) > 10  # up and down
+    widest = map_size // 2 - 2 * np.ceil(np.sqrt(n)) - 1
+    if widest >= SHIFTED_GAPS[0]:  # room to move the blocks apart or together
+        assert len({gap for gap, _ in layouts}) == min(widest, SHIFTED_GAPS[1])
+    else:  # at the borders already: only up and down
+        assert {gap for gap, _ in layouts} == {block_positions(map_size, n, PUBLISHED_GAP)[1][
+            :, 0].min() - map_size // 2}
+
+
 def test_step_keeps_survivor_order_and_ends_at_max_steps():
     env = make_env("battle", 12, seed=1, max_steps=40)
     rng = np.random.default_rng(0)
@@ -178,6 +212,7 @@ def test_tigers_that_recover_do_not_starve():
         ("tiger-deer", 20, {"n_tigers": 1}, "n_tigers"),
         ("tiger-deer", 20, {"deer_density": 0.0}, "deer_density"),
         ("battle", 20, {"colour": "red"}, "bad option"),
+        ("battle", 20, {"layout": "random"}, "layout must be one of"),
     ],
 )
 def test_bad_configs_raise(name, size, options, match):

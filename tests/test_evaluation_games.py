@@ -24,6 +24,7 @@ from cmfq.evaluation.tournament import (
     ALGORITHM_FILES,
     REPORT_FILES,
     Settings,
+    pairs_to_play,
     run_tournament,
     schedule,
 )
@@ -64,7 +65,8 @@ def read_csv(path):
 
 def assert_csv_holds(path, entries):
     """The CSV at ``path`` has one row per JSON entry, in order, with its values; an estimate
-    ``{value, low, high}`` is the three columns ``name``, ``name_low``, ``name_high``."""
+    ``{value, low, high}`` is the three columns ``name``, ``name_low``, ``name_high`` (an unknown
+    bound: null in the JSON, nan in the CSV)."""
     rows = read_csv(path)
     assert len(rows) == len(entries) > 0
     for row, entry in zip(rows, entries, strict=True):
@@ -72,7 +74,8 @@ def assert_csv_holds(path, entries):
             if isinstance(value, dict):
                 cells = [row[key], row[f"{key}_low"], row[f"{key}_high"]]
                 assert [float(c) for c in cells] == pytest.approx(
-                    [value["value"], value["low"], value["high"]], nan_ok=True), key
+                    [np.nan if value[k] is None else value[k] for k in ("value", "low", "high")],
+                    nan_ok=True), key
             elif isinstance(value, str):
                 assert row[key] == value, key
             else:
@@ -80,19 +83,20 @@ def assert_csv_holds(path, entries):
 
 
 def test_schedule_swaps_sides_and_mirrors_seeds():
-    games = schedule(3, games=4, seed=7)
+    pairs = pairs_to_play("all", ["a", "b", "c"])
+    games = schedule(pairs, games=4, seed=7)
     assert len(games) == 3 * 4
     for first, second in zip(games[::2], games[1::2], strict=True):
         assert second.players == first.players[::-1]
         assert second.seed == first.seed
     assert {g.players for g in games} == {(0, 1), (1, 0), (0, 2), (2, 0), (1, 2), (2, 1)}
-    assert schedule(3, 4, seed=7) == games
-    assert [g.seed for g in schedule(3, 4, seed=8)] != [g.seed for g in games]
-    with pytest.raises(ValueError):
-        schedule(1, 4, seed=0)
+    assert schedule(pairs, 4, seed=7) == games
+    assert [g.seed for g in schedule(pairs, 4, seed=8)] != [g.seed for g in games]
+    with pytest.raises(ValueError, match="at least two checkpoints"):
+        pairs_to_play("all", ["a"])
     for odd in (1, 3):  # a seed played from one side only
         with pytest.raises(ValueError, match="must be even"):
-            schedule(3, odd, seed=7)
+            schedule(pairs, odd, seed=7)
 
 
 def test_tournament_reports_are_complete_and_consistent(battle_checkpoints, tmp_path):
@@ -207,7 +211,7 @@ def test_tiger_deer_report(tiger_checkpoints, tmp_path):
     for group, model in zip(report["algorithms"]["summaries"], report["models"], strict=True):
         assert (group.checkpoints, group.games) == (1, 2)
         assert group.deer_caught.value == pytest.approx(model.deer_caught.value)
-        assert group.reward.low <= group.reward.value <= group.reward.high
+        assert np.isnan(group.reward.low)  # one seed: none to vary
     for name in TIGER_ALGORITHM_FILES:
         assert (tmp_path / name).stat().st_size > 0, name
     saved = json.loads((tmp_path / "report.json").read_text())
@@ -290,7 +294,12 @@ def test_random_team_and_pretrained_names_play_in_tournaments_and_replays(
     for name in ALGORITHM_FILES:
         assert (out / name).stat().st_size > 0, name
     assert_csv_holds(out / "algorithms.csv", report["algorithms"]["standings"])
-    assert_csv_holds(out / "algorithm_pairs.csv", report["algorithms"]["pairs"])
+    assert_csv_holds(out / "algorithm_pairs.csv",
+                     report["algorithms"]["pairs"] + report["algorithms"]["against_random"])
+    # Random is reported apart, not in the field.
+    assert [(p["a"], p["b"]) for p in report["algorithms"]["against_random"]] == [
+        ("mfq", "random"), ("cmfq", "random")]
+    assert {s["algorithm"] for s in report["algorithms"]["standings"]} == {"mfq", "cmfq"}
     assert "## Per algorithm (checkpoints grouped by algo)" in (out / "report.md").read_text()
 
     assert main(["render", "random", "pretrained:cmfq-battle", "--map-size", str(MAP),
@@ -427,3 +436,45 @@ def test_a_changed_checkpoint_or_protocol_plays_its_games_again(battle_checkpoin
     (out / "report.json").write_text("{")
     assert tournament(players, nine, out) == 6
     assert "cannot be read" in capsys.readouterr().out
+
+
+def test_a_seed_matched_tournament_on_shifted_layouts(battle_checkpoints, tmp_path, tournament,
+                                                      capsys):
+    root = tmp_path / "runs"
+    runs = {f"{algo}-s{seed}": make_checkpoint(root / f"{algo}-s{seed}" / "last.pt", algo,
+                                               "battle", seed)
+            for algo in ("mfq", "cmfq") for seed in (1, 2)}
+    players = [*runs.values(), "random"]
+    out = tmp_path / "t"
+    assert main(["tournament", *players, "--map-size", str(MAP), "--games", "2",
+                 "--max-steps", "5", "--workers", "1", "--pairs", "seed-matched",
+                 "--layout", "shifted", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["protocol"]["layout"] == "shifted"
+    played = {frozenset((p["a"], p["b"])) for p in report["pairs"]}
+    assert played == {frozenset(("mfq-s1", "cmfq-s1")), frozenset(("mfq-s2", "cmfq-s2"))} | {
+        frozenset((run, "random")) for run in runs}
+    algorithms = report["algorithms"]
+    assert algorithms["seeds"] == {run: int(run[-1]) for run in runs}
+    assert [(p["a"], p["b"]) for p in algorithms["pairs"]] == [("mfq", "cmfq")]
+    assert [(p["a"], p["b"]) for p in algorithms["against_random"]] == [
+        ("mfq", "random"), ("cmfq", "random")]
+    assert {s["algorithm"] for s in algorithms["standings"]} == {"mfq", "cmfq"}
+    assert "Seed-matched pairs" in (out / "report.md").read_text()
+    assert len(read_csv(out / "algorithm_pairs.csv")) == 3
+    # A mirrored pair's games start from one layout, another pair's from its own: the games
+    # differ from those of the published layout, which are played anew, not reused.
+    capsys.readouterr()
+    settings = Settings(map_size=MAP, games=2, seed=0, pairs="seed-matched",
+                        env_options={"max_steps": 5})
+    assert tournament(players, settings, out) == 6 * 2
+    assert "layout 'shifted', now None" in capsys.readouterr().out
+    shifted = Arena(["random", "random"], "battle", MAP, max_steps=1, layout="shifted")
+    starts = []
+    shifted.play([Game((0, 1), 0, seed) for seed in range(8)],
+                 on_step=lambda env, step: starts.append(env.positions("red").tolist()))
+    assert len({str(s) for s in starts}) > 1
+    # Seeds that do not match up are refused, naming them.
+    assert main(["tournament", *players[:3], "--map-size", str(MAP), "--games", "2",
+                 "--pairs", "seed-matched", "--workers", "1", "--out", str(out)]) == 2
+    assert "mfq has seed(s) [2] that cmfq lacks" in capsys.readouterr().err

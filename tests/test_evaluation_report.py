@@ -141,11 +141,32 @@ def test_markdown_lists_every_pair_and_model(records):
 
 
 def test_a_schedule_between_groups_leaves_out_pairs_of_one_group_and_keeps_the_others_games():
-    from cmfq.evaluation.tournament import schedule
+    from cmfq.evaluation.tournament import pairs_to_play, schedule
 
-    full = schedule(4, games=2, seed=0)
-    between = schedule(4, games=2, seed=0, groups=["mfq", "mfq", "cmfq", "random"])
+    groups = ["mfq", "mfq", "cmfq", "random"]
+    full = schedule(pairs_to_play("all", groups), games=2, seed=0)
+    between = schedule(pairs_to_play("between-groups", groups), games=2, seed=0)
     assert {g.players for g in between} == {g.players for g in full} - {(0, 1), (1, 0)}
     assert set(between) <= set(full)  # the same games, seeds and sides as in the full schedule
     with pytest.raises(ValueError, match="same group"):
-        schedule(2, games=2, seed=0, groups=["mfq", "mfq"])
+        pairs_to_play("between-groups", ["mfq", "mfq"])
+    with pytest.raises(ValueError, match="pairs must be one of"):
+        pairs_to_play("some", groups)
+
+
+def test_seed_matched_pairs_meet_their_seed_in_every_other_group_and_random_meets_all():
+    from cmfq.evaluation.tournament import pairs_to_play, schedule
+
+    # mfq and cmfq with seeds 0 and 1, a second cmfq variant of seed 0 (same group), random.
+    groups = ["mfq", "cmfq", "mfq", "cmfq", "cmfq", "random"]
+    seeds = [0, 0, 1, 1, 0, None]
+    pairs = pairs_to_play("seed-matched", groups, seeds)
+    assert pairs == [(0, 1), (0, 4), (0, 5), (1, 5), (2, 3), (2, 5), (3, 5), (4, 5)]
+    # A pair plays the games it would play in a tournament of all pairs.
+    full = schedule(pairs_to_play("all", groups), games=2, seed=0)
+    assert set(schedule(pairs, games=2, seed=0)) <= set(full)
+    with pytest.raises(ValueError, match=r"mfq has seed\(s\) \[2\] that cmfq lacks \(cmfq's "
+                       r"seeds: \[0, 1\]\)"):
+        pairs_to_play("seed-matched", ["mfq", "cmfq", "mfq", "cmfq", "mfq"], [0, 0, 1, 1, 2])
+    with pytest.raises(ValueError, match="training seed"):
+        pairs_to_play("seed-matched", groups)

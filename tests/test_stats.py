@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from cmfq.evaluation.stats import mean_interval, t_quantile_975, wilson_interval
+from cmfq.evaluation.stats import mean_interval, t_quantile_975, unit_interval, wilson_interval
 
 
 def wilson_by_hand(k, n, z=1.959963984540054):
@@ -92,3 +92,34 @@ def test_t_quantile_rejects_bad_degrees_of_freedom():
     for df in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="degrees of freedom"):
             t_quantile_975(df)
+
+
+def test_unit_interval_of_one_sample_is_the_t_interval_of_its_values():
+    values = [0.2, 0.5, 0.9, 0.4]
+    mean = sum(values) / 4
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / 3)
+    half = t_quantile_975(3) * sd / 2
+    got = unit_interval(mean, [[v / 4 for v in values]])
+    assert got == pytest.approx((mean, mean - half, mean + half))
+
+
+def test_unit_interval_adds_the_samples_and_takes_the_smallest_degrees_of_freedom():
+    # A 2 x 3 table of rates: rows are one group's checkpoints, columns the other's.
+    rows, cols = [0.3, 0.7], [0.4, 0.5, 0.6]
+    table = [[r + c - 0.5 for c in cols] for r in rows]
+    mean = sum(map(sum, table)) / 6
+    row_means = [sum(r) / 3 for r in table]
+    col_means = [sum(table[i][j] for i in range(2)) / 2 for j in range(3)]
+    var = lambda x: sum((v - sum(x) / len(x)) ** 2 for v in x) / (len(x) - 1)  # noqa: E731
+    se = math.sqrt(var(row_means) / 2 + var(col_means) / 3)
+    got = unit_interval(mean, [[m / 2 for m in row_means], [m / 3 for m in col_means]])
+    assert got == pytest.approx((mean, mean - t_quantile_975(1) * se,
+                                 mean + t_quantile_975(1) * se))
+
+
+def test_unit_interval_takes_a_single_unit_as_fixed_and_keeps_rates_in_bounds():
+    assert math.isnan(unit_interval(0.5, [[0.5]]).low)  # no unit varies: unknown
+    assert unit_interval(0.5, [[0.5], [0.2, 0.3]]) == unit_interval(0.5, [[0.2, 0.3]])
+    wide = unit_interval(0.9, [[0.5, 0.4]])
+    assert wide.low < 0 < 1 < wide.high
+    assert unit_interval(0.9, [[0.5, 0.4]], rate=True)[1:] == (0.0, 1.0)

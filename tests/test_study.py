@@ -91,17 +91,23 @@ def estimate(value, low, high):
 
 def test_algorithm_table(study):
     report = {"algorithms": {
-        "members": {"cmfq": ["c0", "c1"], "mfq": ["m0"]},
+        "members": {"cmfq": ["c0", "c1"], "mfq": ["m0"], "random": ["random"]},
         "pairs": [{"a": "cmfq", "b": "mfq", "win_rate": estimate(0.6, 0.5, 0.7),
                    "loss_rate": estimate(0.3, 0.2, 0.4)}],
         "standings": [{"algorithm": "cmfq", "win_rate": estimate(0.6, 0.5, 0.7)},
                       {"algorithm": "mfq", "win_rate": estimate(0.3, 0.2, 0.4)}],
+        "against_random": [
+            {"a": "cmfq", "b": "random", "win_rate": estimate(1.0, 0.9, 1.0),
+             "loss_rate": estimate(0.0, 0.0, 0.1)},
+            {"a": "mfq", "b": "random", "win_rate": estimate(1.0, None, None),
+             "loss_rate": estimate(0.0, None, None)}],
     }}
     assert study.algorithm_table(report) == [
-        "| row vs column | cmfq | mfq | vs the field |",
-        "|---|---|---|---|",
-        "| **cmfq** (2) |  | 0.60 [0.50, 0.70] | 0.60 [0.50, 0.70] |",
-        "| **mfq** (1) | 0.30 [0.20, 0.40] |  | 0.30 [0.20, 0.40] |",
+        "| row vs column | cmfq | mfq | random | vs the field |",
+        "|---|---|---|---|---|",
+        "| **cmfq** (2) |  | 0.60 [0.50, 0.70] | 1.00 [0.90, 1.00] | 0.60 [0.50, 0.70] |",
+        "| **mfq** (1) | 0.30 [0.20, 0.40] |  | 1.00 | 0.30 [0.20, 0.40] |",
+        "| **random** (1) | 0.00 [0.00, 0.10] | 0.00 |  |  |",
     ]
 
 

@@ -163,6 +163,23 @@ def test_games_in_a_batch_are_independent():
             assert torch.equal(out.rewards[g][0], batched.rewards[g][i])
 
 
+def test_shifted_layouts_are_drawn_per_game_as_in_battle():
+    game = TorchBattle(40, layout="shifted")
+    game.reset(16, seed=3)
+    again = TorchBattle(40, layout="shifted")
+    again.reset(16, seed=3)
+    assert torch.equal(game.pos, again.pos)
+    assert len({tuple(p.tolist()) for p in game.pos[:, 0]}) > 8  # each game its own layout
+    for pos in game.pos.numpy():
+        red, blue = pos[:64], pos[64:]
+        # Two blocks of the published shape side by side at one height, inside the walls.
+        assert (red - red[0] == blue - blue[0]).all() and red[0, 1] == blue[0, 1]
+        assert pos.min() >= 1 and pos.max() <= 38
+        assert abs((20 - red[:, 0].max()) - (blue[:, 0].min() - 20)) <= 2
+    with pytest.raises(ValueError, match="layout"):
+        TorchBattle(20, layout="random")
+
+
 def test_bad_actions_are_refused():
     env = TorchBattle(20)
     env.reset(2, seed=0)

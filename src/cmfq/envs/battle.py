@@ -16,6 +16,14 @@ KILL_REWARD = 5.0
 """Reward for a kill, as in magent2's battle."""
 AGENT_DENSITY = 0.04
 """Agents a side per map cell, as in the original MFQ experiments (map 40 gives 64 a side)."""
+LAYOUTS = ("fixed", "shifted")
+"""Where the armies start: ``fixed``, the published layout of every game; ``shifted``, that layout
+moved by a gap and a vertical offset drawn from each game's reset seed (``shifted_blocks``)."""
+PUBLISHED_GAP = 3
+"""Cells between the centre and each block in the published layout (the original MFQ code's)."""
+SHIFTED_GAPS = (1, 6)
+"""The gaps a shifted layout draws from, both ends included: from fronts 4 cells apart to 14, the
+published 3 in between (an agent sees 6 cells around it)."""
 
 
 @dataclass
@@ -35,6 +43,11 @@ class BattleOptions:
         -0.1, "battle only: reward for any attack (wasted ones included).")
     attack_opponent_reward: float = option(
         0.2, "battle only: reward for attacking an enemy (a kill adds magent2's fixed +5).")
+    layout: str = option(
+        "fixed", "battle only: where the armies start. fixed: the published layout, two blocks "
+        "left and right of the centre, in every game; shifted: those blocks moved apart or "
+        "together and up or down, each game by a draw from its reset seed, mirror-symmetric "
+        "(neither side is favoured).", choices=LAYOUTS)
 
 
 class BattleEnv(GridEnv):
@@ -65,8 +78,11 @@ class BattleEnv(GridEnv):
         dead_penalty: float = BattleOptions.dead_penalty,
         attack_penalty: float = BattleOptions.attack_penalty,
         attack_opponent_reward: float = BattleOptions.attack_opponent_reward,
+        layout: str = BattleOptions.layout,
     ) -> None:
         n = battle_agents_per_side(map_size, agents_per_side)
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         self._rewards = dict(
             step_reward=step_reward,
             dead_penalty=dead_penalty,
@@ -74,6 +90,7 @@ class BattleEnv(GridEnv):
             attack_opponent_reward=attack_opponent_reward,
         )
         self._blocks = block_positions(map_size, n)
+        self.layout = layout
         self.agents_per_side = n
         super().__init__(map_size, seed=seed, max_steps=max_steps, minimap_mode=minimap_mode,
                          id_embedding=id_embedding)
@@ -108,8 +125,11 @@ class BattleEnv(GridEnv):
         cfg.add_reward_rule(gw.Event(b, "attack", a), receiver=b, value=bonus)
         return cfg
 
-    def _populate(self) -> None:
-        for group, pos in zip(self.groups, self._blocks, strict=True):
+    def _populate(self, seed: int) -> None:
+        blocks = self._blocks
+        if self.layout == "shifted":
+            blocks = shifted_blocks(self.map_size, self.agents_per_side, layout_rng(seed))
+        for group, pos in zip(self.groups, blocks, strict=True):
             self._engine.add_agents(self._handles[group], method="custom", pos=pos)
 
     def won(self, survivors: int, opponent_survivors: int) -> bool:
@@ -128,22 +148,24 @@ def battle_agents_per_side(map_size: int, agents_per_side: int | None) -> int:
     return n
 
 
-def block_positions(map_size: int, n: int, gap: int = 3) -> tuple[np.ndarray, np.ndarray]:
+def block_positions(
+    map_size: int, n: int, gap: int = PUBLISHED_GAP, offset: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Two blocks of ``n`` agents on every other cell, left and right of the centre.
 
     The layout of the original MFQ code (a square block of side ``2 * ceil(sqrt(n))`` cells, ``gap``
     cells from the centre); where that would cross the border, the blocks start at the borders.
+    ``offset`` moves both blocks down (up where negative) from the middle row.
     Raises ValueError if the map cannot hold them.
     """
-    cols = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
+    cols, rows = _block_shape(n)
     side_x, side_y = 2 * cols, 2 * rows
     left_x0 = map_size // 2 - gap - side_x
     right_x0 = map_size // 2 + gap
     if left_x0 < 1:  # mirror a block at the left border instead
         left_x0 = 1
         right_x0 = map_size - side_x
-    y0 = (map_size - side_y) // 2
+    y0 = (map_size - side_y) // 2 + offset
     fits = (
         left_x0 + side_x - 2 < right_x0
         and right_x0 + side_x - 2 <= map_size - 2
@@ -159,3 +181,33 @@ def block_positions(map_size: int, n: int, gap: int = 3) -> tuple[np.ndarray, np
     left = np.array([[left_x0 + dx, y0 + dy, 0] for dx, dy in grid], dtype=np.int32)
     right = np.array([[right_x0 + dx, y0 + dy, 0] for dx, dy in grid], dtype=np.int32)
     return left, right
+
+
+def _block_shape(n: int) -> tuple[int, int]:
+    """Columns and rows of agents in a block of ``n``."""
+    cols = math.ceil(math.sqrt(n))
+    return cols, math.ceil(n / cols)
+
+
+def layout_rng(seed: int) -> np.random.Generator:
+    """The generator of a shifted layout, drawn from a game's reset seed: a stream of its own,
+    apart from the engine's and the teams' (``SeedSequence([seed, 0 or 1])``)."""
+    return np.random.default_rng([int(seed), 0x6C61796F])
+
+
+def shifted_blocks(
+    map_size: int, n: int, rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``block_positions`` with a gap drawn uniformly from ``SHIFTED_GAPS`` (as far as the map
+    holds it; none where the published blocks already touch the borders) and an offset drawn
+    uniformly from every row the blocks fit in. Both blocks move alike, away from the centre
+    and up or down, so the layout stays mirror-symmetric about the map's middle column."""
+    cols, rows = _block_shape(n)
+    side_x, side_y = 2 * cols, 2 * rows
+    widest = min(SHIFTED_GAPS[1], map_size // 2 - side_x - 1)  # the left block's x0 >= 1
+    gap = PUBLISHED_GAP  # at the borders: block_positions puts them there whatever the gap
+    if widest >= SHIFTED_GAPS[0]:
+        gap = int(rng.integers(SHIFTED_GAPS[0], widest + 1))
+    y0 = (map_size - side_y) // 2
+    offset = int(rng.integers(1 - y0, map_size - side_y - y0 + 1))
+    return block_positions(map_size, n, gap, offset)

@@ -144,15 +144,17 @@ class GridEnv:
         })
         return cfg
 
-    def _populate(self) -> None:
+    def _populate(self, seed: int) -> None:
+        """Add the agents (and walls) of a new round started with ``seed``."""
         raise NotImplementedError
 
     # --- the API ----------------------------------------------------------------------------
     def reset(self, seed: int | None = None) -> dict[str, Observation]:
         """Start a round; ``seed`` (default: the env's seed) fixes the engine's randomness."""
-        self._engine.set_seed(int(self.seed if seed is None else seed) % (2**31))
+        seed = int(self.seed if seed is None else seed)
+        self._engine.set_seed(seed % (2**31))
         self._engine.reset()
-        self._populate()
+        self._populate(seed)
         self.step_count = 0
         self._alive = {g: np.ones(self.num_alive(g), dtype=bool) for g in self.groups}
         return {g: self.observe(g) for g in self.groups}

@@ -121,7 +121,7 @@ class TigerDeerEnv(GridEnv):
             cfg.add_reward_rule(attack_a, receiver=[a], value=[self.tiger_attack_reward])
         return cfg
 
-    def _populate(self) -> None:
+    def _populate(self, seed: int) -> None:  # magent2 places them at random, from its seed
         self._engine.add_walls(method="random", n=self.n_walls)
         self._engine.add_agents(self._handles["deer"], method="random", n=self.n_deer)
         self._engine.add_agents(self._handles["tiger"], method="random", n=self.n_tigers)

@@ -7,16 +7,20 @@ import torch
 
 from cmfq.envs.battle import (
     KILL_REWARD,
+    LAYOUTS,
     BattleOptions,
     battle_agents_per_side,
     block_positions,
+    layout_rng,
+    shifted_blocks,
 )
 from cmfq.envs.torch_grid import AgentKind, TorchGridWorld
 
 
 class TorchBattle(TorchGridWorld):
-    """Red against blue, as ``BattleEnv`` (same options and defaults), every game starting from
-    the same two blocks."""
+    """Red against blue, as ``BattleEnv`` (same options and defaults). With the ``shifted``
+    layout each game's blocks are drawn as ``BattleEnv`` draws them, from a seed that the reset's
+    generator draws (the same layouts in distribution, not game by game)."""
 
     name = "battle"
     groups = ("red", "blue")
@@ -33,11 +37,15 @@ class TorchBattle(TorchGridWorld):
         dead_penalty: float = BattleOptions.dead_penalty,
         attack_penalty: float = BattleOptions.attack_penalty,
         attack_opponent_reward: float = BattleOptions.attack_opponent_reward,
+        layout: str = BattleOptions.layout,
         device: torch.device | str = "cpu",
         compile: bool = False,
     ) -> None:
         n = battle_agents_per_side(map_size, agents_per_side)
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         self._blocks = block_positions(map_size, n)
+        self.layout = layout
         self.agents_per_side = n
         self.minimap_mode = bool(minimap_mode)
         self.attack_opponent_reward = attack_opponent_reward
@@ -50,8 +58,14 @@ class TorchBattle(TorchGridWorld):
                          max_steps=max_steps, device=device, compile=compile)
 
     def _place(self, games, generator):
-        blocks = torch.from_numpy(np.concatenate(self._blocks)[:, :2]).long()
-        return blocks.expand(games, -1, -1), self.border(games)
+        if self.layout == "fixed":
+            blocks = torch.from_numpy(np.concatenate(self._blocks)[:, :2]).long()
+            return blocks.expand(games, -1, -1), self.border(games)
+        seeds = torch.randint(2**62, (games,), generator=generator, device=generator.device)
+        layouts = [shifted_blocks(self.map_size, self.agents_per_side, layout_rng(seed))
+                   for seed in seeds.tolist()]
+        blocks = np.stack([np.concatenate(pair)[:, :2] for pair in layouts])
+        return torch.from_numpy(blocks).long().to(self.device), self.border(games)
 
     def _rule_rewards(self, reward, hit, victim):
         # magent2's rule "a attacks b" for either side: only enemies can be hit.

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cmfq.envs.battle import LAYOUTS, BattleOptions
 from cmfq.evaluation.curves import BANDS, DEFAULT_METRICS
 from cmfq.evaluation.games import GAMES_AT_ONCE, default_workers
+from cmfq.evaluation.tournament import PAIRS
 from cmfq.training.config import RunOptions
 
 
@@ -30,6 +32,12 @@ def _env_arguments(parser: argparse.ArgumentParser) -> None:
                         help="steps per game at most (default: the env's: 400 in battle, "
                         "300 in tiger-deer)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the games (default: 0)")
+    parser.add_argument("--layout", choices=LAYOUTS, default=BattleOptions.layout,
+                        help="battle: where the armies start: fixed, the published layout in "
+                        "every game; shifted, the blocks moved apart or together and up or down "
+                        "by a draw from each game's seed, so a tournament's games start from "
+                        "--games / 2 layouts, each played from both sides (default: "
+                        f"{BattleOptions.layout})")
 
 
 PLAYERS_HELP = ("a checkpoint file (e.g. runs/*/last.pt), pretrained:NAME for a shipped model "
@@ -37,19 +45,27 @@ PLAYERS_HELP = ("a checkpoint file (e.g. runs/*/last.pt), pretrained:NAME for a 
 
 
 def _env_options(args: argparse.Namespace) -> dict:
-    return {} if args.max_steps is None else {"max_steps": args.max_steps}
+    """The env options given; the defaults are left out, so that a report of the published
+    layout reads as before (and its games are reused)."""
+    options = {} if args.max_steps is None else {"max_steps": args.max_steps}
+    if args.layout != BattleOptions.layout:
+        if args.env != "battle":
+            raise ValueError(f"--layout is battle's; {args.env} has none")
+        options["layout"] = args.layout
+    return options
 
 
 def _tournament_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "tournament",
-        help="every pair of checkpoints fights; win rates with 95%% intervals, per checkpoint "
-        "and per algorithm",
-        description="battle: every pair of checkpoints plays --games games, swapping sides "
-        "every game (mirrored pairs: two games from one seed); a game is won by the side with "
-        "more survivors; the checkpoints are also grouped by algorithm and the groups compared "
-        "over their seeds. tiger-deer: each checkpoint hunts as the tigers for --games games. "
-        "Writes JSON, CSV, a Markdown report and figures into --out.",
+        help="pairs of checkpoints fight; win rates with 95%% intervals, per checkpoint and "
+        "per algorithm",
+        description="battle: each pair of checkpoints (--pairs) plays --games games, swapping "
+        "sides every game (mirrored pairs: two games from one seed); a game is won by the side "
+        "with more survivors; the checkpoints are also grouped by algorithm and the groups "
+        "compared over their seeds, with t-intervals (random apart). tiger-deer: each "
+        "checkpoint hunts as the tigers for --games games. Writes JSON, CSV, a Markdown report "
+        "and figures into --out.",
     )
     parser.add_argument("checkpoints", nargs="+",
                         help=f"players: each {PLAYERS_HELP}, or a sweep's summary.csv for the "
@@ -68,10 +84,13 @@ def _tournament_parser(subparsers) -> None:
     parser.add_argument("--group-by", default="algo",
                         help="comma-separated config fields that group checkpoints for the "
                         "per-algorithm results, e.g. algo,weighting (default: algo)")
-    parser.add_argument("--pairs", choices=("all", "between-groups"), default="all",
-                        help="battle: which pairs play: all, or between-groups (pairs within "
-                        "one --group-by group, e.g. two seeds of one algorithm, are left out) "
-                        "(default: all)")
+    parser.add_argument("--pairs", choices=PAIRS, default="all",
+                        help="battle: which pairs play: all; between-groups (pairs within one "
+                        "--group-by group, e.g. two seeds of one algorithm, are left out); or "
+                        "seed-matched (each checkpoint meets the checkpoints of every other "
+                        "group trained with its seed, read from its config, random meets each "
+                        "checkpoint, and the groups are compared seed by seed; every group must "
+                        "hold the same seeds) (default: all)")
     parser.add_argument("--address", default=None,
                         help="play the games on this Ray cluster instead (HOST:PORT, 'auto', or "
                         "'local' for a new local instance; see docs/sweeps.md)")

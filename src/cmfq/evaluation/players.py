@@ -79,3 +79,11 @@ def checkpoint_groups(
                              f"{sorted(config)}")
         groups[label] = "-".join(str(config[key]) for key in keys)
     return groups
+
+
+def training_seeds(paths: Sequence[str | Path], labels: Sequence[str]) -> dict[str, int]:
+    """Label -> the training seed in each checkpoint's own config (``random`` has none)."""
+    from cmfq.training.checkpoint import load_checkpoint  # torch: only when seeds are asked for
+
+    return {label: load_checkpoint(path).config.seed
+            for label, path in zip(labels, paths, strict=True) if path != RANDOM}

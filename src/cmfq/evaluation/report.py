@@ -196,7 +196,7 @@ def write_json(path: Path, report: Mapping) -> None:
 # Reports in the old words, which called a game a round, use these keys.
 _OLD_KEYS = {"rounds_per_pair": "games_per_pair", "rounds_per_model": "games_per_model",
              "rounds": "games", "round": "game"}
-_BY_LABEL = ("checkpoints", "sha256", "members")
+_BY_LABEL = ("checkpoints", "sha256", "members", "seeds")
 
 
 def read_report(path: str | Path) -> dict:
@@ -216,7 +216,10 @@ def read_report(path: str | Path) -> dict:
 
 
 def format_rate(estimate: Estimate) -> str:
-    """``0.62 [0.48, 0.74]``: a rate (or a mean with an asymmetric interval) with its interval."""
+    """``0.62 [0.48, 0.74]``: a rate (or a mean with an asymmetric interval) with its interval
+    (none when unknown)."""
+    if math.isnan(estimate.low):
+        return f"{estimate.value:.2f}"
     return f"{estimate.value:.2f} [{estimate.low:.2f}, {estimate.high:.2f}]"
 
 

@@ -1,10 +1,11 @@
 """The games a battle tournament may take from the report already in its folder.
 
-A game is fully determined by the protocol's game settings (env, map size, seed, env options),
-the checkpoint on each side and the index of its mirrored pair of games, ``k // 2``, which gives
-its seed (``tournament.schedule``; ``play_batches`` plays a game alike alone or among others). It
-does not depend on the other players, on their order or labels, on the games per pair nor on which
-pairs play. So the games an earlier report holds between the same checkpoint files under the same
+A game is fully determined by the protocol's game settings (env, map size, seed, env options,
+the layout among them), the checkpoint on each side and the index of its mirrored pair of games,
+``k // 2``, which gives its seed (``tournament.schedule``), and with the ``shifted`` layout its
+starting positions (``play_batches`` plays a game alike alone or among others). It does not
+depend on the other players, on their order or labels, on the games per pair nor on which pairs
+play. So the games an earlier report holds between the same checkpoint files under the same
 game settings are exactly the games a new tournament would play, and only the others need
 playing: a study that adds players, or games per pair, pays for the new games only.
 
@@ -24,7 +25,8 @@ from cmfq.evaluation.match import Game
 from cmfq.evaluation.report import GameRecord, read_report
 
 NOT_GAME_SETTINGS = ("checkpoints", "sha256", "games_per_pair", "pairs", "group_by", "bootstrap")
-"""Protocol entries that change no game; every other entry must match for games to be reused."""
+"""Protocol entries that change no game (``bootstrap``: in reports written before the groups' t-
+intervals); every other entry must match for games to be reused, battle's ``layout`` among them."""
 
 Key = tuple[str, str, int]
 """A game as played: (the path of the first side's checkpoint, the second's, ``k // 2``)."""

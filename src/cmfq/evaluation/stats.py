@@ -1,5 +1,5 @@
 """Interval estimates for the evaluation reports: Wilson score intervals for win rates, normal
-intervals for per-game means and Student's t quantiles for means over a few seeds."""
+intervals for per-game means, and t-intervals for means over a few seeds (``unit_interval``)."""
 
 from __future__ import annotations
 
@@ -80,3 +80,32 @@ def t_quantile_975(df: int) -> float:
         (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160,
     )
     return z + sum(term / df ** (k + 1) for k, term in enumerate(terms))
+
+
+def unit_interval(
+    value: float, samples: Sequence[Sequence[float]], *, rate: bool = False,
+) -> Estimate:
+    """A mean over independently drawn units (a group's seeds or checkpoints) with its 95%
+    t-interval, ``value ± t·se``.
+
+    ``samples`` holds, per independent sample of units, each unit's share of ``value``: the part
+    of the mean that its games make up (for the plain mean of n values x_u, x_u / n). Then
+    se² = Σ over samples of n/(n − 1)·Σ_u (share_u − mean share)², the delete-one jackknife's
+    variance of a linear statistic (for one sample: s²/n), and t is Student's 0.975 quantile with
+    n − 1 degrees of freedom of the smallest sample that varies. A sample of one unit (a single
+    checkpoint) is taken as fixed; with no other, both bounds are NaN. With ``rate`` the bounds
+    are kept in [0, 1].
+    """
+    spread, units = 0.0, []
+    for shares in samples:
+        x = [float(v) for v in shares]
+        if len(x) > 1:
+            spread += len(x) / (len(x) - 1) * sum((v - statistics.fmean(x)) ** 2 for v in x)
+            units.append(len(x))
+    if not units:
+        return Estimate(value, math.nan, math.nan)
+    half = t_quantile_975(min(units) - 1) * math.sqrt(spread)
+    low, high = value - half, value + half
+    if rate:
+        low, high = max(low, 0.0), min(high, 1.0)
+    return Estimate(value, low, high)

@@ -1,6 +1,6 @@
 """Tiger-deer evaluation: each checkpoint hunts as the tigers against random deer for the same
 seeded games; the report gives per game the tigers' total reward and the deer caught, per
-checkpoint and per algorithm (over its checkpoints, with a bootstrap over seeds, then games)."""
+checkpoint and per algorithm (over its checkpoints, with a t-interval over them)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from cmfq.evaluation.figures import plot_scores
 from cmfq.evaluation.games import GAMES_AT_ONCE, game_seed, play_batches
-from cmfq.evaluation.groups import BOOTSTRAP_SAMPLES, members_of, two_stage_mean
+from cmfq.evaluation.groups import members_of
 from cmfq.evaluation.match import ArenaSpec, Game
 from cmfq.evaluation.players import checkpoint_groups, unique_labels
 from cmfq.evaluation.report import format_mean, format_rate, write_csv, write_json
-from cmfq.evaluation.stats import Estimate, mean_interval
+from cmfq.evaluation.stats import Estimate, mean_interval, unit_interval
 
 REPORT_FILES = ("report.json", "models.csv", "games.csv", "report.md", "scores.png")
 ALGORITHM_FILES = ("algorithms.csv", "algorithm_scores.png")
@@ -48,8 +46,8 @@ class HuntSummary:
 
 @dataclass(frozen=True)
 class AlgorithmHunt:
-    """A group's mean over its checkpoints of their per-game means, with the interval of a
-    two-stage bootstrap (checkpoints, then games)."""
+    """A group's mean over its checkpoints of their per-game means, with the t-interval over its
+    checkpoints (``mean_over_checkpoints``)."""
 
     algorithm: str
     checkpoints: int
@@ -58,19 +56,26 @@ class AlgorithmHunt:
     deer_caught: Estimate
 
 
-def summarise_groups(
-    groups: dict[str, str], records: Sequence[HuntRecord], seed: int,
-) -> list[AlgorithmHunt]:
-    rng = np.random.default_rng(seed)
+def summarise_groups(groups: dict[str, str], records: Sequence[HuntRecord]) -> list[AlgorithmHunt]:
     summaries = []
     for group, labels in members_of(groups).items():
         mine = [[r for r in records if r.model == label] for label in labels]
         summaries.append(AlgorithmHunt(
             algorithm=group, checkpoints=len(labels), games=sum(map(len, mine)),
-            reward=two_stage_mean([[r.reward for r in rs] for rs in mine], rng),
-            deer_caught=two_stage_mean([[r.deer_caught for r in rs] for rs in mine], rng),
+            reward=mean_over_checkpoints([[r.reward for r in rs] for rs in mine]),
+            deer_caught=mean_over_checkpoints([[r.deer_caught for r in rs] for rs in mine]),
         ))
     return summaries
+
+
+def mean_over_checkpoints(values: Sequence[Sequence[float]]) -> Estimate:
+    """The mean over checkpoints of their per-game means (``values[c]``: checkpoint c's games),
+    with the 95% t-interval over the checkpoints (each a draw of its group's seeds; its mean
+    carries its games' noise). One checkpoint gives no interval."""
+    if not values or any(len(v) == 0 for v in values):
+        raise ValueError("mean_over_checkpoints needs one checkpoint or more, each with games")
+    means = [sum(v) / len(v) for v in values]
+    return unit_interval(sum(means) / len(means), [[m / len(means) for m in means]])
 
 
 def summarise(labels: Sequence[str], records: Sequence[HuntRecord]) -> list[HuntSummary]:
@@ -128,13 +133,12 @@ def run_tiger_deer(
     }
     several = len(set(groups.values())) > 1
     if several:
-        report["protocol"] |= {"group_by": group_by,
-                               "bootstrap": {"samples": BOOTSTRAP_SAMPLES, "seed": seed}}
-        algorithms = summarise_groups(groups, records, seed)
+        report["protocol"]["group_by"] = group_by
+        algorithms = summarise_groups(groups, records)
         report["algorithms"] = {"members": members_of(groups), "summaries": algorithms}
         write_csv(out / "algorithms.csv", algorithms)
         plot_hunts([a.algorithm for a in algorithms], algorithms, out / "algorithm_scores.png",
-                   title=f"tiger-deer, {map_size}² map: mean over seeds (95% bootstrap intervals)")
+                   title=f"tiger-deer, {map_size}² map: mean over seeds (95% t-intervals)")
     report["games"] = records
     write_json(out / "report.json", report)
     write_csv(out / "models.csv", summaries)
@@ -173,9 +177,8 @@ def algorithm_section(algorithms: Sequence[AlgorithmHunt], group_by: str) -> lis
     """The per-algorithm part of the report, as Markdown lines."""
     lines = [
         f"## Per algorithm (checkpoints grouped by {group_by})", "",
-        "The mean over a group's checkpoints of their means per game, with a 95% two-stage "
-        f"bootstrap interval (checkpoints, then games; {BOOTSTRAP_SAMPLES} samples, seeded by "
-        "the evaluation's seed).", "",
+        "The mean over a group's checkpoints of their means per game, with the 95% t-interval "
+        "over the checkpoints (none for a group of one).", "",
         "| group | checkpoints | games | tiger reward [95% CI] | deer caught [95% CI] |",
         "|---|---:|---:|---|---|",
     ]

@@ -1,6 +1,7 @@
-"""Round-robin battle tournaments between checkpoints.
+"""Battle tournaments between checkpoints.
 
-Every pair of checkpoints plays ``games`` games. Games come in mirrored pairs: games 2k and
+Every pair of checkpoints plays ``games`` games; which pairs play is the tournament's design
+(``PAIRS``). Games come in mirrored pairs: games 2k and
 2k+1 start from the same seed with the teams swapped, so each model plays each side equally often
 and neither profits from a lucky side or layout. A game is won by the side with more survivors
 at the end (after ``max_steps`` or when a side is wiped out); equal survivors are a tie.
@@ -22,13 +23,18 @@ from pathlib import Path
 from cmfq.evaluation.figures import plot_win_rates
 from cmfq.evaluation.games import GAMES_AT_ONCE, game_seed, play_batches
 from cmfq.evaluation.groups import (
-    BOOTSTRAP_SAMPLES,
     algorithm_matrix,
     compare_algorithms,
     markdown_section,
 )
 from cmfq.evaluation.match import ArenaSpec, Game
-from cmfq.evaluation.players import checkpoint_groups, digest, unique_labels
+from cmfq.evaluation.players import (
+    RANDOM,
+    checkpoint_groups,
+    digest,
+    training_seeds,
+    unique_labels,
+)
 from cmfq.evaluation.report import (
     GameRecord,
     markdown_report,
@@ -58,29 +64,65 @@ class Settings:
     seed: int = 0
     env_options: dict = field(default_factory=dict)
     pairs: str = "all"
-    """Which pairs play: ``all``, or ``between-groups`` (pairs of one group, e.g. two seeds of one
-    algorithm, are left out: they say nothing about how the groups compare)."""
+    """Which pairs play (``PAIRS``)."""
 
 
-PAIRS = ("all", "between-groups")
+PAIRS = ("all", "between-groups", "seed-matched")
+"""The designs of a tournament: ``all`` pairs; ``between-groups``, all but the pairs of one group
+(e.g. two seeds of one algorithm: they say nothing about how the groups compare);
+``seed-matched``, each checkpoint against the checkpoints of every other group trained with the
+same seed (one seed gives every group the same initial weights), and ``random`` against each
+checkpoint once."""
 
 
-def schedule(
-    n_models: int, games: int, seed: int, groups: Sequence[str] | None = None
-) -> list[Game]:
-    """Every unordered pair (a, b), a < b, plays ``games`` games (an even number: mirrored
-    pairs); ``a`` plays the first group in even games and the second in odd ones, and each even
-    game's seed is reused by the next. With ``groups`` (each model's group) pairs of the same
-    group are left out; the others play the same games as in a full schedule."""
-    if n_models < 2:
-        raise ValueError(f"a tournament needs at least two checkpoints, got {n_models}")
+def pairs_to_play(
+    design: str, groups: Sequence[str], seeds: Sequence[int | None] | None = None,
+) -> list[tuple[int, int]]:
+    """The pairs (a, b), a < b, of checkpoints (each one's group and, for ``seed-matched``, its
+    training seed, None for ``random``) that play under ``design`` (``PAIRS``). Raises
+    ValueError where no pair plays, or where a seed of one group is missing from another."""
+    if design not in PAIRS:
+        raise ValueError(f"pairs must be one of {PAIRS}, got {design!r}")
+    if len(groups) < 2:
+        raise ValueError(f"a tournament needs at least two checkpoints, got {len(groups)}")
+    every = itertools.combinations(range(len(groups)), 2)
+    if design == "all":
+        return list(every)
+    if design == "seed-matched":
+        if seeds is None:
+            raise ValueError("seed-matched pairs need each checkpoint's training seed")
+        _check_seeds_match(groups, seeds)
+        pairs = [(a, b) for a, b in every if groups[a] != groups[b]
+                 and (RANDOM in (groups[a], groups[b]) or seeds[a] == seeds[b])]
+    else:
+        pairs = [(a, b) for a, b in every if groups[a] != groups[b]]
+    if not pairs:
+        raise ValueError("no pair to play: every checkpoint is in the same group")
+    return pairs
+
+
+def _check_seeds_match(groups: Sequence[str], seeds: Sequence[int | None]) -> None:
+    """Every group but ``random`` must hold checkpoints of the same training seeds."""
+    of: dict[str, set[int]] = {}
+    for group, seed in zip(groups, seeds, strict=True):
+        if group != RANDOM:
+            of.setdefault(group, set()).add(seed)
+    for g, h in itertools.permutations(of, 2):
+        missing = sorted(of[g] - of[h])
+        if missing:
+            raise ValueError(
+                f"seed-matched pairs: {g} has seed(s) {missing} that {h} lacks ({h}'s seeds: "
+                f"{sorted(of[h])}); give every group the same seeds, or use --pairs "
+                "between-groups")
+
+
+def schedule(pairs: Sequence[tuple[int, int]], games: int, seed: int) -> list[Game]:
+    """Each pair (a, b), a < b, plays ``games`` games (an even number: mirrored pairs); ``a``
+    plays the first group in even games and the second in odd ones, and each even game's seed is
+    reused by the next. A pair's games do not depend on which other pairs play."""
     if games < 2 or games % 2:
         raise ValueError(f"games per pair must be even and at least 2 (mirrored pairs: same "
                          f"seed, sides swapped), got {games}")
-    pairs = [(a, b) for a, b in itertools.combinations(range(n_models), 2)
-             if groups is None or groups[a] != groups[b]]
-    if not pairs:
-        raise ValueError("no pair to play: every checkpoint is in the same group")
     return [
         Game((a, b) if k % 2 == 0 else (b, a), k, game_seed(seed, k // 2))
         for a, b in pairs
@@ -122,12 +164,13 @@ def run_tournament(
         raise ValueError(f"pairs must be one of {PAIRS}, got {settings.pairs!r}")
     labels = unique_labels(paths)
     groups = checkpoint_groups(paths, labels, group_by)
+    seeds = training_seeds(paths, labels) if settings.pairs == "seed-matched" else None
     protocol = tournament_protocol(settings, labels, paths)
     spec = ArenaSpec(tuple(map(str, paths)), settings.env, settings.map_size,
                      dict(settings.env_options))
-    between = settings.pairs == "between-groups"
-    games = schedule(len(paths), settings.games, settings.seed,
-                     [groups[label] for label in labels] if between else None)
+    pairs = pairs_to_play(settings.pairs, [groups[label] for label in labels],
+                          None if seeds is None else [seeds.get(label) for label in labels])
+    games = schedule(pairs, settings.games, settings.seed)
     arena = spec.build()  # loads and checks every player: a bad one fails before a word is said
     earlier_file = Path(out) / "report.json"
     earlier = earlier_games(earlier_file, protocol) if reuse else {}
@@ -140,7 +183,8 @@ def run_tournament(
                   if to_play else ())
     records = [as_played_now(g, earlier[key], paths, labels) if key in earlier
                else to_record(g, next(played), labels) for g, key in zip(games, keys, strict=True)]
-    return write_tournament_report(out, labels, settings, protocol, records, groups, group_by)
+    return write_tournament_report(out, labels, settings, protocol, records, groups, group_by,
+                                   seeds)
 
 
 def tournament_protocol(
@@ -163,7 +207,10 @@ def tournament_protocol(
 def write_tournament_report(
     out: str | Path, labels: Sequence[str], settings: Settings, protocol: dict,
     records: Sequence[GameRecord], groups: dict[str, str] | None = None, group_by: str = "algo",
+    seeds: dict[str, int] | None = None,
 ) -> dict:
+    """Write the report files of a tournament's ``records`` into ``out`` and return the report;
+    ``seeds`` (label -> training seed) for a seed-matched tournament (``compare_algorithms``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pairs = summarise_pairs(records)
@@ -173,13 +220,16 @@ def write_tournament_report(
     several = groups is not None and len(set(groups.values())) > 1
     if several:
         protocol["group_by"] = group_by
-        protocol["bootstrap"] = {"samples": BOOTSTRAP_SAMPLES, "seed": settings.seed}
-        algorithms = compare_algorithms(pairs, groups, seed=settings.seed)
+        algorithms = compare_algorithms(pairs, groups, seeds)
         report["algorithms"] = algorithms
-        write_csv(out / "algorithms.csv", algorithms.standings)
-        write_csv(out / "algorithm_pairs.csv", algorithms.pairs)
+        if algorithms.standings:
+            write_csv(out / "algorithms.csv", algorithms.standings)
+        else:  # one group and random: no field
+            (out / "algorithms.csv").unlink(missing_ok=True)
+        every_pair = algorithms.pairs + algorithms.against_random
+        write_csv(out / "algorithm_pairs.csv", every_pair)
         names = list(algorithms.members)
-        wins, ties = algorithm_matrix(names, algorithms.pairs)
+        wins, ties = algorithm_matrix(names, every_pair)
         plot_win_rates(names, wins, out / "algorithm_win_rate.png", ties=ties,
                        title=f"{settings.env}, {settings.map_size}² map: win rate of row vs "
                        "column, mean over seeds")
