@@ -78,6 +78,8 @@ PLATEAU_METRICS = ("reward", "kills")
 LAYOUTS = ("--layout", "shifted")
 """The battle tournaments' start: the original blocks moved by an offset and gap drawn from
 each game's seed, mirrored for the two sides, so that a pair meets over games / 2 layouts."""
+BATTLE_STEPS = 400
+"""battle's step limit when a plan gives none (the env's default)."""
 KILL_SHARE = 0.9
 """What a picked battle model kills of a random team per game, at least, on either side at every
 map (when any run of its algorithm does)."""
@@ -345,6 +347,61 @@ def algorithm_table(report: dict) -> list[str]:
     return lines
 
 
+COMPARED = (("cmfq", "mfq"), ("cmfq-relative", "mfq"), ("control", "mfq"),
+            ("cmfq-relative", "cmfq"), ("cmfq-relative", "control"), ("mfq", "il"),
+            ("amfq", "mfq"))
+"""The head-to-head comparisons on the page, "a against b", where both groups have runs."""
+
+
+def head_to_head(report: dict) -> list[str]:
+    """``COMPARED``, seed by seed: a's win and loss rates against b (the mean over the seeds of
+    each seed's pair, with the t-interval over the seeds), and in how many seeds a won more of
+    the pair's games than it lost, and fewer."""
+    algorithms = report["algorithms"]
+    group = {label: g for g, labels in algorithms["members"].items() for label in labels}
+    seeds = algorithms.get("seeds") or {}
+    both: dict[tuple[str, str], dict] = {}
+    for p in algorithms["pairs"]:
+        both[p["a"], p["b"]] = p
+        both[p["b"], p["a"]] = p | {"a": p["b"], "b": p["a"], "win_rate": p["loss_rate"],
+                                    "loss_rate": p["win_rate"], "wins": p["losses"],
+                                    "losses": p["wins"]}
+    margins: dict[tuple[str, str], list[int]] = {}
+    for p in report["pairs"]:
+        if p["a"] in seeds and p["b"] in seeds:
+            ga, gb = group[p["a"]], group[p["b"]]
+            margins.setdefault((ga, gb), []).append(p["wins"] - p["losses"])
+            margins.setdefault((gb, ga), []).append(p["losses"] - p["wins"])
+    lines = ["| a against b | seeds | a's win rate | a's loss rate | ties | seeds a won / lost |",
+             "|---|---:|---|---|---:|---|"]
+    for a, b in COMPARED:
+        if (a, b) not in both:
+            continue
+        p, m = both[a, b], margins.get((a, b), [])
+        lines.append(
+            f"| {a} against {b} | {len(m)} | {rate(p['win_rate'])} | {rate(p['loss_rate'])} | "
+            f"{p['ties'] / p['games']:.2f} | {sum(x > 0 for x in m)} / {sum(x < 0 for x in m)} |")
+    return lines
+
+
+def game_ends(report: dict, max_steps: int) -> str:
+    """How the games between trained teams ended: the share that reached the step limit (the
+    others ended when a side was wiped out), and the games won by the first side and by the
+    second (the first side's agents act first in magent2)."""
+    random = {label for label, path in report["protocol"]["checkpoints"].items()
+              if path == "random"}
+    games = [g for g in report["games"] if g["a"] not in random and g["b"] not in random]
+    if not games:
+        return "No games between trained teams."
+    at_limit = sum(g["steps"] >= max_steps for g in games)
+    ties = sum(g["a_survivors"] == g["b_survivors"] for g in games)
+    first = sum((g["a_survivors"] > g["b_survivors"]) == (g["a_side"] == 0)
+                for g in games if g["a_survivors"] != g["b_survivors"])
+    return (f"Of the {len(games)} games between trained teams, {at_limit / len(games):.0%} "
+            f"reached the limit of {max_steps} steps (won by more survivors then); the first "
+            f"side won {first}, the second {len(games) - first - ties} (ties: {ties}).")
+
+
 def tiger_table(report: dict) -> list[str]:
     """Per algorithm: the mean over its runs of their per-game means, with the report's
     t-interval over the runs."""
@@ -518,19 +575,23 @@ def results_page(plan: Plan) -> None:
                       "```toml", config.read_text().strip(), "```", ""]
     lines += progress_lines(plan)
     lines += [
-        f"Cross-play: every battle run and a uniformly random team, {plan.games} games per "
-        f"pair (sides swapped every game), on maps {', '.join(map(str, plan.maps))} "
-        "(the training map first; agents a side grow with the map's area). Win rate: games won "
-        "/ games played (ties count as not won; the heatmaps give the tie shares). Between "
-        "algorithms: the mean over their runs' pairs with a 95% t-interval over the runs of "
-        "both (see docs/evaluation.md), so the intervals include the variation between seeds; "
-        "vs the field leaves random out. Rows: the number of runs. Runs of one "
-        "algorithm do not play each other (those pairs cost as much as any and say nothing about "
-        "the algorithms), so the diagonal is empty.", "",
+        "Cross-play: each battle run meets the run of every other group trained from the same "
+        f"seed (the same initial weights), {plan.games} games a pair from {plan.games // 2} "
+        "layouts (the published blocks shifted by each game's seed, mirrored for the sides; "
+        "`--layout shifted`), each layout played from both sides; a uniformly random team "
+        "meets every run. Maps: "
+        f"{', '.join(map(str, plan.maps))} (the training map first; the agents a side grow with "
+        "the map's area). A game is won by the side with more survivors when one side is wiped "
+        "out or the step limit is reached. Between groups: a's win rate against b is the mean "
+        "over the seeds of the seed's pair, with the 95% t-interval over the seeds (its "
+        "coverage checked by simulation: docs/evaluation.md); vs the field is the mean over "
+        "the other groups, random left out (its column is apart). Rows: the number of runs.",
+        "",
     ]
-    for size in plan.maps:
+    for size, steps in zip(plan.maps, plan.max_steps, strict=True):
         report = read_report(plan, f"battle-map{size}")
-        lines += [f"## Battle, map {size}", ""] + algorithm_table(report) + [
+        lines += [f"## Battle, map {size}", "", game_ends(report, steps or BATTLE_STEPS), ""]
+        lines += head_to_head(report) + [""] + algorithm_table(report) + [
             "", f"![win rate between algorithms, map {size}]"
             f"({link(plan.reports / f'battle-map{size}' / 'algorithm_win_rate.png')})", "",
             f"Every run: [report]({link(plan.reports / f'battle-map{size}' / 'report.md')}).", "",

@@ -272,3 +272,37 @@ def test_sensitivity_table_gives_each_group_its_ratio_to_the_floor(study, finish
     assert study.sensitivity_table(plan)[2:] == [
         f"| {a} | 2 | {spread} | 0.0001 ± 0 | 30 [20, 40] | 0.0001 ± 0 | 0.0001 ± 0 | 1 [1, 1] |"
         for a in ("cmfq", "mfq")]
+
+
+def test_head_to_head_counts_the_seeds_and_game_ends_the_sides(study):
+    report = {
+        "protocol": {"checkpoints": {"c0": "c0.pt", "c1": "c1.pt", "m0": "m0.pt", "m1": "m1.pt",
+                                     "random": "random"}},
+        "algorithms": {
+            "members": {"cmfq": ["c0", "c1"], "mfq": ["m0", "m1"], "random": ["random"]},
+            "seeds": {"c0": 0, "c1": 1, "m0": 0, "m1": 1},
+            "pairs": [{"a": "mfq", "b": "cmfq", "games": 20, "wins": 9, "losses": 10,
+                       "ties": 1, "win_rate": estimate(0.45, 0.2, 0.7),
+                       "loss_rate": estimate(0.5, 0.3, 0.7)}],
+        },
+        # seed 0: cmfq wins 7 of 10; seed 1: 3 of 10, mfq 6, one tie.
+        "pairs": [pair("c0", "m0", 7, 3), pair("m1", "c1", 6, 3), pair("c0", "random", 10, 0)],
+        "games": [
+            {"a": "c0", "b": "m0", "a_side": 0, "a_survivors": 3, "b_survivors": 0,
+             "steps": 80},
+            {"a": "c0", "b": "m0", "a_side": 1, "a_survivors": 2, "b_survivors": 1,
+             "steps": 400},
+            {"a": "m1", "b": "c1", "a_side": 0, "a_survivors": 1, "b_survivors": 1,
+             "steps": 400},
+            {"a": "c0", "b": "random", "a_side": 0, "a_survivors": 5, "b_survivors": 0,
+             "steps": 30},
+        ],
+    }
+    # mfq's pair, read from cmfq's side: the rates swap.
+    assert study.head_to_head(report)[2:] == [
+        "| cmfq against mfq | 2 | 0.50 [0.30, 0.70] | 0.45 [0.20, 0.70] | 0.05 | 1 / 1 |"]
+    # Three games between trained teams (random's left out): two at the limit; the first
+    # side won one, the second one, one tie.
+    assert study.game_ends(report, 400) == (
+        "Of the 3 games between trained teams, 67% reached the limit of 400 steps (won by more "
+        "survivors then); the first side won 1, the second 1 (ties: 1).")
