@@ -14,18 +14,21 @@ train      ``cmfq sweep`` of each of ``Plan.sweeps`` (experiments/battle.toml, i
            ``config.toml``, ``metrics.csv`` and weights-only ``last.pt`` are committed (the rest
            of its folder is git-ignored), so a fresh clone trains only what is missing. The
            later stages take the runs finished so far, so the study can be read as it grows.
-crossplay  ``cmfq tournament --pairs between-groups`` of every battle run and ``random`` at
-           each map of ``Plan.maps`` (runs of one algorithm do not play each other). The
-           tournament keeps the games its report already holds, so new runs cost only their games.
+crossplay  ``cmfq tournament --pairs seed-matched --layout shifted --group-by label`` of every
+           finished battle run and ``random`` at each map of ``Plan.maps``: each run meets the
+           run of every other variant trained from its seed, over ``games / 2`` layouts from
+           both sides. The tournament keeps the games its report already holds, so new runs cost
+           only their games.
 tigerdeer  ``cmfq tournament --env tiger-deer`` of every tiger-deer run and ``random`` (kept
            as is while its players and settings are the same).
 curves     ``cmfq plot`` of each env's runs (mean over seeds, 95% t interval).
-pick       the pretrained models, one per algorithm and env, copied into ``Plan.models``:
-           battle: among the runs that kill at least ``KILL_SHARE`` of a random team on
-           either side at every map (all runs if none does), the run with the highest win rate
-           (games won / games played) against the runs of the other algorithms at the training
-           map (``random`` left out); ties go to the higher such rate over the larger maps, then
-           to the lower seed.
+pick       once every planned run has finished (until then it waits, as does replay): the
+           pretrained models, one per algorithm and env, copied into ``Plan.models``:
+           battle: of the runs of the variant named as the algorithm, among those that kill at
+           least ``KILL_SHARE`` of a random team on either side at every map (all runs if none
+           does), the run with the highest win rate (games won / games played) against the
+           runs of the other variants at the training map (``random`` left out); ties go to the
+           higher such rate over the larger maps, then to the lower seed.
            tiger-deer: the run with the most deer caught per game, then the higher reward.
 replay     ``cmfq render`` of the picked cmfq against the picked mfq, and one frame as a PNG.
 results    the results page from the reports, with a marked place for the conclusion, which a
@@ -559,6 +562,49 @@ def kill_cell(kills: dict[str, list] | None) -> str:
                      for size, sides in kills.items())
 
 
+WAITING = "not yet: the study's planned runs have not all finished (progress: docs/results.md)"
+
+
+def complete(plan: Plan) -> bool:
+    """Whether every run that the sweeps plan has finished."""
+    return all(RunFolder(run).is_finished() for env in ENVS for run in planned_runs(plan, env))
+
+
+def current_picks(plan: Plan) -> dict | None:
+    """The picks of ``picks.json`` if they were made from this study's runs (their checkpoints
+    are here), else None."""
+    path = plan.reports / "picks.json"
+    picks = json.loads(path.read_text()) if path.is_file() else {}
+    if picks and all(Path(p["checkpoint"]).is_file() for p in picks.values()):
+        return picks
+    return None
+
+
+def picks_lines(plan: Plan, link) -> list[str]:
+    """The replay and the pretrained models' section: what was picked, and how."""
+    picks = current_picks(plan)
+    if picks is None:
+        return ["", "## Pretrained models", "",
+                "The shipped models (`cmfq.pretrained`) are not picked from these runs yet: the "
+                "pick and replay stages wait until every planned run has finished.", ""]
+    frame = link(plan.reports / "figures" / "replay-frame.png")
+    lines = ["", "## A replay", "",
+             f"The picked cmfq (red) against the picked mfq (blue), map {plan.maps[0]}:", "",
+             f"![a frame of the replay]({frame})", "", "## Pretrained models", "",
+             "Battle: per algorithm, among the runs that kill at least "
+             f"{KILL_SHARE:.0%} of a random team on either side at every map, the run with the "
+             "highest win rate against the runs of the other algorithms at the training map "
+             "(random left out; ties: the larger maps, then the lower seed); the last column "
+             "gives the share of the random team it killed per game, on the first side and on "
+             "the second. Tiger-deer: the run with the most deer caught per game. Their scores "
+             "are picked for being high: the tables above, over all seeds, are the fair "
+             "comparison.", "",
+             "| name | run | score | runs of its algorithm | random team killed |",
+             "|---|---|---:|---:|---|"]
+    return lines + [f"| `pretrained:{name}` | {p['run']} | {p['score']:.2f} | {p['seeds']} | "
+                    f"{kill_cell(p.get('kills_vs_random'))} |" for name, p in picks.items()]
+
+
 def results_page(plan: Plan) -> None:
     def link(path: Path) -> str:
         return os.path.relpath(path, plan.page.parent)
@@ -626,23 +672,7 @@ def results_page(plan: Plan) -> None:
               "always zero, so its ratio is the level of a network that cannot use them.", ""]
     lines += sensitivity_table(plan) + [""]
     lines += diagnostics_table(plan) + [""]
-    picks = json.loads((plan.reports / "picks.json").read_text())
-    lines += ["", "## A replay", "", "The picked cmfq (red) against the picked mfq (blue), "
-              f"map {plan.maps[0]}:", "",
-              f"![a frame of the replay]({link(plan.reports / 'figures' / 'replay-frame.png')})",
-              "", "## Pretrained models", "",
-              "Battle: per algorithm, among the runs that kill at least "
-              f"{KILL_SHARE:.0%} of a random team on either side at every map, the run with the "
-              "highest win rate against the runs of the other algorithms at the training map "
-              "(random left out; ties: the larger maps, then the lower seed); the last column "
-              "gives the share of the random team it killed per game, on the first side and "
-              "on the second. Tiger-deer: the run with the most deer caught per game. Their "
-              "scores are picked for being high: the tables above, over all seeds, are the fair "
-              "comparison.", "",
-              "| name | run | score | runs of its algorithm | random team killed |",
-              "|---|---|---:|---:|---|"]
-    lines += [f"| `pretrained:{name}` | {p['run']} | {p['score']:.2f} | {p['seeds']} | "
-              f"{kill_cell(p.get('kills_vs_random'))} |" for name, p in picks.items()]
+    lines += picks_lines(plan, link)
     lines += ["", "## Conclusion", "", CONCLUSION_MARK, "",
               "_Not written yet: read the tables and curves above first._", ""]
     text = "\n".join(lines)
@@ -678,8 +708,8 @@ def main(argv: list[str] | None = None) -> int:
         "crossplay": lambda: crossplay(plan, args.workers),
         "tigerdeer": lambda: tigerdeer(plan, args.workers),
         "curves": lambda: curves(plan),
-        "pick": lambda: pick(plan),
-        "replay": lambda: replay(plan),
+        "pick": lambda: pick(plan) if complete(plan) else print(WAITING),
+        "replay": lambda: replay(plan) if current_picks(plan) else print(WAITING),
         "results": lambda: results_page(plan),
     }
     for stage in STAGES:
