@@ -227,3 +227,19 @@ def test_bad_actions_raise():
         env.step({"red": np.zeros(3), "blue": np.zeros(env.num_alive("blue"))})
     with pytest.raises(ValueError, match="must lie in"):
         env.step({g: np.full(env.num_alive(g), 99) for g in env.groups})
+
+
+def test_a_wiped_out_group_is_observed_without_asking_magent2(monkeypatch):
+    # magent2's observation reads the first agent of the group even when it has none, which
+    # crashes now and then: an empty group's observation has no rows, made here.
+    env = make_env("tiger-deer", 12, seed=0, n_tigers=2, n_deer=3, tiger_step_recover=-20.0)
+    env.reset(seed=0)
+    result = env.step({g: np.zeros(env.num_alive(g), np.int32) for g in env.groups})
+    assert result.terminated and env.num_alive("tiger") == 0
+    monkeypatch.setattr(env._engine, "get_observation",
+                        lambda handle: pytest.fail("magent2 was asked to observe no agents"))
+    obs = env.observe("tiger")
+    spec = env.specs["tiger"]
+    assert obs.view.shape == (0, *spec.view_shape) and obs.features.shape == (0, spec.feature_dim)
+    assert obs.ids.shape == (0,) and obs.positions.shape == (0, 2)
+    assert result.next_obs["tiger"].view.shape == (2, *spec.view_shape)  # the dead's rows: zeros

@@ -162,6 +162,13 @@ class GridEnv:
     def observe(self, group: str) -> Observation:
         """The live agents' observations of ``group`` (copies)."""
         h = self._handle(group)
+        if self.num_alive(group) == 0:
+            # magent2 reads the first agent of the group it observes even when there is none
+            # (its minimap code), which crashes now and then: a wiped-out group has no rows.
+            spec = self.specs[group]
+            return Observation(np.zeros((0, *spec.view_shape), np.float32),
+                               np.zeros((0, spec.feature_dim), np.float32),
+                               np.zeros(0, np.int32), np.zeros((0, 2), np.int32))
         view, features = self._engine.get_observation(h)
         return Observation(
             view.copy(), features.copy(), self._engine.get_agent_id(h), self._engine.get_pos(h)
@@ -207,10 +214,10 @@ class GridEnv:
     def health(self, group: str) -> np.ndarray:
         """float32 [n] hit points of the live agents of ``group``, as a fraction of the maximum
         (rows as in ``positions``)."""
-        view, _ = self._engine.get_observation(self._handle(group))
+        view = self.observe(group).view
         centre = view.shape[1] // 2
         # Channel 2 of a view is the own group's HP; the agent itself is at its centre.
-        return view[:, centre, centre, 2].copy()
+        return view[:, centre, centre, 2]
 
     def walls(self) -> np.ndarray:
         """int32 [m, 2] (x, y) cells of the walls, the map's border included."""
