@@ -37,7 +37,9 @@ class StepResult(NamedTuple):
 
     next_obs: dict[str, Observation]
     """Per group, the observation after the step, read once the dead are removed (rows of dead
-    agents are zeros)."""
+    agents are zeros). After a wipe-out, magent2's minimap channel of the empty group is 0 / 0,
+    NaN, in the survivors' views (the torch games alike): those transitions are terminal, and a
+    terminal s' is never read (``ReplayBuffer``)."""
     rewards: dict[str, np.ndarray]
     """Per group, float32 [n] reward of each agent for this step."""
     alive: dict[str, np.ndarray]
