@@ -38,6 +38,8 @@ import torch
 
 _EPS = 1e-8
 """magent2's CircleRange tolerance."""
+_STATE = ("pos", "hp", "alive", "last_action", "last_reward", "step_count")
+"""The state a step changes (``walls`` stay)."""
 
 
 @dataclass(frozen=True)
@@ -363,11 +365,12 @@ class TorchGridWorld:
         """bool [G, n]."""
         return self.alive[:, self.slices[group]]
 
-    def step(self, actions: dict[str, torch.Tensor], order: torch.Tensor | None = None
-             ) -> StepResult:
+    def step(self, actions: dict[str, torch.Tensor], order: torch.Tensor | None = None,
+             playing: torch.Tensor | None = None) -> StepResult:
         """One step of every game with ``actions[g]`` (int [G, n_g]; dead agents' are ignored).
 
         ``order``: see ``step_slots``; by default drawn from the generator of ``reset``.
+        ``playing`` (bool [G]): where given, the other games stay as they are (rewards 0).
         """
         parts = []
         for k, g in enumerate(self.groups):
@@ -385,7 +388,14 @@ class TorchGridWorld:
         if order is None:
             order = torch.rand(self.G, self.n_slots, device=self.device,
                                generator=self._generator).argsort(1).argsort(1)
+        previous = {name: getattr(self, name) for name in _STATE}
         rewards = self.step_slots(torch.cat(parts, 1), order)
+        if playing is not None:
+            kept = ~playing.to(self.device)
+            for name, value in previous.items():
+                mask = kept.view(-1, *([1] * (value.dim() - 1)))
+                setattr(self, name, torch.where(mask, value, getattr(self, name)))
+            rewards = torch.where(kept[:, None], 0.0, rewards)
         wiped = torch.stack([~self.alive_mask(g).any(1) for g in self.groups]).any(0)
         done = wiped | (self.step_count >= self.max_steps)
         return StepResult(
