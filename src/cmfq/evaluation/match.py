@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from cmfq.algos import RandomPolicy
-from cmfq.envs import GridEnv, make_env
+from cmfq.envs import Games, GridEnv, make_env
 from cmfq.evaluation.players import RANDOM
 from cmfq.training.checkpoint import Checkpoint, load_checkpoint
 from cmfq.training.rollout import GameResult, TeamPolicy, play_games
@@ -85,7 +85,7 @@ class Arena:
         """The largest team at the start of a game (the env's layout fixes the numbers)."""
 
     def play(
-        self, games: Sequence[Game], on_step: Callable[[GridEnv, int], None] | None = None,
+        self, games: Sequence[Game], on_step: Callable[[Games, int], None] | None = None,
     ) -> list[GameResult]:
         """The result of each game, all played at once: each checkpoint decides for its teams in
         every game in one batched forward a step."""

@@ -43,13 +43,14 @@ def render_game(
     ]
     frames = []
 
-    def draw(env_, step: int) -> None:
+    def draw(games, game: int) -> None:
+        env_ = games.envs[game]  # the arena plays magent2's envs
         teams = [
             Team(name, env_.positions(g), env_.health(g))
             for name, g in zip(names, groups, strict=True)
         ]
         frames.append(draw_frame(
-            env_.map_size, teams, step, cell=cell, max_steps=env_.max_steps,
+            env_.map_size, teams, env_.step_count, cell=cell, max_steps=env_.max_steps,
             walls=env_.walls(), attacks=env_.attacks(),
         ))
 
