@@ -23,11 +23,15 @@ import torch
 from helpers import assert_same_run
 
 import cmfq
+from cmfq.algos import RandomPolicy
 from cmfq.cli import main
-from cmfq.envs import make_env
+from cmfq.envs import make_env, make_games
+from cmfq.evaluation.match import Arena, Game
+from cmfq.evaluation.render import render_game
 from cmfq.training.checkpoint import load_checkpoint
 from cmfq.training.config import TrainConfig
 from cmfq.training.metrics import read_metrics
+from cmfq.training.replay import ReplayBuffer
 from cmfq.training.rollout import play_games
 from cmfq.training.trainer import resume, train
 
@@ -144,3 +148,44 @@ def test_the_backend_flag_and_its_errors(tmp_path, capsys):
         TrainConfig(env_backend="torch", id_embedding=True)
     assert main(["train", "--env-backend", "jax", "--quiet"]) == 2
     assert "env_backend" in capsys.readouterr().err
+
+
+def test_a_torch_game_is_the_same_alone_or_among_others():
+    seeds = (3, 4)
+
+    def play(js):
+        games = make_games("tiger-deer", 14, len(js), backend="torch", max_steps=15)
+        buffer = ReplayBuffer(5000, games.specs["tiger"].n_actions)
+        policies = [{"tiger": RandomPolicy(games.specs["tiger"].n_actions, seed=10 + j)}
+                    for j in js]
+        results = play_games(games, policies, seeds=[seeds[j] for j in js],
+                             record=[{"tiger": buffer} for _ in js])
+        return results, buffer.added
+
+    alone = [play([j]) for j in range(2)]
+    together, added = play([0, 1])
+    assert together == [results[0] for results, _ in alone]
+    assert added == sum(n for _, n in alone) > 0
+
+
+@pytest.fixture(scope="module")
+def torch_checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "torch-battle"
+    run = train(TrainConfig(out=str(out), algo="mfq", rounds=1, **dict(TORCH, max_steps=10)),
+                progress=False)
+    return str(run / "last.pt")
+
+
+def test_tournament_games_on_the_torch_backend(tmp_path, torch_checkpoint, capsys):
+    arena = Arena([torch_checkpoint, "random"], "battle", 12, env_backend="torch", max_steps=15)
+    games = [Game((0, 1), 0, 5), Game((1, 0), 1, 6), Game((0, 1), 2, 7)]
+    # a game depends on its players and seed only, as on magent2
+    assert arena.play(games) == [arena.play([game])[0] for game in games]
+    out = tmp_path / "report"
+    assert main(["tournament", torch_checkpoint, "random", "--map-size", "12", "--games", "2",
+                 "--max-steps", "10", "--env-backend", "torch", "--workers", "1",
+                 "--out", str(out)]) == 0
+    assert "env_backend" in (out / "report.json").read_text()
+    with pytest.raises(ValueError, match="render with env_backend magent2"):
+        render_game([torch_checkpoint, "random"], tmp_path / "x.gif", map_size=12,
+                    env_options={"env_backend": "torch"})

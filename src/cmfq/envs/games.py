@@ -183,9 +183,10 @@ def _put(state: GroupState, game: int, slots: np.ndarray, obs, rows: np.ndarray 
 class TorchGames(Games):
     """The torch backend: battle or tiger-deer as one ``TorchGridWorld`` of G games.
 
-    The games draw their placements and attack orders from one generator, seeded by the first
-    game's seed: the same seeds give the same games, but game j is not the game its seed gives
-    alone (nor magent2's game of that seed, except where the placement is fixed, as battle's)."""
+    Game j draws its placement and attack orders from a generator seeded by its seed
+    (``TorchGridWorld.reset_each``), so it is the same game alone or among others; not magent2's
+    game of that seed (its own generator draws differently), except for the placement where it
+    is fixed (battle's)."""
 
     def __init__(self, name: str, map_size: int, games: int, *, device: torch.device | str = "cpu",
                  compile: bool = False, id_embedding: bool = False, **options) -> None:
@@ -217,7 +218,7 @@ class TorchGames(Games):
 
     def reset(self, seeds: Sequence[int]) -> dict[str, GroupState]:
         self._check_seeds(seeds)
-        self.world.reset(self.n_games, int(seeds[0]))
+        self.world.reset_each(seeds)
         self._over = torch.zeros(self.n_games, dtype=torch.bool, device=self.device)
         return {g: self._group(g, self.world.observe(g)) for g in self.groups}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cmfq.envs import BACKENDS
 from cmfq.evaluation.curves import BANDS, DEFAULT_METRICS
 from cmfq.evaluation.games import GAMES_AT_ONCE, default_workers
 from cmfq.training.config import RunOptions
@@ -30,6 +31,9 @@ def _env_arguments(parser: argparse.ArgumentParser) -> None:
                         help="steps per game at most (default: the env's: 400 in battle, "
                         "300 in tiger-deer)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the games (default: 0)")
+    parser.add_argument("--env-backend", choices=BACKENDS, default="magent2",
+                        help="what plays the games: magent2 (the reference, default) or torch "
+                        "(the same rules as tensors, its own random draws; not for render)")
 
 
 PLAYERS_HELP = ("a checkpoint file (e.g. runs/*/last.pt), pretrained:NAME for a shipped model "
@@ -37,7 +41,10 @@ PLAYERS_HELP = ("a checkpoint file (e.g. runs/*/last.pt), pretrained:NAME for a 
 
 
 def _env_options(args: argparse.Namespace) -> dict:
-    return {} if args.max_steps is None else {"max_steps": args.max_steps}
+    """The options the games are built with beyond the checkpoints' settings; the backend only
+    where it is not the default, so that a report's settings say what they always said."""
+    options = {} if args.max_steps is None else {"max_steps": args.max_steps}
+    return options | ({} if args.env_backend == "magent2" else {"env_backend": args.env_backend})
 
 
 def _tournament_parser(subparsers) -> None:

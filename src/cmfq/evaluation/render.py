@@ -36,6 +36,9 @@ def render_game(
             f"{env} takes {len(played)} player{'s' * (len(played) > 1)} ({', '.join(played)}), "
             f"got {len(paths)}" + ("; name random for a random team" if len(played) > 1 else "")
         )
+    if (env_options or {}).get("env_backend", "magent2") != "magent2":
+        raise ValueError("a replay draws magent2's games (their walls and attacks); render with "
+                         "env_backend magent2")
     arena = Arena(paths, env, map_size, **(env_options or {}))
     labels = labels_for(paths)
     names = [
