@@ -116,6 +116,7 @@ class EnvGames(Games):
         self.n_games = len(self.envs)
         self.device = torch.device("cpu")
         self._over = np.zeros(self.n_games, dtype=bool)
+        self._terminated = np.zeros(self.n_games, dtype=bool)
 
     def won(self, survivors: int, opponent_survivors: int) -> bool:
         return self.envs[0].won(survivors, opponent_survivors)
@@ -123,7 +124,7 @@ class EnvGames(Games):
     def reset(self, seeds: Sequence[int]) -> dict[str, GroupState]:
         self._check_seeds(seeds)
         first = [env.reset(seed) for env, seed in zip(self.envs, seeds, strict=True)]
-        self._over[:] = False
+        self._over[:] = self._terminated[:] = False
         # Slot i of a group is its i-th agent at the start; _slots[j][g] lists the live ones.
         self._slots = [{g: np.arange(len(obs[g].view)) for g in self.groups} for obs in first]
         n = {g: max(len(obs[g].view) for obs in first) for g in self.groups}
@@ -148,7 +149,6 @@ class EnvGames(Games):
         for g in self.groups:
             if g not in actions:
                 raise ValueError(f"no actions given for group {g!r}; every group must act")
-        terminated = np.zeros(self.n_games, dtype=bool)
         for j, env in enumerate(self.envs):
             if self._over[j]:
                 continue
@@ -163,10 +163,10 @@ class EnvGames(Games):
                 state[g].alive[j, dead] = False
                 slots[g] = slots[g][alive]
                 _put(state[g], j, slots[g], result.next_obs[g], rows=alive)
-            self._over[j], terminated[j] = result.done, result.terminated
+            self._over[j], self._terminated[j] = result.done, result.terminated
         self._state = state
         return GamesStep(dict(state), rewards, torch.from_numpy(self._over.copy()),
-                         torch.from_numpy(terminated))
+                         torch.from_numpy(self._terminated.copy()))
 
 
 def _put(state: GroupState, game: int, slots: np.ndarray, obs, rows: np.ndarray | None = None

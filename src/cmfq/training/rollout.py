@@ -88,11 +88,11 @@ def play_games(
     if len(set(counts.values())) != 1:
         raise ValueError(f"policies, seeds and record need one entry per game; got {counts}")
     state = games.reset(seeds)
-    tables = [
+    in_play = [
         _Game.start(j, games, state, policies[j], seeds[j], {} if record is None else record[j])
         for j in range(games.n_games)
     ]
-    while playing := [game for game in tables if not game.over]:
+    while playing := [game for game in in_play if not game.over]:
         decisions = _decide([(game, g) for game in playing for g in games.groups])
         actions = {g: torch.zeros(s.alive.shape, dtype=torch.long) for g, s in state.items()}
         for game in playing:
@@ -115,7 +115,7 @@ def play_games(
         for game in ended:
             for g, buffer in game.record.items():
                 buffer.end_round(game.obs[g], final.get((game.index, g)), stream=(game.index, g))
-    return [game.result() for game in tables]
+    return [game.result() for game in in_play]
 
 
 def _team(state: GroupState, game: int) -> tuple[torch.Tensor, Observation]:
