@@ -13,7 +13,7 @@ computes every group's observations, and a game that ends starts again. After ``
 ``--train ALGO`` times training instead: ``--rounds`` rounds of ``cmfq train`` (``--games`` games
 a round of at most ``--steps`` steps, then the updates) on ``--backend`` and ``--device``; the
 rate is the env steps of the rounds after the first (which warms up) over their time, acting and
-learning included.
+learning included (``--replay-ratio 0``: the games alone, with the learner acting).
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ def parse_args() -> argparse.Namespace:
                         help="time training rounds of ALGO instead of random play")
     parser.add_argument("--rounds", type=int, default=4,
                         help="--train: rounds (the first warms up)")
+    parser.add_argument("--replay-ratio", type=float, default=1.0,
+                        help="--train: the run's replay_ratio (default 1, training's; 0: no "
+                        "updates, so a round is its games: acting, the env and the replay)")
     return parser.parse_args()
 
 
@@ -57,7 +60,7 @@ def training_rate(args) -> float:
             algo=args.train, env=args.game, env_backend=args.backend, map_size=args.map_size,
             games_per_round=args.games, max_steps=args.steps, rounds=args.rounds,
             device=args.device, threads=args.threads, seed=args.seed, out=out,
-            save_every=args.rounds)
+            save_every=args.rounds, replay_ratio=args.replay_ratio)
         rows = read_metrics(train(config, progress=False) / "metrics.csv")[1:]
     for row in rows:
         print(f"round {int(row['round'])}: {row['steps']:.0f} env steps, "
