@@ -9,6 +9,11 @@ uniform actions, drawn on the backend's side: numpy for magent2, torch on the de
 computes every group's observations, and a game that ends starts again. After ``--warmup`` steps,
 ``--steps`` steps are timed; an env step is one step of one game. The last line is
 ``env steps/s: N``.
+
+``--train ALGO`` times training instead: ``--rounds`` rounds of ``cmfq train`` (``--games`` games
+a round of at most ``--steps`` steps, then the updates) on ``--backend`` and ``--device``; the
+rate is the env steps of the rounds after the first (which warms up) over their time, acting and
+learning included (``--replay-ratio 0``: the games alone, with the learner acting).
 """
 
 from __future__ import annotations
@@ -33,7 +38,34 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true",
                         help="torch backend: compile the observation (torch.compile)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train", metavar="ALGO", choices=("il", "mfq", "amfq", "cmfq"),
+                        help="time training rounds of ALGO instead of random play")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="--train: rounds (the first warms up)")
+    parser.add_argument("--replay-ratio", type=float, default=1.0,
+                        help="--train: the run's replay_ratio (default 1, training's; 0: no "
+                        "updates, so a round is its games: acting, the env and the replay)")
     return parser.parse_args()
+
+
+def training_rate(args) -> float:
+    import tempfile
+
+    from cmfq.training.config import TrainConfig
+    from cmfq.training.metrics import read_metrics
+    from cmfq.training.trainer import train
+
+    with tempfile.TemporaryDirectory() as out:
+        config = TrainConfig(
+            algo=args.train, env=args.game, env_backend=args.backend, map_size=args.map_size,
+            games_per_round=args.games, max_steps=args.steps, rounds=args.rounds,
+            device=args.device, threads=args.threads, seed=args.seed, out=out,
+            save_every=args.rounds, replay_ratio=args.replay_ratio)
+        rows = read_metrics(train(config, progress=False) / "metrics.csv")[1:]
+    for row in rows:
+        print(f"round {int(row['round'])}: {row['steps']:.0f} env steps, "
+              f"{row['updates']:.0f} updates, {row['steps_per_s']:.1f} env steps/s")
+    return sum(r["steps"] for r in rows) / sum(r["steps"] / r["steps_per_s"] for r in rows)
 
 
 def magent2_rate(args) -> float:
@@ -97,10 +129,14 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     print(f"backend {args.backend}, {args.game} map {args.map_size}, {args.games} games, "
-          f"device {args.device}, {args.threads} threads, policy {args.policy}, "
+          f"device {args.device}, {args.threads} threads, "
+          f"{f'training {args.train}' if args.train else f'policy {args.policy}'}, "
           f"{args.steps} steps{', compiled' if args.compile else ''}; {platform.machine()}, "
           f"torch {torch.__version__}")
-    rate = (magent2_rate if args.backend == "magent2" else torch_rate)(args)
+    if args.train:
+        rate = training_rate(args)
+    else:
+        rate = (magent2_rate if args.backend == "magent2" else torch_rate)(args)
     print(f"env steps/s: {rate:.1f}")
 
 

@@ -142,8 +142,8 @@ def test_same_side_and_seed_replays_identically(battle_checkpoints):
 
     def trace(players, seed):
         steps = []
-        [result] = arena.play([Game(players, 0, seed)], on_step=lambda env, step: steps.append(
-            [env.positions(g).copy() for g in env.groups]))
+        [result] = arena.play([Game(players, 0, seed)], on_step=lambda games, j: steps.append(
+            [games.envs[j].positions(g).copy() for g in games.groups]))
         return result, steps
 
     first, first_steps = trace((0, 1), seed=11)

@@ -115,9 +115,9 @@ def test_forks_decide_together_exactly_as_each_alone(algo, radius):
                               second.decide(teams[0], prev[0]).actions)
 
 
-def test_play_games_needs_one_entry_per_env():
+def test_play_games_needs_one_entry_per_game():
     env = make_env("battle", 12, seed=0)
-    with pytest.raises(ValueError, match="one entry per env"):
+    with pytest.raises(ValueError, match="one entry per game"):
         play_games([env, env], [{}], seeds=[0, 1])
 
 

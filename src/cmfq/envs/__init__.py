@@ -2,12 +2,15 @@
 agent neighbourhoods.
 
 ``make_env(name, map_size, seed=..., **options)`` builds one; see ``GridEnv`` for the API.
+``make_games(name, map_size, games, backend=...)`` builds G games as tensors on either backend
+(magent2's envs or the torch games); see ``cmfq.envs.games``.
 """
 
 from __future__ import annotations
 
 from cmfq.envs.battle import BattleEnv
 from cmfq.envs.consensus import ConsensusEnv, ConsensusGames
+from cmfq.envs.games import BACKENDS, EnvGames, Games, GamesStep, GroupState, TorchGames, make_games
 from cmfq.envs.gridworld import GridEnv, GroupSpec, Observation, StepResult
 from cmfq.envs.neighborhood import neighbor_actions, neighborhoods, pad_neighbors
 from cmfq.envs.tiger_deer import TigerDeerEnv
@@ -41,16 +44,23 @@ def make_env(name: str, map_size: int, *, seed: int, **options) -> GridEnv:
 
 
 __all__ = [
+    "BACKENDS",
     "ENVS",
     "BattleEnv",
     "ConsensusEnv",
     "ConsensusGames",
+    "EnvGames",
+    "Games",
+    "GamesStep",
     "GridEnv",
     "GroupSpec",
+    "GroupState",
     "Observation",
     "StepResult",
     "TigerDeerEnv",
+    "TorchGames",
     "make_env",
+    "make_games",
     "neighbor_actions",
     "neighborhoods",
     "pad_neighbors",

@@ -38,6 +38,8 @@ import torch
 
 _EPS = 1e-8
 """magent2's CircleRange tolerance."""
+_STATE = ("pos", "hp", "alive", "last_action", "last_reward", "step_count")
+"""The state a step changes (``walls`` stay)."""
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,7 @@ class TorchGridWorld:
         ``generator`` draws the attack orders (default: seeded with 0)."""
         dev = self.device
         self._generator = generator or torch.Generator(device=dev).manual_seed(0)
+        self._game_generators: list[torch.Generator] | None = None
         self.pos = pos.to(dev, torch.long).clone()
         self.G = self.pos.shape[0]
         self.walls = walls.to(dev, torch.bool).clone()
@@ -335,6 +338,19 @@ class TorchGridWorld:
         self.set_state(pos, walls, generator=generator)
         return {g: self.observe(g) for g in self.groups}
 
+    def reset_each(self, seeds) -> dict[str, Observation]:
+        """Start ``len(seeds)`` rounds, game j placed, and its attacks ordered at every step, by
+        a generator of its own seeded by ``seeds[j]``: game j is the game its seed gives, alone
+        or among any others (a draw per game a step: for thousands of games, ``reset``)."""
+        if len(seeds) < 1:
+            raise ValueError("reset_each needs at least one seed")
+        generators = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
+        placed = [self._place(1, generator) for generator in generators]
+        self.set_state(torch.cat([pos for pos, _ in placed]),
+                       torch.cat([walls for _, walls in placed]))
+        self._game_generators = generators
+        return {g: self.observe(g) for g in self.groups}
+
     def reset_done(self, done: torch.Tensor) -> None:
         """Start new rounds in the games where ``done`` (bool [G]) is set; the others go on."""
         pos, walls = self._place(self.G, self._generator)
@@ -363,11 +379,13 @@ class TorchGridWorld:
         """bool [G, n]."""
         return self.alive[:, self.slices[group]]
 
-    def step(self, actions: dict[str, torch.Tensor], order: torch.Tensor | None = None
-             ) -> StepResult:
+    def step(self, actions: dict[str, torch.Tensor], order: torch.Tensor | None = None,
+             playing: torch.Tensor | None = None) -> StepResult:
         """One step of every game with ``actions[g]`` (int [G, n_g]; dead agents' are ignored).
 
-        ``order``: see ``step_slots``; by default drawn from the generator of ``reset``.
+        ``order``: see ``step_slots``; by default drawn from the generator of ``reset`` (of each
+        game, after ``reset_each``).
+        ``playing`` (bool [G]): where given, the other games stay as they are (rewards 0).
         """
         parts = []
         for k, g in enumerate(self.groups):
@@ -382,10 +400,21 @@ class TorchGridWorld:
             if bool(bad.any()):
                 raise ValueError(f"actions of group {g!r} must lie in [0, {self.n_actions[k]})")
             parts.append(a)
-        if order is None:
+        if order is None and self._game_generators is not None:
+            order = torch.stack([
+                torch.rand(self.n_slots, device=self.device, generator=generator)
+                for generator in self._game_generators]).argsort(1).argsort(1)
+        elif order is None:
             order = torch.rand(self.G, self.n_slots, device=self.device,
                                generator=self._generator).argsort(1).argsort(1)
+        previous = {name: getattr(self, name) for name in _STATE}
         rewards = self.step_slots(torch.cat(parts, 1), order)
+        if playing is not None:
+            kept = ~playing.to(self.device)
+            for name, value in previous.items():
+                mask = kept.view(-1, *([1] * (value.dim() - 1)))
+                setattr(self, name, torch.where(mask, value, getattr(self, name)))
+            rewards = torch.where(kept[:, None], 0.0, rewards)
         wiped = torch.stack([~self.alive_mask(g).any(1) for g in self.groups]).any(0)
         done = wiped | (self.step_count >= self.max_steps)
         return StepResult(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cmfq.envs import BACKENDS
 from cmfq.envs.battle import LAYOUTS, BattleOptions
 from cmfq.evaluation.curves import BANDS, DEFAULT_METRICS
 from cmfq.evaluation.games import GAMES_AT_ONCE, default_workers
@@ -38,6 +39,9 @@ def _env_arguments(parser: argparse.ArgumentParser) -> None:
                         "by a draw from each game's seed, so a tournament's games start from "
                         "--games / 2 layouts, each played from both sides (default: "
                         f"{BattleOptions.layout})")
+    parser.add_argument("--env-backend", choices=BACKENDS, default="magent2",
+                        help="what plays the games: magent2 (the reference, default) or torch "
+                        "(the same rules as tensors, its own random draws; not for render)")
 
 
 PLAYERS_HELP = ("a checkpoint file (e.g. runs/*/last.pt), pretrained:NAME for a shipped model "
@@ -45,14 +49,14 @@ PLAYERS_HELP = ("a checkpoint file (e.g. runs/*/last.pt), pretrained:NAME for a 
 
 
 def _env_options(args: argparse.Namespace) -> dict:
-    """The env options given; the defaults are left out, so that a report of the published
-    layout reads as before (and its games are reused)."""
+    """The env options given; the defaults are left out (the published layout, the magent2
+    backend), so that a report's settings say what they always said and its games are reused."""
     options = {} if args.max_steps is None else {"max_steps": args.max_steps}
     if args.layout != BattleOptions.layout:
         if args.env != "battle":
             raise ValueError(f"--layout is battle's; {args.env} has none")
         options["layout"] = args.layout
-    return options
+    return options | ({} if args.env_backend == "magent2" else {"env_backend": args.env_backend})
 
 
 def _tournament_parser(subparsers) -> None:

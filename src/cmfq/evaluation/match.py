@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from cmfq.algos import RandomPolicy
-from cmfq.envs import GridEnv, make_env
+from cmfq.envs import EnvGames, Games, GridEnv, make_games
 from cmfq.evaluation.players import RANDOM
 from cmfq.training.checkpoint import Checkpoint, load_checkpoint
 from cmfq.training.rollout import GameResult, TeamPolicy, play_games
@@ -59,49 +59,60 @@ class Arena:
     their order and its seed: the env is reset with it and each team samples its actions from its
     own generator seeded from it, so a game plays the same alone or among others. The env takes
     the checkpoints' settings (minimap, id embedding, rewards) unless ``env_options`` override
-    them.
+    them; ``env_backend`` plays it on magent2 (the reference) or as torch games
+    (``cmfq.envs.make_games``).
     """
 
     def __init__(
-        self, paths: Sequence[str | Path], env: str, map_size: int, **env_options,
+        self, paths: Sequence[str | Path], env: str, map_size: int, *,
+        env_backend: str = "magent2", **env_options,
     ) -> None:
         # None stands for the random team.
         self.checkpoints: list[Checkpoint | None] = [
             None if p == RANDOM else load_checkpoint(p) for p in paths
         ]
         trained = [c for c in self.checkpoints if c is not None]
-        self._make_env = partial(make_env, env, map_size, seed=0,
-                                 **(shared_env_settings(trained, env) | env_options))
-        self.env: GridEnv = self._make_env()
+        self.env_backend = env_backend
+        self._make_games = partial(make_games, env, map_size, backend=env_backend, seed=0,
+                                   **(shared_env_settings(trained, env) | env_options))
+        self.env: Games = self._make_games(1)
+        """The games' groups, specs and sides (one game)."""
         for checkpoint in self.checkpoints:
             if checkpoint is not None:
                 checkpoint.check_fits(self.env)
         # One network per checkpoint, built once; each game's team samples from its own fork.
         self._policies = [None if c is None else c.policy() for c in self.checkpoints]
-        self._envs = [self.env]
-        """One env per game played at once, made as needed."""
-        self.env.reset(0)
-        self._team_size = max(self.env.num_alive(g) for g in self.env.groups)
+        self._envs: list[GridEnv] = list(getattr(self.env, "envs", []))
+        """magent2: one env per game played at once, made as needed."""
+        start = self.env.reset([0])
+        self._team_size = max(int(start[g].alive.sum()) for g in self.env.groups)
         """The largest team at the start of a game (the env's layout fixes the numbers)."""
 
     def play(
-        self, games: Sequence[Game], on_step: Callable[[GridEnv, int], None] | None = None,
+        self, games: Sequence[Game], on_step: Callable[[Games, int], None] | None = None,
     ) -> list[GameResult]:
         """The result of each game, all played at once: each checkpoint decides for its teams in
         every game in one batched forward a step."""
         for game in games:
             if len(game.players) > len(self.env.groups):
                 raise ValueError(f"{len(game.players)} players for the groups {self.env.groups}")
-        while len(self._envs) < len(games):
-            self._envs.append(self._make_env())
         policies = [
             {group: self._policy(group, index, policy_seed(game.seed, g))
              for g, (group, index) in enumerate(zip(self.env.groups, game.players, strict=False))}
             for game in games
         ]
         with single_threaded():
-            return play_games(self._envs[:len(games)], policies,
+            return play_games(self._games(len(games)), policies,
                               seeds=[game.seed for game in games], on_step=on_step)
+
+    def _games(self, n: int) -> Games:
+        """``n`` games to play at once: magent2's envs are kept (building one costs), the torch
+        games are one set of tensors built for the batch."""
+        if self.env_backend != "magent2":
+            return self._make_games(n)
+        while len(self._envs) < n:
+            self._envs.extend(self._make_games(1).envs)
+        return EnvGames(self._envs[:n])
 
     def _policy(self, group: str, index: int, seed: int) -> TeamPolicy:
         policy = self._policies[index]

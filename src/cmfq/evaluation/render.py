@@ -36,6 +36,9 @@ def render_game(
             f"{env} takes {len(played)} player{'s' * (len(played) > 1)} ({', '.join(played)}), "
             f"got {len(paths)}" + ("; name random for a random team" if len(played) > 1 else "")
         )
+    if (env_options or {}).get("env_backend", "magent2") != "magent2":
+        raise ValueError("a replay draws magent2's games (their walls and attacks); render with "
+                         "env_backend magent2")
     arena = Arena(paths, env, map_size, **(env_options or {}))
     labels = labels_for(paths)
     names = [
@@ -43,13 +46,14 @@ def render_game(
     ]
     frames = []
 
-    def draw(env_, step: int) -> None:
+    def draw(games, game: int) -> None:
+        env_ = games.envs[game]  # the arena plays magent2's envs
         teams = [
             Team(name, env_.positions(g), env_.health(g))
             for name, g in zip(names, groups, strict=True)
         ]
         frames.append(draw_frame(
-            env_.map_size, teams, step, cell=cell, max_steps=env_.max_steps,
+            env_.map_size, teams, env_.step_count, cell=cell, max_steps=env_.max_steps,
             walls=env_.walls(), attacks=env_.attacks(),
         ))
 

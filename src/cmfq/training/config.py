@@ -18,9 +18,10 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 from cmfq.algos import ALGOS, TD_TARGETS, AMFQOptions, CMFQOptions, NetworkOptions
-from cmfq.envs import ENVS
+from cmfq.envs import BACKENDS, ENVS
 from cmfq.envs.battle import BattleOptions
 from cmfq.envs.consensus import ConsensusOptions
+from cmfq.envs.games import TORCH_GAMES
 from cmfq.envs.tiger_deer import TigerDeerOptions
 from cmfq.options import check_bounds, option
 from cmfq.training.device import check_device_name
@@ -39,6 +40,12 @@ class RunOptions:
     algo: str = option("cmfq", "Algorithm: il, mfq, amfq or cmfq.", choices=tuple(ALGOS))
     env: str = option("battle", "Environment: battle, tiger-deer, or consensus (a lattice "
                      "game where only the neighbours carry the target).", choices=tuple(ENVS))
+    env_backend: str = option(
+        "magent2", "What plays battle and tiger-deer: magent2 (the reference engine, one game per "
+        "env object on the CPU) or torch (all of a round's games as tensors on the run's device; "
+        "the same rules, step for step, but its own random placements and attack orders, so not "
+        "magent2's runs). Consensus is tensors either way and takes magent2.",
+        choices=BACKENDS)
     map_size: int = option(
         20, "Side of the square map (battle: 0.04 * map_size^2 agents a side).", positive=True)
     max_steps: int | None = option(
@@ -171,6 +178,10 @@ class TrainConfig(
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         check_device_name(self.device)
+        if self.env_backend == "torch" and self.env not in TORCH_GAMES:
+            raise ValueError(f"env_backend torch plays {sorted(TORCH_GAMES)}, not {self.env!r}")
+        if self.env_backend == "torch" and self.id_embedding:
+            raise ValueError("env_backend torch has no id embedding; use env_backend magent2")
         if self.graph_step and self.device == "cpu":
             raise ValueError("graph_step needs a CUDA device; the CPU has no CUDA graphs")
         if self.compile_step and self.device.startswith("cuda"):

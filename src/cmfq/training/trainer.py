@@ -9,8 +9,9 @@ block) the learner plays, so it never learns a one-sided prior; the opponent pla
 rounds, whose transitions also feed the replay (``learn_from_opponent``); ``"random"`` plays a
 uniformly random team; a checkpoint path plays that fixed network. In tiger-deer the learner plays
 the tigers and the deer act randomly. Networks, batches and the causal weights run on ``device``;
-the env and the replay buffer stay on the CPU (on CUDA, and with ``compile_step`` on the CPU, the
-``Learner`` keeps a copy of the replay on the device and samples it there).
+so do the games on the torch backend (``env_backend``; magent2's are on the CPU); the replay
+buffer stays on the CPU (on CUDA, and with ``compile_step`` on the CPU, the ``Learner`` keeps a
+copy of the replay on the device and samples it there).
 
 Every source of randomness of round r is seeded from (seed, r) (game j's from words 5j..5j+4 of
 that seed sequence, see ``round_seeds``), so a run is reproducible on the same machine and a
@@ -33,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cmfq.algos import Algorithm, Policy, RandomPolicy, make_algorithm
-from cmfq.envs import GridEnv, make_env
+from cmfq.envs import Games, make_games
 from cmfq.training.checkpoint import Checkpoint, load_checkpoint
 from cmfq.training.config import TrainConfig
 from cmfq.training.device import resolve_device
@@ -122,12 +123,10 @@ def _run(
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
-    envs = [
-        make_env(config.env, config.map_size, seed=config.seed, **config.env_options())
-        for _ in range(config.games_per_round)
-    ]
-    env = envs[0]  # what all games share: groups, shapes
-    spec = env.specs[env.groups[0]]  # battle's sides share their shapes
+    games = make_games(config.env, config.map_size, config.games_per_round,
+                       backend=config.env_backend, seed=config.seed, device=device,
+                       **config.env_options())
+    spec = games.specs[games.groups[0]]  # battle's sides share their shapes
     learner = make_algorithm(config.algo, spec, **config.algo_options()).to(device)
     dtype = getattr(torch, config.train_dtype)
     learner.net.embed_dtype = dtype  # acting; the self-play opponent and the target are copies
@@ -142,7 +141,7 @@ def _run(
             graph_step=config.graph_step_on(device), step_dtype=dtype, compile_step=compiled,
         ),
         replay=ReplayBuffer(config.replay_rows, spec.n_actions),
-        opponent=_opponent(config, env, learner),
+        opponent=_opponent(config, games, learner),
         floor=floor,
     )
     start = 0 if saved is None else training.load_state_dict(saved)
@@ -156,11 +155,11 @@ def _run(
         if isinstance(training.opponent, Algorithm) and r % config.opponent_sync == 0:
             training.opponent.load_state_dict(learner.state_dict())
 
-        sides, results, new, diagnostics = collect(config, envs, training, seeds, temperature)
+        sides, results, new, diagnostics = collect(config, games, training, seeds, temperature)
         n_updates = math.ceil(config.replay_ratio * new / config.batch_size)
         loss = training.learning.learn(
             training.replay, n_updates, np.random.default_rng(seeds[0].replay), temperature)
-        row = _metrics_row(env, r, results, sides, loss, temperature, n_updates,
+        row = _metrics_row(games, r, results, sides, loss, temperature, n_updates,
                            buffer=len(training.replay), began=began) | diagnostics
         log.log(row)
         bar.update(1)
@@ -171,7 +170,7 @@ def _run(
 
         done = r + 1
         if done % config.save_every == 0 or done == config.rounds:
-            folder.save_checkpoints(learner, config, group=env.groups[0], rounds_done=done,
+            folder.save_checkpoints(learner, config, group=games.groups[0], rounds_done=done,
                                     training_state=training.state_dict(next_round=done))
             if on_checkpoint is not None:
                 on_checkpoint(done)
@@ -181,7 +180,7 @@ def _run(
 
 
 def collect(
-    config: TrainConfig, envs: list[GridEnv], training: TrainingState, seeds: list[GameSeeds],
+    config: TrainConfig, games: Games, training: TrainingState, seeds: list[GameSeeds],
     temperature: float,
 ) -> tuple[list[int], list[GameResult], int, dict[str, float]]:
     """Play the round's games in lockstep and record them into the replay buffer; returns the
@@ -194,22 +193,21 @@ def collect(
     opponent's too in self-play with ``learn_from_opponent`` (the same network, a few rounds
     old). The networks' policies are shared by the games: one batched forward a step.
     """
-    env = envs[0]
-    radius = config.neighborhood_radius(env.specs[env.groups[0]].view_radius)
+    radius = config.neighborhood_radius(games.specs[games.groups[0]].view_radius)
     feed_opponent = isinstance(training.opponent, Algorithm) and config.learn_from_opponent
     learner_policy = Policy(training.learner, temperature=temperature, radius=radius,
                             k_max=config.k_max, seed=seeds[0].act, measure_weights=True,
                             sensitivity_floor=training.floor)
     opponent_policy = _opponent_policy(config, training.opponent, temperature, radius,
                                        seed=seeds[0].opponent)
-    sides = [game.side % 2 if env.symmetric else 0 for game in seeds]
+    sides = [game.side % 2 if games.symmetric else 0 for game in seeds]
     policies, record = [], []
     for game, side in zip(seeds, sides):
-        group = env.groups[side]
+        group = games.groups[side]
         teams, recorded = {group: learner_policy}, {group: training.replay}
-        if env.symmetric:
-            other = env.groups[1 - side]
-            random_team = RandomPolicy(env.specs[other].n_actions, seed=game.opponent)
+        if games.symmetric:
+            other = games.groups[1 - side]
+            random_team = RandomPolicy(games.specs[other].n_actions, seed=game.opponent)
             teams[other] = random_team if opponent_policy is None else opponent_policy
             if feed_opponent:
                 recorded[other] = training.replay
@@ -220,19 +218,19 @@ def collect(
         for network in (training.learner, training.opponent):
             if isinstance(network, Algorithm):  # no weight changes before the round's updates
                 acting.enter_context(network.net.fixed_weights())
-        results = play_games(envs, policies, seeds=[game.env for game in seeds], record=record)
+        results = play_games(games, policies, seeds=[game.env for game in seeds], record=record)
     added = training.replay.added - added_before
     measured = learner_policy.diagnostics.means() | learner_policy.sensitivity.means()
     return sides, results, added, measured
 
 
 def _metrics_row(
-    env: GridEnv, round_index: int, results: list[GameResult], sides: list[int],
+    games: Games, round_index: int, results: list[GameResult], sides: list[int],
     loss: float, temperature: float, n_updates: int, *, buffer: int, began: float,
 ) -> dict:
     """The round's row of ``metrics.csv``: env steps summed over the games, the outcomes
     averaged over them."""
-    outcomes = [_outcome(env, result, side) for result, side in zip(results, sides)]
+    outcomes = [_outcome(games, result, side) for result, side in zip(results, sides)]
     steps = sum(result.steps for result in results)
     return {
         "round": round_index,
@@ -255,15 +253,17 @@ def initial_network(config: TrainConfig, spec, device: torch.device) -> Algorith
     return initial.to(device).requires_grad_(False)
 
 
-def _opponent(config: TrainConfig, env, learner: Algorithm) -> Algorithm | Checkpoint | None:
+def _opponent(
+    config: TrainConfig, games: Games, learner: Algorithm,
+) -> Algorithm | Checkpoint | None:
     """What the other side plays: a copy of the learner, a fixed checkpoint, or None (random)."""
-    if not env.symmetric or config.opponent == "random":
+    if not games.symmetric or config.opponent == "random":
         return None
     if config.opponent == "self":
         return copy.deepcopy(learner).requires_grad_(False)
     saved = load_checkpoint(config.opponent)
     try:
-        saved.check_fits(env)
+        saved.check_fits(games)
     except ValueError as err:
         raise ValueError(f"opponent checkpoint cannot play this run's env: {err}") from None
     return saved
@@ -301,13 +301,13 @@ def round_seeds(seed: int, round_index: int, games: int) -> list[GameSeeds]:
     return [GameSeeds(*(int(w) for w in five)) for five in words.reshape(games, 5)]
 
 
-def _outcome(env, result: GameResult, side: int) -> dict[str, float]:
-    """One game's metrics for the learner playing ``env.groups[side]``."""
-    mine = result.groups[env.groups[side]]
+def _outcome(games: Games, result: GameResult, side: int) -> dict[str, float]:
+    """One game's metrics for the learner playing ``games.groups[side]``."""
+    mine = result.groups[games.groups[side]]
     # An env of one group (consensus) has no opponent: nobody survives on the other side.
-    theirs = result.groups[env.groups[1 - side]] if len(env.groups) > 1 else mine._replace(
+    theirs = result.groups[games.groups[1 - side]] if len(games.groups) > 1 else mine._replace(
         survivors=0)
-    won = env.won(mine.survivors, theirs.survivors)
+    won = games.won(mine.survivors, theirs.survivors)
     return {
         "side": side,
         "reward": mine.reward / max(mine.initial, 1),
