@@ -4,10 +4,11 @@
 # the fused trunk, factored, compiled and generic in one run) and one Nsight Compute profile;
 # then builds the stacked formulation as it was before its kernels last changed
 # (STACKED_BASELINE: a commit that this checkout's git history has, or a folder holding that
-# commit's source tree) and times it and counts its launches in the same run. All is written flat
-# to OUTDIR (12 files). Each step has a time limit and a failed step does not
+# commit's source tree) and times it and counts its launches in the same run. The fused trunk on
+# the tensor cores (CMFQ_TRUNK_MMA=1, opt-in) has its own tests, sanitizer runs and forward
+# benchmark in the same call. All is written flat to OUTDIR (14 files). Each step has a time limit and a failed step does not
 # stop the others; summary.txt lists every step's exit status and time. The whole check stops
-# after GPU_CHECK_SECONDS (default 480): about 8 minutes on an H100 with 16 cores.
+# after GPU_CHECK_SECONDS (default 540): about 9 minutes on an H100 with 16 cores.
 #
 # Usage: benchmarks/gpu_check.sh OUTDIR
 # Needs: a CUDA build of torch, nvcc of the same major CUDA version, and cmfq's dependencies and
@@ -17,7 +18,7 @@ out=$(realpath -m "${1:?usage: benchmarks/gpu_check.sh OUTDIR}")
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
 summary="$out/summary.txt"
-deadline=$((SECONDS + ${GPU_CHECK_SECONDS:-480}))
+deadline=$((SECONDS + ${GPU_CHECK_SECONDS:-540}))
 
 # step NAME SECONDS LOG COMMAND...: runs COMMAND with its output appended to OUTDIR/LOG, for at
 # most SECONDS (less if the whole check's time runs out; skipped when under 10 s are left). An
@@ -68,6 +69,11 @@ step cuda-tests 150 tests.log python -m pytest -p no:cacheprovider -q -rfEs --du
   tests/test_causal_weights.py tests/test_op_registration.py tests/test_bad_input.py \
   tests/test_half_precision.py tests/test_kernel_plan.py &
 tests=$!
+# The fused trunk on the tensor cores (CMFQ_TRUNK_MMA=1, opt-in until this check passes it) against
+# float64, each dtype in an interpreter of its own.
+step trunk-mma-tests 150 tests-trunk-mma.log python -m pytest -p no:cacheprovider -q -rfEs \
+  --durations=4 tests/test_trunk_mma.py &
+trunk_tests=$!
 # Without the caching allocator, memcheck sees each tensor's own bounds.
 # K = 8 < A: a stacked row per neighbour slot; K = 32: a row per action.
 step memcheck 60 sanitizer.log env PYTORCH_NO_CUDA_MEMORY_CACHING=1 \
@@ -78,7 +84,14 @@ step memcheck-by-action 40 sanitizer.log env PYTORCH_NO_CUDA_MEMORY_CACHING=1 \
   python benchmarks/gpu_case.py --batch 64 --slots 32 --formulations stacked,trunk --backward
 step racecheck 45 sanitizer.log compute-sanitizer --tool racecheck --error-exitcode 1 \
   python benchmarks/gpu_case.py --batch 16 --slots 8 --dtypes float32
-wait "$tests"
+# The tensor-core trunk: its tiles' shared memory, in both of its operand types.
+step memcheck-trunk-mma 40 sanitizer.log env CMFQ_TRUNK_MMA=1 PYTORCH_NO_CUDA_MEMORY_CACHING=1 \
+  compute-sanitizer --tool memcheck --error-exitcode 1 \
+  python benchmarks/gpu_case.py --batch 37 --slots 32 --formulations trunk --dtypes float32,bfloat16
+step racecheck-trunk-mma 40 sanitizer.log env CMFQ_TRUNK_MMA=1 \
+  compute-sanitizer --tool racecheck --error-exitcode 1 \
+  python benchmarks/gpu_case.py --batch 16 --slots 32 --formulations trunk --dtypes float32,bfloat16
+wait "$tests" "$trunk_tests"
 
 # The benchmarks, one JSON per mode (training: forward+backward), so that a timeout loses at most
 # one. torch.compile is timed in float32 at B=16384 only: its compilations would take most of the
@@ -93,6 +106,13 @@ for mode in forward training; do
     --benchmark-json "$out/bench-$mode.json" \
     -k "$selected and ($shapes)"
 done
+
+# The fused trunk's forward on the tensor cores (3xTF32 for float32, bfloat16 rows for bfloat16),
+# to set beside the CUDA-core trunk's rows of bench-forward.json.
+step bench-trunk-mma 90 bench.log env CMFQ_TRUNK_MMA=1 python -m pytest -p no:cacheprovider -q \
+  benchmarks/test_causal_weights.py --benchmark-only --device cuda --bench-seconds 0.2 \
+  --benchmark-json "$out/bench-trunk-mma-forward.json" \
+  -k "forward- and trunk and (B16384-K32 or B131072-K32)"
 
 # Training's sizes (64 agents act, 1024 rows learn), where each formulation's launches weigh most:
 # the median call, host included.
@@ -172,5 +192,5 @@ fi
 
 echo >>"$summary"
 grep -hE "^(FAILED|ERROR)|[0-9]+ (passed|failed)|ERROR SUMMARY|RACECHECK SUMMARY" \
-  "$out/tests.log" "$out/sanitizer.log" >>"$summary" 2>/dev/null
+  "$out/tests.log" "$out/tests-trunk-mma.log" "$out/sanitizer.log" >>"$summary" 2>/dev/null
 cat "$summary"

@@ -206,6 +206,9 @@ def test_auto_is_per_agent_on_the_cpu_and_on_cuda_by_batch():
         ({"CMFQ_STACKED": "1", "CMFQ_FUSED_TRUNK": "0"}, "stacked", "stacked stacked"),
         ({"CMFQ_FUSED_TRUNK": "0"}, "per_agent", "per_agent stacked"),
         ({"CMFQ_STACKED": "yes"}, "CMFQ_STACKED must be 0 or 1", None),
+        # The tensor cores change how the fused trunk multiplies, not which formulation runs.
+        ({"CMFQ_TRUNK_MMA": "1"}, "per_agent", "per_agent fused_trunk"),
+        ({"CMFQ_TRUNK_MMA": "2"}, "CMFQ_TRUNK_MMA must be 0 or 1", None),
     ],
 )
 def test_environment_overrides_auto(environment, cpu, cuda):

@@ -130,9 +130,25 @@ at::Tensor fused_trunk_cuda(const RowChange& first, const at::Tensor& weight2,
   const auto width1 = static_cast<int>(first.reference.size(1));
   const auto width2 = static_cast<int>(weight2.size(1));
   const auto n_actions = static_cast<int>(weight3.size(1));
-  const bool float_rows =
-      first.reference.scalar_type() == at::kFloat && first.row_dtype == at::kFloat;
-  if (!float_rows || !first.relu || !fused_trunk_fits(width1, width2, n_actions)) return {};
+  if (first.reference.scalar_type() != at::kFloat || !first.relu ||
+      !fused_trunk_fits(width1, width2, n_actions)) {
+    return {};
+  }
+  // The tiles' products (TrunkMath): float32 rows on the CUDA cores, or, where CMFQ_TRUNK_MMA asks
+  // for the tensor cores and the device has them (sm_80 on), in the rows' dtype; half rows are
+  // left to the stacked steps otherwise.
+  const bool tensor_cores =
+      trunk_tensor_cores() && at::cuda::getCurrentDeviceProperties()->major >= 8;
+  TrunkMath math = TrunkMath::kFma;
+  if (first.row_dtype == at::kFloat) {
+    if (tensor_cores) math = TrunkMath::kTf32x3;
+  } else if (tensor_cores && first.row_dtype == at::kHalf) {
+    math = TrunkMath::kFloat16;
+  } else if (tensor_cores && first.row_dtype == at::kBFloat16) {
+    math = TrunkMath::kBFloat16;
+  } else {
+    return {};
+  }
   const auto contiguous = [](const at::Tensor& t) { return t.defined() ? t.contiguous() : t; };
   const auto reference1 = first.reference.contiguous();
   const auto change1 = contiguous(first.change);
@@ -140,8 +156,10 @@ at::Tensor fused_trunk_cuda(const RowChange& first, const at::Tensor& weight2,
   const auto reference_proj = contiguous(first.reference_proj);
   const auto actions = contiguous(first.actions);
   const auto w2 = weight2.contiguous(), r2 = reference2.contiguous(), w3 = weight3.contiguous();
+  // float32 whatever the rows' dtype: the weights step reads either.
   auto q_change = at::empty({batch * first.rows_per_agent, n_actions}, reference1.options());
   FusedTrunkParams<float> p{};
+  p.math = math;
   p.batch = batch;
   p.rows_per_agent = static_cast<int>(first.rows_per_agent);
   p.width1 = width1;

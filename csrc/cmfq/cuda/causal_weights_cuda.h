@@ -38,8 +38,9 @@ cudaError_t launch_stacked_first(const StackedFirstParams<T>& params, cudaStream
 template <typename T>
 cudaError_t launch_stacked_kl_grad(const StackedKlGradParams<T>& params, cudaStream_t stream);
 
-// The stacked formulation's trunk in one launch (trunk_kernel.cu), float32, for heads that
-// fused_trunk_fits: H1 <= 128, H2 <= 64, A <= 32.
+// The stacked formulation's trunk in one launch (trunk_kernel.cu), for heads that
+// fused_trunk_fits: H1 <= 128, H2 <= 64, A <= 32. Its products as params.math says; the
+// tensor-core ones (all but TrunkMath::kFma) on sm_80 and later only.
 bool fused_trunk_fits(int width1, int width2, int n_actions);
 cudaError_t launch_fused_trunk(const FusedTrunkParams<float>& params, cudaStream_t stream);
 

@@ -19,6 +19,7 @@ int switch_value(const char* name) {
 struct Overrides {
   int stacked = switch_value("CMFQ_STACKED");
   int fused_trunk = switch_value("CMFQ_FUSED_TRUNK");
+  int trunk_mma = switch_value("CMFQ_TRUNK_MMA");
 };
 
 // Read once: a formulation does not change under a running program (a backward follows its
@@ -48,5 +49,7 @@ Formulation resolve_formulation(const std::string& name, bool cuda, int64_t batc
                     "formulation 'fused_trunk' runs on CUDA only; on the CPU take 'stacked'");
   return formulation;
 }
+
+bool trunk_tensor_cores() { return overrides().trunk_mma == 1; }
 
 }  // namespace cmfq

@@ -33,4 +33,11 @@ constexpr int64_t kPerAgentMaxBatchCuda = 1024;
 // on the CPU.
 Formulation resolve_formulation(const std::string& name, bool cuda, int64_t batch);
 
+// Whether the fused trunk multiplies its tiles on the tensor cores (trunk_kernel.cu's TrunkMath):
+// 3xTF32 for float32 rows, and float16 or bfloat16 rows (half-precision inputs, which the
+// CUDA-core tiles leave to the stacked steps) in their own type, on devices of compute capability
+// 8.0 and later. Off unless the environment asks for it with CMFQ_TRUNK_MMA=1 (read once, with the
+// other overrides): opt-in until a GPU has checked it (benchmarks/gpu_check.sh).
+bool trunk_tensor_cores();
+
 }  // namespace cmfq

@@ -96,11 +96,21 @@ struct RowChangeParams {
   R* out;                   // [B * M, H]
 };
 
+// How the fused trunk's tiles multiply (trunk_kernel.cu). Everything between the products (the
+// ReLU changes, the references, the accumulators) is float32 in each.
+enum class TrunkMath : int {
+  kFma = 0,       // float32 FMAs on the CUDA cores
+  kTf32x3 = 1,    // float32 operands on the tensor cores, each split into two TF32 parts (3xTF32)
+  kFloat16 = 2,   // rows and weights rounded to float16 on the tensor cores (the rows' dtype)
+  kBFloat16 = 3,  // the same in bfloat16
+};
+
 // The trunk fused (trunk_kernel.cu): for a head whose trunk after its first layer is two layers
 // (H1 -> H2 -> A), each row's change of Q from its first layer's change, in one launch: the rows'
 // activations stay on chip. Layouts as RowChangeParams; the weights are [in, out], contiguous.
 template <typename T>
 struct FusedTrunkParams {
+  TrunkMath math;
   int64_t batch;
   int rows_per_agent;  // M
   int width1;          // H1

@@ -61,8 +61,9 @@ template <typename T>
 void stacked_kl_grad_cuda(const StackedKlGradParams<T>& params);
 // Each row's change of Q from the first layer's step through a two-layer trunk after it (second
 // layer weight2 [H1, H2] with its reference pre-activation [B, H2], output layer weight3
-// [H2, A]) in one launch; an undefined tensor where the fused trunk does not take the head
-// (float32 rows only, H1 <= 128, H2 <= 64, A <= 32).
+// [H2, A]) in one launch, in float32; an undefined tensor where the fused trunk does not take the
+// head (H1 <= 128, H2 <= 64, A <= 32, float32 rows, or half rows on the tensor cores:
+// trunk_tensor_cores, glue/formulation.h).
 at::Tensor fused_trunk_cuda(const RowChange& first, const at::Tensor& weight2,
                             const at::Tensor& reference2, const at::Tensor& weight3);
 #endif

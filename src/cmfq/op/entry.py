@@ -76,7 +76,8 @@ def causal_weights(
             PyTorch path, calling the head). A plain callable takes ``"auto"`` or
             ``"generic"``. The environment variables ``CMFQ_STACKED=0/1`` and
             ``CMFQ_FUSED_TRUNK=0/1`` override what ``"auto"`` means (read once, at the first call);
-            ``cmfq.which_formulation`` says which formulation a call takes.
+            ``CMFQ_TRUNK_MMA=1`` puts the fused trunk's products on the tensor cores (opt-in:
+            docs/spec.md); ``cmfq.which_formulation`` says which formulation a call takes.
         check: also check the values (this waits for the device): ``state`` and the action
             vectors finite, the action vectors non-negative and summing to 1 (to sqrt(eps) of
             their dtype) where the mask is true, and the outputs finite; raises ``ValueError``
