@@ -472,7 +472,7 @@ def test_a_seed_matched_tournament_on_shifted_layouts(battle_checkpoints, tmp_pa
     shifted = Arena(["random", "random"], "battle", MAP, max_steps=1, layout="shifted")
     starts = []
     shifted.play([Game((0, 1), 0, seed) for seed in range(8)],
-                 on_step=lambda env, step: starts.append(env.positions("red").tolist()))
+                 on_step=lambda games, j: starts.append(games.envs[j].positions("red").tolist()))
     assert len({str(s) for s in starts}) > 1
     # Seeds that do not match up are refused, naming them.
     assert main(["tournament", *players[:3], "--map-size", str(MAP), "--games", "2",
