@@ -354,6 +354,11 @@ def test_training_runs_on_the_device_and_checkpoints_load_anywhere(tmp_path, dev
     assert result.steps == 3
 
 
+def rules(games):
+    """The env whose rules the games play by: magent2's first env, or the torch games' world."""
+    return games.envs[0] if hasattr(games, "envs") else games.world
+
+
 def test_a_checkpoint_refuses_an_env_of_other_shapes_and_evaluation_takes_its_settings(tmp_path):
     run = train(TrainConfig(algo="mfq", minimap_mode=False, id_embedding=True,
                             out=str(tmp_path / "run"), **dict(TINY, rounds=1)), progress=False)
@@ -364,11 +369,14 @@ def test_a_checkpoint_refuses_an_env_of_other_shapes_and_evaluation_takes_its_se
     with pytest.warns(FutureWarning, match="check_fits"):  # the former name still works
         ckpt.fit(make_env("battle", 20, seed=0, **ckpt.env_settings()))
     arena = Arena([run / "last.pt"], "battle", 20, max_steps=2)
-    assert arena.env.minimap_mode is False and arena.env.id_embedding is True
+    assert rules(arena.env).minimap_mode is False and rules(arena.env).id_embedding is True
     assert arena.play([Game((0, 0), 0, 0)])[0].steps == 2
+    with pytest.raises(ValueError, match="torch backend has no id embedding"):
+        Arena([run / "last.pt"], "battle", 20, max_steps=2, env_backend="torch")
 
 
-def test_tiger_deer_settings_reach_the_run_folder_and_the_evaluation(tmp_path):
+@pytest.mark.parametrize("backend", ["magent2", "torch"])
+def test_tiger_deer_settings_reach_the_run_folder_and_the_evaluation(tmp_path, backend):
     settings = dict(tiger_density=0.03, deer_density=0.08, tiger_step_recover=0.0,
                     tiger_attack_reward=0.1)
     run = train(TrainConfig(algo="mfq", env="tiger-deer", out=str(tmp_path / "run"),
@@ -378,8 +386,9 @@ def test_tiger_deer_settings_reach_the_run_folder_and_the_evaluation(tmp_path):
     assert load_checkpoint(run / "last.pt").env_settings() == {
         "minimap_mode": True, "id_embedding": False, **settings}
     # The random team shares the arena, so it hunts under the same rules, at any map size.
-    arena = Arena([run / "last.pt", "random"], "tiger-deer", 20, max_steps=2)
-    env = arena.env
+    arena = Arena([run / "last.pt", "random"], "tiger-deer", 20, max_steps=2,
+                  env_backend=backend)
+    env = rules(arena.env)
     assert (env.n_tigers, env.n_deer) == (12, 32)
     assert (env.tiger_step_recover, env.tiger_attack_reward) == (0.0, 0.1)
 

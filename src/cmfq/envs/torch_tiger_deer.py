@@ -42,6 +42,7 @@ class TorchTigerDeer(TorchGridWorld):
         self.n_tigers, self.n_deer, self.n_walls = tiger_deer_counts(
             map_size, n_tigers, n_deer, tiger_density, deer_density, wall_density)
         self.minimap_mode = bool(minimap_mode)
+        self.tiger_step_recover = tiger_step_recover
         self.deer_attacked = deer_attacked
         self.tiger_attack_reward = tiger_attack_reward
         deer = AgentKind(hp=5, speed=1, view_radius=1, attack_radius=0, step_recover=0.2,
