@@ -20,49 +20,9 @@ cd "$(dirname "$0")/.."
 summary="$out/summary.txt"
 deadline=$((SECONDS + ${GPU_CHECK_SECONDS:-540}))
 
-# step NAME SECONDS LOG COMMAND...: runs COMMAND with its output appended to OUTDIR/LOG, for at
-# most SECONDS (less if the whole check's time runs out; skipped when under 10 s are left). An
-# interrupt first (SIGINT), so that pytest still writes its reports, then a kill 15 s later.
-step() {
-  local name=$1 limit=$2 log="$out/$3"
-  shift 3
-  local left=$((deadline - SECONDS))
-  ((limit > left)) && limit=$left
-  if ((limit < 10)); then
-    printf '%-24s skipped: the check ran out of time\n' "$name" >>"$summary"
-    return
-  fi
-  local start=$SECONDS
-  echo "== $name ($(date -u +%T), limit ${limit}s): $*" >>"$log"
-  timeout -s INT -k 15 "$limit" "$@" >>"$log" 2>&1
-  local status=$?
-  local note=""
-  ((status == 124)) && note=", timed out"
-  printf '%-24s exit %3d%s  %4d s  -> %s\n' "$name" "$status" "$note" $((SECONDS - start)) \
-    "$(basename "$log")" >>"$summary"
-}
-
-{
-  commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-  echo "cmfq GPU check, $(date -u +%FT%TZ), commit $commit"
-  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
-  python -c 'import sys, torch
-print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)'
-  nvcc --version | tail -n 2
-  echo "cpus $(nproc)"
-  echo
-} >"$summary" 2>&1
-
-# A full build: object files left in build/ by an earlier one are not trusted (ninja goes by file
-# times, which can be off when a tree moves between machines).
-rm -rf build
-step build 180 build.log env TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 \
-  python -m pip install --no-build-isolation --no-deps -v .
-# From outside the repository, so that `import cmfq` finds the installed package, not src/.
-step cuda-built 30 build.log bash -c 'cd / && python -c "
-import cmfq, sys
-print(cmfq.__file__, \"cuda_built:\", cmfq.cuda_built())
-sys.exit(0 if cmfq.cuda_built() else 1)"'
+source benchmarks/gpu_steps.sh
+machine_header "cmfq GPU check"
+build_cuda
 
 # The CUDA tests, with compute-sanitizer's small cases alongside (both are correctness checks).
 step cuda-tests 150 tests.log python -m pytest -p no:cacheprovider -q -rfEs --durations=8 -k cuda \

@@ -20,31 +20,25 @@ if [ $# -ne 1 ]; then
     echo "usage: $0 OUTDIR" >&2
     exit 2
 fi
-out=$1
+out=$(realpath -m "$1")
 mkdir -p "$out"
+cd "$(dirname "$0")/.."
 log=$out/log.txt
 : > "$log"
+summary=$log  # each step's status goes into the log, after its output
+deadline=$((SECONDS + ${GPU_CHECK_SECONDS:-300}))
+source benchmarks/gpu_steps.sh
 
-step() {  # step NAME SECONDS COMMAND...: run with a time limit, log the output and the status
-    local name=$1 limit=$2
-    shift 2
-    echo "== $name (limit ${limit} s): $*" | tee -a "$log"
-    local began=$SECONDS
-    timeout --kill-after=5 "$limit" "$@" >> "$log" 2>&1
-    local status=$?
-    echo "== $name: exit $status after $((SECONDS - began)) s" | tee -a "$log"
-}
-
-step "machine" 20 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv;
+step "machine" 20 log.txt bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv;
     nproc; python -c "import sys, torch, cmfq; print(sys.version); print(torch.__version__,
     torch.version.cuda, torch.cuda.get_device_name()); print(\"cmfq cuda built:\", cmfq.cuda_built())"'
-step "capture tests" 45 python -m pytest tests/test_learner.py -q -rs -p no:cacheprovider
-step "throughput" 90 python -m pytest benchmarks/test_training_throughput.py -k device_step \
+step "capture tests" 45 log.txt python -m pytest tests/test_learner.py -q -rs -p no:cacheprovider
+step "throughput" 90 log.txt python -m pytest benchmarks/test_training_throughput.py -k device_step \
     --device cuda --benchmark-only --benchmark-json "$out/throughput.json" -s -q \
     -p no:cacheprovider
-step "throughput, stacked formulation" 60 env CMFQ_STACKED=1 python -m pytest \
+step "throughput, stacked formulation" 60 log.txt env CMFQ_STACKED=1 python -m pytest \
     benchmarks/test_training_throughput.py -k "device_step and cmfq" --device cuda --benchmark-only \
     --benchmark-json "$out/throughput-stacked.json" -s -q -p no:cacheprovider
-step "shared runs" 80 python benchmarks/shared_gpu_runs.py "$out/shared_runs.json" \
+step "shared runs" 80 log.txt python benchmarks/shared_gpu_runs.py "$out/shared_runs.json" \
     --runs 1 4 8 --rounds 2 --max-steps 200 --timeout 25
 grep -E "env steps/s|passed|failed|error|== " "$log" | tail -n 40

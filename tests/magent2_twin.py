@@ -5,7 +5,9 @@ magent2 shuffles the attacks with its engine's ``std::default_random_engine`` (l
 ``minstd_rand0``) and nothing else in a step draws from it; reseeding the engine each round
 (``set_seed``) lets ``Minstd`` replay its shuffle, so the torch game gets the very same order.
 
-Run directly for the long check: ``python tests/magent2_twin.py --steps 10000``.
+Run directly for the long check: ``python tests/magent2_twin.py --steps 10000``; with
+``--device cuda`` the torch games step on the GPU (the state and the actions go there, every field
+comes back to be compared).
 """
 
 from __future__ import annotations
@@ -74,10 +76,12 @@ class Tally:
 class Twin:
     """A magent2 env and its torch game, kept in the same state."""
 
-    def __init__(self, game: str, map_size: int, compile: bool = False, **options) -> None:
+    def __init__(self, game: str, map_size: int, compile: bool = False, device: str = "cpu",
+                 **options) -> None:
         magent_cls, torch_cls = GAMES[game]
         self.env = magent_cls(map_size, seed=0, **options)
-        self.game = torch_cls(map_size, compile=compile, **options)
+        self.game = torch_cls(map_size, compile=compile, device=device, **options)
+        self.device = torch.device(device)
         self.groups = self.game.groups
         self.map_size = map_size
 
@@ -110,25 +114,26 @@ class Twin:
         grid = torch.zeros(1, self.map_size, self.map_size, dtype=torch.bool)
         w = env.walls()
         grid[0, w[:, 1], w[:, 0]] = True
-        self.game.set_state(pos, grid, alive=alive)
+        dev = self.device
+        self.game.set_state(pos.to(dev), grid.to(dev), alive=alive.to(dev))
 
     def step(self, actions: dict[str, np.ndarray], tally: Tally) -> bool:
         """One step of both with ``actions`` (per group, one per live agent); count mismatches.
         Returns whether the round is over."""
         game, env = self.game, self.env
-        alive = {g: game.alive_mask(g)[0].numpy() for g in self.groups}
+        alive = {g: game.alive_mask(g)[0].cpu().numpy() for g in self.groups}
         full = {}
         attackers = []
         for k, g in enumerate(self.groups):
             a = np.zeros(game.counts[g], dtype=np.int64)
             a[alive[g]] = actions[g]
-            full[g] = torch.from_numpy(a)[None]
+            full[g] = torch.from_numpy(a)[None].to(self.device)
             slots = np.flatnonzero(alive[g]) + game.slices[g].start
             attackers += [int(s) for s, x in zip(slots, actions[g], strict=True)
                           if x >= game.n_moves[k]]
         order = magent2_order(self.rng, attackers, game.n_slots)
         tally.attacks += len(attackers)
-        mine = game.step(full, order)
+        mine = game.step(full, order.to(self.device))
         theirs = env.step({g: actions[g].astype(np.int32) for g in self.groups})
         tally.steps += 1
 
@@ -140,14 +145,14 @@ class Twin:
 
         for g in self.groups:
             acted = alive[g]
-            check("rewards", mine.rewards[g][0].numpy()[acted], theirs.rewards[g])
-            check("alive", mine.alive[g][0].numpy()[acted], theirs.alive[g])
+            check("rewards", mine.rewards[g][0].cpu().numpy()[acted], theirs.rewards[g])
+            check("alive", mine.alive[g][0].cpu().numpy()[acted], theirs.alive[g])
             tally.kills += int((~theirs.alive[g]).sum())
-            now = game.alive_mask(g)[0].numpy()
-            check("positions", game.positions(g)[0].numpy()[now], env.positions(g))
+            now = game.alive_mask(g)[0].cpu().numpy()
+            check("positions", game.positions(g)[0].cpu().numpy()[now], env.positions(g))
             obs = mine.next_obs[g]
-            check("view", obs.view[0].numpy()[acted], theirs.next_obs[g].view)
-            check("features", obs.features[0].numpy()[acted], theirs.next_obs[g].features)
+            check("view", obs.view[0].cpu().numpy()[acted], theirs.next_obs[g].view)
+            check("features", obs.features[0].cpu().numpy()[acted], theirs.next_obs[g].features)
         done = bool(mine.done[0]) or game.step_count[0] >= env.max_steps
         check("done", done, theirs.done)
         check("terminated", bool(mine.terminated[0]), theirs.terminated)
@@ -162,15 +167,15 @@ def random_actions(rng: np.random.Generator, game, attack_share: float,
     ``attack_share`` (where it has attacks), else a move, each uniform."""
     s = game.map_size
     occupant = np.full((s, s), -1)
-    alive = game.alive[0].numpy()
-    pos = game.pos[0].numpy()
-    groups = game.group_of_slot.numpy()
+    alive = game.alive[0].cpu().numpy()
+    pos = game.pos[0].cpu().numpy()
+    groups = game.group_of_slot.cpu().numpy()
     occupant[pos[alive, 1], pos[alive, 0]] = groups[alive]
     out = {}
     for k, g in enumerate(game.groups):
         live = np.flatnonzero(alive & (groups == k))
         n, n_moves = len(live), game.n_moves[k]
-        delta = game._delta[k, : game.n_actions[k]].numpy()
+        delta = game._delta[k, : game.n_actions[k]].cpu().numpy()
         acts = rng.integers(0, n_moves, n)
         if game.n_actions[k] > n_moves:
             attacks = rng.integers(n_moves, game.n_actions[k], n)
@@ -203,10 +208,11 @@ def scattered(rng: np.random.Generator, game, walls: int = 0):
 
 
 def run(game: str, map_size: int, steps: int, seed: int = 0, compile: bool = False,
-        **options) -> Tally:
+        device: str = "cpu", **options) -> Tally:
     """``steps`` random steps in rounds of both kinds of start (the env's own, and scattered),
-    random actions with a varying share of attacks and of hunting."""
-    twin = Twin(game, map_size, compile, **options)
+    random actions with a varying share of attacks and of hunting; the torch games on
+    ``device``."""
+    twin = Twin(game, map_size, compile, device, **options)
     rng = np.random.default_rng(seed)
     tally = Tally()
     while tally.steps < steps:
@@ -238,19 +244,23 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compile", action="store_true",
                         help="the torch games with their compiled observation")
+    parser.add_argument("--device", default="cpu", help="where the torch games step")
     parser.add_argument("--max-steps", type=int, default=200,
                         help="steps of a round (short rounds: more starts)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"command: python tests/magent2_twin.py --steps {args.steps} --seed {args.seed} "
-          f"--max-steps {args.max_steps}{' --compile' if args.compile else ''}")
+          f"--max-steps {args.max_steps}{' --compile' if args.compile else ''}"
+          f"{'' if args.device == 'cpu' else f' --device {args.device}'}")
+    gpu = (f", torch games on {torch.cuda.get_device_name(args.device)}"
+           if args.device.startswith("cuda") else "")
     print(f"machine: {cpu_name()}, torch threads 1, python {platform.python_version()}, "
-          f"torch {torch.__version__}, magent2 {version('magent2')}")
+          f"torch {torch.__version__}, magent2 {version('magent2')}{gpu}")
     bad = 0
     for game in ("battle", "tiger-deer"):
         for size in (20, 40):
             t0 = time.perf_counter()
-            tally = run(game, size, args.steps, args.seed, args.compile,
+            tally = run(game, size, args.steps, args.seed, args.compile, args.device,
                         max_steps=args.max_steps)
             bad += tally.total()
             print(f"{game} map {size}: {tally.steps} steps in {tally.rounds} rounds "

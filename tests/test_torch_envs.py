@@ -29,8 +29,8 @@ def one_thread():
 
 @pytest.mark.parametrize("game", ["battle", "tiger-deer"])
 @pytest.mark.parametrize("map_size", [20, 40])
-def test_random_steps_match_magent2(game, map_size):
-    tally = run(game, map_size, steps=250, seed=map_size, max_steps=60)
+def test_random_steps_match_magent2(game, map_size, device):
+    tally = run(game, map_size, steps=250, seed=map_size, max_steps=60, device=device)
     assert tally.total() == 0, (tally.mismatches, tally.first)
     assert tally.kills > 0 and tally.attacks > 0
 
