@@ -233,6 +233,14 @@ def test_flattening_table_and_results_page(study, finished_study):
     # Not under a tenth of the rise, but two seeds' interval holds 0: flattened, by the rule.
     assert study.flattening_table(plan, "battle")[2:] == [
         f"| {a} | 2 | {late} | {rise} | {kills} | yes |" for a in ("cmfq", "mfq")]
+    # One run has no interval: its late change (3, 6 for the kills) against a tenth of its rise
+    # (1.7, 3.4) alone says it still rises.
+    for algo in ("cmfq", "mfq"):
+        (plan.runs / "battle" / f"seed=1,variant={algo}").rename(plan.runs / f"aside-{algo}")
+    assert study.flattening_table(plan, "battle")[2:] == [
+        f"| {a} | 1 | 3.00 | 17.00 | 6.00 | 34.00 | no |" for a in ("cmfq", "mfq")]
+    for algo in ("cmfq", "mfq"):
+        (plan.runs / f"aside-{algo}").rename(plan.runs / "battle" / f"seed=1,variant={algo}")
     study.pick(plan)
     study.results_page(plan)
     page = plan.page.read_text()
