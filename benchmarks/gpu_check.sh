@@ -14,14 +14,8 @@
 # Needs: a CUDA build of torch, nvcc of the same major CUDA version, and cmfq's dependencies and
 # test extra installed (pip install --no-deps is used for cmfq itself).
 set -uo pipefail
-out=$(realpath -m "${1:?usage: benchmarks/gpu_check.sh OUTDIR}")
-mkdir -p "$out"
-cd "$(dirname "$0")/.."
-summary="$out/summary.txt"
-deadline=$((SECONDS + ${GPU_CHECK_SECONDS:-540}))
-
-source benchmarks/gpu_steps.sh
-machine_header "cmfq GPU check"
+source "$(dirname "$0")/gpu_steps.sh"
+begin_check "${1:?usage: benchmarks/gpu_check.sh OUTDIR}" 540 "cmfq GPU check"
 build_cuda
 
 # The CUDA tests, with compute-sanitizer's small cases alongside (both are correctness checks).

@@ -16,14 +16,8 @@
 # All is written flat to OUTDIR: summary.txt (each step's status and the env steps/s lines),
 # tests.log, speed.log, build.log. The whole check stops after GPU_CHECK_SECONDS (default 420).
 set -uo pipefail
-out=$(realpath -m "${1:?usage: benchmarks/gpu_env_check.sh OUTDIR}")
-mkdir -p "$out"
-cd "$(dirname "$0")/.."
-summary="$out/summary.txt"
-deadline=$((SECONDS + ${GPU_CHECK_SECONDS:-420}))
-
-source benchmarks/gpu_steps.sh
-machine_header "cmfq torch games on the GPU"
+source "$(dirname "$0")/gpu_steps.sh"
+begin_check "${1:?usage: benchmarks/gpu_env_check.sh OUTDIR}" 420 "cmfq torch games on the GPU"
 if [[ -n ${WHEELS:-} ]]; then
   step wheels 60 build.log python -m pip install --no-index --find-links "$WHEELS" magent2
 fi

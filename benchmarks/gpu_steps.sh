@@ -1,5 +1,17 @@
-# The GPU checks' step runner, sourced by benchmarks/gpu_*check.sh after they set `out` (the output
-# folder), `summary` (a file in it) and `deadline` (in $SECONDS) and cd to the repository root.
+# The GPU checks' step runner, sourced by benchmarks/gpu_*check.sh: `begin_check` (or the script
+# itself) sets `out` (the output folder), `summary` (a file in it) and `deadline` (in $SECONDS).
+
+# begin_check OUTDIR SECONDS TITLE: the output folder made, the repository root the working folder,
+# the whole check's deadline GPU_CHECK_SECONDS (default SECONDS) from now, and the summary begun
+# with the machine (machine_header).
+begin_check() {
+  out=$(realpath -m "$1")
+  mkdir -p "$out"
+  cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+  summary="$out/summary.txt"
+  deadline=$((SECONDS + ${GPU_CHECK_SECONDS:-$2}))
+  machine_header "$3"
+}
 #
 # step NAME SECONDS LOG COMMAND...: runs COMMAND with its output appended to OUTDIR/LOG, for at
 # most SECONDS (less if the whole check's time runs out; skipped when under 10 s are left). An
