@@ -1,14 +1,23 @@
 """How fast a game steps with no learning: magent2 on the host against the torch backend.
 
     python benchmarks/env_speed.py --backend magent2|torch [--game battle] [--map-size 40]
-        [--games 8] [--device cpu] [--threads 2] [--policy random] [--steps 400]
+        [--games 8] [--device cpu] [--threads 2] [--policy random|CHECKPOINT] [--steps 400]
 
 ``--games`` games step in lockstep: magent2's one after another in this process (as training
-does), the torch backend's as one batch on ``--device``. Every live agent acts (``--policy random``:
-uniform actions, drawn on the backend's side: numpy for magent2, torch on the device), every step
-computes every group's observations, and a game that ends starts again. After ``--warmup`` steps,
-``--steps`` steps are timed; an env step is one step of one game. The last line is
-``env steps/s: N``.
+does), the torch backend's as one batch on ``--device``. Every live agent acts and every step
+computes every group's observations. After ``--warmup`` steps, ``--steps`` steps are timed; an env
+step is one step of one game. The last line is ``env steps/s: N``.
+
+``--policy random``: uniform actions, drawn on the backend's side (numpy for magent2, torch on the
+device), and a game that ends starts again at once.
+
+``--policy CHECKPOINT`` (a checkpoint's path or ``pretrained:NAME``, e.g.
+``pretrained:cmfq-battle``): the games (``cmfq.envs.make_games`` on ``--backend``, with the
+checkpoint's env settings) hand out each group's state as tensors; every group the checkpoint
+fits acts by it (``Policy.act`` on ``--device``: the neighbourhoods, one forward for the group's
+live agents of all games, one sample), the others at random (``RandomPolicy.act``), and each
+group's previous actions stay a [G, n] tensor. The games play as training plays them: a game
+that ends waits, its steps uncounted, and all start again when the last has ended.
 
 ``--train ALGO`` times training instead: ``--rounds`` rounds of ``cmfq train`` (``--games`` games
 a round of at most ``--steps`` steps, then the updates) on ``--backend`` and ``--device``; the
@@ -32,7 +41,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--games", type=int, default=8)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--policy", choices=("random",), default="random")
+    parser.add_argument("--policy", default="random", metavar="random|CHECKPOINT",
+                        help="random, or a checkpoint (a path or pretrained:NAME) that acts for "
+                        "every group it fits (default random)")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--compile", action="store_true",
@@ -121,6 +132,71 @@ def torch_rate(args) -> float:
     return args.steps * args.games / (time.perf_counter() - start)
 
 
+def policy_rate(args) -> float:
+    import itertools
+
+    import torch
+
+    from cmfq.algos import RandomPolicy
+    from cmfq.envs import make_games
+    from cmfq.training.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(args.policy)
+    if checkpoint.env != args.game:  # its env settings would not build this game
+        raise SystemExit(f"{args.policy} was trained on {checkpoint.env!r}, not {args.game!r}")
+    compiled = {"compile": args.compile} if args.backend == "torch" else {}
+    games = make_games(args.game, args.map_size, args.games, backend=args.backend,
+                       seed=args.seed, device=args.device, **compiled,
+                       **checkpoint.env_settings())
+    policy = checkpoint.policy(seed=args.seed, device=args.device)
+    acting, misfits = {}, []
+    for k, g in enumerate(games.groups):
+        try:
+            checkpoint.check_fits(games, g)
+            acting[g] = policy
+        except ValueError as misfit:
+            misfits.append(str(misfit))
+            acting[g] = RandomPolicy(games.specs[g].n_actions, seed=args.seed + k)
+    if len(misfits) == len(games.groups):
+        raise SystemExit(misfits[0])
+    print("acting: " + ", ".join(
+        f"{g} {'random' if isinstance(p, RandomPolicy) else checkpoint.path.name}"
+        for g, p in acting.items()))
+    seeds = itertools.count(args.seed)
+    sync = torch.cuda.synchronize if policy.generator.device.type == "cuda" else (lambda: None)
+    state = over = prev = None
+    draws = torch.Generator(games.device).manual_seed(args.seed)
+
+    def step_games(actions):
+        if args.backend == "magent2":
+            return games.step(actions)
+        # The attack order drawn once for all games, as --policy random draws it (by default
+        # each game draws its own from its seed: a launch per game a step).
+        order = torch.rand(args.games, games.world.n_slots, device=games.device, generator=draws)
+        return games.step(actions, order.argsort(1).argsort(1))
+
+    def step_all() -> int:
+        """One step of every game; returns the env steps played (games not over)."""
+        nonlocal state, over, prev
+        if over is None or bool(over.all()):
+            state = games.reset([next(seeds) for _ in range(args.games)])
+            over = torch.zeros(args.games, dtype=torch.bool, device=games.device)
+            prev = {g: torch.full_like(s.alive, -1, dtype=torch.long) for g, s in state.items()}
+        actions = {g: acting[g].act(s, prev[g]) for g, s in state.items()}
+        result = step_games(actions)
+        played = args.games - int(over.sum())
+        state, over, prev = result.groups, result.done, actions
+        return played
+
+    for _ in range(args.warmup):
+        step_all()
+    sync()
+    start = time.perf_counter()
+    played = sum(step_all() for _ in range(args.steps))
+    sync()
+    return played / (time.perf_counter() - start)
+
+
 def main() -> None:
     args = parse_args()
     # magent2's engine reads its OpenMP threads when it loads
@@ -135,6 +211,8 @@ def main() -> None:
           f"torch {torch.__version__}")
     if args.train:
         rate = training_rate(args)
+    elif args.policy != "random":
+        rate = policy_rate(args)
     else:
         rate = (magent2_rate if args.backend == "magent2" else torch_rate)(args)
     print(f"env steps/s: {rate:.1f}")

@@ -2,11 +2,12 @@
 
 import numpy as np
 import pytest
+import torch
 
 from cmfq.algos import Policy, RandomPolicy, make_algorithm
 from cmfq.algos.policy import decide_together
 from cmfq.cli import main
-from cmfq.envs import Observation, make_env
+from cmfq.envs import GroupState, Observation, make_env, make_games
 from cmfq.training.metrics import read_metrics
 from cmfq.training.replay import ReplayBuffer
 from cmfq.training.rollout import play_games
@@ -132,3 +133,88 @@ def test_games_per_round_trains_games_on_sides_drawn_per_game(tmp_path):
     assert all(20 < r["steps"] <= 40 for r in rows)
     expected = [np.mean([s.side % 2 for s in round_seeds(0, r, 2)]) for r in range(3)]
     assert [r["side"] for r in rows] == expected
+
+
+def some_dead(state: GroupState, seed: int) -> tuple[GroupState, torch.Tensor]:
+    """``state`` on the CPU with about a third of the agents dead, game 0 excepted (a full team
+    keeps global neighbourhoods as wide as the batched decision's), and random previous actions
+    (-1 in game 1: its first step)."""
+    state = GroupState(*(t.cpu() for t in state))
+    rng = torch.Generator().manual_seed(seed)
+    alive = state.alive & (torch.rand(state.alive.shape, generator=rng) < 0.67)
+    alive[0] = state.alive[0]
+    dead = ~alive
+    view, features = state.view.clone(), state.features.clone()
+    view[dead], features[dead] = 0.0, 0.0
+    prev = torch.randint(0, 21, alive.shape, generator=rng)
+    prev[1] = -1
+    return GroupState(view, features, state.positions, alive), prev
+
+
+def teams_of(state: GroupState, prev: torch.Tensor) -> tuple[list[Observation], list]:
+    """Each game's live agents as the numpy path sees them, with their previous actions."""
+    teams, before = [], []
+    for j in range(state.alive.shape[0]):
+        live = state.alive[j]
+        teams.append(Observation(state.view[j][live].numpy(), state.features[j][live].numpy(),
+                                 live.nonzero().flatten().numpy().astype(np.int32),
+                                 state.positions[j][live].numpy().astype(np.int32)))
+        before.append(None if (prev[j] < 0).all() else prev[j][live].numpy())
+    return teams, before
+
+
+@pytest.mark.parametrize("backend", ["magent2", "torch"])
+@pytest.mark.parametrize(("algo", "radius"), [("il", 6.0), ("mfq", None), ("amfq", None),
+                                              ("amfq", 6.0), ("cmfq", 6.0), ("cmfq", 2.0)])
+def test_acting_on_tensors_equals_deciding_on_numpy_rows(algo, radius, backend, device):
+    # Map 16: 10 agents a side, 25 alive in the 3 games (at least MIN_ROWS); at radius 2 up to
+    # four teammates tie for the 3 places.
+    games = make_games("battle", 16, 3, backend=backend)
+    state, prev = some_dead(games.reset([5, 6, 7])["red"], seed=1)
+    teams, before = teams_of(state, prev)
+    net = make_algorithm(algo, games.specs["red"]).to(device)
+    n = state.alive.shape[1]
+
+    # Greedy: each game alone by the numpy path (a fork, so that its few rows are computed as
+    # in the tensor path's larger forward; on the CPU, where that is known to hold), the dead's
+    # actions 0.
+    greedy = Policy(net, temperature=0, radius=radius, k_max=3, seed=0)
+    acted = greedy.act(state, prev)
+    assert acted.device.type == device
+    acted = acted.cpu()
+    assert acted.shape == state.alive.shape and (acted[~state.alive] == 0).all()
+    for j, (team, earlier) in enumerate(zip(teams, before, strict=True)):
+        if device == "cpu":
+            alone = greedy.fork(0, team_size=n).decide(team, earlier)
+            np.testing.assert_array_equal(acted[j][state.alive[j]].numpy(), alone.actions)
+
+    # Sampled: the network's input, to the bit, and the draws of one numpy decision for the
+    # games' teams, from the same seed. (An untrained network barely reads its neighbours, so
+    # the actions alone would not see a wrong neighbour.)
+    inputs = []
+    q_values = net.q_values
+    net.q_values = lambda team: inputs.append(team) or q_values(team)
+
+    def sampling():
+        return Policy(net, temperature=1.0, radius=radius, k_max=3, seed=3)
+
+    acted = sampling().act(state, prev).cpu()
+    numpy_path = sampling().decide_teams(teams, before)
+    for tensor, numpy_input in zip(*inputs, strict=True):
+        assert torch.equal(tensor, numpy_input)
+    assert (inputs[0].neighbor_actions >= 0).any()  # neighbours with previous actions
+    for j, decision in enumerate(numpy_path):
+        np.testing.assert_array_equal(acted[j][state.alive[j]].numpy(), decision.actions)
+    assert len(set(acted[state.alive].tolist())) > 3  # it did sample
+
+
+def test_random_acting_on_tensors(device):
+    games = make_games("battle", 16, 4, backend="torch", device=device)
+    state, prev = some_dead(games.reset([0, 1, 2, 3])["red"], seed=0)
+    state = GroupState(*(t.to(device) for t in state))
+    first, again = (RandomPolicy(21, seed=9).act(state, prev) for _ in range(2))
+    assert first.device.type == device
+    first, again, alive = first.cpu(), again.cpu(), state.alive.cpu()
+    assert torch.equal(first, again) and (first[~alive] == 0).all()
+    live = first[alive]
+    assert live.min() >= 0 and live.max() < 21 and len(set(live.tolist())) > 10

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
+import torch
 
-from cmfq.envs import neighbor_actions, neighborhood, neighborhoods
+from cmfq.envs import neighbor_actions, neighborhood, neighborhoods, slot_neighborhoods
 
 
 def brute_force(positions, radius, k_max):
@@ -62,3 +63,46 @@ def test_bad_arguments():
         neighborhoods(np.zeros((3, 2)), radius=2, k_max=0)
     with pytest.raises(ValueError, match="shape"):
         neighborhoods(np.zeros((3, 3)), radius=2, k_max=2)
+    with pytest.raises(ValueError, match="k_max"):
+        slot_neighborhoods(torch.zeros(1, 3, 2), torch.ones(1, 3, dtype=torch.bool), radius=2,
+                           k_max=0)
+    with pytest.raises(ValueError, match="alive"):
+        slot_neighborhoods(torch.zeros(1, 3, 2), torch.ones(3, dtype=torch.bool), radius=2,
+                           k_max=2)
+
+
+def numpy_in_slots(positions, alive, radius, k_max):
+    """``neighborhoods`` of each game's live agents alone, in slot terms: [G, n, K], -1 pads."""
+    games, n = alive.shape
+    width = max(n - 1, 0) if radius is None else k_max
+    out = np.full((games, n, width), -1)
+    for j in range(games):
+        live = np.flatnonzero(alive[j])
+        ranks = neighborhoods(positions[j][live], radius=radius, k_max=k_max)
+        out[j, live, :ranks.shape[1]] = np.where(ranks >= 0, live[np.clip(ranks, 0, None)], -1)
+    return out
+
+
+@pytest.mark.parametrize("case", range(60))
+def test_slot_neighborhoods_are_each_games_live_neighbourhoods(case):
+    rng = np.random.default_rng(case)
+    games, n = int(rng.integers(1, 6)), int(rng.choice([0, 1, 2, 7, 30, 64]))
+    # A small grid: shared cells and ties in distance are frequent; the dead keep a position.
+    positions = rng.integers(-4, 12, size=(games, n, 2))
+    alive = rng.random((games, n)) < rng.choice([0.0, 0.3, 0.8, 1.0])
+    radius = rng.choice([None, 0.0, 1.0, 1.5, 3.0, 6.0, 30.0])
+    k_max = int(rng.integers(1, 70))  # often more than the team
+    got = slot_neighborhoods(torch.from_numpy(positions), torch.from_numpy(alive),
+                             radius=radius, k_max=k_max)
+    assert got.dtype == torch.long
+    np.testing.assert_array_equal(got.numpy(), numpy_in_slots(positions, alive, radius, k_max))
+
+
+def test_slot_neighborhoods_in_chunks_of_games(monkeypatch):
+    rng = np.random.default_rng(0)
+    positions = torch.from_numpy(rng.integers(0, 10, size=(7, 20, 2)))
+    alive = torch.from_numpy(rng.random((7, 20)) < 0.7)
+    whole = slot_neighborhoods(positions, alive, radius=3.0, k_max=6)
+    monkeypatch.setattr(neighborhood, "SLOT_PAIRS_MAX", 2 * 20 * 20)  # 2 games at a time
+    np.testing.assert_array_equal(
+        slot_neighborhoods(positions, alive, radius=3.0, k_max=6).numpy(), whole.numpy())

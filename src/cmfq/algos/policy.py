@@ -1,4 +1,9 @@
-"""Acting for a whole team: neighbourhoods, then one Boltzmann sample per agent."""
+"""Acting for a whole team: neighbourhoods, then one Boltzmann sample per agent.
+
+Two paths: ``decide`` and ``decide_teams`` take teams as numpy rows (``Observation``) and give
+numpy decisions with their neighbourhoods (training and tournaments, whose draws they fix);
+``act`` takes one group of G games as tensors (``cmfq.envs.GroupState``) and gives its actions
+as a tensor, on the policy's device, without a loop over games or agents."""
 
 from __future__ import annotations
 
@@ -10,7 +15,14 @@ import torch
 
 from cmfq.algos.common import Algorithm, TeamInput
 from cmfq.algos.diagnostics import NeighborSensitivity, WeightDiagnostics
-from cmfq.envs import Observation, neighbor_actions, neighborhoods, pad_neighbors
+from cmfq.envs import (
+    GroupState,
+    Observation,
+    neighbor_actions,
+    neighborhoods,
+    pad_neighbors,
+    slot_neighborhoods,
+)
 
 MIN_ROWS = 16
 """Rows a fork's forward has at least (``Policy.fork``): from 16 rows on, the CPU kernels compute
@@ -166,16 +178,57 @@ class Policy:
         )
         return [Decision(*decision) for decision in per_team]
 
+    @torch.no_grad()
+    def act(self, state: GroupState, prev_actions: torch.Tensor) -> torch.Tensor:
+        """Actions, long [G, n] on the policy's device, for one group of G games as tensors
+        (either backend): each live slot's sampled as ``decide`` samples, 0 for the dead.
+        ``prev_actions`` (long [G, n]): each slot's action at the last step, -1 at the first.
+
+        The neighbourhoods of all games at once (``slot_neighborhoods``); the live agents of all
+        games are the rows of one forward, game 0's live slots first, in slot order, as in
+        ``decide_teams`` over the games' teams; one sample from ``generator``. So with the same
+        generator state and values (a forward of at least ``MIN_ROWS`` rows, and for global
+        neighbourhoods a full team among the games: the same neighbour width) it draws what
+        ``decide_teams`` draws. The host only learns how many agents live (one wait on a GPU).
+        """
+        device = self.generator.device
+        view, features, positions, alive = (t.to(device) for t in state)
+        slots = slot_neighborhoods(positions, alive, radius=self.radius, k_max=self.k_max)
+        flat = slots.flatten(1).clamp(min=0)
+        # A live slot's row in the forward: how many live slots come before it, in all games.
+        row = (alive.flatten().cumsum(0) - 1).view(alive.shape)
+        neighbors = torch.where(slots >= 0, row.gather(1, flat).view_as(slots), -1)
+        their_actions = torch.where(
+            slots >= 0, prev_actions.to(device).gather(1, flat).view_as(slots), -1)
+        live = alive.flatten().nonzero().squeeze(1)
+        team = TeamInput(*(t.flatten(0, 1).index_select(0, live)
+                           for t in (view, features, neighbors, their_actions)))
+        values = self.algo.q_values(team)
+        if self.diagnostics is not None:
+            self.diagnostics.add(values, team.neighbor_actions)
+        if self.sensitivity is not None:
+            self.sensitivity.add(team, values.neighbor_input, len(live))
+        if self.temperature == 0:
+            chosen = values.q.argmax(-1)
+        else:
+            chosen = _sample(values.q / self.temperature, self.generator)
+        return torch.zeros(alive.numel(), dtype=torch.long, device=device).index_copy_(
+            0, live, chosen).view(alive.shape)
+
     def __call__(self, obs: Observation, prev_actions: np.ndarray | None) -> np.ndarray:
         return self.decide(obs, prev_actions).actions
 
 
 class RandomPolicy:
-    """Uniformly random actions (the deer of tiger-deer, or a baseline team)."""
+    """Uniformly random actions (the deer of tiger-deer, or a baseline team): numpy draws for
+    ``decide``, torch draws on the games' device for ``act`` (a generator per device, seeded by
+    ``seed``)."""
 
     def __init__(self, n_actions: int, *, seed: int) -> None:
         self.n_actions = n_actions
+        self.seed = seed
         self.rng = np.random.default_rng(seed)
+        self._generators: dict[torch.device, torch.Generator] = {}
 
     @property
     def batch_key(self) -> RandomPolicy:
@@ -197,6 +250,16 @@ class RandomPolicy:
     ) -> list[Decision]:
         """``decide`` for each team in turn."""
         return [self.decide(obs, prev) for obs, prev in zip(teams, prev_actions, strict=True)]
+
+    def act(self, state: GroupState, prev_actions: torch.Tensor) -> torch.Tensor:
+        """``Policy.act``'s: long [G, n] on ``state``'s device, uniform for the live, 0 for the
+        dead."""
+        alive = state.alive
+        if alive.device not in self._generators:
+            self._generators[alive.device] = torch.Generator(alive.device).manual_seed(self.seed)
+        drawn = torch.randint(0, self.n_actions, alive.shape, device=alive.device,
+                              generator=self._generators[alive.device])
+        return torch.where(alive, drawn, 0)
 
     def __call__(self, obs: Observation, prev_actions: np.ndarray | None) -> np.ndarray:
         return self.decide(obs, prev_actions).actions

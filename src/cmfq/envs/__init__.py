@@ -12,7 +12,12 @@ from cmfq.envs.battle import BattleEnv
 from cmfq.envs.consensus import ConsensusEnv, ConsensusGames
 from cmfq.envs.games import BACKENDS, EnvGames, Games, GamesStep, GroupState, TorchGames, make_games
 from cmfq.envs.gridworld import GridEnv, GroupSpec, Observation, StepResult
-from cmfq.envs.neighborhood import neighbor_actions, neighborhoods, pad_neighbors
+from cmfq.envs.neighborhood import (
+    neighbor_actions,
+    neighborhoods,
+    pad_neighbors,
+    slot_neighborhoods,
+)
 from cmfq.envs.tiger_deer import TigerDeerEnv
 
 ENVS: dict[str, type[GridEnv] | type[ConsensusEnv]] = {
@@ -64,4 +69,5 @@ __all__ = [
     "neighbor_actions",
     "neighborhoods",
     "pad_neighbors",
+    "slot_neighborhoods",
 ]

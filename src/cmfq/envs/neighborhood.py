@@ -1,8 +1,13 @@
-"""Each agent's neighbourhood: the nearest live teammates within a radius, as index arrays."""
+"""Each agent's neighbourhood: the nearest live teammates within a radius, as index arrays
+(``neighborhoods``: one team's live agents in numpy) or over the slots of G games at once
+(``slot_neighborhoods``: torch, on any device)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import torch
 
 ALL_PAIRS_MAX = 512
 """Teams up to this size compare all pairs (an n x n table, 2 MB at 512): at battle's sizes that
@@ -69,6 +74,48 @@ def neighborhoods(positions: np.ndarray, *, radius: float | None, k_max: int) ->
     return out
 
 
+SLOT_PAIRS_MAX = 1 << 24
+"""Pairs of slots ``slot_neighborhoods`` compares at once (its int64 keys take 128 MiB); more
+games than fit are taken a chunk at a time."""
+
+
+def slot_neighborhoods(positions: torch.Tensor, alive: torch.Tensor, *, radius: float | None,
+                       k_max: int) -> torch.Tensor:
+    """``neighborhoods`` for one group of G games at once, over its slots: long [G, n, K], the
+    slot of each neighbour, -1 pads; every game's live agents get, in slot terms, exactly what
+    ``neighborhoods`` gives for them alone (its rows are the live agents in slot order). A dead
+    slot's row is all -1, and it is no one's neighbour.
+
+    ``positions``: long [G, n, 2]; ``alive``: bool [G, n], on any device (the result is there).
+    ``radius=None``: every other live agent in slot order, K = n - 1; otherwise the ``k_max``
+    nearest live agents within Euclidean ``radius`` (inclusive), nearest first, ties broken by
+    slot, K = ``k_max``.
+
+    All pairs of a game's slots, with no loop over games or agents: the key d² * n + j orders a
+    row by distance, then by slot, and gives j back. Memory: a few [G, n, n] int64 tensors, so
+    games are taken ``SLOT_PAIRS_MAX // n²`` at a time (all of 4,096 games of 64 slots at once).
+    """
+    if positions.dim() != 3 or positions.shape[2] != 2 or alive.shape != positions.shape[:2]:
+        raise ValueError(f"positions must be [G, n, 2] and alive [G, n], got "
+                         f"{tuple(positions.shape)} and {tuple(alive.shape)}")
+    limit = None
+    if radius is not None:
+        if k_max < 1:
+            raise ValueError(f"k_max must be >= 1, got {k_max}")
+        if radius < 0:
+            raise ValueError(f"radius must be >= 0, got {radius}")
+        limit = math.floor(radius**2 + 1e-9)  # as neighborhoods'
+    games, n = alive.shape
+    width = max(n - 1, 0) if radius is None else k_max
+    chunk = max(1, SLOT_PAIRS_MAX // max(n * n, 1))
+    if games <= chunk:
+        return _nearest_slots(positions, alive, limit, width)
+    return torch.cat([
+        _nearest_slots(positions[s:s + chunk], alive[s:s + chunk], limit, width)
+        for s in range(0, games, chunk)
+    ])
+
+
 def neighbor_actions(neighbors: np.ndarray, prev_actions: np.ndarray | None) -> np.ndarray:
     """Previous-step actions of the neighbours (``-1`` where masked or at a round's first step)."""
     if prev_actions is None or neighbors.size == 0:
@@ -100,4 +147,25 @@ def _nearest_of_all_pairs(positions: np.ndarray, limit: int, k_max: int) -> np.n
     nearest = np.sort(key, axis=1)[:, :k]
     out = np.full((n, k_max), -1, dtype=np.int64)
     out[:, :k] = np.where(nearest != _NONE, nearest % n, -1)
+    return out
+
+
+def _nearest_slots(positions: torch.Tensor, alive: torch.Tensor, limit: int | None, width: int
+                   ) -> torch.Tensor:
+    """``slot_neighborhoods`` of some games, within squared distance ``limit`` (None: any)."""
+    games, n = alive.shape
+    slot = torch.arange(n, device=alive.device)
+    pair = alive[:, :, None] & alive[:, None, :] & (slot[:, None] != slot)
+    key = slot.expand(games, n, n)
+    if limit is not None:
+        x, y = positions.long().unbind(2)
+        dx, dy = x[:, :, None] - x[:, None, :], y[:, :, None] - y[:, None, :]
+        d2 = dx * dx + dy * dy
+        pair &= d2 <= limit
+        key = d2 * n + slot
+    key = torch.where(pair, key, _NONE)
+    k = min(width, n)
+    nearest = key.topk(k, dim=2, largest=False).values  # sorted, ascending
+    out = torch.full((games, n, width), -1, dtype=torch.long, device=alive.device)
+    out[:, :, :k] = torch.where(nearest != _NONE, nearest % n, -1)
     return out
