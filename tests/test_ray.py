@@ -17,7 +17,7 @@ import pytest
 from helpers import assert_same_run
 
 from cmfq.cli import main
-from cmfq.sweep.runner import EXIT_AT_ROUND_VAR, process_chunks, run_sweep
+from cmfq.sweep.runner import EXIT_AT_ROUND_VAR, process_chunks, run_sweep, train_runs
 from cmfq.sweep.spec import Resources, SweepSpec, run_name
 from cmfq.training.checkpoint import load_checkpoint
 from cmfq.training.config import TrainConfig
@@ -115,6 +115,17 @@ def test_a_process_takes_runs_that_share_their_batch_and_round(tmp_path):
     chunks = [[run.name for run in chunk] for chunk in process_chunks(runs, 2)]
     assert chunks == [[names[0], names[4]], [names[1], names[3]], [names[2]], [names[5]]]
     assert process_chunks(runs, 1) == [[run] for run in runs]
+
+
+def test_a_process_whose_runs_stopped_at_different_rounds_trains_them_in_turn(reference, tmp_path):
+    # As a worker killed between its runs' checkpoints leaves them: one a round ahead.
+    runs = [run for run in SweepSpec(TINY, GRID, Resources()).runs(tmp_path)
+            if run.name in NAMES[2:]]
+    train(dataclasses.replace(runs[0].config, rounds=1, temperature_decay_rounds=TINY["rounds"]),
+          progress=False)
+    train_runs([run.config.to_dict() for run in runs], str(tmp_path))
+    for run in runs:
+        assert_same_run(reference / run.name, tmp_path / run.name)
 
 
 def test_plot_and_tournament_take_the_summary(reference, tmp_path, capsys):
