@@ -6,8 +6,9 @@ one after another (``train``).
 
 The runs are seeds 0..runs-1 of one config. Each way's rate is the env steps of all its runs over
 its wall time, everything included (building the games and networks, every round, the
-checkpoints). The last lines give both rates, their ratio, and whether each run ended with the
-same metrics (but the speed) and weights both ways, as it must.
+checkpoints), and over the process's CPU time (steadier on a shared machine). The last lines give
+both rates, their ratios, and whether each run ended with the same metrics (but the speed) and
+weights both ways, as it must.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--games", type=int, default=1, help="games_per_round of each run")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--together-first", action="store_true",
+                        help="train side by side first (default: one after another first; the "
+                        "second way finds the process warm)")
     return parser.parse_args()
 
 
@@ -72,21 +76,32 @@ def main() -> None:
     from cmfq.training.together import train_together
     from cmfq.training.trainer import train
 
+    def timed(way):
+        began, cpu = time.perf_counter(), time.process_time()
+        return way(), time.perf_counter() - began, time.process_time() - cpu
+
     with tempfile.TemporaryDirectory() as tmp:
-        began = time.perf_counter()
-        apart = [train(config, progress=False) for config in configs(args, Path(tmp) / "apart")]
-        apart_s = time.perf_counter() - began
-        began = time.perf_counter()
-        together = train_together(configs(args, Path(tmp) / "together"), progress=False)
-        together_s = time.perf_counter() - began
+        ways = {
+            "apart": lambda: [train(config, progress=False)
+                              for config in configs(args, Path(tmp) / "apart")],
+            "together": lambda: train_together(configs(args, Path(tmp) / "together"),
+                                               progress=False),
+        }
+        order = ["together", "apart"] if args.together_first else ["apart", "together"]
+        done = {name: timed(ways[name]) for name in order}
+        (apart, apart_s, apart_cpu), (together, together_s, together_cpu) = (
+            done["apart"], done["together"])
         steps = sum(env_steps(run) for run in apart)
         same = all(same_run(a, b) for a, b in zip(apart, together, strict=True))
     print(f"{args.runs} runs of {args.algo}, {args.backend} backend, map {args.map_size}, "
           f"{args.rounds} rounds of {args.games} game(s) of at most {args.max_steps} steps, "
           f"{args.device}, {args.threads} thread(s): {steps} env steps")
-    print(f"one after another: {apart_s:.1f} s, {steps / apart_s:.1f} env steps/s")
-    print(f"side by side: {together_s:.1f} s, {steps / together_s:.1f} env steps/s")
-    print(f"ratio: {apart_s / together_s:.2f}; same metrics and weights: {same}")
+    for way, seconds, cpu in (("one after another", apart_s, apart_cpu),
+                              ("side by side", together_s, together_cpu)):
+        print(f"{way}: {seconds:.1f} s, {steps / seconds:.1f} env steps/s "
+              f"({cpu:.1f} CPU s, {steps / cpu:.1f} env steps a CPU second)")
+    print(f"ratio: {apart_s / together_s:.2f} (CPU time: {apart_cpu / together_cpu:.2f}); "
+          f"same metrics and weights: {same}")
 
 
 if __name__ == "__main__":
