@@ -4,7 +4,9 @@ forward), then each run learns, logs and checkpoints in its own folder exactly a
 
 One process then steps one set of games and keeps one device busy with the games of several
 runs (seeds, algorithms): what a GPU needs to be worth it for networks this small. The loop is
-the trainer's (``trainer.run_rounds``); this module says which runs may share it.
+the trainer's (``trainer.run_rounds``); this module says which runs may share it. The trainer
+imports ``train_together`` from here, beside ``train``, so this module takes the trainer's pieces
+when it trains.
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cmfq.training.config import TrainConfig
-from cmfq.training.run_folder import RunFolder
-from cmfq.training.trainer import RunStart, fresh_start, resumed_start, run_rounds
 
 SHARED = ("env", "env_backend", "map_size", "max_steps", "games_per_round", "rounds", "device",
           "threads")
@@ -39,16 +39,18 @@ def train_together(
     folders. Each run trains exactly as ``train`` (or ``resume``) would train it alone: the same
     metrics (but the speed) and weights.
 
-    Each run goes on from what its folder holds: a started run resumes from its last checkpoint
-    to ``config.rounds`` (its saved settings must be ``config``'s, ``RunFolder.check_config``), an
-    empty folder gets a fresh run (a folder that holds a run without its config is refused, as
-    ``train`` does). The runs must share their ``batch_settings`` and start at the same round;
-    ValueError says which differ. ``on_checkpoint(rounds_done)`` is called after each round in
-    which some run wrote its checkpoints. A run's ``steps_per_s`` counts its env steps over the
-    time of the batch's round (so the runs' add up to the batch's)."""
+    Each run goes on from what its folder holds (``trainer.start_or_resume``): a started run
+    resumes from its last checkpoint to ``config.rounds`` (its saved settings must be
+    ``config``'s), an empty folder gets a fresh run (a folder that holds a run without its config
+    is refused, as ``train`` does). The runs must share their ``batch_settings`` and start at
+    the same round; ValueError says which differ. ``on_checkpoint(rounds_done)`` is called after
+    each round in which some run wrote its checkpoints. A run's ``steps_per_s`` counts its env
+    steps over the time of the batch's round (so the runs' add up to the batch's)."""
+    from cmfq.training.trainer import run_rounds, start_or_resume  # it imports this module
+
     if not configs:
         raise ValueError("train_together needs at least one config")
-    starts = [_start(config) for config in configs]
+    starts = [start_or_resume(config) for config in configs]
     _check_shared([start.config for start in starts])
     folders = [start.folder.path.resolve() for start in starts]
     twice = sorted({str(f) for f in folders if folders.count(f) > 1})
@@ -64,16 +66,6 @@ def train_together(
         start.folder.save_config(start.config)
     run_rounds(starts, progress=progress, on_checkpoint=on_checkpoint)
     return [start.folder.path for start in starts]
-
-
-def _start(config: TrainConfig) -> RunStart:
-    """Where the run of ``config`` begins: a started run's folder goes on to ``config.rounds``,
-    any other starts afresh."""
-    folder = RunFolder(config.resolved().out)
-    if not folder.is_started():
-        return fresh_start(config)
-    folder.check_config(config)
-    return resumed_start(folder, rounds=config.rounds)
 
 
 def _check_shared(configs: Sequence[TrainConfig]) -> None:

@@ -47,6 +47,7 @@ from cmfq.training.metrics import MetricsLog
 from cmfq.training.replay import ReplayBuffer
 from cmfq.training.rollout import GameResult, TeamPolicy, play_games
 from cmfq.training.run_folder import RunFolder
+from cmfq.training.together import train_together as train_together  # re-exported beside train
 
 
 def train(
@@ -109,6 +110,17 @@ def resumed_start(folder: RunFolder, *, rounds: int | None = None) -> RunStart:
         config.rounds = rounds
         config.validate()
     return RunStart(config, folder, saved)
+
+
+def start_or_resume(config: TrainConfig) -> RunStart:
+    """Where the run of ``config`` begins (a sweep's rule): a started run's folder goes on to
+    ``config.rounds`` (its saved settings must be ``config``'s, ``RunFolder.check_config``), any
+    other starts afresh. Writes nothing."""
+    folder = RunFolder(config.resolved().out)
+    if not folder.is_started():
+        return fresh_start(config)
+    folder.check_config(config)
+    return resumed_start(folder, rounds=config.rounds)
 
 
 @dataclass
