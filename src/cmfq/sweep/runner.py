@@ -150,6 +150,7 @@ def train_runs(configs: list[dict], working_dir: str, exit_at_round: int | None 
     hook = exit_if_asked if exit_at_round is not None else None
     by_round = {}
     for config in configs:
+        # A lone run's resume.pt is left to resume_point, which says more of a damaged one.
         start = RunFolder(config.out).next_round() if len(configs) > 1 else 0
         by_round.setdefault(start, []).append(config)
     for start in sorted(by_round):
