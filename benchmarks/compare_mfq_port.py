@@ -90,7 +90,7 @@ import json, sys, time
 import cmfq.training.trainer as trainer
 from cmfq.cli import main
 from cmfq.training.learner import Learner
-spent = []  # per round: a round collects, then learns
+spent = []  # per round: a round plays its games, then learns
 def timed(function, starts_round):
     def timed_call(*args, **kwargs):
         began = time.process_time()
@@ -101,7 +101,7 @@ def timed(function, starts_round):
                 spent.append(0.0)
             spent[-1] += time.process_time() - began
     return timed_call
-trainer.collect = timed(trainer.collect, True)
+trainer.play_games = timed(trainer.play_games, True)
 Learner.learn = timed(Learner.learn, False)
 main(sys.argv[1:])
 print(json.dumps({"cpu_seconds": spent}), file=sys.stderr)

@@ -3,6 +3,7 @@ map, 20 steps a round, 3 rounds) checked against plain ``cmfq train`` runs and l
 
 import contextlib
 import csv
+import dataclasses
 import glob
 import os
 import shutil
@@ -16,7 +17,7 @@ import pytest
 from helpers import assert_same_run
 
 from cmfq.cli import main
-from cmfq.sweep.runner import EXIT_AT_ROUND_VAR, run_sweep
+from cmfq.sweep.runner import EXIT_AT_ROUND_VAR, process_chunks, run_sweep, train_runs
 from cmfq.sweep.spec import Resources, SweepSpec, run_name
 from cmfq.training.checkpoint import load_checkpoint
 from cmfq.training.config import TrainConfig
@@ -93,6 +94,38 @@ def test_a_grid_trains_every_run_as_cmfq_train_would(reference, tmp_path):
     # Started again, the sweep finds every run finished and trains nothing.
     again = run_sweep(SweepSpec(TINY, GRID, Resources()), reference, progress=False)
     assert again.trained == [] and again.finished == NAMES
+
+
+def test_runs_trained_several_to_a_process_are_those_trained_one_to_a_process(reference, tmp_path):
+    spec = SweepSpec(TINY, GRID, Resources(runs_per_process=2))
+    assert [[run.name for run in chunk] for chunk in process_chunks(spec.runs(tmp_path), 2)] == [
+        NAMES[:2], NAMES[2:]]
+    result = run_sweep(spec, tmp_path, progress=False)
+    assert result.failed == {} and result.trained == NAMES
+    for name in NAMES:
+        assert_same_run(reference / name, tmp_path / name)
+
+
+def test_a_process_takes_runs_that_share_their_batch_and_round(tmp_path):
+    grid = {"seed": [0, 1, 2], "map_size": [12, 14]}
+    runs = SweepSpec(dict(TINY, rounds=2), grid, Resources()).runs(tmp_path)
+    names = [run.name for run in runs]
+    # seed=1,map_size=12 has played a round: it goes on from round 1, alone.
+    train(dataclasses.replace(runs[2].config, rounds=1), progress=False)
+    chunks = [[run.name for run in chunk] for chunk in process_chunks(runs, 2)]
+    assert chunks == [[names[0], names[4]], [names[1], names[3]], [names[2]], [names[5]]]
+    assert process_chunks(runs, 1) == [[run] for run in runs]
+
+
+def test_a_process_whose_runs_stopped_at_different_rounds_trains_them_in_turn(reference, tmp_path):
+    # As a worker killed between its runs' checkpoints leaves them: one a round ahead.
+    runs = [run for run in SweepSpec(TINY, GRID, Resources()).runs(tmp_path)
+            if run.name in NAMES[2:]]
+    train(dataclasses.replace(runs[0].config, rounds=1, temperature_decay_rounds=TINY["rounds"]),
+          progress=False)
+    train_runs([run.config.to_dict() for run in runs], str(tmp_path))
+    for run in runs:
+        assert_same_run(reference / run.name, tmp_path / run.name)
 
 
 def test_plot_and_tournament_take_the_summary(reference, tmp_path, capsys):
@@ -201,6 +234,8 @@ def test_sweep_file_errors_name_the_key(tmp_path):
         spec("[base]\nseed = 1\n[grid]\nseed = [0, 1]\n")
     with pytest.raises(ValueError, match="resources.gpus_per_run must be >= 0"):
         spec("[resources]\ngpus_per_run = -1\n")
+    with pytest.raises(ValueError, match="resources.runs_per_process must be an integer >= 1"):
+        spec("[resources]\nruns_per_process = 0\n")
     with pytest.raises(ValueError, match=r"run algo=dqn: algo must be one of"):
         spec('[grid]\nalgo = ["dqn"]\n').runs(tmp_path)
     with pytest.raises(ValueError, match="same run folder names"):

@@ -1,4 +1,6 @@
-"""Running a sweep on Ray: one task per run, each resuming whatever its folder holds.
+"""Running a sweep on Ray: one task per run, each resuming whatever its folder holds; or, with
+``runs_per_process`` above 1, one task per chunk of runs that train side by side
+(``cmfq.training.together``).
 
 A run's folder is the state of the sweep (``cmfq.training.run_folder`` has its rules): a finished
 run is skipped, a run with a checkpoint resumes from it, a run killed before its first checkpoint
@@ -20,7 +22,7 @@ from cmfq.sweep.spec import Resources, Run, SweepSpec, value_text
 from cmfq.training.config import TrainConfig
 from cmfq.training.run_folder import RunFolder
 from cmfq.training.summary import write_summary
-from cmfq.training.trainer import resume, train
+from cmfq.training.together import batch_settings, train_together
 
 EXIT_AT_ROUND_VAR = "CMFQ_TEST_EXIT_AT_ROUND"
 """Test hook, read by the sweep's driver: each run's worker process exits right after writing
@@ -73,7 +75,7 @@ def _train_on_ray(
 ) -> dict[str, str]:
     """Train the runs ``todo`` as Ray tasks, with bars over ``runs``; returns the failures."""
     ray = connect(address)
-    task = ray.remote(train_run).options(
+    task = ray.remote(train_runs).options(
         num_cpus=resources.cpus_per_run, num_gpus=resources.gpus_per_run,
         max_retries=resources.max_retries, retry_exceptions=False,
     )
@@ -82,7 +84,10 @@ def _train_on_ray(
     # The workers start in a folder of Ray's: a task with a relative run folder moves to the
     # driver's, so that the folder (and the ``out`` saved in its config) stays as it was given.
     here = os.getcwd()
-    pending = {task.remote(run.config.to_dict(), here, exit_at): run for run in todo}
+    pending = {
+        task.remote([run.config.to_dict() for run in chunk], here, exit_at): chunk
+        for chunk in process_chunks(todo, resources.runs_per_process)
+    }
     runs_bar = tqdm(total=len(runs), initial=len(runs) - len(todo), unit="run", desc="runs",
                     disable=not progress)
     rounds_bar = tqdm(total=sum(run.config.rounds for run in runs), unit="round",
@@ -93,35 +98,63 @@ def _train_on_ray(
         rounds_bar.refresh()
         done, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)
         for ref in done:
-            run = pending.pop(ref)
+            chunk = pending.pop(ref)
             try:
                 ray.get(ref)
             except ray.exceptions.RayError as err:
-                failed[run.name] = str(err).strip().splitlines()[-1]
-            runs_bar.update()
+                failed |= dict.fromkeys((run.name for run in chunk),
+                                        str(err).strip().splitlines()[-1])
+            runs_bar.update(len(chunk))
     rounds_bar.n = _rounds_logged(runs)
     rounds_bar.close()
     runs_bar.close()
     return failed
 
 
-def train_run(config: dict, working_dir: str, exit_at_round: int | None = None) -> None:
-    """Ray task: train the run in ``config["out"]`` (relative to ``working_dir``) to its last
-    round, resuming what is there."""
-    config = TrainConfig.from_dict(config)
-    if not Path(config.out).is_absolute():
+def process_chunks(todo: list[Run], size: int) -> list[list[Run]]:
+    """The runs ``todo`` in chunks of up to ``size`` runs that train side by side in one
+    process: in grid order, each run joins the last chunk of the runs that share its batch
+    (``together.batch_settings``) and the round it goes on from (``RunFolder.next_round``) while
+    it has room. A run whose ``resume.pt`` cannot be read trains alone (its task says why)."""
+    if size == 1:
+        return [[run] for run in todo]
+    chunks, latest = [], {}
+    for run in todo:
+        try:
+            key = (*batch_settings(run.config).items(), RunFolder(run.config.out).next_round())
+        except ValueError:
+            key = run.name
+        if key not in latest or len(latest[key]) == size:
+            latest[key] = []
+            chunks.append(latest[key])
+        latest[key].append(run)
+    return chunks
+
+
+def train_runs(configs: list[dict], working_dir: str, exit_at_round: int | None = None) -> None:
+    """Ray task: train the runs of ``configs`` side by side (``train_together``; one run as
+    ``cmfq train`` would) to their last round, each resuming what its folder holds (relative
+    folders are ``working_dir``'s).
+
+    Runs that go on from different rounds train in turn, those of each round together: a worker
+    killed while its runs wrote their checkpoints leaves some a checkpoint ahead of the others,
+    and its retry must not fail for it."""
+    configs = [TrainConfig.from_dict(config) for config in configs]
+    if not all(Path(config.out).is_absolute() for config in configs):
         os.chdir(working_dir)
-    folder = RunFolder(config.out)
 
     def exit_if_asked(rounds_done: int) -> None:
         if rounds_done == exit_at_round:
             os._exit(1)
 
     hook = exit_if_asked if exit_at_round is not None else None
-    if folder.is_started():
-        resume(folder.path, rounds=config.rounds, progress=False, on_checkpoint=hook)
-    else:
-        train(config, progress=False, on_checkpoint=hook)
+    by_round = {}
+    for config in configs:
+        # A lone run's resume.pt is left to resume_point, which says more of a damaged one.
+        start = RunFolder(config.out).next_round() if len(configs) > 1 else 0
+        by_round.setdefault(start, []).append(config)
+    for start in sorted(by_round):
+        train_together(by_round[start], progress=False, on_checkpoint=hook)
 
 
 def is_finished(run: Run) -> bool:

@@ -9,6 +9,7 @@
     [resources]                       # Ray resources of each run (fractions allowed)
     cpus_per_run = 1
     gpus_per_run = 0
+    runs_per_process = 1              # runs trained side by side in one process
 
 Runs that differ in more than one field at a time are named variants: each ``[variants.NAME]``
 table holds its fields, and the grid's ``variant`` key lists the names to combine (the run's
@@ -45,14 +46,20 @@ VARIANT = "variant"
 
 @dataclass(frozen=True)
 class Resources:
-    """What Ray reserves for each run, and how often it restarts a run whose worker died."""
+    """What Ray reserves for each process of runs, how many runs a process trains side by side,
+    and how often it restarts a process whose worker died."""
 
     cpus_per_run: float = 1.0
-    """CPUs reserved per run; keep it at least the runs' ``threads``."""
+    """CPUs reserved per run (per process of ``runs_per_process`` runs, which share its
+    threads); keep it at least the runs' ``threads``."""
     gpus_per_run: float = 0.0
-    """GPUs reserved per run; a fraction lets several runs share one GPU."""
+    """GPUs reserved per run (per process, which its runs share); a fraction lets several
+    processes share one GPU."""
     max_retries: int = 3
     """Times a run is started again (from its last checkpoint) after its worker process died."""
+    runs_per_process: int = 1
+    """Runs trained side by side in one process, their games in one batch
+    (``cmfq.training.together``): runs that can share a batch, in grid order."""
 
     def __post_init__(self) -> None:
         if not self.cpus_per_run > 0:
@@ -61,6 +68,9 @@ class Resources:
             raise ValueError(f"resources.gpus_per_run must be >= 0, got {self.gpus_per_run}")
         if self.max_retries < 0:
             raise ValueError(f"resources.max_retries must be >= 0, got {self.max_retries}")
+        if not isinstance(self.runs_per_process, int) or self.runs_per_process < 1:
+            raise ValueError(f"resources.runs_per_process must be an integer >= 1, got "
+                             f"{self.runs_per_process!r}")
 
 
 @dataclass(frozen=True)

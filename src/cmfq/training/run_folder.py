@@ -26,6 +26,8 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from cmfq.algos import Algorithm
 from cmfq.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from cmfq.training.config import TrainConfig
@@ -88,6 +90,19 @@ class RunFolder:
             return False
         last = load_checkpoint(self.last_file)
         return last.round >= (last.config.rounds if rounds is None else rounds)
+
+    def next_round(self) -> int:
+        """The round the run goes on from (``resume_point``'s): the next round of ``resume.pt``,
+        0 without one. Cheap: the file is memory-mapped and only its round is read, not its
+        replay. Raises ValueError for a ``resume.pt`` it cannot read."""
+        if not self.resume_file.exists():
+            return 0
+        try:
+            state = torch.load(self.resume_file, map_location="cpu", weights_only=True,
+                               mmap=True)["training_state"]
+            return int(state["next_round"])
+        except Exception as err:  # what a damaged file raises varies; resume_point says more
+            raise ValueError(f"{self.resume_file} says no round to go on from: {err}") from err
 
     def rounds_logged(self) -> int:
         """Rows of ``metrics.csv`` (0 without one): rounds played, checkpointed or not."""

@@ -1,5 +1,9 @@
-"""The training loop: each round ``collect``s games, ``learn``s from the replay buffer, logs a
-metrics row and checkpoints. Top to bottom.
+"""The training loop: each round plans a run's games (``plan_games``), plays them, ``learn``s
+from the replay buffer, logs a metrics row and checkpoints. Top to bottom.
+
+Several runs can train side by side in one process (``cmfq.training.together``): each round, the
+games of all of them play as one batch, then each run learns, logs and checkpoints as it would
+alone; ``train`` and ``resume`` are the loop of one run (``run_rounds``).
 
 A round plays ``games_per_round`` games in lockstep (default 1): each step, each network acts for
 its agents of all the games in one batched forward, and each game's transitions are their own
@@ -23,8 +27,8 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -41,8 +45,9 @@ from cmfq.training.device import resolve_device
 from cmfq.training.learner import Learner
 from cmfq.training.metrics import MetricsLog
 from cmfq.training.replay import ReplayBuffer
-from cmfq.training.rollout import GameResult, play_games
+from cmfq.training.rollout import GameResult, TeamPolicy, play_games
 from cmfq.training.run_folder import RunFolder
+from cmfq.training.together import train_together as train_together  # re-exported beside train
 
 
 def train(
@@ -51,13 +56,10 @@ def train(
 ) -> Path:
     """Train a fresh run in ``config.out``; returns the run folder. ``on_checkpoint(rounds_done)``,
     if given, is called after each checkpoint is written."""
-    config = config.resolved()
-    folder = RunFolder(config.out)
-    if folder.holds_run():
-        raise FileExistsError(f"{folder.path} already holds a run; continue it with "
-                              f"--resume {folder.path} or choose --out")
-    folder.save_config(config)
-    return _run(config, folder, saved=None, progress=progress, on_checkpoint=on_checkpoint)
+    start = fresh_start(config)
+    start.folder.save_config(start.config)
+    run_rounds([start], progress=progress, on_checkpoint=on_checkpoint)
+    return start.folder.path
 
 
 def resume(
@@ -68,14 +70,57 @@ def resume(
 
     A run stopped before its first checkpoint starts again from the config saved beside it.
     """
-    folder = RunFolder(run_dir)
+    start = resumed_start(RunFolder(run_dir), rounds=rounds)
+    start.folder.save_config(start.config)
+    run_rounds([start], progress=progress, on_checkpoint=on_checkpoint)
+    return start.folder.path
+
+
+class RunStart(NamedTuple):
+    """Where a run begins or goes on: its config, its folder, and the ``resume.pt`` it goes on
+    from (None: it starts at round 0)."""
+
+    config: TrainConfig
+    folder: RunFolder
+    saved: Checkpoint | None
+
+    @property
+    def round(self) -> int:
+        """The round it starts at."""
+        return 0 if self.saved is None else self.saved.training_state["next_round"]
+
+
+def fresh_start(config: TrainConfig) -> RunStart:
+    """A fresh run of ``config`` (resolved) in ``config.out``; refuses a folder that holds a run.
+    Writes nothing."""
+    config = config.resolved()
+    folder = RunFolder(config.out)
+    if folder.holds_run():
+        raise FileExistsError(f"{folder.path} already holds a run; continue it with "
+                              f"--resume {folder.path} or choose --out")
+    return RunStart(config, folder, None)
+
+
+def resumed_start(folder: RunFolder, *, rounds: int | None = None) -> RunStart:
+    """The run in ``folder`` going on from its last checkpoint (``RunFolder.resume_point``),
+    to ``rounds`` if given. Writes nothing."""
     saved, config = folder.resume_point()
     config.out = str(folder.path)
     if rounds is not None:
         config.rounds = rounds
         config.validate()
-    folder.save_config(config)
-    return _run(config, folder, saved=saved, progress=progress, on_checkpoint=on_checkpoint)
+    return RunStart(config, folder, saved)
+
+
+def start_or_resume(config: TrainConfig) -> RunStart:
+    """Where the run of ``config`` begins (a sweep's rule): a started run's folder goes on to
+    ``config.rounds`` (its saved settings must be ``config``'s, ``RunFolder.check_config``), any
+    other starts afresh. Writes nothing."""
+    folder = RunFolder(config.resolved().out)
+    if not folder.is_started():
+        return fresh_start(config)
+    folder.check_config(config)
+    return resumed_start(folder, rounds=config.rounds)
 
 
 @dataclass
@@ -94,6 +139,16 @@ class TrainingState:
     @property
     def learner(self) -> Algorithm:
         return self.learning.online
+
+    @contextmanager
+    def acting(self) -> Iterator[None]:
+        """While the round's games play: the acting networks' weights do not change before the
+        round's updates (``QNetwork.fixed_weights``)."""
+        with ExitStack() as acting:
+            for network in (self.learner, self.opponent):
+                if isinstance(network, Algorithm):
+                    acting.enter_context(network.net.fixed_weights())
+            yield
 
     def state_dict(self, next_round: int) -> dict:
         """What ``resume.pt`` keeps of it (its ``training_state``) to go on at ``next_round``."""
@@ -116,77 +171,163 @@ class TrainingState:
         return state["next_round"]
 
 
-def _run(
-    config: TrainConfig, folder: RunFolder, *, saved: Checkpoint | None, progress: bool,
-    on_checkpoint: Callable[[int], None] | None,
-) -> Path:
-    torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
-    games = make_games(config.env, config.map_size, config.games_per_round,
-                       backend=config.env_backend, seed=config.seed, device=device,
-                       **config.env_options())
-    spec = games.specs[games.groups[0]]  # battle's sides share their shapes
-    learner = make_algorithm(config.algo, spec, **config.algo_options()).to(device)
-    dtype = getattr(torch, config.train_dtype)
-    learner.net.embed_dtype = dtype  # acting; the self-play opponent and the target are copies
-    floor = initial_network(config, spec, device)
-    floor.net.embed_dtype = dtype
-    compiled = config.compile_step_on(device)
-    training = TrainingState(
-        learning=Learner(
-            learner, lr=config.lr, grad_clip=config.grad_clip, tau_target=config.tau_target,
-            batch_size=config.batch_size,
-            device_sampling=device.type == "cuda" or compiled,
-            graph_step=config.graph_step_on(device), step_dtype=dtype, compile_step=compiled,
-        ),
-        replay=ReplayBuffer(config.replay_rows, spec.n_actions),
-        opponent=_opponent(config, games, learner),
-        floor=floor,
-    )
-    start = 0 if saved is None else training.load_state_dict(saved)
+def run_rounds(
+    starts: Sequence[RunStart], *, progress: bool, on_checkpoint: Callable[[int], None] | None,
+) -> None:
+    """Train the runs of ``starts`` to their last round, side by side: each round, the games of
+    every run play as one batch of ``Games`` (run k's are games kG..kG+G-1, G its
+    ``games_per_round``), then each run learns, logs and checkpoints in its own folder. A run
+    trains the same alone or among others. One run: ``train``, ``resume``; several:
+    ``cmfq.training.together.train_together``, which checks that they share what makes their
+    games one batch (``together.SHARED``) and their start round."""
+    first = starts[0].config
+    torch.set_num_threads(first.threads)
+    device = resolve_device(first.device)
+    per_run = first.games_per_round
+    games = make_games(first.env, first.map_size, per_run * len(starts),
+                       backend=first.env_backend, seed=first.seed, device=device,
+                       **first.env_options())
+    runs = [RunState.begin(start, games, device) for start in starts]
 
-    log = MetricsLog(folder, start_round=start)
-    bar = tqdm(total=config.rounds, initial=start, unit="round", disable=not progress)
-    for r in range(start, config.rounds):
+    bar = tqdm(total=first.rounds, initial=runs[0].start, unit="round", disable=not progress)
+    for r in range(runs[0].start, first.rounds):
         began = time.perf_counter()
-        seeds = round_seeds(config.seed, r, config.games_per_round)
-        temperature = config.temperature(r)
-        if isinstance(training.opponent, Algorithm) and r % config.opponent_sync == 0:
-            training.opponent.load_state_dict(learner.state_dict())
-
-        sides, results, new, diagnostics = collect(config, games, training, seeds, temperature)
-        n_updates = math.ceil(config.replay_ratio * new / config.batch_size)
-        loss = training.learning.learn(
-            training.replay, n_updates, np.random.default_rng(seeds[0].replay), temperature)
-        row = _metrics_row(games, r, results, sides, loss, temperature, n_updates,
-                           buffer=len(training.replay), began=began) | diagnostics
-        log.log(row)
+        plans = [run.plan_round(games, r) for run in runs]
+        with ExitStack() as acting:
+            for run in runs:
+                acting.enter_context(run.training.acting())
+            results = play_games(
+                games, [teams for plan in plans for teams in plan.policies],
+                seeds=[game.env for plan in plans for game in plan.seeds],
+                record=[recorded for plan in plans for recorded in plan.record],
+            )
+        rows = [
+            run.learn(games, plan, results[k * per_run:(k + 1) * per_run])
+            for k, (run, plan) in enumerate(zip(runs, plans, strict=True))
+        ]
+        seconds = time.perf_counter() - began  # the batch's round: its play, every run's updates
+        saved = [run.close_round(games, row, seconds) for run, row in zip(runs, rows, strict=True)]
         bar.update(1)
         bar.set_postfix(
-            steps_s=f"{row['steps_per_s']:.0f}", reward=f"{row['reward']:.2f}",
-            kills=f"{row['kills']:.1f}", loss=f"{row['loss']:.4f}",
+            steps_s=f"{sum(row['steps'] for row in rows) / seconds:.0f}",
+            reward=f"{np.mean([row['reward'] for row in rows]):.2f}",
+            kills=f"{np.mean([row['kills'] for row in rows]):.1f}",
+            loss=f"{np.mean([row['loss'] for row in rows]):.4f}",
         )
-
-        done = r + 1
-        if done % config.save_every == 0 or done == config.rounds:
-            folder.save_checkpoints(learner, config, group=games.groups[0], rounds_done=done,
-                                    training_state=training.state_dict(next_round=done))
-            if on_checkpoint is not None:
-                on_checkpoint(done)
+        if any(saved) and on_checkpoint is not None:
+            on_checkpoint(r + 1)
     bar.close()
-    log.close()
-    return folder.path
+    for run in runs:
+        run.log.close()
 
 
-def collect(
-    config: TrainConfig, games: Games, training: TrainingState, seeds: list[GameSeeds],
-    temperature: float,
-) -> tuple[list[int], list[GameResult], int, dict[str, float]]:
-    """Play the round's games in lockstep and record them into the replay buffer; returns the
-    side the learner played in each game, the games' results, the transitions added and the
-    means of the learner's neighbour-weight diagnostics over its decisions and its neighbour
-    sensitivity with its floor (``algos.diagnostics``).
+@dataclass
+class RunState:
+    """One run while it trains: its config, folder, state and metrics log, and the round it
+    started at."""
+
+    config: TrainConfig
+    folder: RunFolder
+    training: TrainingState
+    start: int
+    log: MetricsLog
+
+    @classmethod
+    def begin(cls, start: RunStart, games: Games, device: torch.device) -> RunState:
+        """Build the run's networks, replay and opponent for ``games`` (restored from
+        ``start.saved`` if given) and open its metrics log."""
+        config = start.config
+        torch.manual_seed(config.seed)  # the networks' initialisation, whatever ran before
+        spec = games.specs[games.groups[0]]  # battle's sides share their shapes
+        learner = make_algorithm(config.algo, spec, **config.algo_options()).to(device)
+        dtype = getattr(torch, config.train_dtype)
+        learner.net.embed_dtype = dtype  # acting; the self-play opponent and the target are copies
+        floor = initial_network(config, spec, device)
+        floor.net.embed_dtype = dtype
+        compiled = config.compile_step_on(device)
+        training = TrainingState(
+            learning=Learner(
+                learner, lr=config.lr, grad_clip=config.grad_clip, tau_target=config.tau_target,
+                batch_size=config.batch_size,
+                device_sampling=device.type == "cuda" or compiled,
+                graph_step=config.graph_step_on(device), step_dtype=dtype,
+                compile_step=compiled,
+            ),
+            replay=ReplayBuffer(config.replay_rows, spec.n_actions),
+            opponent=_opponent(config, games, learner),
+            floor=floor,
+        )
+        first = 0 if start.saved is None else training.load_state_dict(start.saved)
+        return cls(config, start.folder, training, first,
+                   MetricsLog(start.folder, start_round=first))
+
+    def plan_round(self, games: Games, round_index: int) -> RoundPlan:
+        """Round ``round_index``'s seeds and temperature, the opponent refreshed where due, and
+        the plan of the run's games (``plan_games``)."""
+        config, training = self.config, self.training
+        seeds = round_seeds(config.seed, round_index, config.games_per_round)
+        temperature = config.temperature(round_index)
+        if isinstance(training.opponent, Algorithm) and round_index % config.opponent_sync == 0:
+            training.opponent.load_state_dict(training.learner.state_dict())
+        return plan_games(config, games, training, round_index, seeds, temperature)
+
+    def learn(self, games: Games, plan: RoundPlan, results: list[GameResult]) -> dict:
+        """After the run's games of ``plan`` were played (``results``): the round's updates;
+        returns its row of ``metrics.csv`` but the speed (``close_round``)."""
+        config, training = self.config, self.training
+        new, diagnostics = plan.tally()
+        n_updates = math.ceil(config.replay_ratio * new / config.batch_size)
+        loss = training.learning.learn(
+            training.replay, n_updates, np.random.default_rng(plan.seeds[0].replay),
+            plan.temperature)
+        return _metrics_row(games, plan.round_index, results, plan.sides, loss,
+                            plan.temperature, n_updates, buffer=len(training.replay)
+                            ) | diagnostics
+
+    def close_round(self, games: Games, row: dict, seconds: float) -> bool:
+        """Log the round's ``row`` with its speed (env steps over ``seconds``, the time of the
+        round) and write the checkpoints where due; returns whether it wrote them."""
+        row["steps_per_s"] = row["steps"] / seconds
+        self.log.log(row)
+        done = row["round"] + 1
+        if done % self.config.save_every and done != self.config.rounds:
+            return False
+        self.folder.save_checkpoints(
+            self.training.learner, self.config, group=games.groups[0], rounds_done=done,
+            training_state=self.training.state_dict(next_round=done))
+        return True
+
+
+@dataclass
+class RoundPlan:
+    """A run's games of one round before they play: who plays each game (``policies``), where
+    its transitions go (``record``), the side the learner plays, the seeds."""
+
+    round_index: int
+    seeds: list[GameSeeds]
+    temperature: float
+    sides: list[int]
+    policies: list[dict[str, TeamPolicy]]
+    record: list[dict[str, ReplayBuffer]]
+    learner_policy: Policy
+    replay: ReplayBuffer
+    added_before: int
+    """The replay's transitions before the games."""
+
+    def tally(self) -> tuple[int, dict[str, float]]:
+        """After the games: the transitions they added to the replay buffer, and the means of
+        the learner's neighbour-weight diagnostics over its decisions and its neighbour
+        sensitivity with its floor (``algos.diagnostics``)."""
+        policy = self.learner_policy
+        return (self.replay.added - self.added_before,
+                policy.diagnostics.means() | policy.sensitivity.means())
+
+
+def plan_games(
+    config: TrainConfig, games: Games, training: TrainingState, round_index: int,
+    seeds: list[GameSeeds], temperature: float,
+) -> RoundPlan:
+    """Who plays the run's games of the round, and what is recorded into its replay buffer.
 
     Each game draws the learner's side from its seed where the env's sides are alike (battle);
     the other side is the opponent, or random. The learner's team is recorded, and the
@@ -213,23 +354,16 @@ def collect(
                 recorded[other] = training.replay
         policies.append(teams)
         record.append(recorded)
-    added_before = training.replay.added
-    with ExitStack() as acting:
-        for network in (training.learner, training.opponent):
-            if isinstance(network, Algorithm):  # no weight changes before the round's updates
-                acting.enter_context(network.net.fixed_weights())
-        results = play_games(games, policies, seeds=[game.env for game in seeds], record=record)
-    added = training.replay.added - added_before
-    measured = learner_policy.diagnostics.means() | learner_policy.sensitivity.means()
-    return sides, results, added, measured
+    return RoundPlan(round_index, seeds, temperature, sides, policies, record, learner_policy,
+                     training.replay, training.replay.added)
 
 
 def _metrics_row(
     games: Games, round_index: int, results: list[GameResult], sides: list[int],
-    loss: float, temperature: float, n_updates: int, *, buffer: int, began: float,
+    loss: float, temperature: float, n_updates: int, *, buffer: int,
 ) -> dict:
-    """The round's row of ``metrics.csv``: env steps summed over the games, the outcomes
-    averaged over them."""
+    """The round's row of ``metrics.csv`` but its speed: env steps summed over the games, the
+    outcomes averaged over them."""
     outcomes = [_outcome(games, result, side) for result, side in zip(results, sides)]
     steps = sum(result.steps for result in results)
     return {
@@ -240,12 +374,11 @@ def _metrics_row(
         "loss": loss,
         "updates": n_updates,
         "buffer": buffer,
-        "steps_per_s": steps / (time.perf_counter() - began),
     }
 
 
 def initial_network(config: TrainConfig, spec, device: torch.device) -> Algorithm:
-    """The learner's network as ``_run`` initialises it (the same seed, architecture and
+    """The learner's network as ``run_rounds`` initialises it (the same seed, architecture and
     options), built without touching the run's random streams."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
