@@ -8,7 +8,8 @@ from helpers import assert_same_run
 
 from cmfq.training.config import TrainConfig
 from cmfq.training.metrics import read_metrics
-from cmfq.training.trainer import train, train_together
+from cmfq.training.together import train_together
+from cmfq.training.trainer import train
 
 SMALL = dict(map_size=12, max_steps=20, rounds=3, temperature_decay_rounds=3, games_per_round=2,
              replay_rows=2000, save_every=1, device="cpu")

@@ -4,9 +4,7 @@ forward), then each run learns, logs and checkpoints in its own folder exactly a
 
 One process then steps one set of games and keeps one device busy with the games of several
 runs (seeds, algorithms): what a GPU needs to be worth it for networks this small. The loop is
-the trainer's (``trainer.run_rounds``); this module says which runs may share it. The trainer
-imports ``train_together`` from here, beside ``train``, so this module takes the trainer's pieces
-when it trains.
+the trainer's (``trainer.run_rounds``); this module says which runs may share it.
 """
 
 from __future__ import annotations
@@ -15,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cmfq.training.config import TrainConfig
+from cmfq.training.trainer import run_rounds, start_or_resume
 
 SHARED = ("env", "env_backend", "map_size", "max_steps", "games_per_round", "rounds", "device",
           "threads")
@@ -46,8 +45,6 @@ def train_together(
     the same round; ValueError says which differ. ``on_checkpoint(rounds_done)`` is called after
     each round in which some run wrote its checkpoints. A run's ``steps_per_s`` counts its env
     steps over the time of the batch's round (so the runs' add up to the batch's)."""
-    from cmfq.training.trainer import run_rounds, start_or_resume  # it imports this module
-
     if not configs:
         raise ValueError("train_together needs at least one config")
     starts = [start_or_resume(config) for config in configs]

@@ -47,7 +47,6 @@ from cmfq.training.metrics import MetricsLog
 from cmfq.training.replay import ReplayBuffer
 from cmfq.training.rollout import GameResult, TeamPolicy, play_games
 from cmfq.training.run_folder import RunFolder
-from cmfq.training.together import train_together as train_together  # re-exported beside train
 
 
 def train(
