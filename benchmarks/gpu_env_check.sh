@@ -13,7 +13,9 @@
 #   - env steps/s of battle at map 40, 64 a side (benchmarks/env_speed.py): random actions at 512
 #     and 4,096 games; the pretrained CMFQ model acting for both sides on the GPU at 512 and 4,096;
 #   - training env steps/s of one cmfq run on the torch backend on the GPU, the published update
-#     schedule, map 40, 1 and 8 games a round; and magent2's for comparison (8 games).
+#     schedule, map 40, 1 and 8 games a round; and magent2's for comparison (8 games);
+#   - 8 cmfq runs trained side by side in one process (benchmarks/train_together.py) against the
+#     same runs one after another.
 # All is written flat to OUTDIR: summary.txt (each step's status and the env steps/s lines),
 # tests.log, speed.log, build.log. The whole check stops after GPU_CHECK_SECONDS (default 420).
 set -uo pipefail
@@ -42,8 +44,11 @@ for games in 1 8; do
 done
 speed train-cmfq-magent2-8 90 --backend magent2 --device cuda --games 8 --train cmfq --rounds 3 \
   --steps 100
+# Runs side by side in one process (train_together) against one after another, map 40.
+step together-8 150 speed.log python benchmarks/train_together.py --runs 8 --algo cmfq \
+  --backend torch --map-size 40 --max-steps 100 --rounds 2 --device cuda
 
 echo >>"$summary"
 grep -hE "^(FAILED|ERROR)|[0-9]+ (passed|failed)|mismatches" "$out/tests.log" >>"$summary"
-grep -hE "^(== |backend |env steps/s)" "$out/speed.log" >>"$summary"
+grep -hE "^(== |backend |env steps/s|one after|side by side|ratio)" "$out/speed.log" >>"$summary"
 cat "$summary"
