@@ -9,6 +9,7 @@
 # (skipped with GPU_ENV_BUILD=0, after benchmarks/gpu_check.sh built it in the same call), then:
 #   - the CUDA tests of the torch games: the twin test (the torch games on the GPU stepped beside
 #     magent2 from the same state, field by field) and its long form over 2,000 random steps a case;
+#     the games' draws on the GPU against SplitMix64 in Python ints, bit for bit;
 #   - env steps/s of battle at map 40, 64 a side (benchmarks/env_speed.py): random actions at 512
 #     and 4,096 games; the pretrained CMFQ model acting for both sides on the GPU at 512 and 4,096;
 #   - training env steps/s of one cmfq run on the torch backend on the GPU, the published update
@@ -24,7 +25,7 @@ fi
 [[ ${GPU_ENV_BUILD:-1} == 1 ]] && build_cuda
 
 step twin-tests 60 tests.log python -m pytest -p no:cacheprovider -q -rfEs -k cuda \
-  tests/test_torch_envs.py
+  tests/test_torch_envs.py tests/test_counter_rng.py
 step twin-long 90 tests.log python tests/magent2_twin.py --steps 2000 --device cuda
 
 speed() {  # speed NAME SECONDS ARGS...: one env_speed.py run on map 40
