@@ -165,15 +165,6 @@ def policy_rate(args) -> float:
     seeds = itertools.count(args.seed)
     sync = torch.cuda.synchronize if policy.generator.device.type == "cuda" else (lambda: None)
     state = over = prev = None
-    draws = torch.Generator(games.device).manual_seed(args.seed)
-
-    def step_games(actions):
-        if args.backend == "magent2":
-            return games.step(actions)
-        # The attack order drawn once for all games, as --policy random draws it (by default
-        # each game draws its own from its seed: a launch per game a step).
-        order = torch.rand(args.games, games.world.n_slots, device=games.device, generator=draws)
-        return games.step(actions, order.argsort(1).argsort(1))
 
     def step_all() -> int:
         """One step of every game; returns the env steps played (games not over)."""
@@ -183,7 +174,7 @@ def policy_rate(args) -> float:
             over = torch.zeros(args.games, dtype=torch.bool, device=games.device)
             prev = {g: torch.full_like(s.alive, -1, dtype=torch.long) for g, s in state.items()}
         actions = {g: acting[g].act(s, prev[g]) for g, s in state.items()}
-        result = step_games(actions)
+        result = games.step(actions)
         played = args.games - int(over.sum())
         state, over, prev = result.groups, result.done, actions
         return played

@@ -9,7 +9,8 @@
 # (skipped with GPU_ENV_BUILD=0, after benchmarks/gpu_check.sh built it in the same call), then:
 #   - the CUDA tests of the torch games: the twin test (the torch games on the GPU stepped beside
 #     magent2 from the same state, field by field) and its long form over 1,000 random steps a case,
-#     and acting on tensors on the GPU (Policy.act against the numpy path);
+#     acting on tensors on the GPU (Policy.act against the numpy path), and the games' draws on
+#     the GPU against SplitMix64 in Python ints, bit for bit;
 #   - env steps/s of battle at map 40, 64 a side (benchmarks/env_speed.py): the pretrained CMFQ
 #     model acting for both sides on the GPU at 512 and 4,096 games; random actions at 4,096;
 #   - training env steps/s of one cmfq run on the torch backend on the GPU, the published update
@@ -44,7 +45,7 @@ step together-8 120 speed.log python benchmarks/train_together.py --runs 8 --alg
   --backend torch --map-size 40 --max-steps 100 --rounds 2 --device cuda
 
 step cuda-tests 60 tests.log python -m pytest -p no:cacheprovider -q -rfEs -k cuda \
-  tests/test_torch_envs.py tests/test_lockstep.py
+  tests/test_torch_envs.py tests/test_lockstep.py tests/test_counter_rng.py
 step twin-long 60 tests.log python tests/magent2_twin.py --steps 1000 --device cuda
 
 speed random-4096 30 --backend torch --device cuda --games 4096 --steps 100 --warmup 10

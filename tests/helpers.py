@@ -86,3 +86,15 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert rows[0] == rows[1]
     wa, wb = load_checkpoint(a / "last.pt").model, load_checkpoint(b / "last.pt").model
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def splitmix64_reference(seed: int, n: int) -> int:
+    """Output ``n`` (0, 1, ...) of SplitMix64 seeded with ``seed``, in Python ints modulo 2^64
+    (Vigna's C code: the state advanced n + 1 times by the golden gamma, then mixed), as the int64
+    of its bits."""
+    mask = (1 << 64) - 1
+    z = (seed + (n + 1) * 0x9E3779B97F4A7C15) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    z ^= z >> 31
+    return z - (1 << 64) if z >> 63 else z

@@ -13,6 +13,7 @@ import torch
 from magent2_twin import Minstd, magent2_order, random_actions
 
 from cmfq.envs import EnvGames, TorchGames, make_games
+from cmfq.envs.games import TORCH_GAMES
 
 
 @pytest.fixture(autouse=True)
@@ -135,3 +136,47 @@ def test_both_backends_have_the_same_shapes(game, minimap_mode):
         tensors.groups, tensors.symmetric, tensors.opponents)
     assert [tensors.won(a, b) for a, b in ((3, 0), (2, 2), (0, 1))] == [
         reference.won(a, b) for a, b in ((3, 0), (2, 2), (0, 1))]
+
+
+@pytest.mark.parametrize("game, options", [("battle", {"layout": "shifted"}), ("tiger-deer", {})])
+def test_a_torch_game_draws_the_same_alone_or_among_others(game, options):
+    """Games started by ``reset_each`` play with their own attack orders, and restart
+    (``reset_done``) when they end: each game's attack orders, placements, state and rewards are
+    the same, step for step, alone and among any others."""
+    world_type = TORCH_GAMES[game][0]
+
+    def play(seeds: list[int]) -> list[dict[str, torch.Tensor]]:
+        world = world_type(12, max_steps=6, **options)
+        world.reset_each(seeds)
+        rngs = [np.random.default_rng(seed) for seed in seeds]  # each game's actions its own
+        trace = []
+        for _ in range(20):
+            actions = {g: torch.zeros(len(seeds), world.counts[g], dtype=torch.long)
+                       for g in world.groups}
+            for j, rng in enumerate(rngs):
+                chosen = random_actions(rng, game_view(world, j), 0.5, 0.9)
+                for g in world.groups:
+                    actions[g][j, world.alive_mask(g)[j]] = torch.from_numpy(chosen[g])
+            order, alive = world.attack_order(), world.alive
+            result = world.step(actions)
+            trace.append(dict(order=order, pos=world.pos, hp=world.hp, alive=world.alive,
+                              walls=world.walls, died=alive & ~world.alive,
+                              reward=torch.cat([result.rewards[g] for g in world.groups], 1),
+                              done=result.done))
+            world.reset_done(result.done)
+            trace[-1]["restarted"] = world.pos
+        return trace
+
+    seeds = [3, 4, 5]
+    alone = {seed: play([seed]) for seed in seeds}
+    for company in (seeds, [5, 2**40, 3]):
+        together = play(company)
+        for j, seed in enumerate(company):
+            if seed not in alone:
+                continue
+            for step, (mine, theirs) in enumerate(zip(together, alone[seed], strict=True)):
+                for name, value in mine.items():
+                    assert torch.equal(value[j], theirs[name][0]), (seed, step, name)
+    ends = sum(int(t["done"].sum()) for t in together)
+    deaths = sum(int(t["died"].sum()) for t in together)
+    assert ends >= 6 and deaths > 0, (ends, deaths)

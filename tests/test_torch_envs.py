@@ -10,11 +10,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import splitmix64_reference
 from magent2_twin import Tally, Twin, run
 
 from cmfq.envs import BattleEnv
+from cmfq.envs.battle import block_positions, shifted_choices
 from cmfq.envs.torch_battle import TorchBattle
-from cmfq.envs.torch_grid import circle_offsets
+from cmfq.envs.torch_grid import ATTACK, PLACE, circle_offsets
 from cmfq.envs.torch_tiger_deer import TorchTigerDeer
 
 
@@ -238,3 +240,64 @@ def test_reset_done_restarts_only_the_finished_games():
     assert torch.equal(env.walls[~done], before[1][~done])
     assert not torch.equal(env.walls[done], before[1][done])  # new random walls
     assert env.alive[done].all() and (env.last_action[done] == -1).all()
+    # the restarted games' draws: their next placement, and their attack orders go on counting
+    assert env.rounds.tolist() == [1, 0, 1, 0] and env.played.tolist() == [5] * 4
+
+
+# --- the draws: each game's own, from its seed and counters -----------------------------------
+def test_the_draws_are_the_documented_ones(device):
+    """Tiger-deer's placement and the attack orders, on any device, against SplitMix64 in
+    Python ints: a placement sorts the inner cells by the draws of (seed, PLACE, round, cell),
+    an attack order the slots by those of (seed, ATTACK, step played, slot)."""
+    env = TorchTigerDeer(12, max_steps=3, device=device)
+    seeds = [7, 2**63 + 5]
+    env.reset_each(seeds)
+
+    def draws(seed, stream, counter, n):
+        key = splitmix64_reference(splitmix64_reference(seed, stream), counter)
+        return [splitmix64_reference(key, i) for i in range(n)]
+
+    def sorted_by(keys):  # indices by key as int64, equal keys by index
+        return sorted(range(len(keys)), key=lambda i: (keys[i], i))
+
+    def placement(seed, round_):
+        cells = sorted_by(draws(seed, PLACE, round_, 10 * 10))[: env.n_walls + env.n_slots]
+        return [[c % 10 + 1, c // 10 + 1] for c in cells[env.n_walls :]]
+
+    assert env.pos.tolist() == [placement(s, 0) for s in seeds]
+    still = circle_offsets(1, 0).index((0, 0))
+    stay = {g: torch.full((2, env.counts[g]), still, device=device) for g in env.groups}
+    for played in range(5):
+        expected = []
+        for s in seeds:
+            rank = [0] * env.n_slots
+            for r, slot in enumerate(sorted_by(draws(s, ATTACK, played, env.n_slots))):
+                rank[slot] = r
+            expected.append(rank)
+        assert env.attack_order().tolist() == expected
+        done = env.step(stay).done
+        env.reset_done(done)
+        assert bool(done.all()) == (played == 2)
+        if played == 2:  # both games start their round 1
+            assert env.pos.tolist() == [placement(s, 1) for s in seeds]
+    assert env.played.tolist() == [5, 5] and env.rounds.tolist() == [1, 1]
+
+
+def test_shifted_layouts_are_uniform_over_the_choices():
+    """4,096 draws over the 3 gaps x 24 offsets of map 40: every layout is drawn, each about
+    1/72 of the time (within 4.5 binomial standard errors)."""
+    game = TorchBattle(40, layout="shifted")
+    gaps, offsets = shifted_choices(40, 64)
+    layouts = {}
+    for gap in gaps:
+        for offset in offsets:
+            pair = np.concatenate(block_positions(40, 64, gap, offset))[:, :2].astype(np.int64)
+            layouts[pair.tobytes()] = 0
+    pos, walls = game._place(torch.arange(4096))
+    for p in pos.numpy():
+        layouts[p.tobytes()] += 1  # a KeyError: a layout BattleEnv never draws
+    counts = np.array(list(layouts.values()))
+    p = 1 / len(counts)
+    assert len(counts) == 72 and counts.sum() == 4096
+    assert np.abs(counts - 4096 * p).max() < 4.5 * math.sqrt(4096 * p * (1 - p)), counts
+    assert torch.equal(walls, game.border(4096))

@@ -195,19 +195,26 @@ def layout_rng(seed: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), 0x6C61796F])
 
 
-def shifted_blocks(
-    map_size: int, n: int, rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``block_positions`` with a gap drawn uniformly from ``SHIFTED_GAPS`` (as far as the map
-    holds it; none where the published blocks already touch the borders) and an offset drawn
-    uniformly from every row the blocks fit in. Both blocks move alike, away from the centre
-    and up or down, so the layout stays mirror-symmetric about the map's middle column."""
+def shifted_choices(map_size: int, n: int) -> tuple[range | None, range]:
+    """The gaps and the offsets a shifted layout draws from: the gaps of ``SHIFTED_GAPS`` the
+    map holds (None where the published blocks already touch the borders, so that no gap moves
+    them) and every offset whose rows the blocks fit in."""
     cols, rows = _block_shape(n)
     side_x, side_y = 2 * cols, 2 * rows
     widest = min(SHIFTED_GAPS[1], map_size // 2 - side_x - 1)  # the left block's x0 >= 1
-    gap = PUBLISHED_GAP  # at the borders: block_positions puts them there whatever the gap
-    if widest >= SHIFTED_GAPS[0]:
-        gap = int(rng.integers(SHIFTED_GAPS[0], widest + 1))
+    gaps = range(SHIFTED_GAPS[0], widest + 1) if widest >= SHIFTED_GAPS[0] else None
     y0 = (map_size - side_y) // 2
-    offset = int(rng.integers(1 - y0, map_size - side_y - y0 + 1))
+    return gaps, range(1 - y0, map_size - side_y - y0 + 1)
+
+
+def shifted_blocks(
+    map_size: int, n: int, rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``block_positions`` with a gap and an offset each drawn uniformly from
+    ``shifted_choices`` (the published gap where there is no choice). Both blocks move alike,
+    away from the centre and up or down, so the layout stays mirror-symmetric about the map's
+    middle column."""
+    gaps, offsets = shifted_choices(map_size, n)
+    gap = PUBLISHED_GAP if gaps is None else int(rng.integers(gaps.start, gaps.stop))
+    offset = int(rng.integers(offsets.start, offsets.stop))
     return block_positions(map_size, n, gap, offset)

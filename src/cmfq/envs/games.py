@@ -183,10 +183,10 @@ def _put(state: GroupState, game: int, slots: np.ndarray, obs, rows: np.ndarray 
 class TorchGames(Games):
     """The torch backend: battle or tiger-deer as one ``TorchGridWorld`` of G games.
 
-    Game j draws its placement and attack orders from a generator seeded by its seed
-    (``TorchGridWorld.reset_each``), so it is the same game alone or among others; not magent2's
-    game of that seed (its own generator draws differently), except for the placement where it
-    is fixed (battle's)."""
+    Game j draws its placement and attack orders from its seed alone, with counter-based draws
+    for all games at once (``TorchGridWorld.reset_each``), so it is the same game alone or among
+    others, on any device; not magent2's game of that seed (its draws differ), except for the
+    placement where it is fixed (battle's default layout)."""
 
     def __init__(self, name: str, map_size: int, games: int, *, device: torch.device | str = "cpu",
                  compile: bool = False, id_embedding: bool = False, **options) -> None:

@@ -8,19 +8,21 @@ import torch
 from cmfq.envs.battle import (
     KILL_REWARD,
     LAYOUTS,
+    PUBLISHED_GAP,
     BattleOptions,
     battle_agents_per_side,
     block_positions,
-    layout_rng,
-    shifted_blocks,
+    shifted_choices,
 )
+from cmfq.envs.counter_rng import below, splitmix64
 from cmfq.envs.torch_grid import AgentKind, TorchGridWorld
 
 
 class TorchBattle(TorchGridWorld):
     """Red against blue, as ``BattleEnv`` (same options and defaults). With the ``shifted``
-    layout each game's blocks are drawn as ``BattleEnv`` draws them, from a seed that the reset's
-    generator draws (the same layouts in distribution, not game by game)."""
+    layout each game's round draws its gap and offset uniformly from ``shifted_choices``, as
+    ``BattleEnv`` does (the same layouts in distribution, not game by game: its draws are the
+    game's own, see ``torch_grid.py``)."""
 
     name = "battle"
     groups = ("red", "blue")
@@ -44,7 +46,6 @@ class TorchBattle(TorchGridWorld):
         n = battle_agents_per_side(map_size, agents_per_side)
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-        self._blocks = block_positions(map_size, n)
         self.layout = layout
         self.agents_per_side = n
         self.minimap_mode = bool(minimap_mode)
@@ -57,15 +58,24 @@ class TorchBattle(TorchGridWorld):
         super().__init__(map_size, {"red": n, "blue": n}, {"red": small, "blue": small},
                          max_steps=max_steps, device=device, compile=compile)
 
-    def _place(self, games, generator):
+        def blocks(gap: int = PUBLISHED_GAP) -> torch.Tensor:
+            pair = block_positions(map_size, n, gap)
+            return torch.from_numpy(np.concatenate(pair)[:, :2]).long().to(self.device)
+
+        self._fixed = blocks()
+        gaps, self._offsets = shifted_choices(map_size, n)
+        # The shifted layouts without offset, one per gap; an offset moves both blocks down.
+        self._gapped = torch.stack([blocks(gap) for gap in gaps or [PUBLISHED_GAP]])
+
+    def _place(self, keys):
+        games = len(keys)
         if self.layout == "fixed":
-            blocks = torch.from_numpy(np.concatenate(self._blocks)[:, :2]).long()
-            return blocks.expand(games, -1, -1), self.border(games)
-        seeds = torch.randint(2**62, (games,), generator=generator, device=generator.device)
-        layouts = [shifted_blocks(self.map_size, self.agents_per_side, layout_rng(seed))
-                   for seed in seeds.tolist()]
-        blocks = np.stack([np.concatenate(pair)[:, :2] for pair in layouts])
-        return torch.from_numpy(blocks).long().to(self.device), self.border(games)
+            return self._fixed.expand(games, -1, -1), self.border(games)
+        gap = below(splitmix64(keys, 0), len(self._gapped))
+        offset = below(splitmix64(keys, 1), len(self._offsets)) + self._offsets.start
+        blocks = self._gapped[gap]
+        blocks[..., 1] += offset[:, None]
+        return blocks, self.border(games)
 
     def _rule_rewards(self, reward, hit, victim):
         # magent2's rule "a attacks b" for either side: only enemies can be hit.

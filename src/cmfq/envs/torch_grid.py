@@ -3,12 +3,12 @@
 The rules are magent2's (``src/gridworld/GridWorld.cc``, ``Map.cc``, ``RewardEngine.cc``), for
 1x1 agents without turning, food or goals (what battle and tiger-deer use). One step is:
 
-1. **attacks**, on the positions before anyone moves, in a shuffled order; an attacker killed
-   earlier in that order is skipped; an attack on a teammate, a wall, an empty cell or a cell
-   emptied by an earlier kill costs the attack penalty and does nothing else; a hit takes the
-   attacker's damage from the victim, who dies when its HP falls *below* 0; a kill pays the
-   victim's kill reward and its kill supply of HP (capped); a death overwrites the victim's reward
-   with its dead penalty;
+1. **attacks**, on the positions before anyone moves, in a shuffled order (see "Random draws");
+   an attacker killed earlier in that order is skipped; an attack on a teammate, a wall, an empty
+   cell or a cell emptied by an earlier kill costs the attack penalty and does nothing else; a hit
+   takes the attacker's damage from the victim, who dies when its HP falls *below* 0; a kill pays
+   the victim's kill reward and its kill supply of HP (capped); a death overwrites the victim's
+   reward with its dead penalty;
 2. **recovery**: every survivor gains ``step_recover`` HP (at most its maximum), or with a negative
    one loses it and starves below 0;
 3. **moves**, one agent at a time in slot order (the groups in order, agents in order): a move
@@ -24,6 +24,14 @@ practice); each pass is a few tensor operations over all games.
 HP and rewards are float32 and computed in magent2's order of operations, so they match it bit for
 bit. Agents keep fixed slots: a dead agent's slot stays, masked by ``alive``.
 
+Random draws: each game has a seed, and draws its placements and attack orders from it alone
+with counter-based draws (``counter_rng.py``, SplitMix64 on int64 tensors): a round's placement
+from ``(seed, PLACE, round, index)``, a step's attack order from ``(seed, ATTACK, step, slot)``,
+where ``round`` counts the game's rounds and ``step`` its steps played since its seed was set
+(over ``reset_done``'s restarts). All games draw in one vectorised operation, and game j plays
+the same alone or among any others, on any device (the draws are integer arithmetic, the same
+bits on the CPU and on CUDA). They are not magent2's draws: its game of the same seed differs.
+
 Above 99 x 99 cells magent2 moves the agents of separate bands of the map in parallel threads, an
 order of its own; the torch games keep the one order at every size (exact up to 99 x 99).
 """
@@ -36,10 +44,14 @@ from typing import NamedTuple
 
 import torch
 
+from cmfq.envs.counter_rng import as_int64, ranks, splitmix64
+
 _EPS = 1e-8
 """magent2's CircleRange tolerance."""
-_STATE = ("pos", "hp", "alive", "last_action", "last_reward", "step_count")
+_STATE = ("pos", "hp", "alive", "last_action", "last_reward", "step_count", "played")
 """The state a step changes (``walls`` stay)."""
+PLACE, ATTACK = 0, 1
+"""The streams of a game's draws: its placements, its attack orders."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +124,9 @@ class TorchGridWorld:
 
     State (all [G, A] over the A agent slots, the groups one after another): ``pos`` (int64
     [G, A, 2], x and y), ``hp``, ``alive``, ``last_action`` (-1: none yet), ``last_reward``; and
-    ``walls`` (bool [G, H, W], the border included) and ``step_count`` ([G]).
+    ``walls`` (bool [G, H, W], the border included) and ``step_count`` ([G]). The counters of each
+    game's draws (int64 [G], see the module's "Random draws"): ``seeds``, ``rounds`` (rounds
+    started before the current one) and ``played`` (steps played, over all its rounds).
     """
 
     groups: tuple[str, ...] = ()
@@ -175,14 +189,12 @@ class TorchGridWorld:
 
     # --- state ---------------------------------------------------------------------------------
     def set_state(self, pos: torch.Tensor, walls: torch.Tensor, hp: torch.Tensor | None = None,
-                  alive: torch.Tensor | None = None, generator: torch.Generator | None = None
-                  ) -> None:
+                  alive: torch.Tensor | None = None, seeds: torch.Tensor | None = None) -> None:
         """Start G games from ``pos`` (int [G, A, 2]) and ``walls`` (bool [G, H, W], the border
-        included); HP full and all alive unless given; no last action or reward yet.
-        ``generator`` draws the attack orders (default: seeded with 0)."""
+        included); HP full and all alive unless given; no last action or reward yet. ``seeds``
+        (int64 [G]) seed the games' draws, their counters from 0 (default: the seeds of
+        ``reset(G, 0)``)."""
         dev = self.device
-        self._generator = generator or torch.Generator(device=dev).manual_seed(0)
-        self._game_generators: list[torch.Generator] | None = None
         self.pos = pos.to(dev, torch.long).clone()
         self.G = self.pos.shape[0]
         self.walls = walls.to(dev, torch.bool).clone()
@@ -193,6 +205,10 @@ class TorchGridWorld:
         self.last_action = torch.full((self.G, self.n_slots), -1, dtype=torch.long, device=dev)
         self.last_reward = torch.zeros(self.G, self.n_slots, device=dev)
         self.step_count = torch.zeros(self.G, dtype=torch.long, device=dev)
+        self.seeds = (splitmix64(0, torch.arange(self.G, device=dev)) if seeds is None
+                      else seeds.to(dev, torch.long).clone())
+        self.rounds = torch.zeros_like(self.step_count)
+        self.played = torch.zeros_like(self.step_count)
 
     def border(self, games: int) -> torch.Tensor:
         """bool [games, H, W]: the map's border walls."""
@@ -215,8 +231,9 @@ class TorchGridWorld:
     def step_slots(self, actions: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
         """Advance every game one step with ``actions`` (long [G, A]; ignored for dead slots).
 
-        ``order`` (long [G, A]) ranks the attacks (lower goes first); by default a uniformly random
-        order, as magent2's shuffle. Returns the step's rewards (float32 [G, A]).
+        ``order`` (long [G, A]) ranks the attacks (lower goes first); by default each game's
+        ``attack_order``, a uniformly random order as magent2's shuffle. Returns the step's rewards
+        (float32 [G, A]).
         """
         G, A, s, dev = self.G, self.n_slots, self.map_size, self.device
         actions = actions.to(dev, torch.long)
@@ -236,9 +253,7 @@ class TorchGridWorld:
         enemy = (victim >= 0) & (
             self.group_of_slot[victim.clamp(min=0)] != self.group_of_slot)
         victim = torch.where(attacking & enemy, victim, -1)
-        if order is None:
-            order = torch.rand(G, A, device=dev).argsort(1).argsort(1)
-        order = order.to(dev, torch.long)
+        order = self.attack_order() if order is None else order.to(dev, torch.long)
         # The victim's HP after k hits (hp -= damage, k times) and the hit that kills it.
         hp_after = [self.hp]
         for _ in range(self._max_hits):
@@ -320,7 +335,15 @@ class TorchGridWorld:
         self.last_action = torch.where(alive0, actions, self.last_action)
         self.last_reward = torch.where(alive0, reward, 0.0)
         self.step_count = self.step_count + 1
+        self.played = self.played + 1
         return self.last_reward.clone()
+
+    def attack_order(self) -> torch.Tensor:
+        """long [G, A]: the rank of each slot in this step's attack order, each game's drawn from
+        ``(seed, ATTACK, played, slot)``: the slots sorted by their draws (equal draws, which
+        come with probability below A^2 / 2^65 a step, by slot), a uniformly random order."""
+        step_keys = splitmix64(splitmix64(self.seeds, ATTACK), self.played)
+        return ranks(splitmix64(step_keys[:, None], self.slot_index))
 
     def _rule_rewards(self, reward: torch.Tensor, hit: torch.Tensor,
                       victim: torch.Tensor) -> torch.Tensor:
@@ -330,31 +353,30 @@ class TorchGridWorld:
 
     # --- the env API: per group, over all games -------------------------------------------------
     def reset(self, games: int, seed: int) -> dict[str, Observation]:
-        """Start ``games`` rounds, placed with a generator seeded by ``seed``."""
+        """Start ``games`` rounds: ``reset_each`` with the seeds ``splitmix64(seed, j)`` for
+        j = 0 .. games - 1 (the first outputs of SplitMix64 seeded with ``seed``)."""
         if games < 1:
             raise ValueError(f"games must be >= 1, got {games}")
-        generator = torch.Generator(device=self.device).manual_seed(seed)
-        pos, walls = self._place(games, generator)
-        self.set_state(pos, walls, generator=generator)
-        return {g: self.observe(g) for g in self.groups}
+        return self.reset_each(splitmix64(seed, torch.arange(games, device=self.device)))
 
     def reset_each(self, seeds) -> dict[str, Observation]:
-        """Start ``len(seeds)`` rounds, game j placed, and its attacks ordered at every step, by
-        a generator of its own seeded by ``seeds[j]``: game j is the game its seed gives, alone
-        or among any others (a draw per game a step: for thousands of games, ``reset``)."""
+        """Start ``len(seeds)`` rounds, game j's draws (its placements and attack orders) seeded
+        by ``seeds[j]`` (ints of any size, taken modulo 2^64, or an int64 tensor): game j is the
+        game its seed gives, alone or among any others."""
         if len(seeds) < 1:
             raise ValueError("reset_each needs at least one seed")
-        generators = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
-        placed = [self._place(1, generator) for generator in generators]
-        self.set_state(torch.cat([pos for pos, _ in placed]),
-                       torch.cat([walls for _, walls in placed]))
-        self._game_generators = generators
+        seeds = as_int64(seeds, self.device)
+        pos, walls = self._place(self._round_keys(seeds, 0))
+        self.set_state(pos, walls, seeds=seeds)
         return {g: self.observe(g) for g in self.groups}
 
     def reset_done(self, done: torch.Tensor) -> None:
-        """Start new rounds in the games where ``done`` (bool [G]) is set; the others go on."""
-        pos, walls = self._place(self.G, self._generator)
+        """Start new rounds in the games where ``done`` (bool [G]) is set; the others go on.
+        A game's new round is placed by its seed and round count; its attack orders go on
+        counting its steps."""
         d = done.to(self.device)
+        self.rounds = self.rounds + d.long()
+        pos, walls = self._place(self._round_keys(self.seeds, self.rounds))
         fresh_state = {"pos": (pos, d[:, None, None]), "walls": (walls, d[:, None, None]),
                 "hp": (self._hp_max.expand(self.G, -1), d[:, None]),
                 "alive": (torch.ones_like(self.alive), d[:, None]),
@@ -364,8 +386,16 @@ class TorchGridWorld:
         for name, (fresh, mask) in fresh_state.items():
             setattr(self, name, torch.where(mask, fresh.to(self.device), getattr(self, name)))
 
-    def _place(self, games: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Starting positions (long [games, A, 2]) and walls (bool [games, H, W])."""
+    @staticmethod
+    def _round_keys(seeds: torch.Tensor, rounds: torch.Tensor | int) -> torch.Tensor:
+        """int64 [G]: the key of each game's placement of round ``rounds``, from
+        ``(seed, PLACE, round)``."""
+        return splitmix64(splitmix64(seeds, PLACE), rounds)
+
+    def _place(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Starting positions (long [games, A, 2]) and walls (bool [games, H, W]) of games whose
+        placements have ``keys`` (int64 [games], ``_round_keys``): a game's draws are
+        ``splitmix64(key, index)`` for indices 0, 1, ... (one rule for every game)."""
         raise NotImplementedError
 
     def observe(self, group: str) -> Observation:
@@ -383,9 +413,9 @@ class TorchGridWorld:
              playing: torch.Tensor | None = None) -> StepResult:
         """One step of every game with ``actions[g]`` (int [G, n_g]; dead agents' are ignored).
 
-        ``order``: see ``step_slots``; by default drawn from the generator of ``reset`` (of each
-        game, after ``reset_each``).
-        ``playing`` (bool [G]): where given, the other games stay as they are (rewards 0).
+        ``order``: see ``step_slots``; by default each game's ``attack_order``.
+        ``playing`` (bool [G]): where given, the other games stay as they are (rewards 0; their
+        draws' counters too).
         """
         parts = []
         for k, g in enumerate(self.groups):
@@ -400,13 +430,6 @@ class TorchGridWorld:
             if bool(bad.any()):
                 raise ValueError(f"actions of group {g!r} must lie in [0, {self.n_actions[k]})")
             parts.append(a)
-        if order is None and self._game_generators is not None:
-            order = torch.stack([
-                torch.rand(self.n_slots, device=self.device, generator=generator)
-                for generator in self._game_generators]).argsort(1).argsort(1)
-        elif order is None:
-            order = torch.rand(self.G, self.n_slots, device=self.device,
-                               generator=self._generator).argsort(1).argsort(1)
         previous = {name: getattr(self, name) for name in _STATE}
         rewards = self.step_slots(torch.cat(parts, 1), order)
         if playing is not None:

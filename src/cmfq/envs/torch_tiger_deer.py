@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from cmfq.envs.counter_rng import splitmix64
 from cmfq.envs.tiger_deer import (
     DEER_ATTACKED,
     WALL_DENSITY,
@@ -53,9 +54,11 @@ class TorchTigerDeer(TorchGridWorld):
                          {"tiger": tiger, "deer": deer}, max_steps=max_steps, device=device,
                          compile=compile)
 
-    def _place(self, games, generator):
-        s, dev = self.map_size, self.device
-        inner = torch.rand(games, (s - 2) ** 2, device=dev, generator=generator).argsort(1)
+    def _place(self, keys):
+        s, dev, games = self.map_size, self.device, len(keys)
+        # the inner cells in a random order: sorted by their draws (equal ones by cell)
+        draws = splitmix64(keys[:, None], torch.arange((s - 2) ** 2, device=dev))
+        inner = draws.argsort(dim=1, stable=True)
         cells = inner[:, : self.n_walls + self.n_slots]
         xy = torch.stack([cells % (s - 2) + 1, cells // (s - 2) + 1], -1)
         walls = self.border(games)
