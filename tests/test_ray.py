@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -219,10 +220,14 @@ def test_a_worker_that_dies_is_retried_and_resumes(reference, tmp_path, monkeypa
     assert_same_run(reference / "algo=mfq,seed=0", tmp_path / "b" / "algo=mfq,seed=0")
 
 
+def sweep_file(folder, text) -> SweepSpec:
+    """The sweep of a file ``s.toml`` in ``folder`` holding ``text``."""
+    (folder / "s.toml").write_text(text)
+    return SweepSpec.from_toml(folder / "s.toml")
+
+
 def test_sweep_file_errors_name_the_key(tmp_path):
-    def spec(text):
-        (tmp_path / "s.toml").write_text(text)
-        return SweepSpec.from_toml(tmp_path / "s.toml")
+    spec = partial(sweep_file, tmp_path)
 
     with pytest.raises(ValueError, match=r"\[grid\] has unknown keys \['sede'\]"):
         spec("[grid]\nsede = [0, 1]\n")
@@ -264,9 +269,7 @@ def test_variants_set_several_fields_and_name_their_runs(tmp_path):
         "cmfq", "relative", "relative", 1)
     assert (runs[0].config.algo, runs[0].config.weighting) == ("mfq", "proportional")
 
-    def spec(text):
-        (tmp_path / "s.toml").write_text(text)
-        return SweepSpec.from_toml(tmp_path / "s.toml")
+    spec = partial(sweep_file, tmp_path)
 
     with pytest.raises(ValueError, match=r"names of \[variants\] \(\['a'\]\), not \['b'\]"):
         spec('[grid]\nvariant = ["a", "b"]\n[variants.a]\nalgo = "il"\n')
