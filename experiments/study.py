@@ -14,9 +14,10 @@ train      ``cmfq sweep`` of each of ``Plan.sweeps`` (experiments/battle.toml, i
            ``config.toml``, ``metrics.csv`` and weights-only ``last.pt`` are committed (the rest
            of its folder is git-ignored), so a fresh clone trains only what is missing. The
            later stages take the runs finished so far, so the study can be read as it grows.
-crossplay  ``cmfq tournament --pairs seed-matched --layout shifted --group-by label`` of every
-           finished battle run and ``random`` at each map of ``Plan.maps``: each run meets the
-           run of every other variant trained from its seed, over ``games / 2`` layouts from
+crossplay  ``cmfq tournament --pairs seed-matched --layout shifted --group-by label`` of the
+           finished battle runs of the seeds that every group has finished, and ``random``, at
+           each map of ``Plan.maps``: each run meets the run of every other variant trained from
+           its seed, over ``games / 2`` layouts from
            both sides. The tournament keeps the games its report already holds, so new runs cost
            only their games.
 tigerdeer  ``cmfq tournament --env tiger-deer`` of every tiger-deer run and ``random`` (kept
@@ -156,6 +157,25 @@ def finished_runs(plan: Plan, env: str) -> list[Path]:
     return paths
 
 
+def crossplay_runs(plan: Plan) -> tuple[list[Path], list[int]]:
+    """The ``last.pt`` of the finished battle runs that cross-play, in the sweeps' order, and
+    their seeds: the seeds that every group with a finished run has finished. Seed-matched pairs
+    need every group at the same seeds, so a run waits until each other group has its seed."""
+    group_of_run = planned_runs(plan, "battle")
+    seeds_of: dict[str, set[int]] = {}
+    runs = []
+    for config in plan.sweeps["battle"]:
+        for run in SweepSpec.from_toml(config).runs(plan.runs / config.stem):
+            folder = RunFolder(run.config.out)
+            if folder.is_finished():
+                seeds_of.setdefault(group_of_run[folder.path], set()).add(run.config.seed)
+                runs.append((folder.last_file, run.config.seed))
+    if not runs:
+        raise SystemExit(f"no finished battle runs under {plan.runs}; run the train stage first")
+    seeds = sorted(set.intersection(*seeds_of.values()))
+    return [last for last, seed in runs if seed in seeds], seeds
+
+
 def group_of(plan: Plan, env: str, run: Path) -> str:
     """The group (variant or algorithm) of the run in folder ``run``."""
     return run_group(run, dict(plan.group_by)[env])
@@ -202,7 +222,7 @@ def tournament(plan: Plan, env: str, players: list[str], size: int, games: int, 
 
 
 def crossplay(plan: Plan, workers: int) -> None:
-    players = [str(p) for p in finished_runs(plan, "battle")] + ["random"]
+    players = [str(p) for p in crossplay_runs(plan)[0]] + ["random"]
     for size, steps in zip(plan.maps, plan.max_steps, strict=True):
         tournament(plan, "battle", players, size, plan.games, plan.reports / f"battle-map{size}",
                    workers, steps)
@@ -632,7 +652,10 @@ def results_page(plan: Plan) -> None:
         "out or the step limit is reached. Between groups: a's win rate against b is the mean "
         "over the seeds of the seed's pair, with the 95% t-interval over the seeds (its "
         "coverage checked by simulation: docs/evaluation.md); vs the field is the mean over "
-        "the other groups, random left out (its column is apart). Rows: the number of runs.",
+        "the other groups, random left out (its column is apart). Rows: the number of runs. "
+        f"Seeds cross-played so far: {', '.join(map(str, crossplay_runs(plan)[1])) or 'none'} "
+        "(those that every group has finished; a run waits until each other group has its "
+        "seed).",
         "",
     ]
     for size, steps in zip(plan.maps, plan.max_steps, strict=True):

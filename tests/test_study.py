@@ -314,3 +314,14 @@ def test_head_to_head_counts_the_seeds_and_game_ends_the_sides(study):
     assert study.game_ends(report, 400) == (
         "Of the 3 games between trained teams, 67% reached the limit of 400 steps (won by more "
         "survivors then); the first side won 1, the second 1 (ties: 1).")
+
+
+def test_crossplay_takes_the_seeds_that_every_group_has_finished(study, finished_study):
+    plan, checkpoints = finished_study
+    runs, seeds = study.crossplay_runs(plan)
+    assert seeds == [0, 1] and len(runs) == 4  # il's runs have not finished: no group yet
+    # Seed 1 of mfq unfinished: seed 1 waits for it, in every group.
+    (plan.runs / "battle" / "seed=1,variant=mfq" / "last.pt").unlink()
+    runs, seeds = study.crossplay_runs(plan)
+    assert seeds == [0] and runs == [Path(checkpoints["battle", f"{a}-seed0"])
+                                     for a in ("mfq", "cmfq")]
