@@ -59,10 +59,7 @@ def train_together(
         where = ", ".join(f"{start.folder.path}: round {start.round}" for start in starts)
         raise ValueError(f"runs trained together go on from one round, these from several "
                          f"({where}); train them apart until they meet")
-    for start in starts:
-        start.folder.save_config(start.config)
-    run_rounds(starts, progress=progress, on_checkpoint=on_checkpoint)
-    return [start.folder.path for start in starts]
+    return run_rounds(starts, progress=progress, on_checkpoint=on_checkpoint)
 
 
 def _check_shared(configs: Sequence[TrainConfig]) -> None:

@@ -55,10 +55,7 @@ def train(
 ) -> Path:
     """Train a fresh run in ``config.out``; returns the run folder. ``on_checkpoint(rounds_done)``,
     if given, is called after each checkpoint is written."""
-    start = fresh_start(config)
-    start.folder.save_config(start.config)
-    run_rounds([start], progress=progress, on_checkpoint=on_checkpoint)
-    return start.folder.path
+    return run_rounds([fresh_start(config)], progress=progress, on_checkpoint=on_checkpoint)[0]
 
 
 def resume(
@@ -69,10 +66,8 @@ def resume(
 
     A run stopped before its first checkpoint starts again from the config saved beside it.
     """
-    start = resumed_start(RunFolder(run_dir), rounds=rounds)
-    start.folder.save_config(start.config)
-    run_rounds([start], progress=progress, on_checkpoint=on_checkpoint)
-    return start.folder.path
+    return run_rounds([resumed_start(RunFolder(run_dir), rounds=rounds)], progress=progress,
+                      on_checkpoint=on_checkpoint)[0]
 
 
 class RunStart(NamedTuple):
@@ -172,13 +167,16 @@ class TrainingState:
 
 def run_rounds(
     starts: Sequence[RunStart], *, progress: bool, on_checkpoint: Callable[[int], None] | None,
-) -> None:
-    """Train the runs of ``starts`` to their last round, side by side: each round, the games of
-    every run play as one batch of ``Games`` (run k's are games kG..kG+G-1, G its
-    ``games_per_round``), then each run learns, logs and checkpoints in its own folder. A run
-    trains the same alone or among others. One run: ``train``, ``resume``; several:
-    ``cmfq.training.together.train_together``, which checks that they share what makes their
-    games one batch (``together.SHARED``) and their start round."""
+) -> list[Path]:
+    """Train the runs of ``starts`` to their last round, side by side, and return their folders:
+    each run's config is saved in its folder, then each round the games of every run play as one
+    batch of ``Games`` (run k's are games kG..kG+G-1, G its ``games_per_round``), and each run
+    learns, logs and checkpoints in its own folder. A run trains the same alone or among others.
+    One run: ``train``, ``resume``; several: ``cmfq.training.together.train_together``, which
+    checks that they share what makes their games one batch (``together.SHARED``) and their
+    start round."""
+    for start in starts:
+        start.folder.save_config(start.config)
     first = starts[0].config
     torch.set_num_threads(first.threads)
     device = resolve_device(first.device)
@@ -218,6 +216,7 @@ def run_rounds(
     bar.close()
     for run in runs:
         run.log.close()
+    return [start.folder.path for start in starts]
 
 
 @dataclass
