@@ -34,14 +34,10 @@ def neighborhoods(positions: np.ndarray, *, radius: float | None, k_max: int) ->
     if radius is None:
         others = np.broadcast_to(np.arange(n), (n, n))
         return others[~np.eye(n, dtype=bool)].reshape(n, max(n - 1, 0)).astype(np.int64)
-    if k_max < 1:
-        raise ValueError(f"k_max must be >= 1, got {k_max}")
-    if radius < 0:
-        raise ValueError(f"radius must be >= 0, got {radius}")
+    limit = _squared_limit(radius, k_max)
     out = np.full((n, k_max), -1, dtype=np.int64)
     if n <= 1:
         return out
-    limit = int(np.floor(radius**2 + 1e-9))  # integer squared distances make "within" exact
     if n <= ALL_PAIRS_MAX:
         return _nearest_of_all_pairs(positions, limit, k_max)
     reach = int(np.floor(np.sqrt(limit)))
@@ -98,13 +94,7 @@ def slot_neighborhoods(positions: torch.Tensor, alive: torch.Tensor, *, radius: 
     if positions.dim() != 3 or positions.shape[2] != 2 or alive.shape != positions.shape[:2]:
         raise ValueError(f"positions must be [G, n, 2] and alive [G, n], got "
                          f"{tuple(positions.shape)} and {tuple(alive.shape)}")
-    limit = None
-    if radius is not None:
-        if k_max < 1:
-            raise ValueError(f"k_max must be >= 1, got {k_max}")
-        if radius < 0:
-            raise ValueError(f"radius must be >= 0, got {radius}")
-        limit = math.floor(radius**2 + 1e-9)  # as neighborhoods'
+    limit = None if radius is None else _squared_limit(radius, k_max)
     games, n = alive.shape
     width = max(n - 1, 0) if radius is None else k_max
     chunk = max(1, SLOT_PAIRS_MAX // max(n * n, 1))
@@ -114,6 +104,16 @@ def slot_neighborhoods(positions: torch.Tensor, alive: torch.Tensor, *, radius: 
         _nearest_slots(positions[s:s + chunk], alive[s:s + chunk], limit, width)
         for s in range(0, games, chunk)
     ])
+
+
+def _squared_limit(radius: float, k_max: int) -> int:
+    """The largest squared distance within ``radius``: integer squared distances make "within"
+    exact. Raises ValueError for a negative ``radius`` or a ``k_max`` below 1."""
+    if k_max < 1:
+        raise ValueError(f"k_max must be >= 1, got {k_max}")
+    if radius < 0:
+        raise ValueError(f"radius must be >= 0, got {radius}")
+    return math.floor(radius**2 + 1e-9)
 
 
 def neighbor_actions(neighbors: np.ndarray, prev_actions: np.ndarray | None) -> np.ndarray:
