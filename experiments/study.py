@@ -161,15 +161,14 @@ def crossplay_runs(plan: Plan) -> tuple[list[Path], list[int]]:
     """The ``last.pt`` of the finished battle runs that cross-play, in the sweeps' order, and
     their seeds: the seeds that every group with a finished run has finished. Seed-matched pairs
     need every group at the same seeds, so a run waits until each other group has its seed."""
-    group_of_run = planned_runs(plan, "battle")
     seeds_of: dict[str, set[int]] = {}
     runs = []
-    for config in plan.sweeps["battle"]:
-        for run in SweepSpec.from_toml(config).runs(plan.runs / config.stem):
-            folder = RunFolder(run.config.out)
-            if folder.is_finished():
-                seeds_of.setdefault(group_of_run[folder.path], set()).add(run.config.seed)
-                runs.append((folder.last_file, run.config.seed))
+    for run, group in planned_runs(plan, "battle").items():
+        folder = RunFolder(run)
+        if folder.is_finished():
+            seed = folder.saved_config().seed
+            seeds_of.setdefault(group, set()).add(seed)
+            runs.append((folder.last_file, seed))
     if not runs:
         raise SystemExit(f"no finished battle runs under {plan.runs}; run the train stage first")
     seeds = sorted(set.intersection(*seeds_of.values()))
