@@ -15,11 +15,14 @@ train      ``cmfq sweep`` of each of ``Plan.sweeps`` (experiments/battle.toml, i
            of its folder is git-ignored), so a fresh clone trains only what is missing. The
            later stages take the runs finished so far, so the study can be read as it grows.
 crossplay  ``cmfq tournament --pairs seed-matched --layout shifted --group-by label`` of the
-           finished battle runs of the seeds that every group has finished, and ``random``, at
+           finished battle runs of the compared variants (the battle sweeps but
+           ``Plan.references``) of the seeds that every variant has finished, and ``random``, at
            each map of ``Plan.maps``: each run meets the run of every other variant trained from
-           its seed, over ``games / 2`` layouts from
-           both sides. The tournament keeps the games its report already holds, so new runs cost
-           only their games.
+           its seed, over ``games / 2`` layouts from both sides. Then the same tournament with
+           the references' runs too (IL and attention-MF, fewer seeds: attention-MF costs about
+           three runs), at the seeds that every group has finished, into
+           ``battle-references-map<size>``. A tournament keeps the games its report already
+           holds, so new runs cost only their games.
 tigerdeer  ``cmfq tournament --env tiger-deer`` of every tiger-deer run and ``random`` (kept
            as is while its players and settings are the same).
 curves     ``cmfq plot`` of each env's runs (mean over seeds, 95% t interval).
@@ -29,7 +32,8 @@ pick       once every planned run has finished (until then it waits, as does rep
            least ``KILL_SHARE`` of a random team on either side at every map (all runs if none
            does), the run with the highest win rate (games won / games played) against the
            runs of the other variants at the training map (``random`` left out); ties go to the
-           higher such rate over the larger maps, then to the lower seed.
+           higher such rate over the larger maps, then to the lower seed. The compared
+           variants are scored in their tournament, the references in theirs.
            tiger-deer: the run with the most deer caught per game, then the higher reward.
 replay     ``cmfq render`` of the picked cmfq against the picked mfq, and one frame as a PNG.
 results    the results page from the reports, with a marked place for the conclusion, which a
@@ -117,6 +121,11 @@ class Plan:
     group_by: tuple[tuple[str, str], ...] = (("battle", "label"), ("tiger-deer", "algo"))
     """env -> the config fields whose values group its runs: battle's sweeps name variants
     (``label``), tiger-deer's runs differ by algorithm only."""
+    references: tuple[Path, ...] = ()
+    """Battle sweeps (of ``sweeps``) whose groups are references rather than compared: they
+    may have fewer seeds, so they cross-play in a tournament of their own with every group, at
+    the seeds that all have finished, and the compared variants' tournament keeps all of its
+    seeds."""
 
 
 FULL = Plan(
@@ -124,7 +133,7 @@ FULL = Plan(
             "tiger-deer": (HERE / "tiger-deer.toml",)},
     runs=Path("experiments/runs"), reports=Path("docs/results"), page=Path("docs/results.md"),
     models=Path("src/cmfq/pretrained/models"), maps=(20, 40), games=20, tiger_games=50,
-    max_steps=(None, 1000),
+    max_steps=(None, 1000), references=(HERE / "battle-references.toml",),
 )
 QUICK = Plan(
     sweeps={env: (HERE / "quick" / f"{env}.toml",) for env in ENVS},
@@ -140,12 +149,19 @@ def cmfq(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "cmfq.cli", *map(str, args)], check=True)
 
 
-def planned_runs(plan: Plan, env: str) -> dict[Path, str]:
-    """The folder of every run that ``env``'s sweeps plan, in their order, with its group."""
+def planned_runs(plan: Plan, env: str, sweeps: tuple[Path, ...] | None = None
+                 ) -> dict[Path, str]:
+    """The folder of every run that ``env``'s sweeps plan (or those of them in ``sweeps``), in
+    their order, with its group."""
     keys = dict(plan.group_by)[env].split(",")
     return {Path(run.config.out): "-".join(str(getattr(run.config, key)) for key in keys)
-            for config in plan.sweeps[env]
+            for config in plan.sweeps[env] if sweeps is None or config in sweeps
             for run in SweepSpec.from_toml(config).runs(plan.runs / config.stem)}
+
+
+def compared_sweeps(plan: Plan) -> tuple[Path, ...]:
+    """The battle sweeps of the compared variants: all but the references."""
+    return tuple(c for c in plan.sweeps["battle"] if c not in plan.references)
 
 
 def finished_runs(plan: Plan, env: str) -> list[Path]:
@@ -157,13 +173,15 @@ def finished_runs(plan: Plan, env: str) -> list[Path]:
     return paths
 
 
-def crossplay_runs(plan: Plan) -> tuple[list[Path], list[int]]:
+def crossplay_runs(plan: Plan, *, references: bool = False) -> tuple[list[Path], list[int]]:
     """The ``last.pt`` of the finished battle runs that cross-play, in the sweeps' order, and
     their seeds: the seeds that every group with a finished run has finished. Seed-matched pairs
-    need every group at the same seeds, so a run waits until each other group has its seed."""
+    need every group at the same seeds, so a run waits until each other group has its seed.
+    The compared variants' runs, or with ``references`` those of every battle sweep."""
     seeds_of: dict[str, set[int]] = {}
     runs = []
-    for run, group in planned_runs(plan, "battle").items():
+    sweeps = None if references else compared_sweeps(plan)
+    for run, group in planned_runs(plan, "battle", sweeps).items():
         folder = RunFolder(run)
         if folder.is_finished():
             seed = folder.saved_config().seed
@@ -221,10 +239,14 @@ def tournament(plan: Plan, env: str, players: list[str], size: int, games: int, 
 
 
 def crossplay(plan: Plan, workers: int) -> None:
-    players = [str(p) for p in crossplay_runs(plan)[0]] + ["random"]
-    for size, steps in zip(plan.maps, plan.max_steps, strict=True):
-        tournament(plan, "battle", players, size, plan.games, plan.reports / f"battle-map{size}",
-                   workers, steps)
+    families = [("battle", False)]
+    if any(RunFolder(run).is_finished() for run in planned_runs(plan, "battle", plan.references)):
+        families.append(("battle-references", True))
+    for name, references in families:
+        players = [str(p) for p in crossplay_runs(plan, references=references)[0]] + ["random"]
+        for size, steps in zip(plan.maps, plan.max_steps, strict=True):
+            tournament(plan, "battle", players, size, plan.games,
+                       plan.reports / f"{name}-map{size}", workers, steps)
 
 
 def tiger_deer_size(plan: Plan) -> int:
@@ -288,42 +310,63 @@ def kills_against_random(report: dict) -> dict[str, dict[int, float]]:
             for me, sides in shares.items()}
 
 
+def battle_candidates(plan: Plan) -> dict[str, list[tuple]]:
+    """algo -> (ranking key, label, checkpoint, kill shares per map) of each cross-played run of
+    the variant named as the algorithm, scored in its own tournaments: the compared variants' or
+    the references'."""
+    families = [("battle", compared_sweeps(plan))]
+    if plan.references:
+        families.append(("battle-references", plan.references))
+    candidates: dict[str, list[tuple]] = {}
+    for name, sweeps in families:
+        reports = [read_report(plan, f"{name}-map{size}") for size in plan.maps]
+        at_home = score_against_others(reports[0])
+        away = [score_against_others(r) for r in reports[1:]]
+        # map size -> label -> side -> share of a random team killed
+        kills = {r["protocol"]["map_size"]: kills_against_random(r) for r in reports}
+        own = planned_runs(plan, "battle", sweeps)
+        for label, path in reports[0]["protocol"]["checkpoints"].items():
+            group = own.get(Path(path).parent)
+            if group not in ALGOS:  # random, another family's run, or a variant of an algorithm
+                continue
+            shares = [sides.get(label, {}) for sides in kills.values()]
+            strong = all(len(s) == 2 and min(s.values()) >= KILL_SHARE for s in shares)
+            key = (strong, at_home[label], sum(s[label] for s in away),
+                   -load_checkpoint(path).config.seed)
+            its_kills = {str(size): [sides.get(label, {}).get(side) for side in (0, 1)]
+                         for size, sides in kills.items()}
+            candidates.setdefault(group, []).append((key, label, path, its_kills))
+    return candidates
+
+
+def tiger_candidates(plan: Plan) -> dict[str, list[tuple]]:
+    """algo -> (ranking key, label, checkpoint) of each tiger-deer run."""
+    report = read_report(plan, "tiger-deer")
+    candidates: dict[str, list[tuple]] = {}
+    for label, path in report["protocol"]["checkpoints"].items():
+        if path == "random":
+            continue
+        summary = next(m for m in report["models"] if m["model"] == label)
+        key = (summary["deer_caught"]["value"], summary["reward"]["value"],
+               -load_checkpoint(path).config.seed)
+        candidates.setdefault(group_of(plan, "tiger-deer", Path(path).parent), []).append(
+            (key, label, path))
+    return candidates
+
+
 def pick(plan: Plan) -> dict:
     """Choose and copy the pretrained models (the rule is in the module's docstring)."""
-    battle = [read_report(plan, f"battle-map{size}") for size in plan.maps]
-    at_home = score_against_others(battle[0])
-    away = [score_against_others(r) for r in battle[1:]]
-    # map size -> label -> side -> share of a random team killed
-    kills = {r["protocol"]["map_size"]: kills_against_random(r) for r in battle}
-    tiger = read_report(plan, "tiger-deer")
     picks = {}
-    for env, report in (("battle", battle[0]), ("tiger-deer", tiger)):
-        paths = report["protocol"]["checkpoints"]
-        candidates: dict[str, list] = {}
-        for label, path in paths.items():
-            if path == "random":
-                continue
-            config = load_checkpoint(path).config
-            if env == "battle":
-                shares = [sides.get(label, {}) for sides in kills.values()]
-                strong = all(len(s) == 2 and min(s.values()) >= KILL_SHARE for s in shares)
-                key = (strong, at_home[label], sum(s[label] for s in away), -config.seed)
-            else:
-                summary = next(m for m in report["models"] if m["model"] == label)
-                key = (summary["deer_caught"]["value"], summary["reward"]["value"], -config.seed)
-            group = group_of(plan, env, Path(path).parent)
-            if group in ALGOS:  # one shipped model per algorithm: its own variant's runs
-                candidates.setdefault(group, []).append((key, label, path))
+    for env, candidates in (("battle", battle_candidates(plan)),
+                            ("tiger-deer", tiger_candidates(plan))):
         for algo, ranked in sorted(candidates.items()):
-            key, label, path = max(ranked)
+            key, label, path, *kills = max(ranked)
             name = f"{algo}-{env}"
             plan.models.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, plan.models / f"{name}.pt")
             picks[name] = {"run": label, "checkpoint": path, "seeds": len(ranked)}
             if env == "battle":
-                picks[name] |= {"score": key[1], "kills_vs_random": {
-                    str(size): [sides.get(label, {}).get(side) for side in (0, 1)]
-                    for size, sides in kills.items()}}
+                picks[name] |= {"score": key[1], "kills_vs_random": kills[0]}
             else:
                 picks[name]["score"] = key[0]
     (plan.reports / "picks.json").write_text(json.dumps(picks, indent=2) + "\n")
@@ -625,6 +668,39 @@ def picks_lines(plan: Plan, link) -> list[str]:
                     f"{kill_cell(p.get('kills_vs_random'))} |" for name, p in picks.items()]
 
 
+def battle_section(plan: Plan, name: str, max_steps: int | None, link) -> list[str]:
+    """How the games of the tournament ``name`` ended, its head-to-head comparisons, the table
+    between groups and its figure."""
+    report = read_report(plan, name)
+    return [game_ends(report, max_steps or BATTLE_STEPS), "", *head_to_head(report), "",
+            *algorithm_table(report), "",
+            f"![win rate between groups, {name}]"
+            f"({link(plan.reports / name / 'algorithm_win_rate.png')})", "",
+            f"Every run: [report]({link(plan.reports / name / 'report.md')}).", ""]
+
+
+def references_lines(plan: Plan, link) -> list[str]:
+    """The references' section: their tournaments with the compared variants, where played."""
+    if not plan.references:
+        return []
+    played = [(size, steps) for size, steps in zip(plan.maps, plan.max_steps, strict=True)
+              if (plan.reports / f"battle-references-map{size}" / "report.json").is_file()]
+    groups = sorted(set(planned_runs(plan, "battle", plan.references).values()))
+    lines = ["## References", "",
+             f"{' and '.join(groups)} have fewer seeds than the compared variants, so they "
+             "cross-play in a tournament of their own with every group, by the same rules, at "
+             "the seeds that all have finished"]
+    if not played:
+        lines[-1] += " (none yet)."
+        return lines + [""]
+    lines[-1] += f": so far {', '.join(map(str, crossplay_runs(plan, references=True)[1]))}."
+    lines.append("")
+    for size, steps in played:
+        lines += [f"### Map {size}", ""]
+        lines += battle_section(plan, f"battle-references-map{size}", steps, link)
+    return lines
+
+
 def results_page(plan: Plan) -> None:
     def link(path: Path) -> str:
         return os.path.relpath(path, plan.page.parent)
@@ -653,18 +729,14 @@ def results_page(plan: Plan) -> None:
         "coverage checked by simulation: docs/evaluation.md); vs the field is the mean over "
         "the other groups, random left out (its column is apart). Rows: the number of runs. "
         f"Seeds cross-played so far: {', '.join(map(str, crossplay_runs(plan)[1])) or 'none'} "
-        "(those that every group has finished; a run waits until each other group has its "
-        "seed).",
+        "(those that every compared variant has finished; a run waits until each other "
+        "variant has its seed).",
         "",
     ]
     for size, steps in zip(plan.maps, plan.max_steps, strict=True):
-        report = read_report(plan, f"battle-map{size}")
-        lines += [f"## Battle, map {size}", "", game_ends(report, steps or BATTLE_STEPS), ""]
-        lines += head_to_head(report) + [""] + algorithm_table(report) + [
-            "", f"![win rate between algorithms, map {size}]"
-            f"({link(plan.reports / f'battle-map{size}' / 'algorithm_win_rate.png')})", "",
-            f"Every run: [report]({link(plan.reports / f'battle-map{size}' / 'report.md')}).", "",
-        ]
+        lines += [f"## Battle, map {size}", ""]
+        lines += battle_section(plan, f"battle-map{size}", steps, link)
+    lines += references_lines(plan, link)
     tiger = read_report(plan, "tiger-deer")
     lines += ["## Tiger-deer", "",
               f"Each run hunts as the tigers for {tiger['protocol']['games_per_model']} games "

@@ -325,3 +325,76 @@ def test_crossplay_takes_the_seeds_that_every_group_has_finished(study, finished
     runs, seeds = study.crossplay_runs(plan)
     assert seeds == [0] and runs == [Path(checkpoints["battle", f"{a}-seed0"])
                                      for a in ("mfq", "cmfq")]
+
+
+def test_references_cross_play_in_their_own_tournament_and_are_picked_from_it(
+        study, finished_study, monkeypatch):
+    from dataclasses import replace
+
+    from cmfq.algos import make_algorithm
+    from cmfq.envs import make_env
+    from cmfq.training.checkpoint import save_checkpoint
+    from cmfq.training.config import TrainConfig
+
+    plan, checkpoints = finished_study
+    references = plan.sweeps["battle"][0].with_name("battle-references.toml")
+    references.write_text('[base]\nenv = "battle"\nmap_size = 12\nrounds = 20\n[grid]\n'
+                          'seed = [0]\nvariant = ["il"]\n[variants.il]\nalgo = "il"\n')
+    plan = replace(plan, sweeps={**plan.sweeps, "battle": (*plan.sweeps["battle"], references)},
+                   references=(references,))
+    played = []
+    monkeypatch.setattr(study, "tournament", lambda plan, env, players, size, games, out, *a:
+                        played.append((out.name, players)))
+    compared = [checkpoints["battle", f"{a}-seed{s}"] for s in (0, 1) for a in ("mfq", "cmfq")]
+    # No reference has finished: the compared variants' tournaments alone, at every seed.
+    study.crossplay(plan, workers=1)
+    assert played == [(f"battle-map{size}", [*compared, "random"]) for size in (12, 16)]
+    assert study.references_lines(plan, str)[-2].endswith("at the seeds that all have "
+                                                          "finished (none yet).")
+    # IL's seed 0 finishes: its tournaments take seed 0 of every group; the compared keep both.
+    run = plan.runs / "battle-references" / "seed=0,variant=il"
+    run.mkdir(parents=True)
+    config = TrainConfig(algo="il", env="battle", map_size=12, seed=0, rounds=20, label="il",
+                         out=str(run))
+    (run / "config.toml").write_text(config.to_toml())
+    spec = make_env("battle", 12, seed=0).specs["red"]
+    save_checkpoint(run / "last.pt", make_algorithm("il", spec), config, group=spec.name,
+                    round_index=20)
+    (run / "metrics.csv").write_text("round,reward,kills\n" + "".join(
+        f"{r},{r},{r}\n" for r in range(20)))
+    assert study.crossplay_runs(plan) == ([Path(p) for p in compared], [0, 1])
+    assert study.crossplay_runs(plan, references=True) == (
+        [Path(checkpoints["battle", f"{a}-seed0"]) for a in ("mfq", "cmfq")] + [run / "last.pt"],
+        [0])
+    played.clear()
+    study.crossplay(plan, workers=1)
+    assert [name for name, _ in played] == [
+        "battle-map12", "battle-map16", "battle-references-map12", "battle-references-map16"]
+    # The references' tournament: il beats both, and its pick is scored there; cmfq's and
+    # mfq's picks still come from their own tournament (cmfq-seed1 wins its tie there).
+    labels = {"mfq-seed0": checkpoints["battle", "mfq-seed0"],
+              "cmfq-seed0": checkpoints["battle", "cmfq-seed0"], "il-seed0": str(run / "last.pt")}
+    for size in (12, 16):
+        games = [{"a": label, "b": "random", "a_side": side, "a_kills": 4, "b_kills": 1,
+                  "a_survivors": 3, "b_survivors": 0} for label in labels for side in (0, 1)]
+        members = {"cmfq": ["cmfq-seed0"], "mfq": ["mfq-seed0"], "il": ["il-seed0"],
+                   "random": ["random"]}
+        report = {
+            "protocol": {"map_size": size, "checkpoints": labels | {"random": "random"}},
+            "games": games,
+            "algorithms": {"members": members, "pairs": [], "standings": []},
+            "pairs": [pair("il-seed0", "mfq-seed0", 8, 2), pair("il-seed0", "cmfq-seed0", 7, 3),
+                      pair("cmfq-seed0", "mfq-seed0", 9, 1)],
+        }
+        (plan.reports / f"battle-references-map{size}").mkdir(parents=True)
+        (plan.reports / f"battle-references-map{size}" / "report.json").write_text(
+            json.dumps(report))
+    picks = study.pick(plan)
+    assert picks["il-battle"] == {
+        "run": "il-seed0", "checkpoint": str(run / "last.pt"), "seeds": 1, "score": 0.75,
+        "kills_vs_random": {"12": [1.0, 1.0], "16": [1.0, 1.0]}}
+    assert picks["cmfq-battle"]["run"] == "cmfq-seed1"
+    study.results_page(plan)
+    page = plan.page.read_text()
+    assert "## References" in page and "at the seeds that all have finished: so far 0." in page
+    assert "### Map 16" in page and "battle-references-map16/report.md" in page
