@@ -1,9 +1,10 @@
 """Acting for a whole team: neighbourhoods, then one Boltzmann sample per agent.
 
 Two paths: ``decide`` and ``decide_teams`` take teams as numpy rows (``Observation``) and give
-numpy decisions with their neighbourhoods (training and tournaments, whose draws they fix);
-``act`` takes one group of G games as tensors (``cmfq.envs.GroupState``) and gives its actions
-as a tensor, on the policy's device, without a loop over games or agents."""
+numpy decisions with their neighbourhoods (training on the magent2 backend and tournaments, whose
+draws they fix); ``decide_group`` takes one group of G games as tensors (``cmfq.envs.GroupState``)
+and gives its decision as tensors over the slots (``GroupDecision``), on the policy's device,
+without a loop over games or agents (training on the torch backend; ``act``: its actions)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,21 @@ class Decision(NamedTuple):
     """int64 [n, K] neighbour rows, -1 = none."""
     neighbor_actions: np.ndarray
     """int64 [n, K] the neighbours' previous actions, -1 = masked."""
+
+
+class GroupDecision(NamedTuple):
+    """What a policy chose for one group of G games (``decide_group``): ``Decision``'s fields
+    over the group's slots, on the policy's device; a dead slot's row is 0 (action, neighbour
+    input) or -1 (neighbours)."""
+
+    actions: torch.Tensor
+    """long [G, n]."""
+    neighbor_input: torch.Tensor
+    """float32 [G, n, A]."""
+    neighbors: torch.Tensor
+    """long [G, n, K] the neighbours' slots, -1 = none."""
+    neighbor_actions: torch.Tensor
+    """long [G, n, K] their previous actions, -1 = masked."""
 
 
 class Policy:
@@ -178,11 +194,16 @@ class Policy:
         )
         return [Decision(*decision) for decision in per_team]
 
-    @torch.no_grad()
     def act(self, state: GroupState, prev_actions: torch.Tensor) -> torch.Tensor:
-        """Actions, long [G, n] on the policy's device, for one group of G games as tensors
-        (either backend): each live slot's sampled as ``decide`` samples, 0 for the dead.
-        ``prev_actions`` (long [G, n]): each slot's action at the last step, -1 at the first.
+        """``decide_group``'s actions."""
+        return self.decide_group(state, prev_actions).actions
+
+    @torch.no_grad()
+    def decide_group(self, state: GroupState, prev_actions: torch.Tensor) -> GroupDecision:
+        """The decision for one group of G games as tensors (either backend), on the policy's
+        device: each live slot's action sampled as ``decide`` samples, with its neighbours (slots)
+        and the neighbour input it acted with. ``prev_actions`` (long [G, n]): each slot's action
+        at the last step, -1 at the first.
 
         The neighbourhoods of all games at once (``slot_neighborhoods``); the live agents of all
         games are the rows of one forward, game 0's live slots first, in slot order, as in
@@ -201,6 +222,11 @@ class Policy:
         their_actions = torch.where(
             slots >= 0, prev_actions.to(device).gather(1, flat).view_as(slots), -1)
         live = alive.flatten().nonzero().squeeze(1)
+        n_actions = self.algo.spec.n_actions
+        if not len(live):  # every game's group dead or not deciding: no forward
+            return GroupDecision(torch.zeros_like(prev_actions, device=device),
+                                 torch.zeros(*alive.shape, n_actions, device=device), slots,
+                                 their_actions)
         team = TeamInput(*(t.flatten(0, 1).index_select(0, live)
                            for t in (view, features, neighbors, their_actions)))
         values = self.algo.q_values(team)
@@ -212,8 +238,11 @@ class Policy:
             chosen = values.q.argmax(-1)
         else:
             chosen = _sample(values.q / self.temperature, self.generator)
-        return torch.zeros(alive.numel(), dtype=torch.long, device=device).index_copy_(
+        actions = torch.zeros(alive.numel(), dtype=torch.long, device=device).index_copy_(
             0, live, chosen).view(alive.shape)
+        neighbor_input = torch.zeros(alive.numel(), n_actions, device=device).index_copy_(
+            0, live, values.neighbor_input.float()).view(*alive.shape, n_actions)
+        return GroupDecision(actions, neighbor_input, slots, their_actions)
 
     def __call__(self, obs: Observation, prev_actions: np.ndarray | None) -> np.ndarray:
         return self.decide(obs, prev_actions).actions
@@ -260,6 +289,15 @@ class RandomPolicy:
         drawn = torch.randint(0, self.n_actions, alive.shape, device=alive.device,
                               generator=self._generators[alive.device])
         return torch.where(alive, drawn, 0)
+
+    def decide_group(self, state: GroupState, prev_actions: torch.Tensor) -> GroupDecision:
+        """``Policy.decide_group``'s: ``act``'s actions, no neighbours (one column of -1) and a
+        zero neighbour input, as ``decide`` gives."""
+        actions = self.act(state, prev_actions)
+        none = torch.full((*actions.shape, 1), -1, dtype=torch.long, device=actions.device)
+        return GroupDecision(
+            actions, torch.zeros(*actions.shape, self.n_actions, device=actions.device), none,
+            none)
 
     def __call__(self, obs: Observation, prev_actions: np.ndarray | None) -> np.ndarray:
         return self.decide(obs, prev_actions).actions
