@@ -1,5 +1,7 @@
 """The replay's ring on the training device, sampled there: a batch needs no host work and has
-fixed shapes, so a CUDA graph can capture the gradient step with its sampling."""
+fixed shapes, so a CUDA graph can capture the gradient step with its sampling. The numpy
+``ReplayBuffer``'s rows are copied there; a ``SlotReplay``'s, already there, are read as they
+are."""
 
 from __future__ import annotations
 
@@ -8,14 +10,16 @@ import torch
 
 from cmfq.algos.common import Batch
 from cmfq.training.replay import ReplayBuffer
+from cmfq.training.slot_replay import SlotReplay
 
 DRAWS_PER_REFILL = 256
 """Batches' worth of random draws made in one call (a host-side refill between steps)."""
 
 
 class DeviceReplay:
-    """A copy of a ``ReplayBuffer``'s rows on ``device``, refreshed between rounds, and ``sample``,
-    which draws ``batch_size`` transitions with torch ops alone.
+    """A copy of a ``ReplayBuffer``'s rows on ``device`` (or a ``SlotReplay``'s own rows, which
+    are there), refreshed between rounds, and ``sample``, which draws ``batch_size`` transitions
+    with torch ops alone.
 
     ``sample`` means what ``ReplayBuffer.sample`` means (uniform draws with replacement from the
     eligible transitions; s' of a terminal transition is itself; neighbours overwritten since are
@@ -51,14 +55,33 @@ class DeviceReplay:
         self._drawn = DRAWS_PER_REFILL  # rows of _draws used (host-side count): refill first
         self._generator = torch.Generator(self.device)
 
-    def refresh(self, replay: ReplayBuffer) -> bool:
-        """Copy the rows ``replay`` wrote since the last refresh, and its eligible transitions.
-        Call it between rounds (no stream half-way through a round). True if the device copy was
-        allocated anew."""
+    def refresh(self, replay: ReplayBuffer | SlotReplay) -> bool:
+        """Take the rows ``replay`` wrote since the last refresh, and its eligible transitions.
+        Call it between rounds (no stream half-way through a round). True if the rows are new
+        tensors (allocated anew, or another replay's)."""
         if len(replay) == 0:
             raise ValueError("cannot sample from an empty replay buffer")
         if replay.capacity != self.capacity:
             raise ValueError(f"replay capacity {replay.capacity} != {self.capacity}")
+        fresh = self._share(replay) if isinstance(replay, SlotReplay) else self._copy(replay)
+        eligible = replay.eligible_ids()
+        if isinstance(eligible, np.ndarray):
+            eligible = torch.from_numpy(eligible)
+        self._eligible[: len(eligible)].copy_(eligible)
+        self._count.fill_(len(eligible))
+        self._oldest.fill_(max(0, replay.written - self.capacity))
+        return fresh
+
+    def _share(self, replay: SlotReplay) -> bool:
+        """Read a slot replay's rows where they are (it writes them in place)."""
+        if replay.device != self.device:
+            raise ValueError(f"the replay is on {replay.device}, its sampler on {self.device}")
+        fresh = any(self._rows.get(name) is not t for name, t in replay.rows.items())
+        self._rows = dict(replay.rows)
+        return fresh
+
+    def _copy(self, replay: ReplayBuffer) -> bool:
+        """Copy the numpy replay's rows written since the last refresh."""
         source = replay.rows
         fresh = not self._rows or any(
             self._rows[name].shape != array.shape for name, array in source.items()
@@ -77,10 +100,6 @@ class DeviceReplay:
         # full (8 bytes a row) rather than tracked row by row.
         self._rows["next"].copy_(torch.from_numpy(source["next"]))
         self._synced = replay.written
-        eligible = replay.eligible_ids()
-        self._eligible[: len(eligible)].copy_(torch.from_numpy(eligible))
-        self._count.fill_(len(eligible))
-        self._oldest.fill_(max(0, replay.written - self.capacity))
         return fresh
 
     def seed(self, seed: int) -> None:
