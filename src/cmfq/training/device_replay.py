@@ -27,7 +27,10 @@ class DeviceReplay:
     holds other transitions than the host sampler would draw from the same seed. And its shapes
     are fixed: the observations of a batch are its B rows of s and B rows of s' (then, with
     ``with_neighbors``, the B x K neighbours at s and at s'), not the distinct ones, which costs the
-    network a few repeated rows and spares a data-dependent ``unique``.
+    network a few repeated rows and spares a data-dependent ``unique``. With ``distinct`` (an
+    eager step on the CPU, which captures nothing) a batch holds the distinct ones, as the host's
+    does: AMFQ's B x K neighbours repeat most of their rows, which the network would embed twice
+    for each of them.
 
     Every tensor ``sample`` reads is allocated once and updated in place (``refresh`` and
     ``next_draw``), so a captured ``sample`` replays correctly; ``refresh`` returns True when it
@@ -38,12 +41,14 @@ class DeviceReplay:
     """
 
     def __init__(
-        self, capacity: int, batch_size: int, device: torch.device, *, with_neighbors: bool
+        self, capacity: int, batch_size: int, device: torch.device, *, with_neighbors: bool,
+        distinct: bool = False,
     ) -> None:
         self.capacity = capacity
         self.batch_size = batch_size
         self.device = torch.device(device)
         self.with_neighbors = with_neighbors
+        self.distinct = distinct
         self._rows: dict[str, torch.Tensor] = {}
         self._synced = 0  # the replay's rows written when last refreshed
         long = {"dtype": torch.int64, "device": self.device}
@@ -138,9 +143,15 @@ class DeviceReplay:
         else:
             nbr, nbr_next = torch.full_like(nbr, -1), torch.full_like(nbr_next, -1)
             wanted = torch.cat([ids, next_ids])
-        kept = wanted.clamp(min=0) % c  # an empty slot reads row 0, which nothing indexes
-        position = torch.arange(len(wanted), device=self.device)
-        index = torch.where(wanted >= 0, position, -1)
+        if self.distinct:
+            valid = wanted >= 0
+            unique, position = torch.unique(wanted[valid], return_inverse=True)
+            index = torch.full_like(wanted, -1).masked_scatter_(valid, position)
+            kept = unique % c
+        else:
+            kept = wanted.clamp(min=0) % c  # an empty slot reads row 0, which nothing indexes
+            position = torch.arange(len(wanted), device=self.device)
+            index = torch.where(wanted >= 0, position, -1)
         k = nbr.shape[1]
         if self.with_neighbors:
             nbr = index[2 * b: 2 * b + b * k].view(b, k)

@@ -129,9 +129,10 @@ class Learner:
             # The losses are read once, at the end; their mean is numpy's of the same floats.
             return float(np.mean(torch.stack(losses).tolist()))
         if self._device_replay is None:
+            eager_on_cpu = self.online.device.type == "cpu" and self._compiled is None
             self._device_replay = DeviceReplay(
                 replay.capacity, self.batch_size, self.online.device,
-                with_neighbors=self.online.needs_neighbor_obs,
+                with_neighbors=self.online.needs_neighbor_obs, distinct=eager_on_cpu,
             )
         if self._device_replay.refresh(replay):
             self._drop_graphs()

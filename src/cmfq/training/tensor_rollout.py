@@ -35,9 +35,9 @@ def play_on_tensors(
 
     Each step, each policy decides for all its teams (its groups of the games it plays them in)
     in one ``decide_group``: the groups' rows of those games, stacked. A game that ends waits for
-    the others; on the step after its last, its groups decide once more on its final state (the
-    neighbour input its survivors would act with, which the replay keeps with their last
-    observation) and from then on not at all.
+    the others; on the step after its last, unless a side was wiped out, its groups decide once
+    more on its final state (the neighbour input its survivors would act with, which the replay
+    keeps with their last observation), and from then on not at all.
     """
     counts = {"games": games.n_games, "policies": len(policies), "seeds": len(seeds),
               "record": len(record)}
@@ -49,6 +49,7 @@ def play_on_tensors(
     replays = _begin_recording(games, record, state)
     over = torch.zeros(games.n_games, dtype=torch.bool, device=device)
     was_over = over.clone()  # over before the last step: those games decide no more
+    terminated = over.clone()  # a side wiped out: nothing bootstraps, no final decision
     prev = {g: torch.full(s.alive.shape, -1, dtype=torch.long, device=device)
             for g, s in state.items()}
     initial = {g: s.alive.sum(1) for g, s in state.items()}
@@ -56,7 +57,7 @@ def play_on_tensors(
     reward = {g: torch.zeros(games.n_games, dtype=torch.float64, device=device) for g in state}
     steps = torch.zeros(games.n_games, dtype=torch.long, device=device)
     while True:
-        decisions = _decide(games, teams, state, prev, ~was_over)
+        decisions = _decide(games, teams, state, prev, ~over | ~(was_over | terminated))
         if bool(over.all()):
             for replay in replays:
                 replay.end_round(state, decisions)
@@ -70,7 +71,7 @@ def play_on_tensors(
             deaths[g] += (s.alive & ~result.groups[g].alive & playing[:, None]).sum(1)
             reward[g] += result.rewards[g].sum(1).double()
         prev = {g: d.actions for g, d in decisions.items()}
-        was_over, over, state = over, result.done, result.groups
+        was_over, over, terminated, state = over, result.done, result.terminated, result.groups
     return _results(games, steps, initial, state, deaths, reward)
 
 
