@@ -131,6 +131,8 @@ def test_the_slot_replay_records_the_numpy_replays_transitions(played):
     assert sum(blue == 0 for _, blue in ends) >= 2  # wiped out
     assert sum(steps == 30 and blue > 0 for steps, blue in ends) >= 2  # the time limit
     assert replay.added == replay.numpy.added == len(replay) == len(replay.numpy)
+    # A wiped-out game's survivors see 0 / 0 in the minimap: never stored.
+    assert all(torch.isfinite(t.float()).all() for t in replay.rows.values())
     mine, theirs = transitions(replay), transitions(replay.numpy)
     assert mine == theirs
     done = [t[3] for t in mine]

@@ -29,8 +29,11 @@ class SlotReplay:
     (it died, or a side was wiped out: nothing bootstraps) and, where it survived, the row of s',
     the same slot at the next entry. A game that ended by its time limit is written once more
     (the entry after its last step, no transitions): the survivors' last observation and the
-    neighbour input they would act with, the s' of their last step. So the transitions are the
-    numpy buffer's, with the same terminal and time-limit rules (``tests/test_slot_replay.py``).
+    neighbour input they would act with, the s' of their last step. A game's observations are
+    written as zeros from then on, and from its wipe-out on (whose minimap is 0 / 0, NaN, in the
+    survivors' views, ``GridEnv.step``), so that every row of the ring is finite. So the
+    transitions are the numpy buffer's, with the same terminal and time-limit rules
+    (``tests/test_slot_replay.py``).
     A neighbour's row is in the same entry as the agent's, and s' in the next: while a
     transition is kept, so are they, and ``ReplayBuffer``'s rule (neighbours overwritten since are
     masked) never has to mask anything here. Entries never span rounds: a round's last entry holds
@@ -53,6 +56,7 @@ class SlotReplay:
         self._block = 0  # rows an entry takes: R * n
         self._slots = 0  # n
         self._streams: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # group -> (games, r)
+        self._closing: torch.Tensor | None = None  # games that ended by their time limit
         self._added = torch.zeros((), dtype=torch.int64, device=self.device)
 
     def __len__(self) -> int:
@@ -94,6 +98,7 @@ class SlotReplay:
                     torch.tensor(positions, device=self.device))
             for group, (games, positions) in by_group.items()
         }
+        self._closing = None
 
     def add_step(
         self, state: Mapping[str, GroupState], decisions: Mapping[str, GroupDecision],
@@ -102,7 +107,8 @@ class SlotReplay:
         """Write the entry of one step: the state ``state`` the groups acted on, their
         ``decisions``, and what followed (``result``) for the games ``playing`` (bool [G]: not
         over before the step)."""
-        rows = self._write(state, decisions)
+        rows = self._write(state, decisions, playing if self._closing is None
+                           else playing | self._closing)
         for group, (games, positions) in self._streams.items():
             acted = (state[group].alive.index_select(0, games)
                      & playing.index_select(0, games)[:, None])
@@ -115,17 +121,22 @@ class SlotReplay:
                                 ("reward", result.rewards[group].index_select(0, games))):
                 rows[name].index_copy_(0, positions, value)
             self._added += acted.sum()
+        self._closing = result.done & ~result.terminated & playing
 
     def end_round(self, state: Mapping[str, GroupState], decisions: Mapping[str, GroupDecision]
                   ) -> None:
         """Write the round's last entry: the final state and the decisions on it, no
         transitions (the s' of the time-limited games' last step)."""
-        self._write(state, decisions)
+        if self._closing is None:
+            raise ValueError("end_round closes a round of at least one add_step")
+        self._write(state, decisions, self._closing)
+        self._closing = None
 
-    def _write(self, state: Mapping[str, GroupState], decisions: Mapping[str, GroupDecision]
-               ) -> dict[str, torch.Tensor]:
-        """Write an entry's observations and decisions, no transitions; returns its block of
-        each field, [R, n, ...] views into the ring."""
+    def _write(self, state: Mapping[str, GroupState], decisions: Mapping[str, GroupDecision],
+               observed: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Write an entry's observations (zeros but in the games ``observed``, bool [G]) and
+        decisions, no transitions; returns its block of each field, [R, n, ...] views into the
+        ring."""
         self._allocate(state, decisions)
         first = (self._entries % (self.capacity // self._block)) * self._block
         base = self._entries * self._block
@@ -134,12 +145,14 @@ class SlotReplay:
         rows["transition"].zero_()
         width = self._rows["neighbors"].shape[1]
         for group, (games, positions) in self._streams.items():
-            observed, decided = state[group], decisions[group]
+            decided = decisions[group]
             slots = _pad(decided.neighbors.index_select(0, games), width)
             row_of_slot = base + positions[:, None, None] * self._slots
+            seen = observed.index_select(0, games)
+            view, features = (t.index_select(0, games) for t in state[group][:2])
             for name, value in (
-                ("view", observed.view.index_select(0, games).half()),
-                ("features", observed.features.index_select(0, games)),
+                ("view", torch.where(seen[:, None, None, None, None], view, 0.0).half()),
+                ("features", torch.where(seen[:, None, None], features, 0.0)),
                 ("neighbor_input", decided.neighbor_input.index_select(0, games)),
                 ("neighbors", torch.where(slots >= 0, row_of_slot + slots, -1)),
                 ("neighbor_actions", _pad(decided.neighbor_actions.index_select(0, games), width)),
