@@ -231,3 +231,8 @@ def test_a_torch_backend_run_trains_on_tensors_and_resumes_exactly(tmp_path):
         assert math.isfinite(r["loss"]) and r["loss"] > 0
         assert 0 <= r["survivors"] <= 16 and 0 <= r["kills"] <= 16  # 16 a side at map 20
         assert r["win"] in (0, 0.5, 1)
+
+
+def test_a_replay_saved_by_the_numpy_buffer_is_refused():
+    with pytest.raises(ValueError, match="saved by the numpy ReplayBuffer"):
+        SlotReplay(100, 3, "cpu").load_state_dict(ReplayBuffer(100, 3).state_dict())

@@ -213,6 +213,10 @@ class SlotReplay:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a replay saved between rounds, onto this replay's device."""
+        if "entries" not in state:
+            raise ValueError("this replay was saved by the numpy ReplayBuffer (a torch-backend "
+                             "run from before training on tensors): its rows are not whole "
+                             "steps; train that run again")
         self.capacity, self.n_actions = int(state["capacity"]), int(state["n_actions"])
         self._entries, self._block = int(state["entries"]), int(state["block"])
         self._slots, self._streams = int(state["slots"]), {}
