@@ -8,8 +8,9 @@ import pytest
 import torch
 from helpers import assert_same_run
 
-from cmfq.algos import Decision
-from cmfq.envs import Observation, make_games
+from cmfq.algos import Decision, RandomPolicy
+from cmfq.algos.policy import act_at_random
+from cmfq.envs import GroupState, Observation, make_games
 from cmfq.training.checkpoint import load_checkpoint
 from cmfq.training.config import TrainConfig
 from cmfq.training.device_replay import DeviceReplay
@@ -147,7 +148,7 @@ def test_the_tallies_are_the_games(played):
             assert red.initial == blue.initial == 5
             assert red.kills == blue.initial - blue.survivors
             assert blue.kills == red.initial - red.survivors
-            assert (r.steps == 30) != (blue.survivors == 0 or red.survivors == 0)
+            assert r.steps == 30 or (r.steps < 30 and 0 in (blue.survivors, red.survivors))
     # Every agent's every step is a transition of the replay (both groups of every game are
     # recorded): the games' rewards are the transitions' (float32 sums, 1e-6 of their size).
     recorded = replay.rows["reward"][replay.rows["transition"]].double()
@@ -236,3 +237,24 @@ def test_a_torch_backend_run_trains_on_tensors_and_resumes_exactly(tmp_path):
 def test_a_replay_saved_by_the_numpy_buffer_is_refused():
     with pytest.raises(ValueError, match="saved by the numpy ReplayBuffer"):
         SlotReplay(100, 3, "cpu").load_state_dict(ReplayBuffer(100, 3).state_dict())
+
+
+def test_random_teams_draw_the_same_alone_or_together():
+    alive = torch.rand(5, 40, generator=torch.Generator().manual_seed(0)) < 0.8
+    policies = [RandomPolicy(21, seed=seed) for seed in (4, 4, 5, 6, 7)]
+    # Teams 0 and 1 of the seed-4 policy (say its red and blue), one team of each other.
+    together = act_at_random(policies, [0, 1, 0, 0, 0], alive)
+    for t, team in enumerate([0, 1, 0, 0, 0]):
+        alone = RandomPolicy(21, seed=policies[t].seed)
+        rows = alive[t].expand(team + 1, -1)  # act's row k is its policy's team k
+        assert torch.equal(alone.act(GroupState(None, None, None, rows), None)[team],
+                           together[t])
+    assert all(p.steps == 1 for p in policies)  # each policy counted one step
+    assert not torch.equal(act_at_random(policies, [0, 1, 0, 0, 0], alive), together)
+    live = together[alive]
+    assert (together[~alive] == 0).all() and live.min() >= 0 and live.max() < 21
+    # Uniform over 21 actions: Pearson's statistic of about 160 draws (20 degrees of freedom)
+    # below the chi-square's 1 - 1e-4 quantile, 52.39.
+    counts = torch.bincount(live, minlength=21).double()
+    expected = counts.sum() / 21
+    assert ((counts - expected) ** 2 / expected).sum() < 52.39

@@ -24,6 +24,7 @@ from cmfq.envs import (
     pad_neighbors,
     slot_neighborhoods,
 )
+from cmfq.envs.counter_rng import as_int64, below, splitmix64
 
 MIN_ROWS = 16
 """Rows a fork's forward has at least (``Policy.fork``): from 16 rows on, the CPU kernels compute
@@ -250,14 +251,14 @@ class Policy:
 
 class RandomPolicy:
     """Uniformly random actions (the deer of tiger-deer, or a baseline team): numpy draws for
-    ``decide``, torch draws on the games' device for ``act`` (a generator per device, seeded by
-    ``seed``)."""
+    ``decide``, counter-based draws on the games' device for ``act`` (``act_at_random``)."""
 
     def __init__(self, n_actions: int, *, seed: int) -> None:
         self.n_actions = n_actions
         self.seed = seed
         self.rng = np.random.default_rng(seed)
-        self._generators: dict[torch.device, torch.Generator] = {}
+        self.steps = 0
+        """The ``act`` steps it has drawn (its tensor draws' counter)."""
 
     @property
     def batch_key(self) -> RandomPolicy:
@@ -282,25 +283,37 @@ class RandomPolicy:
 
     def act(self, state: GroupState, prev_actions: torch.Tensor) -> torch.Tensor:
         """``Policy.act``'s: long [G, n] on ``state``'s device, uniform for the live, 0 for the
-        dead."""
-        alive = state.alive
-        if alive.device not in self._generators:
-            self._generators[alive.device] = torch.Generator(alive.device).manual_seed(self.seed)
-        drawn = torch.randint(0, self.n_actions, alive.shape, device=alive.device,
-                              generator=self._generators[alive.device])
-        return torch.where(alive, drawn, 0)
-
-    def decide_group(self, state: GroupState, prev_actions: torch.Tensor) -> GroupDecision:
-        """``Policy.decide_group``'s: ``act``'s actions, no neighbours (one column of -1) and a
-        zero neighbour input, as ``decide`` gives."""
-        actions = self.act(state, prev_actions)
-        none = torch.full((*actions.shape, 1), -1, dtype=torch.long, device=actions.device)
-        return GroupDecision(
-            actions, torch.zeros(*actions.shape, self.n_actions, device=actions.device), none,
-            none)
+        dead; row j is this policy's team j (``act_at_random``)."""
+        rows = state.alive.shape[0]
+        return act_at_random([self] * rows, list(range(rows)), state.alive)
 
     def __call__(self, obs: Observation, prev_actions: np.ndarray | None) -> np.ndarray:
         return self.decide(obs, prev_actions).actions
+
+
+RANDOM_ACTIONS = 0x52414E44
+"""The key of the random teams' action draws (``act_at_random``)."""
+
+
+def act_at_random(policies: Sequence[RandomPolicy], teams: Sequence[int], alive: torch.Tensor
+                  ) -> torch.Tensor:
+    """Uniform actions, long [T, n] on ``alive``'s device (0 for the dead), for T teams of random
+    policies of one action count at once: row t is team ``teams[t]`` of ``policies[t]``, whose
+    slot i draws from (its seed, the team, the policy's ``steps``, i) with counter-based
+    SplitMix64 (``envs.counter_rng``), so a team draws the same alone or with any others, on any
+    device. Each policy's ``steps`` then counts this step."""
+    device = alive.device
+    n_actions = {policy.n_actions for policy in policies}
+    if len(n_actions) != 1:
+        raise ValueError(f"act_at_random draws for one action count, got {sorted(n_actions)}")
+    seeds = as_int64([policy.seed for policy in policies], device)
+    steps = torch.tensor([policy.steps for policy in policies], device=device)
+    keys = splitmix64(splitmix64(splitmix64(seeds, RANDOM_ACTIONS), torch.tensor(
+        teams, device=device)), steps)
+    words = splitmix64(keys[:, None], torch.arange(alive.shape[1], device=device))
+    for policy in set(policies):
+        policy.steps += 1
+    return torch.where(alive, below(words, n_actions.pop()), 0)
 
 
 def decide_together(

@@ -79,8 +79,9 @@ class DeviceReplay:
 
     def _share(self, replay: SlotReplay) -> bool:
         """Read a slot replay's rows where they are (it writes them in place)."""
-        if replay.device != self.device:
-            raise ValueError(f"the replay is on {replay.device}, its sampler on {self.device}")
+        where = replay.rows["action"].device  # a tensor's device has its index ("cuda:0")
+        if where != self._eligible.device:
+            raise ValueError(f"the replay is on {where}, its sampler on {self._eligible.device}")
         fresh = any(self._rows.get(name) is not t for name, t in replay.rows.items())
         self._rows = dict(replay.rows)
         return fresh

@@ -12,10 +12,11 @@ sampled on the device).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import torch
 
-from cmfq.algos.policy import GroupDecision, RandomPolicy
+from cmfq.algos.policy import GroupDecision, Policy, RandomPolicy, act_at_random
 from cmfq.envs import Games, GroupState
 from cmfq.training.rollout import GameResult, GroupResult, TeamPolicy
 from cmfq.training.slot_replay import SlotReplay
@@ -33,8 +34,9 @@ def play_on_tensors(
     group without a policy acting at random from ``seeds[j]``), recording ``record[j][group]``'s
     (game, group) streams into those slot replays.
 
-    Each step, each policy decides for all its teams (its groups of the games it plays them in)
-    in one ``decide_group``: the groups' rows of those games, stacked. A game that ends waits for
+    Each step, each network policy decides for all its teams (its groups of the games it plays
+    them in) in one ``decide_group``, the groups' rows of those games stacked, and each group's
+    random teams draw at once (``act_at_random``). A game that ends waits for
     the others; on the step after its last, unless a side was wiped out, its groups decide once
     more on its final state (the neighbour input its survivors would act with, which the replay
     keeps with their last observation), and from then on not at all.
@@ -45,7 +47,7 @@ def play_on_tensors(
         raise ValueError(f"policies, seeds and record need one entry per game; got {counts}")
     device = games.device
     state = games.reset(seeds)
-    teams = _teams(games, policies, seeds)
+    deciders = _deciders(games, policies, seeds)
     replays = _begin_recording(games, record, state)
     over = torch.zeros(games.n_games, dtype=torch.bool, device=device)
     was_over = over.clone()  # over before the last step: those games decide no more
@@ -57,7 +59,7 @@ def play_on_tensors(
     reward = {g: torch.zeros(games.n_games, dtype=torch.float64, device=device) for g in state}
     steps = torch.zeros(games.n_games, dtype=torch.long, device=device)
     while True:
-        decisions = _decide(games, teams, state, prev, ~over | ~(was_over | terminated))
+        decisions = _decide(games, deciders, state, prev, ~over | ~(was_over | terminated))
         if bool(over.all()):
             for replay in replays:
                 replay.end_round(state, decisions)
@@ -75,11 +77,24 @@ def play_on_tensors(
     return _results(games, steps, initial, state, deaths, reward)
 
 
-def _teams(games: Games, policies: Sequence[Mapping[str, TeamPolicy]], seeds: Sequence[int]
-           ) -> list[tuple[TeamPolicy, Teams]]:
-    """Each distinct policy with its teams, in the order first named (random groups: a policy of
-    their own per game, seeded as ``play_games`` seeds them)."""
-    by_policy: dict[int, tuple[TeamPolicy, dict[str, list[int]]]] = {}
+class _Deciders(NamedTuple):
+    """Who decides for the games' groups: each network policy with its teams, and each group's
+    random teams (drawn at once, ``act_at_random``)."""
+
+    networks: list[tuple[Policy, Teams]]
+    randoms: dict[str, tuple[list[RandomPolicy], list[int], torch.Tensor]]
+    """group -> (the policy of each of its random teams, the team's index among its policy's
+    teams, the games)."""
+
+
+def _deciders(games: Games, policies: Sequence[Mapping[str, TeamPolicy]], seeds: Sequence[int]
+              ) -> _Deciders:
+    """Each distinct network policy with its teams, in the order first named; the random teams
+    (a group without a policy gets one of its own per game, seeded as ``play_games`` seeds it),
+    a random policy's teams numbered in game order, then group order."""
+    networks: dict[int, tuple[Policy, dict[str, list[int]]]] = {}
+    randoms: dict[str, tuple[list[RandomPolicy], list[int], list[int]]] = {}
+    teams_of: dict[int, int] = {}  # a random policy's teams so far
     for j, (named, seed) in enumerate(zip(policies, seeds, strict=True)):
         unknown = set(named) - set(games.groups)
         if unknown:
@@ -88,12 +103,21 @@ def _teams(games: Games, policies: Sequence[Mapping[str, TeamPolicy]], seeds: Se
         for i, g in enumerate(games.groups):
             policy = named[g] if g in named else RandomPolicy(games.specs[g].n_actions,
                                                                seed=seed + i)
-            _, its_games = by_policy.setdefault(id(policy), (policy, {}))
-            its_games.setdefault(g, []).append(j)
-    return [
-        (policy, [(g, torch.tensor(js, device=games.device)) for g, js in its_games.items()])
-        for policy, its_games in by_policy.values()
-    ]
+            if isinstance(policy, RandomPolicy):
+                its, team, its_games = randoms.setdefault(g, ([], [], []))
+                its.append(policy)
+                team.append(teams_of.get(id(policy), 0))
+                its_games.append(j)
+                teams_of[id(policy)] = team[-1] + 1
+            else:
+                networks.setdefault(id(policy), (policy, {}))[1].setdefault(g, []).append(j)
+    device = games.device
+    return _Deciders(
+        [(policy, [(g, torch.tensor(js, device=device)) for g, js in its_games.items()])
+         for policy, its_games in networks.values()],
+        {g: (its, team, torch.tensor(js, device=device))
+         for g, (its, team, js) in randoms.items()},
+    )
 
 
 def _begin_recording(games: Games, record: Sequence[Mapping[str, SlotReplay]],
@@ -113,13 +137,14 @@ def _begin_recording(games: Games, record: Sequence[Mapping[str, SlotReplay]],
 
 
 def _decide(
-    games: Games, teams: list[tuple[TeamPolicy, Teams]], state: Mapping[str, GroupState],
+    games: Games, deciders: _Deciders, state: Mapping[str, GroupState],
     prev: Mapping[str, torch.Tensor], deciding: torch.Tensor,
 ) -> dict[str, GroupDecision]:
     """Every group's decision over all games (the games not ``deciding``: nothing, as for the
-    dead): one ``decide_group`` per policy, its teams' rows stacked."""
+    dead): one ``decide_group`` per network policy, its teams' rows stacked, and one draw for
+    each group's random teams."""
     parts: dict[str, list[tuple[torch.Tensor, GroupDecision]]] = {g: [] for g in games.groups}
-    for policy, its_teams in teams:
+    for policy, its_teams in deciders.networks:
         stacked = GroupState(*(
             torch.cat([getattr(state[g], field).index_select(0, js) for g, js in its_teams])
             for field in GroupState._fields
@@ -131,6 +156,14 @@ def _decide(
         sizes = [len(js) for _, js in its_teams]
         for (g, js), *fields in zip(its_teams, *(t.split(sizes) for t in decided), strict=True):
             parts[g].append((js, GroupDecision(*fields)))
+    for g, (its, teams, js) in deciders.randoms.items():
+        alive = state[g].alive.index_select(0, js) & deciding.index_select(0, js)[:, None]
+        actions = act_at_random(its, teams, alive)
+        # As ``RandomPolicy.decide``: no neighbours (one column of -1), no neighbour input.
+        none = torch.full((*actions.shape, 1), -1, dtype=torch.long, device=actions.device)
+        parts[g].append((js, GroupDecision(
+            actions, torch.zeros(*actions.shape, its[0].n_actions, device=actions.device),
+            none, none)))
     return {g: _merge(games.n_games, its_parts) for g, its_parts in parts.items()}
 
 
