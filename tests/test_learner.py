@@ -71,17 +71,23 @@ def resolved(batch, with_neighbors):
     return fields
 
 
+@pytest.mark.parametrize("distinct", [False, True])
 @pytest.mark.parametrize("with_neighbors", [False, True])
-def test_device_batch_is_the_host_batch(rounds, with_neighbors):
+def test_device_batch_is_the_host_batch(rounds, with_neighbors, distinct):
     _, replay = rounds
     ids = np.random.default_rng(0).choice(replay.eligible_ids(), 40)
-    on_device = DeviceReplay(CAPACITY, 40, torch.device("cpu"), with_neighbors=with_neighbors)
+    on_device = DeviceReplay(CAPACITY, 40, torch.device("cpu"), with_neighbors=with_neighbors,
+                             distinct=distinct)
     on_device.refresh(replay)
-    host = resolved(replay.batch(ids, with_neighbors=with_neighbors), with_neighbors)
-    device = resolved(on_device.batch(torch.from_numpy(ids)), with_neighbors)
+    host_batch = replay.batch(ids, with_neighbors=with_neighbors)
+    device_batch = on_device.batch(torch.from_numpy(ids))
+    host, device = resolved(host_batch, with_neighbors), resolved(device_batch, with_neighbors)
     assert host.keys() == device.keys()
     for name in host:
         assert torch.equal(host[name], device[name].to(host[name].dtype)), name
+    if distinct:  # the host's very layout: its distinct observations, in the order of their ids
+        for name, value in host_batch._asdict().items():
+            assert torch.equal(value, getattr(device_batch, name).to(value.dtype)), name
     if with_neighbors:  # the ring wrapped: some neighbours were overwritten and are masked
         assert not device["neighbors_valid"][device["neighbor_actions"] >= 0].all()
 

@@ -12,7 +12,7 @@ from cmfq.algos.common import TD_TARGETS, Algorithm, Batch, TeamInput
 from cmfq.algos.il import IL
 from cmfq.algos.mfq import MFQ
 from cmfq.algos.network import NEIGHBOR_BRANCHES, NetworkOptions, QNetwork
-from cmfq.algos.policy import Decision, Policy, RandomPolicy
+from cmfq.algos.policy import Decision, GroupDecision, Policy, RandomPolicy
 
 ALGOS: dict[str, type[Algorithm]] = {cls.name: cls for cls in (IL, MFQ, AMFQ, CMFQ)}
 
@@ -38,6 +38,7 @@ __all__ = [
     "CMFQ",
     "CMFQOptions",
     "Decision",
+    "GroupDecision",
     "IL",
     "MFQ",
     "NEIGHBOR_BRANCHES",

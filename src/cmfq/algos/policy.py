@@ -1,9 +1,10 @@
 """Acting for a whole team: neighbourhoods, then one Boltzmann sample per agent.
 
 Two paths: ``decide`` and ``decide_teams`` take teams as numpy rows (``Observation``) and give
-numpy decisions with their neighbourhoods (training and tournaments, whose draws they fix);
-``act`` takes one group of G games as tensors (``cmfq.envs.GroupState``) and gives its actions
-as a tensor, on the policy's device, without a loop over games or agents."""
+numpy decisions with their neighbourhoods (training on the magent2 backend and tournaments, whose
+draws they fix); ``decide_group`` takes one group of G games as tensors (``cmfq.envs.GroupState``)
+and gives its decision as tensors over the slots (``GroupDecision``), on the policy's device,
+without a loop over games or agents (training on the torch backend; ``act``: its actions)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from cmfq.envs import (
     pad_neighbors,
     slot_neighborhoods,
 )
+from cmfq.envs.counter_rng import as_int64, below, splitmix64
 
 MIN_ROWS = 16
 """Rows a fork's forward has at least (``Policy.fork``): from 16 rows on, the CPU kernels compute
@@ -41,6 +43,21 @@ class Decision(NamedTuple):
     """int64 [n, K] neighbour rows, -1 = none."""
     neighbor_actions: np.ndarray
     """int64 [n, K] the neighbours' previous actions, -1 = masked."""
+
+
+class GroupDecision(NamedTuple):
+    """What a policy chose for one group of G games (``decide_group``): ``Decision``'s fields
+    over the group's slots, on the policy's device; a dead slot's row is 0 (action, neighbour
+    input) or -1 (neighbours)."""
+
+    actions: torch.Tensor
+    """long [G, n]."""
+    neighbor_input: torch.Tensor
+    """float32 [G, n, A]."""
+    neighbors: torch.Tensor
+    """long [G, n, K] the neighbours' slots, -1 = none."""
+    neighbor_actions: torch.Tensor
+    """long [G, n, K] their previous actions, -1 = masked."""
 
 
 class Policy:
@@ -178,11 +195,16 @@ class Policy:
         )
         return [Decision(*decision) for decision in per_team]
 
-    @torch.no_grad()
     def act(self, state: GroupState, prev_actions: torch.Tensor) -> torch.Tensor:
-        """Actions, long [G, n] on the policy's device, for one group of G games as tensors
-        (either backend): each live slot's sampled as ``decide`` samples, 0 for the dead.
-        ``prev_actions`` (long [G, n]): each slot's action at the last step, -1 at the first.
+        """``decide_group``'s actions."""
+        return self.decide_group(state, prev_actions).actions
+
+    @torch.no_grad()
+    def decide_group(self, state: GroupState, prev_actions: torch.Tensor) -> GroupDecision:
+        """The decision for one group of G games as tensors (either backend), on the policy's
+        device: each live slot's action sampled as ``decide`` samples, with its neighbours (slots)
+        and the neighbour input it acted with. ``prev_actions`` (long [G, n]): each slot's action
+        at the last step, -1 at the first.
 
         The neighbourhoods of all games at once (``slot_neighborhoods``); the live agents of all
         games are the rows of one forward, game 0's live slots first, in slot order, as in
@@ -201,6 +223,11 @@ class Policy:
         their_actions = torch.where(
             slots >= 0, prev_actions.to(device).gather(1, flat).view_as(slots), -1)
         live = alive.flatten().nonzero().squeeze(1)
+        n_actions = self.algo.spec.n_actions
+        if not len(live):  # every game's group dead or not deciding: no forward
+            return GroupDecision(torch.zeros_like(prev_actions, device=device),
+                                 torch.zeros(*alive.shape, n_actions, device=device), slots,
+                                 their_actions)
         team = TeamInput(*(t.flatten(0, 1).index_select(0, live)
                            for t in (view, features, neighbors, their_actions)))
         values = self.algo.q_values(team)
@@ -212,8 +239,11 @@ class Policy:
             chosen = values.q.argmax(-1)
         else:
             chosen = _sample(values.q / self.temperature, self.generator)
-        return torch.zeros(alive.numel(), dtype=torch.long, device=device).index_copy_(
+        actions = torch.zeros(alive.numel(), dtype=torch.long, device=device).index_copy_(
             0, live, chosen).view(alive.shape)
+        neighbor_input = torch.zeros(alive.numel(), n_actions, device=device).index_copy_(
+            0, live, values.neighbor_input.float()).view(*alive.shape, n_actions)
+        return GroupDecision(actions, neighbor_input, slots, their_actions)
 
     def __call__(self, obs: Observation, prev_actions: np.ndarray | None) -> np.ndarray:
         return self.decide(obs, prev_actions).actions
@@ -221,14 +251,14 @@ class Policy:
 
 class RandomPolicy:
     """Uniformly random actions (the deer of tiger-deer, or a baseline team): numpy draws for
-    ``decide``, torch draws on the games' device for ``act`` (a generator per device, seeded by
-    ``seed``)."""
+    ``decide``, counter-based draws on the games' device for ``act`` (``act_at_random``)."""
 
     def __init__(self, n_actions: int, *, seed: int) -> None:
         self.n_actions = n_actions
         self.seed = seed
         self.rng = np.random.default_rng(seed)
-        self._generators: dict[torch.device, torch.Generator] = {}
+        self.steps = 0
+        """The ``act`` steps it has drawn (its tensor draws' counter)."""
 
     @property
     def batch_key(self) -> RandomPolicy:
@@ -253,16 +283,37 @@ class RandomPolicy:
 
     def act(self, state: GroupState, prev_actions: torch.Tensor) -> torch.Tensor:
         """``Policy.act``'s: long [G, n] on ``state``'s device, uniform for the live, 0 for the
-        dead."""
-        alive = state.alive
-        if alive.device not in self._generators:
-            self._generators[alive.device] = torch.Generator(alive.device).manual_seed(self.seed)
-        drawn = torch.randint(0, self.n_actions, alive.shape, device=alive.device,
-                              generator=self._generators[alive.device])
-        return torch.where(alive, drawn, 0)
+        dead; row j is this policy's team j (``act_at_random``)."""
+        rows = state.alive.shape[0]
+        return act_at_random([self] * rows, list(range(rows)), state.alive)
 
     def __call__(self, obs: Observation, prev_actions: np.ndarray | None) -> np.ndarray:
         return self.decide(obs, prev_actions).actions
+
+
+RANDOM_ACTIONS = 0x52414E44
+"""The key of the random teams' action draws (``act_at_random``)."""
+
+
+def act_at_random(policies: Sequence[RandomPolicy], teams: Sequence[int], alive: torch.Tensor
+                  ) -> torch.Tensor:
+    """Uniform actions, long [T, n] on ``alive``'s device (0 for the dead), for T teams of random
+    policies of one action count at once: row t is team ``teams[t]`` of ``policies[t]``, whose
+    slot i draws from (its seed, the team, the policy's ``steps``, i) with counter-based
+    SplitMix64 (``envs.counter_rng``), so a team draws the same alone or with any others, on any
+    device. Each policy's ``steps`` then counts this step."""
+    device = alive.device
+    n_actions = {policy.n_actions for policy in policies}
+    if len(n_actions) != 1:
+        raise ValueError(f"act_at_random draws for one action count, got {sorted(n_actions)}")
+    seeds = as_int64([policy.seed for policy in policies], device)
+    steps = torch.tensor([policy.steps for policy in policies], device=device)
+    keys = splitmix64(splitmix64(splitmix64(seeds, RANDOM_ACTIONS), torch.tensor(
+        teams, device=device)), steps)
+    words = splitmix64(keys[:, None], torch.arange(alive.shape[1], device=device))
+    for policy in set(policies):
+        policy.steps += 1
+    return torch.where(alive, below(words, n_actions.pop()), 0)
 
 
 def decide_together(

@@ -85,7 +85,8 @@ class RunOptions:
     batch_size: int = option(64, "Transitions per gradient step.", positive=True)
     replay_rows: int = option(
         80_000, "Replay capacity in observation rows: one per agent and step, of every team "
-        "recorded. (Formerly buffer_size.)", positive=True)
+        "recorded (on the torch backend one per slot and step, dead or alive, in whole steps). "
+        "(Formerly buffer_size.)", positive=True)
     replay_ratio: float = option(
         1.0, "Gradient steps per round = replay_ratio * (transitions collected that round) / "
         "batch_size.")

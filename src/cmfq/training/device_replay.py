@@ -1,5 +1,7 @@
 """The replay's ring on the training device, sampled there: a batch needs no host work and has
-fixed shapes, so a CUDA graph can capture the gradient step with its sampling."""
+fixed shapes, so a CUDA graph can capture the gradient step with its sampling. The numpy
+``ReplayBuffer``'s rows are copied there; a ``SlotReplay``'s, already there, are read as they
+are."""
 
 from __future__ import annotations
 
@@ -8,14 +10,16 @@ import torch
 
 from cmfq.algos.common import Batch
 from cmfq.training.replay import ReplayBuffer
+from cmfq.training.slot_replay import SlotReplay
 
 DRAWS_PER_REFILL = 256
 """Batches' worth of random draws made in one call (a host-side refill between steps)."""
 
 
 class DeviceReplay:
-    """A copy of a ``ReplayBuffer``'s rows on ``device``, refreshed between rounds, and ``sample``,
-    which draws ``batch_size`` transitions with torch ops alone.
+    """A copy of a ``ReplayBuffer``'s rows on ``device`` (or a ``SlotReplay``'s own rows, which
+    are there), refreshed between rounds, and ``sample``, which draws ``batch_size`` transitions
+    with torch ops alone.
 
     ``sample`` means what ``ReplayBuffer.sample`` means (uniform draws with replacement from the
     eligible transitions; s' of a terminal transition is itself; neighbours overwritten since are
@@ -23,7 +27,10 @@ class DeviceReplay:
     holds other transitions than the host sampler would draw from the same seed. And its shapes
     are fixed: the observations of a batch are its B rows of s and B rows of s' (then, with
     ``with_neighbors``, the B x K neighbours at s and at s'), not the distinct ones, which costs the
-    network a few repeated rows and spares a data-dependent ``unique``.
+    network a few repeated rows and spares a data-dependent ``unique``. With ``distinct`` (an
+    eager step on the CPU, which captures nothing) a batch holds the distinct ones, as the host's
+    does: AMFQ's B x K neighbours repeat most of their rows, which the network would embed twice
+    for each of them.
 
     Every tensor ``sample`` reads is allocated once and updated in place (``refresh`` and
     ``next_draw``), so a captured ``sample`` replays correctly; ``refresh`` returns True when it
@@ -34,12 +41,14 @@ class DeviceReplay:
     """
 
     def __init__(
-        self, capacity: int, batch_size: int, device: torch.device, *, with_neighbors: bool
+        self, capacity: int, batch_size: int, device: torch.device, *, with_neighbors: bool,
+        distinct: bool = False,
     ) -> None:
         self.capacity = capacity
         self.batch_size = batch_size
         self.device = torch.device(device)
         self.with_neighbors = with_neighbors
+        self.distinct = distinct
         self._rows: dict[str, torch.Tensor] = {}
         self._synced = 0  # the replay's rows written when last refreshed
         long = {"dtype": torch.int64, "device": self.device}
@@ -51,14 +60,34 @@ class DeviceReplay:
         self._drawn = DRAWS_PER_REFILL  # rows of _draws used (host-side count): refill first
         self._generator = torch.Generator(self.device)
 
-    def refresh(self, replay: ReplayBuffer) -> bool:
-        """Copy the rows ``replay`` wrote since the last refresh, and its eligible transitions.
-        Call it between rounds (no stream half-way through a round). True if the device copy was
-        allocated anew."""
+    def refresh(self, replay: ReplayBuffer | SlotReplay) -> bool:
+        """Take the rows ``replay`` wrote since the last refresh, and its eligible transitions.
+        Call it between rounds (no stream half-way through a round). True if the rows are new
+        tensors (allocated anew, or another replay's)."""
         if len(replay) == 0:
             raise ValueError("cannot sample from an empty replay buffer")
         if replay.capacity != self.capacity:
             raise ValueError(f"replay capacity {replay.capacity} != {self.capacity}")
+        fresh = self._share(replay) if isinstance(replay, SlotReplay) else self._copy(replay)
+        eligible = replay.eligible_ids()
+        if isinstance(eligible, np.ndarray):
+            eligible = torch.from_numpy(eligible)
+        self._eligible[: len(eligible)].copy_(eligible)
+        self._count.fill_(len(eligible))
+        self._oldest.fill_(max(0, replay.written - self.capacity))
+        return fresh
+
+    def _share(self, replay: SlotReplay) -> bool:
+        """Read a slot replay's rows where they are (it writes them in place)."""
+        where = replay.rows["action"].device  # a tensor's device has its index ("cuda:0")
+        if where != self._eligible.device:
+            raise ValueError(f"the replay is on {where}, its sampler on {self._eligible.device}")
+        fresh = any(self._rows.get(name) is not t for name, t in replay.rows.items())
+        self._rows = dict(replay.rows)
+        return fresh
+
+    def _copy(self, replay: ReplayBuffer) -> bool:
+        """Copy the numpy replay's rows written since the last refresh."""
         source = replay.rows
         fresh = not self._rows or any(
             self._rows[name].shape != array.shape for name, array in source.items()
@@ -77,10 +106,6 @@ class DeviceReplay:
         # full (8 bytes a row) rather than tracked row by row.
         self._rows["next"].copy_(torch.from_numpy(source["next"]))
         self._synced = replay.written
-        eligible = replay.eligible_ids()
-        self._eligible[: len(eligible)].copy_(torch.from_numpy(eligible))
-        self._count.fill_(len(eligible))
-        self._oldest.fill_(max(0, replay.written - self.capacity))
         return fresh
 
     def seed(self, seed: int) -> None:
@@ -119,9 +144,15 @@ class DeviceReplay:
         else:
             nbr, nbr_next = torch.full_like(nbr, -1), torch.full_like(nbr_next, -1)
             wanted = torch.cat([ids, next_ids])
-        kept = wanted.clamp(min=0) % c  # an empty slot reads row 0, which nothing indexes
-        position = torch.arange(len(wanted), device=self.device)
-        index = torch.where(wanted >= 0, position, -1)
+        if self.distinct:
+            valid = wanted >= 0
+            unique, position = torch.unique(wanted[valid], return_inverse=True)
+            index = torch.full_like(wanted, -1).masked_scatter_(valid, position)
+            kept = unique % c
+        else:
+            kept = wanted.clamp(min=0) % c  # an empty slot reads row 0, which nothing indexes
+            position = torch.arange(len(wanted), device=self.device)
+            index = torch.where(wanted >= 0, position, -1)
         k = nbr.shape[1]
         if self.with_neighbors:
             nbr = index[2 * b: 2 * b + b * k].view(b, k)

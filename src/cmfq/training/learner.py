@@ -8,7 +8,8 @@ autocast: convolutions and matrix products in bfloat16, everything the optimizer
 
 Two ways to sample, one update. On the CPU the batches come from ``ReplayBuffer.sample`` with the
 round's numpy generator, as they always have. On a GPU the replay's ring lives on the device too
-(``DeviceReplay``, refreshed once a round) and batches are drawn there, so an update is all
+(``DeviceReplay``, refreshed once a round; a ``SlotReplay``, the torch backend's, is there
+already and is always sampled so, on the CPU too) and batches are drawn there, so an update is all
 device work: the losses are summed on the device and read once a round, and with ``graph_step``
 the whole update (sampling included) is captured once as a CUDA graph and replayed, one launch
 instead of a few hundred small ones. The CPU's counterpart is ``compile_step``: the device
@@ -39,6 +40,7 @@ from cmfq.algos import Algorithm
 from cmfq.training.compiled_step import CompiledStep
 from cmfq.training.device_replay import DeviceReplay
 from cmfq.training.replay import ReplayBuffer
+from cmfq.training.slot_replay import SlotReplay
 
 WARMUP_UPDATES = 3
 """Updates run eagerly (on a side stream) before a capture: they allocate Adam's state and the
@@ -54,8 +56,9 @@ class Learner:
         grad_clip: the gradient-norm clip of each update.
         tau_target: the soft target update's tau, after each update.
         batch_size: transitions per update.
-        device_sampling: keep a copy of the replay on ``online``'s device and draw batches there
-            (what a GPU wants); False: ``ReplayBuffer.sample`` on the host.
+        device_sampling: draw batches on ``online``'s device (what a GPU wants; a
+            ``ReplayBuffer`` is copied there once a round, a ``SlotReplay`` needs it); False:
+            ``ReplayBuffer.sample`` on the host.
         graph_step: capture the update as a CUDA graph (needs ``device_sampling`` on CUDA).
         step_dtype: float32, or bfloat16 for the loss under autocast (float32 weights).
         compile_step: make the update one ``torch.compile`` graph (``CompiledStep``; needs
@@ -99,7 +102,8 @@ class Learner:
         ) if compile_step else None
 
     def learn(
-        self, replay: ReplayBuffer, n_updates: int, rng: np.random.Generator, temperature: float
+        self, replay: ReplayBuffer | SlotReplay, n_updates: int, rng: np.random.Generator,
+        temperature: float,
     ) -> float:
         """Make ``n_updates`` updates from ``replay`` at TD temperature ``temperature``; the mean
         loss (NaN for none). ``rng`` is the round's generator: the host sampler draws from it,
@@ -110,9 +114,12 @@ class Learner:
             return self._learn(replay, n_updates, rng, temperature)
 
     def _learn(
-        self, replay: ReplayBuffer, n_updates: int, rng: np.random.Generator, temperature: float
+        self, replay: ReplayBuffer | SlotReplay, n_updates: int, rng: np.random.Generator,
+        temperature: float,
     ) -> float:
         if not self.device_sampling:
+            if isinstance(replay, SlotReplay):
+                raise ValueError("a SlotReplay is sampled on its device: use device_sampling")
             losses = []
             for _ in range(n_updates):
                 batch = replay.sample(
@@ -122,9 +129,10 @@ class Learner:
             # The losses are read once, at the end; their mean is numpy's of the same floats.
             return float(np.mean(torch.stack(losses).tolist()))
         if self._device_replay is None:
+            eager_on_cpu = self.online.device.type == "cpu" and self._compiled is None
             self._device_replay = DeviceReplay(
                 replay.capacity, self.batch_size, self.online.device,
-                with_neighbors=self.online.needs_neighbor_obs,
+                with_neighbors=self.online.needs_neighbor_obs, distinct=eager_on_cpu,
             )
         if self._device_replay.refresh(replay):
             self._drop_graphs()

@@ -5,6 +5,8 @@ learns.
 
 The games are tensors with a slot per agent; a policy and the replay see a team's live agents as
 numpy rows (``Observation``), in slot order, which is the order magent2 keeps its live agents in.
+This is the magent2 backend's training and every backend's tournaments; training on the torch
+backend plays on the tensors themselves (``tensor_rollout.play_on_tensors``).
 """
 
 from __future__ import annotations

@@ -13,9 +13,12 @@ block) the learner plays, so it never learns a one-sided prior; the opponent pla
 rounds, whose transitions also feed the replay (``learn_from_opponent``); ``"random"`` plays a
 uniformly random team; a checkpoint path plays that fixed network. In tiger-deer the learner plays
 the tigers and the deer act randomly. Networks, batches and the causal weights run on ``device``;
-so do the games on the torch backend (``env_backend``; magent2's are on the CPU); the replay
-buffer stays on the CPU (on CUDA, and with ``compile_step`` on the CPU, the ``Learner`` keeps a
-copy of the replay on the device and samples it there).
+so do the games on the torch backend (``env_backend``; magent2's are on the CPU). On the magent2
+backend the policies decide on numpy rows (``rollout.play_games``) and the replay buffer stays on
+the CPU (on CUDA, and with ``compile_step`` on the CPU, the ``Learner`` keeps a copy of the
+replay on the device and samples it there); on the torch backend the whole data path is on
+``device``: the policies decide on the games' tensors (``tensor_rollout.play_on_tensors``), the
+replay is a ``SlotReplay`` there, and the ``Learner`` samples it where it is.
 
 Every source of randomness of round r is seeded from (seed, r) (game j's from words 5j..5j+4 of
 that seed sequence, see ``round_seeds``), so a run is reproducible on the same machine and a
@@ -47,6 +50,8 @@ from cmfq.training.metrics import MetricsLog
 from cmfq.training.replay import ReplayBuffer
 from cmfq.training.rollout import GameResult, TeamPolicy, play_games
 from cmfq.training.run_folder import RunFolder
+from cmfq.training.slot_replay import SlotReplay
+from cmfq.training.tensor_rollout import play_on_tensors
 
 
 def train(
@@ -120,11 +125,12 @@ def start_or_resume(config: TrainConfig) -> RunStart:
 @dataclass
 class TrainingState:
     """What a run carries from round to round: the learner with its target network and optimizer
-    (``learning``), the replay buffer, the opponent (a network in self-play, a fixed
-    checkpoint, or None), and the learner's initial network (``floor``)."""
+    (``learning``), the replay buffer (numpy on the magent2 backend, a ``SlotReplay`` on the
+    torch backend's), the opponent (a network in self-play, a fixed checkpoint, or None), and
+    the learner's initial network (``floor``)."""
 
     learning: Learner
-    replay: ReplayBuffer
+    replay: ReplayBuffer | SlotReplay
     opponent: Algorithm | Checkpoint | None
     floor: Algorithm
     """The learner's network as it was initialised: the floor of its neighbour sensitivity.
@@ -185,6 +191,7 @@ def run_rounds(
                        backend=first.env_backend, seed=first.seed, device=device,
                        **first.env_options())
     runs = [RunState.begin(start, games, device) for start in starts]
+    play = play_on_tensors if first.env_backend == "torch" else play_games
 
     bar = tqdm(total=first.rounds, initial=runs[0].start, unit="round", disable=not progress)
     for r in range(runs[0].start, first.rounds):
@@ -193,7 +200,7 @@ def run_rounds(
         with ExitStack() as acting:
             for run in runs:
                 acting.enter_context(run.training.acting())
-            results = play_games(
+            results = play(
                 games, [teams for plan in plans for teams in plan.policies],
                 seeds=[game.env for plan in plans for game in plan.seeds],
                 record=[recorded for plan in plans for recorded in plan.record],
@@ -243,15 +250,17 @@ class RunState:
         floor = initial_network(config, spec, device)
         floor.net.embed_dtype = dtype
         compiled = config.compile_step_on(device)
+        on_tensors = config.env_backend == "torch"
         training = TrainingState(
             learning=Learner(
                 learner, lr=config.lr, grad_clip=config.grad_clip, tau_target=config.tau_target,
                 batch_size=config.batch_size,
-                device_sampling=device.type == "cuda" or compiled,
+                device_sampling=device.type == "cuda" or compiled or on_tensors,
                 graph_step=config.graph_step_on(device), step_dtype=dtype,
                 compile_step=compiled,
             ),
-            replay=ReplayBuffer(config.replay_rows, spec.n_actions),
+            replay=(SlotReplay(config.replay_rows, spec.n_actions, games.device) if on_tensors
+                    else ReplayBuffer(config.replay_rows, spec.n_actions)),
             opponent=_opponent(config, games, learner),
             floor=floor,
         )
@@ -306,9 +315,9 @@ class RoundPlan:
     temperature: float
     sides: list[int]
     policies: list[dict[str, TeamPolicy]]
-    record: list[dict[str, ReplayBuffer]]
+    record: list[dict[str, ReplayBuffer | SlotReplay]]
     learner_policy: Policy
-    replay: ReplayBuffer
+    replay: ReplayBuffer | SlotReplay
     added_before: int
     """The replay's transitions before the games."""
 
