@@ -38,6 +38,7 @@ order of its own; the torch games keep the one order at every size (exact up to 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -113,9 +114,30 @@ class StepResult(NamedTuple):
     """bool [G]: the round ended because a group was wiped out."""
 
 
+def _on_own_threads(method):
+    """Run ``method`` on the world's ``threads`` (see ``TorchGridWorld``)."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        before = torch.get_num_threads()
+        if self.threads is None or self.threads == before:
+            return method(self, *args, **kwargs)
+        torch.set_num_threads(self.threads)
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            torch.set_num_threads(before)
+
+    return run
+
+
 class TorchGridWorld:
     """G games of one magent2 gridworld configuration as tensors on ``device``; ``compile``
-    compiles the observation with ``torch.compile``.
+    compiles the observation with ``torch.compile``; ``threads``, where given, is the number of
+    torch threads the games' own operations (steps, resets, observations) run on, torch's
+    setting restored after each (the operations are small: on a CPU that other work keeps busy,
+    each parallel one waits for every thread to be scheduled, see docs/performance.md; 1 keeps
+    them on the calling thread).
 
     Subclasses give ``groups`` (names, in the order magent2 is handed their actions), ``kinds``
     (the ``AgentKind`` of each group), ``engine_order`` (the groups in magent2's group order, which
@@ -134,8 +156,11 @@ class TorchGridWorld:
     minimap_mode: bool = True
 
     def __init__(self, map_size: int, counts: dict[str, int], kinds: dict[str, AgentKind], *,
-                 max_steps: int, device: torch.device | str = "cpu", compile: bool = False
-                 ) -> None:
+                 max_steps: int, device: torch.device | str = "cpu", compile: bool = False,
+                 threads: int | None = None) -> None:
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {threads}")
+        self.threads = threads
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         self.map_size = map_size
@@ -360,6 +385,7 @@ class TorchGridWorld:
             raise ValueError(f"games must be >= 1, got {games}")
         return self.reset_each(splitmix64(seed, torch.arange(games, device=self.device)))
 
+    @_on_own_threads
     def reset_each(self, seeds) -> dict[str, Observation]:
         """Start ``len(seeds)`` rounds, game j's draws (its placements and attack orders) seeded
         by ``seeds[j]`` (ints of any size, taken modulo 2^64, or an int64 tensor): game j is the
@@ -371,6 +397,7 @@ class TorchGridWorld:
         self.set_state(pos, walls, seeds=seeds)
         return self.observe_all()
 
+    @_on_own_threads
     def reset_done(self, done: torch.Tensor) -> None:
         """Start new rounds in the games where ``done`` (bool [G]) is set; the others go on.
         A game's new round is placed by its seed and round count; its attack orders go on
@@ -414,6 +441,7 @@ class TorchGridWorld:
         """bool [G, n]."""
         return self.alive[:, self.slices[group]]
 
+    @_on_own_threads
     def step(self, actions: dict[str, torch.Tensor], order: torch.Tensor | None = None,
              playing: torch.Tensor | None = None) -> StepResult:
         """One step of every game with ``actions[g]`` (int [G, n_g]; dead agents' are ignored).
@@ -453,6 +481,7 @@ class TorchGridWorld:
         )
 
     # --- observations --------------------------------------------------------------------------
+    @_on_own_threads
     def observe_groups(self, groups: tuple[str, ...]) -> dict[str, Observation]:
         """The observations of ``groups``' agents in every game (magent2's ``get_observation``)."""
         return self._observe(groups, *self._workspace(groups))
