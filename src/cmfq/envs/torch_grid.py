@@ -208,6 +208,7 @@ class TorchGridWorld:
         self._planes = view_planes(self, dev)
         # Compiled, the observation's operations fuse into a few loops; the first call of each
         # shape compiles (seconds).
+        self._room: torch.Tensor | None = None
         self._kept: dict[tuple[str, ...], tuple[torch.Tensor, list[torch.Tensor]]] = {}
         self._observe = (torch.compile(self._observations, dynamic=False) if compile
                          else self._observations)
@@ -243,15 +244,21 @@ class TorchGridWorld:
         walls[:, 0, :] = walls[:, -1, :] = walls[:, :, 0] = walls[:, :, -1] = True
         return walls
 
-    def _occupancy(self) -> torch.Tensor:
-        """long [G, H*W]: the slot of the live agent on each cell, -1 where none."""
+    def _map_room(self) -> torch.Tensor:
+        """long [G, H*W + 1], for the caller to fill: one per world, kept between calls (a fresh
+        one costs the CPU page faults)."""
+        shape = (self.G, self.map_size**2 + 1)
+        if self._room is None or self._room.shape != shape:
+            self._room = torch.empty(shape, dtype=torch.long, device=self.device)
+        return self._room
+
+    def _occupants(self, cell: torch.Tensor) -> torch.Tensor:
+        """long [G, A]: the slot of the live agent on each cell of ``cell`` (long [G, A], cells
+        y * W + x), -1 where none."""
         s = self.map_size
-        grid = torch.full((self.G, s * s), -1, dtype=torch.long, device=self.device)
-        cell = self.pos[..., 1] * s + self.pos[..., 0]
-        cell = torch.where(self.alive, cell, s * s)  # the dead write to a cell past the end
-        grid = torch.cat([grid, grid[:, :1]], dim=1)
-        grid.scatter_(1, cell, self.slot_index.expand(self.G, -1))
-        return grid[:, : s * s]
+        at = torch.where(self.alive, self.pos[..., 1] * s + self.pos[..., 0], s * s)
+        grid = self._map_room().fill_(-1)  # the dead write to a cell past the end
+        return grid.scatter_(1, at, self.slot_index.expand(self.G, -1)).gather(1, cell)
 
     # --- the step ------------------------------------------------------------------------------
     def step_slots(self, actions: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
@@ -271,11 +278,10 @@ class TorchGridWorld:
         tx, ty = target[..., 0], target[..., 1]
         on_board = (tx >= 0) & (tx < s) & (ty >= 0) & (ty < s)
         cell = (ty.clamp(0, s - 1) * s + tx.clamp(0, s - 1))
-        grid = self._occupancy()
 
         # 1. attacks
         attacking = alive0 & (actions >= n_moves)
-        victim = torch.where(on_board, grid.gather(1, cell), -1)
+        victim = torch.where(on_board, self._occupants(cell), -1)
         enemy = (victim >= 0) & (
             self.group_of_slot[victim.clamp(min=0)] != self.group_of_slot)
         victim = torch.where(attacking & enemy, victim, -1)
@@ -285,8 +291,9 @@ class TorchGridWorld:
         for _ in range(self._max_hits):
             hp_after.append(hp_after[-1] - self._incoming)
         hp_after = torch.stack(hp_after)  # [max_hits + 1, G, A]
-        dead_at = (hp_after < 0).float().argmax(0)  # 0 when never
-        fatal_hits = torch.where((hp_after < 0).any(0), dead_at, self._max_hits + 1)
+        # Each hit takes the same damage, so the levels at or above 0 come first: their count is
+        # the hit that kills (max_hits + 1: none does).
+        fatal_hits = (hp_after >= 0).sum(0)
         v = victim.clamp(min=0)
         fatal = fatal_hits.gather(1, v)
         # The attacks sorted by victim, then by order: an attack's hits before it are the acting
@@ -338,16 +345,18 @@ class TorchGridWorld:
         wall = self.walls.view(G, -1).gather(1, cell)
         movable = moving & inside & ~wall
         self.alive = alive2
-        occupant = self._occupancy().gather(1, cell)
+        occupant = self._occupants(cell)
         left_earlier = (occupant >= 0) & (occupant < self.slot_index)
         occ = occupant.clamp(min=0)
         slots = self.slot_index.expand(G, -1)
-        nobody = torch.full((G, s * s + 1), A, dtype=torch.long, device=dev)
+        # the agents that target one cell share a key: the lowest of their slots
+        key = self._map_room().fill_(A).scatter_reduce_(1, cell, slots, "amin").gather(1, cell)
+        nobody = torch.full((G, A + 1), A, dtype=torch.long, device=dev)
         moved = movable
         for _ in range(A + 1):
             # the first agent to move into each cell; the cell is taken for all after it
-            first = nobody.scatter_reduce(1, torch.where(moved, cell, s * s), slots, "amin")
-            taken = first.gather(1, cell) < self.slot_index
+            first = nobody.scatter_reduce(1, torch.where(moved, key, A), slots, "amin")
+            taken = first.gather(1, key) < self.slot_index
             freed = left_earlier & moved.gather(1, occ)
             now = movable & ((occupant < 0) | freed) & ~taken
             if torch.equal(now, moved):
