@@ -204,6 +204,7 @@ class TorchGridWorld:
         self._step_reward = per_slot("step_reward")
         self._attack_penalty = per_slot("attack_penalty")
         self._n_moves_slot = torch.tensor(self.n_moves, device=dev)[self.group_of_slot]
+        self._n_actions_slot = torch.tensor(self.n_actions, device=dev)[self.group_of_slot]
         self._incoming = incoming_damage(self.groups, kinds, attacks).to(dev)[self.group_of_slot]
         self._planes = view_planes(self, dev)
         # Compiled, the observation's operations fuse into a few loops; the first call of each
@@ -412,6 +413,8 @@ class TorchGridWorld:
         A game's new round is placed by its seed and round count; its attack orders go on
         counting its steps."""
         d = done.to(self.device)
+        if not bool(d.any()):
+            return
         self.rounds = self.rounds + d.long()
         pos, walls = self._place(self._round_keys(self.seeds, self.rounds))
         fresh_state = {"pos": (pos, d[:, None, None]), "walls": (walls, d[:, None, None]),
@@ -460,7 +463,7 @@ class TorchGridWorld:
         draws' counters too).
         """
         parts = []
-        for k, g in enumerate(self.groups):
+        for g in self.groups:
             if g not in actions:
                 raise ValueError(f"no actions given for group {g!r}; every group must act")
             a = torch.as_tensor(actions[g], device=self.device).long()
@@ -468,12 +471,15 @@ class TorchGridWorld:
             if a.shape != (self.G, n):
                 raise ValueError(f"group {g!r} needs actions of shape {(self.G, n)}, "
                                  f"got {tuple(a.shape)}")
-            bad = self.alive_mask(g) & ((a < 0) | (a >= self.n_actions[k]))
-            if bool(bad.any()):
-                raise ValueError(f"actions of group {g!r} must lie in [0, {self.n_actions[k]})")
             parts.append(a)
+        every = torch.cat(parts, 1)
+        bad = self.alive & ((every < 0) | (every >= self._n_actions_slot))
+        if bool(bad.any()):  # one check for all groups; the message names the first bad one
+            k = int(self.group_of_slot[bad.any(0)][0])
+            raise ValueError(f"actions of group {self.groups[k]!r} must lie in "
+                             f"[0, {self.n_actions[k]})")
         previous = {name: getattr(self, name) for name in _STATE}
-        rewards = self.step_slots(torch.cat(parts, 1), order)
+        rewards = self.step_slots(every, order)
         if playing is not None:
             kept = ~playing.to(self.device)
             for name, value in previous.items():
