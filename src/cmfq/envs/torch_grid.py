@@ -522,10 +522,11 @@ class TorchGridWorld:
 
         Each observing group gets one plane per game (laid out by ``ViewPlanes``), channels last
         as the view wants them: walls, then each group's presence and HP in the observer's channel
-        order, and below the map a blank window and the observer's minimap image. A view is then
-        two gathers of one block (V rows of V cells x C channels) per agent: its window of the
-        map, masked to the disc, plus the minimap image (a dead agent reads the blank window
-        twice). A few large operations for all games and agents, not one per cell.
+        order (its minimap channels 0), and below the map a blank window; and one minimap image
+        per game, and a blank one. A view is then two gathers of one block (V rows of V cells x C
+        channels) per agent: its game's minimap image plus its window of the map masked to the
+        disc (a dead agent reads the blanks). A few large operations for all games and agents,
+        not one per cell.
         """
         G, s, dev, geo = self.G, self.map_size, self.device, self._planes
         R, W, C = geo.pad, geo.width, geo.channels
@@ -554,11 +555,13 @@ class TorchGridWorld:
                     counts = torch.zeros(G, len(self.groups) * V * V, device=dev).scatter_add_(
                         1, self.group_of_slot * V * V + bins[V], live)
                     density[V] = counts.view(G, -1, V * V) / sizes[..., None]
-            for o, k in enumerate(observers):
+            images = []  # per observer, its minimap image in each game, then a blank one
+            for k in observers:
                 V = geo.sizes[k]
-                image = density[V][:, geo.channel_groups[k]].transpose(1, 2)
-                grid[o, :, geo.map_rows : geo.map_rows + V, geo.image_col : geo.image_col + V,
-                     3::3] = image.reshape(G, V, V, -1)
+                image = torch.zeros(G + 1, V, V, C, device=dev)
+                image[:G, ..., 3::3] = density[V][:, geo.channel_groups[k]].transpose(
+                    1, 2).reshape(G, V, V, -1)
+                images.append(image.view(G + 1, V, V * C))
         # All the groups' views in one block: freed together, a block this size is reused by the
         # next step's (glibc), where two freed at once can go back to the system and fault in.
         shapes = [(G * self.counts[g], geo.sizes[k], geo.sizes[k] * C)
@@ -578,8 +581,8 @@ class TorchGridWorld:
             window = torch.index_select(blocks, 0, (plane_start[o] + corner).view(-1),
                                         out=windows[o]).view(G, n, V, V * C)
             if self.minimap_mode:
-                image = torch.where(alive, blank + geo.image_col, blank)
-                view = torch.index_select(blocks, 0, (plane_start[o] + image).view(-1),
+                game = torch.where(alive, torch.arange(G, device=dev)[:, None], G)
+                view = torch.index_select(images[o], 0, game.view(-1),
                                           out=views[o].view(shapes[o]))
                 view = view.view(G, n, V, V * C).addcmul_(window, geo.discs[k])
                 # + 1 at the agent's bin in every group's minimap (+ 0 for the dead)
@@ -612,14 +615,12 @@ class ViewPlanes:
 
     A plane is ``rows`` x ``width`` cells of ``channels`` floats: the map at rows and columns
     ``pad`` .. ``pad`` + s - 1 (``pad``, the largest view radius, keeps every window inside), then
-    from row ``map_rows`` a blank window (columns 0 .. V - 1) and the minimap image (from column
-    ``image_col``)."""
+    from row ``map_rows`` a blank window."""
 
     pad: int
     width: int
     rows: int
     map_rows: int
-    image_col: int
     channels: int
     sizes: tuple[int, ...]
     """Per group, its view's side V = 2r + 1."""
@@ -653,8 +654,8 @@ def view_planes(world: TorchGridWorld, device) -> ViewPlanes:
     rank = torch.tensor([[order.index(h) for h in range(len(groups))] for order in orders])
     presence = (1 + per * rank)[:, world.group_of_slot.cpu()]
     return ViewPlanes(
-        pad=pad, width=max(s + 2 * pad, 2 * max(sizes)), rows=s + 2 * pad + max(sizes),
-        map_rows=s + 2 * pad, image_col=max(sizes), channels=channels, sizes=sizes,
+        pad=pad, width=s + 2 * pad, rows=s + 2 * pad + max(sizes), map_rows=s + 2 * pad,
+        channels=channels, sizes=sizes,
         discs=tuple(discs), presence=presence.to(device),
         channel_groups=tuple(torch.tensor(o, device=device) for o in orders),
         minimap_channels=torch.arange(len(groups), device=device) * 3 + 3)
