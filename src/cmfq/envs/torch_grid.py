@@ -207,8 +207,9 @@ class TorchGridWorld:
         self._n_actions_slot = torch.tensor(self.n_actions, device=dev)[self.group_of_slot]
         self._incoming = incoming_damage(self.groups, kinds, attacks).to(dev)[self.group_of_slot]
         self._planes = view_planes(self, dev)
-        # Compiled, the observation's operations fuse into a few loops; the first call of each
-        # shape compiles (seconds).
+        # The first call of each shape compiles (seconds). On the CPU the compiled observation
+        # is slower than eager (docs/performance.md): inductor does not keep the planes'
+        # overlapping blocks as a view.
         self._room: torch.Tensor | None = None
         self._kept: dict[tuple[str, ...], tuple[torch.Tensor, list[torch.Tensor]]] = {}
         self._observe = (torch.compile(self._observations, dynamic=False) if compile
