@@ -1,12 +1,16 @@
 """How fast a game steps with no learning: magent2 on the host against the torch backend.
 
     python benchmarks/env_speed.py --backend magent2|torch [--game battle] [--map-size 40]
-        [--games 8] [--device cpu] [--threads 2] [--policy random|CHECKPOINT] [--steps 400]
+        [--games 8] [--device cpu] [--threads 2] [--env-threads N] [--policy random|CHECKPOINT]
+        [--steps 400]
 
 ``--games`` games step in lockstep: magent2's one after another in this process (as training
 does), the torch backend's as one batch on ``--device``. Every live agent acts and every step
 computes every group's observations. After ``--warmup`` steps, ``--steps`` steps are timed; an env
 step is one step of one game. The last line is ``env steps/s: N``.
+
+``--threads`` sets torch's threads (and magent2's OpenMP threads); ``--env-threads N`` runs the
+torch games' own operations on N of them (``TorchGridWorld``'s ``threads``; default: all).
 
 ``--policy random``: uniform actions, drawn on the backend's side (numpy for magent2, torch on the
 device), and a game that ends starts again at once.
@@ -41,6 +45,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--games", type=int, default=8)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--env-threads", type=int, default=None,
+                        help="torch backend: the threads of the games' own operations "
+                        "(default: all --threads)")
     parser.add_argument("--policy", default="random", metavar="random|CHECKPOINT",
                         help="random, or a checkpoint (a path or pretrained:NAME) that acts for "
                         "every group it fits (default random)")
@@ -111,7 +118,8 @@ def torch_rate(args) -> float:
     from cmfq.envs.torch_tiger_deer import TorchTigerDeer
 
     game_cls = {"battle": TorchBattle, "tiger-deer": TorchTigerDeer}[args.game]
-    game = game_cls(args.map_size, device=args.device, compile=args.compile)
+    game = game_cls(args.map_size, device=args.device, compile=args.compile,
+                    threads=args.env_threads)
     game.reset(args.games, seed=args.seed)
     generator = torch.Generator(device=game.device).manual_seed(args.seed)
     sync = torch.cuda.synchronize if game.device.type == "cuda" else (lambda: None)
@@ -144,7 +152,8 @@ def policy_rate(args) -> float:
     checkpoint = load_checkpoint(args.policy)
     if checkpoint.env != args.game:  # its env settings would not build this game
         raise SystemExit(f"{args.policy} was trained on {checkpoint.env!r}, not {args.game!r}")
-    compiled = {"compile": args.compile} if args.backend == "torch" else {}
+    compiled = ({"compile": args.compile, "threads": args.env_threads}
+                if args.backend == "torch" else {})
     games = make_games(args.game, args.map_size, args.games, backend=args.backend,
                        seed=args.seed, device=args.device, **compiled,
                        **checkpoint.env_settings())
@@ -197,6 +206,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"backend {args.backend}, {args.game} map {args.map_size}, {args.games} games, "
           f"device {args.device}, {args.threads} threads, "
+          f"{f'env threads {args.env_threads}, ' if args.env_threads else ''}"
           f"{f'training {args.train}' if args.train else f'policy {args.policy}'}, "
           f"{args.steps} steps{', compiled' if args.compile else ''}; {platform.machine()}, "
           f"torch {torch.__version__}")

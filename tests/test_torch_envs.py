@@ -165,6 +165,23 @@ def test_games_in_a_batch_are_independent():
             assert torch.equal(out.rewards[g][0], batched.rewards[g][i])
 
 
+def test_own_threads_play_the_same_game_and_give_torch_its_setting_back():
+    games = {threads: TorchBattle(20, threads=threads) for threads in (None, 2)}
+    gen = torch.Generator().manual_seed(0)
+    first = {threads: game.reset(2, seed=5) for threads, game in games.items()}
+    assert torch.equal(first[None]["red"].view, first[2]["red"].view)
+    for _ in range(10):
+        acts = {g: torch.randint(0, games[None].n_actions[k], (2, games[None].counts[g]),
+                                 generator=gen) for k, g in enumerate(games[None].groups)}
+        out = {threads: game.step(acts) for threads, game in games.items()}
+        assert torch.get_num_threads() == 1  # the fixture's, set back after each step
+        for g in games[None].groups:
+            assert torch.equal(out[None].next_obs[g].view, out[2].next_obs[g].view)
+            assert torch.equal(out[None].rewards[g], out[2].rewards[g])
+    with pytest.raises(ValueError, match="threads"):
+        TorchBattle(20, threads=0)
+
+
 def test_shifted_layouts_are_drawn_per_game_as_in_battle():
     game = TorchBattle(40, layout="shifted")
     game.reset(16, seed=3)

@@ -220,7 +220,7 @@ class TorchGames(Games):
         self._check_seeds(seeds)
         self.world.reset_each(seeds)
         self._over = torch.zeros(self.n_games, dtype=torch.bool, device=self.device)
-        return {g: self._group(g, self.world.observe(g)) for g in self.groups}
+        return {g: self._group(g, obs) for g, obs in self.world.observe_all().items()}
 
     def step(self, actions: Mapping[str, torch.Tensor], order: torch.Tensor | None = None
              ) -> GamesStep:

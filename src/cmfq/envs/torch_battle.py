@@ -42,6 +42,7 @@ class TorchBattle(TorchGridWorld):
         layout: str = BattleOptions.layout,
         device: torch.device | str = "cpu",
         compile: bool = False,
+        threads: int | None = None,
     ) -> None:
         n = battle_agents_per_side(map_size, agents_per_side)
         if layout not in LAYOUTS:
@@ -56,7 +57,8 @@ class TorchBattle(TorchGridWorld):
             dead_penalty=dead_penalty, attack_penalty=attack_penalty,
         )
         super().__init__(map_size, {"red": n, "blue": n}, {"red": small, "blue": small},
-                         max_steps=max_steps, device=device, compile=compile)
+                         max_steps=max_steps, device=device, compile=compile,
+                         threads=threads)
 
         def blocks(gap: int = PUBLISHED_GAP) -> torch.Tensor:
             pair = block_positions(map_size, n, gap)

@@ -38,6 +38,7 @@ order of its own; the torch games keep the one order at every size (exact up to 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -113,9 +114,30 @@ class StepResult(NamedTuple):
     """bool [G]: the round ended because a group was wiped out."""
 
 
+def _on_own_threads(method):
+    """Run ``method`` on the world's ``threads`` (see ``TorchGridWorld``)."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        before = torch.get_num_threads()
+        if self.threads is None or self.threads == before:
+            return method(self, *args, **kwargs)
+        torch.set_num_threads(self.threads)
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            torch.set_num_threads(before)
+
+    return run
+
+
 class TorchGridWorld:
     """G games of one magent2 gridworld configuration as tensors on ``device``; ``compile``
-    compiles the observation with ``torch.compile``.
+    compiles the observation with ``torch.compile``; ``threads``, where given, is the number of
+    torch threads the games' own operations (steps, resets, observations) run on, torch's
+    setting restored after each (the operations are small: on a CPU that other work keeps busy,
+    each parallel one waits for every thread to be scheduled, see docs/performance.md; 1 keeps
+    them on the calling thread).
 
     Subclasses give ``groups`` (names, in the order magent2 is handed their actions), ``kinds``
     (the ``AgentKind`` of each group), ``engine_order`` (the groups in magent2's group order, which
@@ -134,8 +156,11 @@ class TorchGridWorld:
     minimap_mode: bool = True
 
     def __init__(self, map_size: int, counts: dict[str, int], kinds: dict[str, AgentKind], *,
-                 max_steps: int, device: torch.device | str = "cpu", compile: bool = False
-                 ) -> None:
+                 max_steps: int, device: torch.device | str = "cpu", compile: bool = False,
+                 threads: int | None = None) -> None:
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {threads}")
+        self.threads = threads
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         self.map_size = map_size
@@ -179,12 +204,16 @@ class TorchGridWorld:
         self._step_reward = per_slot("step_reward")
         self._attack_penalty = per_slot("attack_penalty")
         self._n_moves_slot = torch.tensor(self.n_moves, device=dev)[self.group_of_slot]
+        self._n_actions_slot = torch.tensor(self.n_actions, device=dev)[self.group_of_slot]
         self._incoming = incoming_damage(self.groups, kinds, attacks).to(dev)[self.group_of_slot]
-        self._views = {g: view_geometry(kinds[g].view_radius, map_size, dev) for g in self.groups}
-        # Compiled, the observation's ~50 small operations fuse into a few loops (3x faster on
-        # a CPU); the first call of each shape compiles (seconds).
-        self._observe = (torch.compile(self.observe_group, dynamic=False) if compile
-                         else self.observe_group)
+        self._planes = view_planes(self, dev)
+        # The first call of each shape compiles (seconds). On the CPU the compiled observation
+        # is slower than eager (docs/performance.md): inductor does not keep the planes'
+        # overlapping blocks as a view.
+        self._room: torch.Tensor | None = None
+        self._kept: dict[tuple[str, ...], tuple[torch.Tensor, list[torch.Tensor]]] = {}
+        self._observe = (torch.compile(self._observations, dynamic=False) if compile
+                         else self._observations)
         self.G = 0
 
     # --- state ---------------------------------------------------------------------------------
@@ -217,15 +246,21 @@ class TorchGridWorld:
         walls[:, 0, :] = walls[:, -1, :] = walls[:, :, 0] = walls[:, :, -1] = True
         return walls
 
-    def _occupancy(self) -> torch.Tensor:
-        """long [G, H*W]: the slot of the live agent on each cell, -1 where none."""
+    def _map_room(self) -> torch.Tensor:
+        """long [G, H*W + 1], for the caller to fill: one per world, kept between calls (a fresh
+        one costs the CPU page faults)."""
+        shape = (self.G, self.map_size**2 + 1)
+        if self._room is None or self._room.shape != shape:
+            self._room = torch.empty(shape, dtype=torch.long, device=self.device)
+        return self._room
+
+    def _occupants(self, cell: torch.Tensor) -> torch.Tensor:
+        """long [G, A]: the slot of the live agent on each cell of ``cell`` (long [G, A], cells
+        y * W + x), -1 where none."""
         s = self.map_size
-        grid = torch.full((self.G, s * s), -1, dtype=torch.long, device=self.device)
-        cell = self.pos[..., 1] * s + self.pos[..., 0]
-        cell = torch.where(self.alive, cell, s * s)  # the dead write to a cell past the end
-        grid = torch.cat([grid, grid[:, :1]], dim=1)
-        grid.scatter_(1, cell, self.slot_index.expand(self.G, -1))
-        return grid[:, : s * s]
+        at = torch.where(self.alive, self.pos[..., 1] * s + self.pos[..., 0], s * s)
+        grid = self._map_room().fill_(-1)  # the dead write to a cell past the end
+        return grid.scatter_(1, at, self.slot_index.expand(self.G, -1)).gather(1, cell)
 
     # --- the step ------------------------------------------------------------------------------
     def step_slots(self, actions: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
@@ -245,11 +280,10 @@ class TorchGridWorld:
         tx, ty = target[..., 0], target[..., 1]
         on_board = (tx >= 0) & (tx < s) & (ty >= 0) & (ty < s)
         cell = (ty.clamp(0, s - 1) * s + tx.clamp(0, s - 1))
-        grid = self._occupancy()
 
         # 1. attacks
         attacking = alive0 & (actions >= n_moves)
-        victim = torch.where(on_board, grid.gather(1, cell), -1)
+        victim = torch.where(on_board, self._occupants(cell), -1)
         enemy = (victim >= 0) & (
             self.group_of_slot[victim.clamp(min=0)] != self.group_of_slot)
         victim = torch.where(attacking & enemy, victim, -1)
@@ -259,8 +293,9 @@ class TorchGridWorld:
         for _ in range(self._max_hits):
             hp_after.append(hp_after[-1] - self._incoming)
         hp_after = torch.stack(hp_after)  # [max_hits + 1, G, A]
-        dead_at = (hp_after < 0).float().argmax(0)  # 0 when never
-        fatal_hits = torch.where((hp_after < 0).any(0), dead_at, self._max_hits + 1)
+        # Each hit takes the same damage, so the levels at or above 0 come first: their count is
+        # the hit that kills (max_hits + 1: none does).
+        fatal_hits = (hp_after >= 0).sum(0)
         v = victim.clamp(min=0)
         fatal = fatal_hits.gather(1, v)
         # The attacks sorted by victim, then by order: an attack's hits before it are the acting
@@ -312,16 +347,18 @@ class TorchGridWorld:
         wall = self.walls.view(G, -1).gather(1, cell)
         movable = moving & inside & ~wall
         self.alive = alive2
-        occupant = self._occupancy().gather(1, cell)
+        occupant = self._occupants(cell)
         left_earlier = (occupant >= 0) & (occupant < self.slot_index)
         occ = occupant.clamp(min=0)
         slots = self.slot_index.expand(G, -1)
-        nobody = torch.full((G, s * s + 1), A, dtype=torch.long, device=dev)
+        # the agents that target one cell share a key: the lowest of their slots
+        key = self._map_room().fill_(A).scatter_reduce_(1, cell, slots, "amin").gather(1, cell)
+        nobody = torch.full((G, A + 1), A, dtype=torch.long, device=dev)
         moved = movable
         for _ in range(A + 1):
             # the first agent to move into each cell; the cell is taken for all after it
-            first = nobody.scatter_reduce(1, torch.where(moved, cell, s * s), slots, "amin")
-            taken = first.gather(1, cell) < self.slot_index
+            first = nobody.scatter_reduce(1, torch.where(moved, key, A), slots, "amin")
+            taken = first.gather(1, key) < self.slot_index
             freed = left_earlier & moved.gather(1, occ)
             now = movable & ((occupant < 0) | freed) & ~taken
             if torch.equal(now, moved):
@@ -359,6 +396,7 @@ class TorchGridWorld:
             raise ValueError(f"games must be >= 1, got {games}")
         return self.reset_each(splitmix64(seed, torch.arange(games, device=self.device)))
 
+    @_on_own_threads
     def reset_each(self, seeds) -> dict[str, Observation]:
         """Start ``len(seeds)`` rounds, game j's draws (its placements and attack orders) seeded
         by ``seeds[j]`` (ints of any size, taken modulo 2^64, or an int64 tensor): game j is the
@@ -368,13 +406,16 @@ class TorchGridWorld:
         seeds = as_int64(seeds, self.device)
         pos, walls = self._place(self._round_keys(seeds, 0))
         self.set_state(pos, walls, seeds=seeds)
-        return {g: self.observe(g) for g in self.groups}
+        return self.observe_all()
 
+    @_on_own_threads
     def reset_done(self, done: torch.Tensor) -> None:
         """Start new rounds in the games where ``done`` (bool [G]) is set; the others go on.
         A game's new round is placed by its seed and round count; its attack orders go on
         counting its steps."""
         d = done.to(self.device)
+        if not bool(d.any()):
+            return
         self.rounds = self.rounds + d.long()
         pos, walls = self._place(self._round_keys(self.seeds, self.rounds))
         fresh_state = {"pos": (pos, d[:, None, None]), "walls": (walls, d[:, None, None]),
@@ -399,7 +440,11 @@ class TorchGridWorld:
         raise NotImplementedError
 
     def observe(self, group: str) -> Observation:
-        return self._observe(group, minimap=self.minimap_mode)
+        return self.observe_groups((group,))[group]
+
+    def observe_all(self) -> dict[str, Observation]:
+        """Every group's observation (``observe``), sharing the work."""
+        return self.observe_groups(self.groups)
 
     def positions(self, group: str) -> torch.Tensor:
         """long [G, n, 2]: (x, y) of ``group``'s agents (the dead keep their last cell)."""
@@ -409,6 +454,7 @@ class TorchGridWorld:
         """bool [G, n]."""
         return self.alive[:, self.slices[group]]
 
+    @_on_own_threads
     def step(self, actions: dict[str, torch.Tensor], order: torch.Tensor | None = None,
              playing: torch.Tensor | None = None) -> StepResult:
         """One step of every game with ``actions[g]`` (int [G, n_g]; dead agents' are ignored).
@@ -418,7 +464,7 @@ class TorchGridWorld:
         draws' counters too).
         """
         parts = []
-        for k, g in enumerate(self.groups):
+        for g in self.groups:
             if g not in actions:
                 raise ValueError(f"no actions given for group {g!r}; every group must act")
             a = torch.as_tensor(actions[g], device=self.device).long()
@@ -426,12 +472,15 @@ class TorchGridWorld:
             if a.shape != (self.G, n):
                 raise ValueError(f"group {g!r} needs actions of shape {(self.G, n)}, "
                                  f"got {tuple(a.shape)}")
-            bad = self.alive_mask(g) & ((a < 0) | (a >= self.n_actions[k]))
-            if bool(bad.any()):
-                raise ValueError(f"actions of group {g!r} must lie in [0, {self.n_actions[k]})")
             parts.append(a)
+        every = torch.cat(parts, 1)
+        bad = self.alive & ((every < 0) | (every >= self._n_actions_slot))
+        if bool(bad.any()):  # one check for all groups; the message names the first bad one
+            k = int(self.group_of_slot[bad.any(0)][0])
+            raise ValueError(f"actions of group {self.groups[k]!r} must lie in "
+                             f"[0, {self.n_actions[k]})")
         previous = {name: getattr(self, name) for name in _STATE}
-        rewards = self.step_slots(torch.cat(parts, 1), order)
+        rewards = self.step_slots(every, order)
         if playing is not None:
             kept = ~playing.to(self.device)
             for name, value in previous.items():
@@ -441,73 +490,118 @@ class TorchGridWorld:
         wiped = torch.stack([~self.alive_mask(g).any(1) for g in self.groups]).any(0)
         done = wiped | (self.step_count >= self.max_steps)
         return StepResult(
-            {g: self.observe(g) for g in self.groups},
+            self.observe_all(),
             {g: rewards[:, self.slices[g]] for g in self.groups},
             {g: self.alive_mask(g).clone() for g in self.groups},
             done, wiped,
         )
 
     # --- observations --------------------------------------------------------------------------
-    def observe_group(self, group: str, minimap: bool = True) -> Observation:
-        """The observation of ``group``'s agents in every game (magent2's ``get_observation``)."""
-        G, s, dev = self.G, self.map_size, self.device
-        k = self.groups.index(group)
-        sl = self.slices[group]
-        n = sl.stop - sl.start
-        r, disc, offsets = self._views[group]
-        V, P = 2 * r + 1, s + 2 * r
-        order = self._channel_order(group)
-        per = 3 if minimap else 2
-        channels = 1 + per * len(order)
-        # The map padded by r, channels last as the view wants them: walls, then each group's
-        # presence and HP (the minimap channels stay 0 here). Behind it, a blank copy: the view
-        # cells off the disc read its first cell, a dead agent's view reads it whole.
-        plane = torch.zeros(G, 2 * P * P, channels, device=dev)
-        inner = plane[:, : P * P].view(G, P, P, channels)[:, r : r + s, r : r + s]
-        inner[..., 0] = self.walls.float()
-        cell = (self.pos[..., 1] + r) * P + self.pos[..., 0] + r
-        written = torch.where(self.alive, cell, 2 * P * P - 1)  # the dead write to the last row
-        hp_frac = self.hp / self._hp_max
-        rows = torch.arange(G, device=dev)[:, None]
-        for c, g in enumerate(order):
-            gs = self.slices[g]
-            plane[rows, written[:, gs], 1 + per * c] = 1.0
-            plane[rows, written[:, gs], 2 + per * c] = hp_frac[:, gs]
-        plane[:, -1] = 0.0
-        alive = self.alive[:, sl]
-        corner = torch.where(alive, cell[:, sl] - r * P - r, P * P)  # the window's first cell
-        index = torch.where(disc, corner[..., None] + offsets, P * P) + rows[..., None] * 2 * P * P
-        # embedding, not index_select: the same rows, gathered 2x faster on the CPU when a row
-        # is not a power-of-two of floats (7 channels); no difference on a GPU.
-        view = torch.nn.functional.embedding(index.view(-1), plane.view(-1, channels))
-        view = view.view(G, n, V * V, channels)
-        if minimap:
-            scale = (s + V - 1) // V
-            bins = (self.pos[..., 1] // scale) * V + self.pos[..., 0] // scale  # [G, A]
-            group_of = torch.tensor([order.index(g) for g in self.groups], device=dev)
-            which = group_of[self.group_of_slot] * V * V + bins
-            live = self.alive.float()
-            counts = torch.zeros(G, len(order) * V * V, device=dev).scatter_add_(1, which, live)
-            sizes = torch.stack([live[:, self.slices[g]].sum(1) for g in order], 1)
-            density = counts.view(G, -1, V * V) / sizes[..., None]  # [G, groups, V*V]
-            maps = view[..., 3::per]  # [G, n, V*V, groups]
-            maps.copy_(torch.where(alive[..., None, None], density.transpose(1, 2)[:, None], 0.0))
-            own = bins[:, sl]
-            maps[rows, torch.arange(n, device=dev), own] += alive.float()[..., None]
-        view = view.view(G, n, V, V, channels)
+    @_on_own_threads
+    def observe_groups(self, groups: tuple[str, ...]) -> dict[str, Observation]:
+        """The observations of ``groups``' agents in every game (magent2's ``get_observation``)."""
+        return self._observe(groups, *self._workspace(groups))
 
-        pos = self.pos[:, sl]
-        n_act = self.n_actions[k]
-        features = torch.zeros(G, n, n_act + (3 if minimap else 1), device=dev)
-        last = self.last_action[:, sl]
-        features[..., :n_act] = torch.nn.functional.one_hot(last.clamp(min=0), n_act).float() * (
-            last >= 0)[..., None]
-        features[..., n_act] = self.last_reward[:, sl]
-        if minimap:
-            features[..., n_act + 1] = pos[..., 0].float() / s
-            features[..., n_act + 2] = pos[..., 1].float() / s
-        features = torch.where(alive[..., None], features, 0.0)
-        return Observation(view, features)
+    def _workspace(self, groups: tuple[str, ...]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The observation's planes and, per group, room for its agents' windows: kept from one
+        call to the next (a fresh block of this size costs the CPU a page fault per 4 KiB, more
+        than filling it), made anew when the number of games or the groups change."""
+        geo, C = self._planes, self._planes.channels
+        size = len(groups) * self.G * geo.rows * geo.width * C + 2
+        sizes = [(self.G * self.counts[g], geo.sizes[self.groups.index(g)]) for g in groups]
+        shapes = [(rows, V, V * C) for rows, V in sizes]
+        kept = self._kept.get(groups)
+        if kept is None or kept[0].numel() != size or [w.shape for w in kept[1]] != shapes:
+            kept = self._kept[groups] = (
+                torch.empty(size, device=self.device),
+                [torch.empty(shape, device=self.device) for shape in shapes])
+        return kept
+
+    def _observations(self, groups: tuple[str, ...], planes: torch.Tensor,
+                      windows: list[torch.Tensor]) -> dict[str, Observation]:
+        """``observe_groups`` in room of ``_workspace``.
+
+        Each observing group gets one plane per game (laid out by ``ViewPlanes``), channels last
+        as the view wants them: walls, then each group's presence and HP in the observer's channel
+        order (its minimap channels 0), and below the map a blank window; and one minimap image
+        per game, and a blank one. A view is then two gathers of one block (V rows of V cells x C
+        channels) per agent: its game's minimap image plus its window of the map masked to the
+        disc (a dead agent reads the blanks). A few large operations for all games and agents,
+        not one per cell.
+        """
+        G, s, dev, geo = self.G, self.map_size, self.device, self._planes
+        R, W, C = geo.pad, geo.width, geo.channels
+        observers = [self.groups.index(g) for g in groups]
+        n_obs, cells = len(observers), geo.rows * geo.width
+        planes.zero_()  # its last two floats: where the dead write
+        grid = planes[:-2].view(n_obs, G, geo.rows, W, C)
+        grid[:, :, R : R + s, R : R + s, 0] = self.walls
+        x, y = self.pos[..., 0], self.pos[..., 1]
+        plane_start = torch.arange(n_obs * G, device=dev).view(n_obs, G, 1) * cells
+        first = (plane_start + (y + R) * W + x + R) * C + geo.presence[observers][:, None]
+        first = torch.where(self.alive, first, planes.numel() - 2)
+        planes[torch.stack([first, first + 1], -1)] = torch.stack(
+            [torch.ones_like(self.hp), self.hp / self._hp_max], -1)
+        blank = geo.map_rows * W
+        if self.minimap_mode:
+            live = self.alive.float()
+            sizes = torch.zeros(G, len(self.groups), device=dev).index_add_(
+                1, self.group_of_slot, live)
+            bins, density = {}, {}
+            for k in observers:
+                V = geo.sizes[k]
+                if V not in density:  # each group's density over the map binned to V x V
+                    scale = (s + V - 1) // V
+                    bins[V] = (y // scale) * V + x // scale  # [G, A]
+                    counts = torch.zeros(G, len(self.groups) * V * V, device=dev).scatter_add_(
+                        1, self.group_of_slot * V * V + bins[V], live)
+                    density[V] = counts.view(G, -1, V * V) / sizes[..., None]
+            images = []  # per observer, its minimap image in each game, then a blank one
+            for k in observers:
+                V = geo.sizes[k]
+                image = torch.zeros(G + 1, V, V, C, device=dev)
+                image[:G, ..., 3::3] = density[V][:, geo.channel_groups[k]].transpose(
+                    1, 2).reshape(G, V, V, -1)
+                images.append(image.view(G + 1, V, V * C))
+        # All the groups' views in one block: freed together, a block this size is reused by the
+        # next step's (glibc), where two freed at once can go back to the system and fault in.
+        shapes = [(G * self.counts[g], geo.sizes[k], geo.sizes[k] * C)
+                  for g, k in zip(groups, observers, strict=True)]
+        views = torch.empty(sum(math.prod(shape) for shape in shapes), device=dev)
+        views = views.split([math.prod(shape) for shape in shapes])
+        out = {}
+        for o, (g, k) in enumerate(zip(groups, observers, strict=True)):
+            sl = self.slices[g]
+            n, V = sl.stop - sl.start, geo.sizes[k]
+            r = V // 2
+            alive = self.alive[:, sl]
+            # the blocks of V rows of V cells x C channels that start at each cell of the planes
+            blocks = planes.as_strided((n_obs * G * cells - (V - 1) * W - V + 1, V, V * C),
+                                       (C, W * C, 1))
+            corner = torch.where(alive, (y[:, sl] + R - r) * W + x[:, sl] + R - r, blank)
+            window = torch.index_select(blocks, 0, (plane_start[o] + corner).view(-1),
+                                        out=windows[o]).view(G, n, V, V * C)
+            if self.minimap_mode:
+                game = torch.where(alive, torch.arange(G, device=dev)[:, None], G)
+                view = torch.index_select(images[o], 0, game.view(-1),
+                                          out=views[o].view(shapes[o]))
+                view = view.view(G, n, V, V * C).addcmul_(window, geo.discs[k])
+                # + 1 at the agent's bin in every group's minimap (+ 0 for the dead)
+                agent = torch.arange(G * n, device=dev).view(G, n)
+                at = ((agent * V * V + bins[V][:, sl]) * C)[..., None] + geo.minimap_channels
+                view.view(-1).index_put_((at,), alive.float()[..., None].expand_as(at),
+                                         accumulate=True)
+            else:
+                view = torch.mul(window, geo.discs[k], out=views[o].view(G, n, V, V * C))
+            n_act = self.n_actions[k]
+            last = self.last_action[:, sl, None]
+            features = [(last == torch.arange(n_act, device=dev)).float(),
+                        self.last_reward[:, sl, None]]
+            if self.minimap_mode:
+                features += [x[:, sl, None].float() / s, y[:, sl, None].float() / s]
+            out[g] = Observation(view.view(G, n, V, V, C),
+                                 torch.where(alive[..., None], torch.cat(features, -1), 0.0))
+        return out
 
     def _channel_order(self, group: str) -> list[str]:
         """The groups in channel order for ``group``'s view: magent2's group order, turned to
@@ -516,18 +610,56 @@ class TorchGridWorld:
         return list(self.engine_order[i:] + self.engine_order[:i])
 
 
-def view_geometry(radius: float, map_size: int, device) -> tuple[int, torch.Tensor, torch.Tensor]:
-    """A view of ``radius``: r, and over its (2r + 1)^2 cells in magent2's order (rows of y):
-    whether the cell is on the disc (bool) and its offset from the window's first cell in a map
-    padded by r."""
-    r = int(radius)
-    V = 2 * r + 1
-    disc = torch.zeros(V, V, dtype=torch.bool)
-    for ox, oy in circle_offsets(radius, 0.0):
-        disc[oy + r, ox + r] = True
-    dy, dx = torch.meshgrid(torch.arange(V), torch.arange(V), indexing="ij")
-    offsets = dy * (map_size + 2 * r) + dx
-    return r, disc.reshape(-1).to(device), offsets.reshape(-1).to(device)
+@dataclass(frozen=True)
+class ViewPlanes:
+    """The layout of the planes the views are gathered from (``TorchGridWorld.observe_groups``).
+
+    A plane is ``rows`` x ``width`` cells of ``channels`` floats: the map at rows and columns
+    ``pad`` .. ``pad`` + s - 1 (``pad``, the largest view radius, keeps every window inside), then
+    from row ``map_rows`` a blank window."""
+
+    pad: int
+    width: int
+    rows: int
+    map_rows: int
+    channels: int
+    sizes: tuple[int, ...]
+    """Per group, its view's side V = 2r + 1."""
+    discs: tuple[torch.Tensor, ...]
+    """Per group, float32 [V, V * channels]: 1 on the view's disc (magent2's CircleRange)."""
+    presence: torch.Tensor
+    """long [groups, A]: the channel of each slot's presence in each observer's plane (its HP's
+    follows)."""
+    channel_groups: tuple[torch.Tensor, ...]
+    """Per observer, the groups (indices) in its channel order."""
+    minimap_channels: torch.Tensor
+    """long [groups]: the minimap channels, in channel order."""
+
+
+def view_planes(world: TorchGridWorld, device) -> ViewPlanes:
+    """The planes' layout for ``world``'s groups, kinds, channel orders and minimap mode."""
+    groups, s = world.groups, world.map_size
+    radii = [int(world.kinds[g].view_radius) for g in groups]
+    pad = max(radii)
+    per = 3 if world.minimap_mode else 2
+    channels = 1 + per * len(groups)
+    sizes = tuple(2 * r + 1 for r in radii)
+    discs = []
+    for g, V in zip(groups, sizes, strict=True):
+        disc = torch.zeros(V, V)
+        r = V // 2
+        for ox, oy in circle_offsets(world.kinds[g].view_radius, 0.0):
+            disc[oy + r, ox + r] = 1.0
+        discs.append(disc[..., None].expand(V, V, channels).reshape(V, V * channels).to(device))
+    orders = [[groups.index(h) for h in world._channel_order(g)] for g in groups]
+    rank = torch.tensor([[order.index(h) for h in range(len(groups))] for order in orders])
+    presence = (1 + per * rank)[:, world.group_of_slot.cpu()]
+    return ViewPlanes(
+        pad=pad, width=s + 2 * pad, rows=s + 2 * pad + max(sizes), map_rows=s + 2 * pad,
+        channels=channels, sizes=sizes,
+        discs=tuple(discs), presence=presence.to(device),
+        channel_groups=tuple(torch.tensor(o, device=device) for o in orders),
+        minimap_channels=torch.arange(len(groups), device=device) * 3 + 3)
 
 
 def incoming_damage(groups, kinds, attacks) -> torch.Tensor:

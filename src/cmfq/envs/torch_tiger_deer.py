@@ -39,6 +39,7 @@ class TorchTigerDeer(TorchGridWorld):
         tiger_attack_reward: float = TigerDeerOptions.tiger_attack_reward,
         device: torch.device | str = "cpu",
         compile: bool = False,
+        threads: int | None = None,
     ) -> None:
         self.n_tigers, self.n_deer, self.n_walls = tiger_deer_counts(
             map_size, n_tigers, n_deer, tiger_density, deer_density, wall_density)
@@ -52,7 +53,7 @@ class TorchTigerDeer(TorchGridWorld):
                           step_recover=tiger_step_recover)
         super().__init__(map_size, {"tiger": self.n_tigers, "deer": self.n_deer},
                          {"tiger": tiger, "deer": deer}, max_steps=max_steps, device=device,
-                         compile=compile)
+                         compile=compile, threads=threads)
 
     def _place(self, keys):
         s, dev, games = self.map_size, self.device, len(keys)
