@@ -84,11 +84,7 @@ def play_games(
     """
     if not isinstance(games, Games):
         games = EnvGames(games)
-    counts = {"games": games.n_games, "policies": len(policies), "seeds": len(seeds)}
-    if record is not None:
-        counts["record"] = len(record)
-    if len(set(counts.values())) != 1:
-        raise ValueError(f"policies, seeds and record need one entry per game; got {counts}")
+    check_players(games, policies, seeds, record)
     state = games.reset(seeds)
     in_play = [
         _Game.start(j, games, state, policies[j], seeds[j], {} if record is None else record[j])
@@ -118,6 +114,23 @@ def play_games(
             for g, buffer in game.record.items():
                 buffer.end_round(game.obs[g], final.get((game.index, g)), stream=(game.index, g))
     return [game.result() for game in in_play]
+
+
+def check_players(
+    games: Games, policies: Sequence[Mapping[str, TeamPolicy]], seeds: Sequence[int],
+    record: Sequence | None,
+) -> None:
+    """``policies``, ``seeds`` and ``record`` (when given) need one entry per game, and the
+    policies name only the games' groups."""
+    counts = {"games": games.n_games, "policies": len(policies), "seeds": len(seeds)}
+    if record is not None:
+        counts["record"] = len(record)
+    if len(set(counts.values())) != 1:
+        raise ValueError(f"policies, seeds and record need one entry per game; got {counts}")
+    unknown = set().union(*policies) - set(games.groups)
+    if unknown:
+        raise ValueError(f"policies for unknown groups {sorted(unknown)}; the games have "
+                         f"{games.groups}")
 
 
 def _team(state: GroupState, game: int) -> tuple[torch.Tensor, Observation]:
@@ -156,10 +169,6 @@ class _Game:
         cls, index: int, games: Games, state: dict[str, GroupState],
         policies: Mapping[str, TeamPolicy], seed: int, record: Mapping[str, ReplayBuffer],
     ) -> _Game:
-        unknown = set(policies) - set(games.groups)
-        if unknown:
-            raise ValueError(f"policies for unknown groups {sorted(unknown)}; the games have "
-                             f"{games.groups}")
         deciders = {
             g: policies[g] if g in policies
             else RandomPolicy(games.specs[g].n_actions, seed=seed + i)

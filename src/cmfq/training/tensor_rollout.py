@@ -18,7 +18,7 @@ import torch
 
 from cmfq.algos.policy import GroupDecision, Policy, RandomPolicy, act_at_random
 from cmfq.envs import Games, GroupState
-from cmfq.training.rollout import GameResult, GroupResult, TeamPolicy
+from cmfq.training.rollout import GameResult, GroupResult, TeamPolicy, check_players
 from cmfq.training.slot_replay import SlotReplay
 
 Teams = list[tuple[str, torch.Tensor]]
@@ -41,10 +41,7 @@ def play_on_tensors(
     more on its final state (the neighbour input its survivors would act with, which the replay
     keeps with their last observation), and from then on not at all.
     """
-    counts = {"games": games.n_games, "policies": len(policies), "seeds": len(seeds),
-              "record": len(record)}
-    if len(set(counts.values())) != 1:
-        raise ValueError(f"policies, seeds and record need one entry per game; got {counts}")
+    check_players(games, policies, seeds, record)
     device = games.device
     state = games.reset(seeds)
     deciders = _deciders(games, policies, seeds)
@@ -96,10 +93,6 @@ def _deciders(games: Games, policies: Sequence[Mapping[str, TeamPolicy]], seeds:
     randoms: dict[str, tuple[list[RandomPolicy], list[int], list[int]]] = {}
     teams_of: dict[int, int] = {}  # a random policy's teams so far
     for j, (named, seed) in enumerate(zip(policies, seeds, strict=True)):
-        unknown = set(named) - set(games.groups)
-        if unknown:
-            raise ValueError(f"policies for unknown groups {sorted(unknown)}; the games have "
-                             f"{games.groups}")
         for i, g in enumerate(games.groups):
             policy = named[g] if g in named else RandomPolicy(games.specs[g].n_actions,
                                                                seed=seed + i)
