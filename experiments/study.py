@@ -452,7 +452,7 @@ def head_to_head(report: dict) -> list[str]:
 def game_ends(report: dict, max_steps: int) -> str:
     """How the games between trained teams ended: the share that reached the step limit (the
     others ended when a side was wiped out), and the games won by the first side and by the
-    second (the first side's agents act first in magent2)."""
+    second (the first side's agents act first in magent2), in all and by seed."""
     random = {label for label, path in report["protocol"]["checkpoints"].items()
               if path == "random"}
     games = [g for g in report["games"] if g["a"] not in random and g["b"] not in random]
@@ -460,11 +460,22 @@ def game_ends(report: dict, max_steps: int) -> str:
         return "No games between trained teams."
     at_limit = sum(g["steps"] >= max_steps for g in games)
     ties = sum(g["a_survivors"] == g["b_survivors"] for g in games)
-    first = sum((g["a_survivors"] > g["b_survivors"]) == (g["a_side"] == 0)
-                for g in games if g["a_survivors"] != g["b_survivors"])
-    return (f"Of the {len(games)} games between trained teams, {at_limit / len(games):.0%} "
+    seed_of = report["algorithms"].get("seeds", {})
+    by_seed: dict[int, list[int]] = {}  # seed -> [first side's wins, second side's]
+    for g in games:
+        if g["a_survivors"] != g["b_survivors"]:
+            first_won = (g["a_survivors"] > g["b_survivors"]) == (g["a_side"] == 0)
+            by_seed.setdefault(seed_of.get(g["a"], -1), [0, 0])[not first_won] += 1
+    first = sum(wins[0] for wins in by_seed.values())
+    text = (f"Of the {len(games)} games between trained teams, {at_limit / len(games):.0%} "
             f"reached the limit of {max_steps} steps (won by more survivors then); the first "
             f"side won {first}, the second {len(games) - first - ties} (ties: {ties}).")
+    if len(by_seed) > 1:
+        # The runs of a seed share their initial weights, so they may share a side preference
+        # too; a pair plays each layout from both sides, so it cancels in a pair's rate.
+        text += " The first side's wins of the decided games, by seed: " + ", ".join(
+            f"{seed}: {f} of {f + s}" for seed, (f, s) in sorted(by_seed.items())) + "."
+    return text
 
 
 def tiger_table(report: dict) -> list[str]:

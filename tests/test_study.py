@@ -314,6 +314,12 @@ def test_head_to_head_counts_the_seeds_and_game_ends_the_sides(study):
     assert study.game_ends(report, 400) == (
         "Of the 3 games between trained teams, 67% reached the limit of 400 steps (won by more "
         "survivors then); the first side won 1, the second 1 (ties: 1).")
+    # With decided games at two seeds, the sides' wins by seed too.
+    report["games"].append({"a": "m1", "b": "c1", "a_side": 1, "a_survivors": 0,
+                            "b_survivors": 4, "steps": 50})
+    assert study.game_ends(report, 400).endswith(
+        "the first side won 2, the second 1 (ties: 1). The first side's wins of the decided "
+        "games, by seed: 0: 1 of 2, 1: 1 of 1.")
 
 
 def test_crossplay_takes_the_seeds_that_every_group_has_finished(study, finished_study):
