@@ -20,7 +20,7 @@ crossplay  ``cmfq tournament --pairs seed-matched --layout shifted --group-by la
            each map of ``Plan.maps``: each run meets the run of every other variant trained from
            its seed, over ``games / 2`` layouts from both sides. Then the same tournament with
            the references' runs too (IL and attention-MF, fewer seeds: attention-MF costs about
-           three runs), at the seeds that every group has finished, into
+           six runs), at the seeds that every group has finished, into
            ``battle-references-map<size>``. A tournament keeps the games its report already
            holds, so new runs cost only their games.
 tigerdeer  ``cmfq tournament --env tiger-deer`` of every tiger-deer run and ``random`` (kept
