@@ -4,7 +4,6 @@ checkpoint, so a saved network loads with its own; older checkpoints load as ``p
 import pytest
 import torch
 
-from cmfq import pretrained
 from cmfq.algos import ALGOS, NEIGHBOR_BRANCHES, make_algorithm
 from cmfq.envs import GroupSpec
 from cmfq.training.checkpoint import load_checkpoint, save_checkpoint
@@ -43,9 +42,13 @@ def test_a_checkpoint_loads_with_its_branch(tmp_path, branch):
         torch.testing.assert_close(loaded.state_dict()[name], value)
 
 
-@pytest.mark.skipif("mfq-battle" not in pretrained.names(), reason="no shipped mfq-battle")
-def test_a_checkpoint_from_before_the_option_loads_as_published():
-    checkpoint = load_checkpoint(f"{pretrained.PREFIX}mfq-battle")
-    assert "neighbor_branch" not in torch.load(checkpoint.path, weights_only=True)["config"]
+def test_a_checkpoint_from_before_the_option_loads_as_published(tmp_path):
+    algo = make_algorithm("mfq", SPEC)
+    save_checkpoint(tmp_path / "net.pt", algo, TrainConfig(algo="mfq"), group="red",
+                    round_index=1)
+    saved = torch.load(tmp_path / "net.pt", weights_only=True)
+    del saved["config"]["neighbor_branch"]  # as written before the option existed
+    torch.save(saved, tmp_path / "old.pt")
+    checkpoint = load_checkpoint(tmp_path / "old.pt")
     assert checkpoint.config.neighbor_branch == "published"
     assert checkpoint.build_algorithm().net.head.action_hidden == (64, 32)

@@ -107,10 +107,11 @@ def transitions(replay) -> list[tuple]:
 
 @pytest.fixture(scope="module")
 def played():
-    """Two rounds of 6 battles at map 12, 30 steps: the pretrained cmfq model (red) against
-    random teams (blue), both recorded; in round 0 two games end in a wipe-out, the others at
-    the time limit, with deaths."""
-    games = make_games("battle", 12, 6, backend="torch", max_steps=30)
+    """Two rounds of 8 battles at map 12, 30 steps, both sides recorded: in 6 the pretrained
+    cmfq model (red) meets a random team (blue), and in round 0 at least two of these end in a
+    wipe-out; in 2 both teams act at random, and these run to the time limit whatever the model
+    learned."""
+    games = make_games("battle", 12, 8, backend="torch", max_steps=30)
     model = load_checkpoint("pretrained:cmfq-battle").policy(seed=0)
     replay = BothReplays(10**6)
     results = []
@@ -119,8 +120,9 @@ def played():
     try:
         for round_index in range(2):
             results.append(play_on_tensors(
-                games, [{"red": model}] * 6, seeds=[10 * round_index + j for j in range(6)],
-                record=[{"red": replay, "blue": replay}] * 6))
+                games, [{"red": model}] * 6 + [{}] * 2,
+                seeds=[10 * round_index + j for j in range(8)],
+                record=[{"red": replay, "blue": replay}] * 8))
     finally:
         torch.set_num_threads(threads)
     return replay, results
