@@ -378,7 +378,8 @@ def replay(plan: Plan) -> None:
     gif = plan.reports / "figures" / "replay.gif"
     picks = json.loads((plan.reports / "picks.json").read_text())
     first, second = (picks[f"{a}-battle"]["checkpoint"] for a in ("cmfq", "mfq"))
-    steps = () if plan.max_steps is None else ("--max-steps", str(plan.max_steps))
+    limit = plan.max_steps[0]  # the replay is played at the first map, with its step limit
+    steps = () if limit is None else ("--max-steps", str(limit))
     cmfq("render", first, second, "--map-size", str(plan.maps[0]), *steps, "--cell", "12",
          "--out", gif)
     with Image.open(gif) as animation:
@@ -616,10 +617,10 @@ def progress_lines(plan: Plan) -> list[str]:
         counts = ", ".join(f"{g} {finished[g]} of {planned[g]}" for g in sorted(planned))
         lines.append(f"- {env}: {counts}")
     head = ["Runs finished, of those planned:", ""]
-    tail = ["", "**Not complete yet**: the tables cover the finished runs only; "
-            "`python experiments/study.py` trains the missing runs and plays only the missing "
-            "games." if missing else "", ""]
-    return head + lines + tail
+    warning = ["", "**Not complete yet**: the tables cover the finished runs only; "
+               "`python experiments/study.py` trains the missing runs and plays only the "
+               "missing games."] if missing else []
+    return head + lines + warning + [""]
 
 
 def kill_cell(kills: dict[str, list] | None) -> str:

@@ -1,11 +1,13 @@
 """The study runner's rules (experiments/study.py), on synthetic reports."""
 
+import dataclasses
 import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "study.py"
 
@@ -77,6 +79,29 @@ def test_battle_tournaments_are_always_handed_to_cmfq_which_plays_what_is_missin
     assert battle[:3] == ("tournament", "a.pt", "random")
     assert battle[battle.index("--pairs") + 1] == "seed-matched"
     assert battle[battle.index("--group-by") + 1] == "label"
+
+
+@pytest.mark.parametrize("max_steps, flags",
+                         [((None, 1000), ()), ((30, 1000), ("--max-steps", "30"))])
+def test_the_replay_is_played_at_the_first_map_with_its_step_limit(
+        study, tmp_path, monkeypatch, max_steps, flags):
+    calls = []
+
+    def render(*args):  # a three-frame GIF where cmfq render would write one
+        calls.append(args)
+        frames = [Image.new("RGB", (4, 4), colour) for colour in ("red", "white", "blue")]
+        frames[0].save(args[-1], save_all=True, append_images=frames[1:])
+
+    monkeypatch.setattr(study, "cmfq", render)
+    plan = dataclasses.replace(study.QUICK, reports=tmp_path, max_steps=max_steps)
+    (tmp_path / "figures").mkdir()
+    picks = {f"{algo}-battle": {"checkpoint": f"{algo}.pt"} for algo in ("cmfq", "mfq")}
+    (tmp_path / "picks.json").write_text(json.dumps(picks))
+    study.replay(plan)
+    (call,) = calls
+    assert call == ("render", "cmfq.pt", "mfq.pt", "--map-size", "12", *flags, "--cell", "12",
+                    "--out", tmp_path / "figures" / "replay.gif")
+    assert (tmp_path / "figures" / "replay-frame.png").is_file()
 
 
 def test_seed_mean(study):
