@@ -49,6 +49,7 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -783,7 +784,8 @@ def results_page(plan: Plan) -> None:
     lines += picks_lines(plan, link)
     lines += ["", "## Conclusion", "", CONCLUSION_MARK, "",
               "_Not written yet: read the tables and curves above first._", ""]
-    text = "\n".join(lines)
+    # Sections begin and end with a blank line; where two meet, one is enough.
+    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines))
     # What a person wrote under the mark is kept when the page is regenerated.
     if plan.page.is_file() and CONCLUSION_MARK in plan.page.read_text():
         text = text.split(CONCLUSION_MARK)[0] + CONCLUSION_MARK + \
